@@ -1,0 +1,1 @@
+//! Flare-style configuration files (filled in by the config work).

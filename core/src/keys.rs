@@ -1,0 +1,1 @@
+//! Key → partition resolution (filled in by the resolver work).

@@ -1,0 +1,24 @@
+//! Sans-IO core of Flare.
+//!
+//! Everything here is deterministic: bytes, time (`now`, Unix seconds) and random numbers come in as arguments, and
+//! replies, storage changes and effects go out as return values. The crate has no dependency on tokio, sockets,
+//! files or clocks; its `Cargo.toml` keeps it that way.
+//!
+//! - [`protocol`]: incremental parsers (text, binary, meta) into one [`protocol::Request`] model, and encoders of
+//!   [`protocol::Reply`] into memcached's exact bytes.
+//! - [`item`]: the stored item and its on-disk encoding.
+//! - [`storage`]: the storage trait both engines implement, and the in-memory engine.
+//! - [`store`]: memcached/Flare command semantics (versions, expiry, append, incr, cas, delete hold) over a storage.
+//! - [`config`]: Flare-style `key = value` config files and the option schema of `flared` and `flarei`.
+//! - [`keys`]: key → partition, bit-exact with Flare's modular resolver and hash functions.
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod item;
+pub mod keys;
+pub mod protocol;
+pub mod storage;
+pub mod store;
+
+/// This project's own version (decisions.md #1); the `version` reply carries `flare-<this>`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,1 @@
+//! Production drivers of Flare on tokio.

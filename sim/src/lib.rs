@@ -1,0 +1,1 @@
+//! Deterministic simulation of Flare clusters (comes with the cluster work).
