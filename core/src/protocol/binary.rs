@@ -56,3 +56,6 @@ impl BinaryParser {
         false
     }
 }
+
+/// Appends the binary reply packet(s) for `reply` to a request with header `header` (stub).
+pub fn encode_reply(_header: &super::BinaryHeader, _reply: &super::Reply, _out: &mut BytesMut) {}
