@@ -16,6 +16,7 @@
 pub mod config;
 pub mod item;
 pub mod keys;
+pub mod node_map;
 pub mod protocol;
 pub mod storage;
 pub mod store;
