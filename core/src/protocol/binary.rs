@@ -28,6 +28,10 @@
 //!   replicated as text lines. A bad key is `Invalid arguments`.
 //! - **Data type** must be 0 (raw), as memcached requires.
 //! - **Unknown `Stat` group**: `Invalid arguments`.
+//! - **GATQ** counts as a quiet get: its miss is suppressed like GetQ's. A GetK miss carries no key (the
+//!   [`Reply`] of a miss does not hold one).
+//! - **Increment/Decrement** always fill `create` from the extras (exptime `0xffffffff` = `None`); whether a miss
+//!   creates the item (memcached) or answers `Not found` (Flare) is the command layer's compat flag.
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::{
