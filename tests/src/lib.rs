@@ -1,1 +1,282 @@
-//! Helpers for end-to-end tests: start daemons on free ports, talk to them, clean up.
+//! Helpers for end-to-end tests: start the real daemons on free loopback ports with temporary data directories,
+//! talk to them over real TCP, stop them (gracefully or with SIGKILL) and clean up.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The workspace's target directory (where `cargo build --bins` put the daemons).
+pub fn target_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("CARGO_TARGET_DIR") {
+        return PathBuf::from(dir);
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("target")
+}
+
+/// Path of a workspace binary built in the debug profile.
+pub fn binary(name: &str) -> PathBuf {
+    let path = target_dir().join("debug").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first (scripts/test does)",
+        path.display()
+    );
+    path
+}
+
+/// A free TCP port on 127.0.0.1 (bound then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind an ephemeral port")
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// True when `cmd` is on the PATH.
+pub fn have(cmd: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {cmd}"))
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A running `flared` with its own data directory, stopped (SIGKILL) and cleaned up on drop.
+pub struct Flared {
+    /// The child process (None after a kill).
+    pub child: Option<Child>,
+    /// Port it listens on.
+    pub port: u16,
+    /// Data directory (removed on drop).
+    pub data_dir: tempfile::TempDir,
+    /// Extra command-line arguments, reused on restart.
+    pub args: Vec<String>,
+}
+
+impl Flared {
+    /// Starts a standalone node with extra `--key=value` arguments and waits until it accepts connections.
+    pub fn start(args: &[&str]) -> Flared {
+        let data_dir = tempfile::Builder::new()
+            .prefix("flared-test-")
+            .tempdir()
+            .expect("temp dir");
+        let mut node = Flared {
+            child: None,
+            port: free_port(),
+            data_dir,
+            args: args.iter().map(|s| s.to_string()).collect(),
+        };
+        node.spawn();
+        node
+    }
+
+    /// (Re)starts the process on the same port and data directory.
+    pub fn spawn(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let log = std::fs::File::create(self.data_dir.path().join("flared.log")).expect("log file");
+        let child = Command::new(binary("flared"))
+            .arg(format!("--data-dir={}", self.data_dir.path().display()))
+            .arg(format!("--server-port={}", self.port))
+            .arg("--server-name=127.0.0.1")
+            .arg("-s")
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn flared");
+        self.child = Some(child);
+        wait_for_port(self.port, Duration::from_secs(20))
+            .unwrap_or_else(|e| panic!("flared did not start: {e}\n{}", self.log()));
+    }
+
+    /// `127.0.0.1:<port>`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// A new client connection.
+    pub fn connect(&self) -> Client {
+        Client::connect(&self.addr())
+    }
+
+    /// Sends `sig` to the process.
+    pub fn signal(&self, sig: i32) {
+        let pid = self.child.as_ref().expect("running").id() as i32;
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe { libc::kill(pid, sig) };
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then waits up to `limit` for a clean exit; returns the exit status and the time it took.
+    pub fn terminate(&mut self, limit: Duration) -> (Option<std::process::ExitStatus>, Duration) {
+        let started = Instant::now();
+        self.signal(libc::SIGTERM);
+        let mut child = self.child.take().expect("running");
+        while started.elapsed() < limit {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return (Some(status), started.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        (None, started.elapsed())
+    }
+
+    /// The process's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data_dir.path().join("flared.log")).unwrap_or_default()
+    }
+
+    /// True while the process runs.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+}
+
+impl Drop for Flared {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Waits until something accepts TCP connections on 127.0.0.1:`port`.
+pub fn wait_for_port(port: u16, limit: Duration) -> Result<(), String> {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Err(format!("nothing listens on port {port} after {limit:?}"))
+}
+
+/// A blocking text-protocol client for tests.
+pub struct Client {
+    reader: BufReader<TcpStream>,
+}
+
+impl Client {
+    /// Connects with a 10 s read timeout.
+    pub fn connect(addr: &str) -> Client {
+        let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream.set_nodelay(true).unwrap();
+        Client {
+            reader: BufReader::new(stream),
+        }
+    }
+
+    /// Writes raw bytes.
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.reader.get_mut().write_all(bytes).expect("send");
+    }
+
+    /// Reads one line, without its `\r\n`.
+    pub fn line(&mut self) -> String {
+        let mut line = String::new();
+        self.reader.read_line(&mut line).expect("read line");
+        assert!(line.ends_with("\r\n"), "line not ended by CRLF: {line:?}");
+        line.truncate(line.len() - 2);
+        line
+    }
+
+    /// Reads exactly `n` bytes.
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        let mut buf = vec![0; n];
+        self.reader.read_exact(&mut buf).expect("read bytes");
+        buf
+    }
+
+    /// Sends a command line and returns the first reply line.
+    pub fn call(&mut self, line: &str) -> String {
+        self.send(format!("{line}\r\n").as_bytes());
+        self.line()
+    }
+
+    /// `set` and its reply line.
+    pub fn set(&mut self, key: &str, flags: u32, exptime: i64, value: &[u8]) -> String {
+        self.send(format!("set {key} {flags} {exptime} {}\r\n", value.len()).as_bytes());
+        self.send(value);
+        self.send(b"\r\n");
+        self.line()
+    }
+
+    /// `gets key`: (flags, version, value) or None.
+    pub fn gets(&mut self, key: &str) -> Option<(u32, u64, Vec<u8>)> {
+        self.send(format!("gets {key}\r\n").as_bytes());
+        let line = self.line();
+        if line == "END" {
+            return None;
+        }
+        let parts: Vec<&str> = line.split(' ').collect();
+        assert_eq!(parts.len(), 5, "bad VALUE line {line:?}");
+        assert_eq!(parts[0], "VALUE");
+        assert_eq!(parts[1], key);
+        let len: usize = parts[3].parse().unwrap();
+        let value = self.bytes(len);
+        assert_eq!(self.bytes(2), b"\r\n");
+        assert_eq!(self.line(), "END");
+        Some((parts[2].parse().unwrap(), parts[4].parse().unwrap(), value))
+    }
+
+    /// `get key` value, or None.
+    pub fn get(&mut self, key: &str) -> Option<Vec<u8>> {
+        self.gets(key).map(|(_, _, v)| v)
+    }
+
+    /// `stats` as (name, value) pairs.
+    pub fn stats(&mut self, group: &str) -> Vec<(String, String)> {
+        let cmd = if group.is_empty() {
+            "stats".to_string()
+        } else {
+            format!("stats {group}")
+        };
+        self.send(format!("{cmd}\r\n").as_bytes());
+        let mut out = Vec::new();
+        loop {
+            let line = self.line();
+            if line == "END" {
+                return out;
+            }
+            let rest = line
+                .strip_prefix("STAT ")
+                .unwrap_or_else(|| panic!("bad stats line {line:?}"));
+            let (k, v) = rest.split_once(' ').unwrap_or((rest, ""));
+            out.push((k.to_string(), v.to_string()));
+        }
+    }
+
+    /// One `stats` field.
+    pub fn stat(&mut self, name: &str) -> String {
+        self.stats("")
+            .into_iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v)
+            .unwrap_or_else(|| panic!("no stat {name}"))
+    }
+
+    /// The underlying stream.
+    pub fn stream(&mut self) -> &mut TcpStream {
+        self.reader.get_mut()
+    }
+}

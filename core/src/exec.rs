@@ -1,0 +1,226 @@
+//! Local execution of one request on a node: [`Command`] → store operation → [`Reply`].
+//!
+//! This is the "Local" arm of a node's request path (ARCHITECTURE.md). Data commands run here against a
+//! [`Store`]; commands that need process state, streams or timers (stats, dumps, delayed flush, kill, node sync,
+//! shutdown) are handed back to the driver as [`Outcome::Driver`]. Counters for `stats` are accumulated in a
+//! per-connection [`Tally`] that the driver merges into its shared counters.
+
+use bytes::Bytes;
+
+use crate::item::Item;
+use crate::protocol::{ArithOp, Command, ErrorReply, Reply, StoreMode, ValueItem};
+use crate::storage::{Storage, StorageError};
+use crate::store::{self, ArithOutcome, DeleteOutcome, StoreOutcome, TouchOutcome};
+
+/// What the driver must do with a request after [`execute`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// Send this reply.
+    Reply(Reply),
+    /// The command needs the driver (stats, dump, delayed flush, kill, node sync, show variables, shutdown, keys).
+    Driver(Command),
+    /// Close the connection without a reply (`quit`).
+    Close,
+}
+
+/// Per-connection counters behind the `stats` fields of stats.md §1. Plain integers: the driver merges them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Keys asked for by get/gets/gat.
+    pub cmd_get: u64,
+    /// Storage commands, cas, touch and gat run.
+    pub cmd_set: u64,
+    /// Keys found.
+    pub get_hits: u64,
+    /// Keys not found.
+    pub get_misses: u64,
+    /// Writes that ended `STORED`.
+    pub total_items: u64,
+    /// Deletes that answered `DELETED`.
+    pub delete_hits: u64,
+    /// Deletes that answered `NOT_FOUND`.
+    pub delete_misses: u64,
+    /// incr on an existing key.
+    pub incr_hits: u64,
+    /// incr on a missing key.
+    pub incr_misses: u64,
+    /// decr on an existing key.
+    pub decr_hits: u64,
+    /// decr on a missing key.
+    pub decr_misses: u64,
+    /// Successful cas.
+    pub cas_hits: u64,
+    /// cas on a missing key.
+    pub cas_misses: u64,
+    /// cas with a version mismatch.
+    pub cas_badval: u64,
+    /// Successful touch.
+    pub touch_hits: u64,
+    /// touch on a missing key.
+    pub touch_misses: u64,
+    /// Meta commands run.
+    pub meta_cmds: u64,
+    /// Storage errors.
+    pub storage_errors: u64,
+}
+
+/// The reply to a storage failure (protocol.md §4.4). The driver also flags the node unhealthy.
+pub fn storage_error_reply(_e: &StorageError) -> Reply {
+    Reply::Error(ErrorReply::Server("i/o error".into()))
+}
+
+/// Runs `command` locally at time `now` (Unix seconds).
+pub fn execute<S: Storage>(store: &store::Store<S>, command: Command, now: u64, tally: &mut Tally) -> Outcome {
+    match run(store, command, now, tally) {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            tally.storage_errors += 1;
+            tracing::error!(error = %e, "storage failure");
+            Outcome::Reply(storage_error_reply(&e))
+        }
+    }
+}
+
+fn run<S: Storage>(
+    store: &store::Store<S>,
+    command: Command,
+    now: u64,
+    tally: &mut Tally,
+) -> Result<Outcome, StorageError> {
+    let reply = match command {
+        Command::Get { keys, cas } => {
+            let mut items = Vec::with_capacity(keys.len());
+            for key in keys {
+                tally.cmd_get += 1;
+                match store.get(&key, now)? {
+                    Some(item) => {
+                        tally.get_hits += 1;
+                        items.push(value_item(key, item));
+                    }
+                    None => tally.get_misses += 1,
+                }
+            }
+            Reply::Values { items, cas, end: true }
+        }
+        Command::Gat { exptime, keys, cas, flare_form, noreply } => {
+            let mut items = Vec::with_capacity(keys.len());
+            for key in keys {
+                tally.cmd_get += 1;
+                tally.cmd_set += 1;
+                match store.gat(&key, exptime, now)? {
+                    Some(item) => {
+                        tally.get_hits += 1;
+                        items.push(value_item(key, item));
+                    }
+                    None => tally.get_misses += 1,
+                }
+            }
+            if flare_form {
+                // Flare's gat: one VALUE without END, or NOT_FOUND (protocol.md §4.6).
+                match (noreply, items.is_empty()) {
+                    (true, _) => Reply::Nothing,
+                    (false, true) => Reply::NotFound,
+                    (false, false) => Reply::Values { items, cas, end: false },
+                }
+            } else {
+                Reply::Values { items, cas, end: true }
+            }
+        }
+        Command::Store(req) => {
+            tally.cmd_set += 1;
+            let noreply = req.options.noreply;
+            let cas = req.mode == StoreMode::Cas;
+            let reply = match store.store(&req, now)? {
+                StoreOutcome::Stored(item) => {
+                    tally.total_items += 1;
+                    if cas {
+                        tally.cas_hits += 1;
+                    }
+                    Reply::Stored { version: item.version }
+                }
+                StoreOutcome::NotStored => Reply::NotStored,
+                StoreOutcome::Exists => {
+                    tally.cas_badval += 1;
+                    Reply::Exists
+                }
+                StoreOutcome::NotFound => {
+                    tally.cas_misses += 1;
+                    Reply::NotFound
+                }
+            };
+            quiet(noreply, reply)
+        }
+        Command::Delete { key, hold, version, options } => {
+            let reply = match store.delete(&key, hold, version, now)? {
+                DeleteOutcome::Deleted { .. } => {
+                    tally.delete_hits += 1;
+                    Reply::Deleted
+                }
+                DeleteOutcome::NotFound => {
+                    tally.delete_misses += 1;
+                    Reply::NotFound
+                }
+            };
+            quiet(options.noreply, reply)
+        }
+        Command::Arith { op, key, delta, create, options } => {
+            let outcome = store.arith(&key, op, delta, create, now)?;
+            let (hits, misses) = match op {
+                ArithOp::Incr => (&mut tally.incr_hits, &mut tally.incr_misses),
+                ArithOp::Decr => (&mut tally.decr_hits, &mut tally.decr_misses),
+            };
+            let reply = match outcome {
+                ArithOutcome::Value { value, item } => {
+                    *hits += 1;
+                    Reply::Number { value, version: item.version }
+                }
+                ArithOutcome::NotFound => {
+                    *misses += 1;
+                    Reply::NotFound
+                }
+                ArithOutcome::NonNumeric => Reply::Error(ErrorReply::NonNumeric),
+            };
+            quiet(options.noreply, reply)
+        }
+        Command::Touch { key, exptime, noreply } => {
+            tally.cmd_set += 1;
+            let reply = match store.touch(&key, exptime, now)? {
+                TouchOutcome::Touched(_) => {
+                    tally.touch_hits += 1;
+                    Reply::Touched
+                }
+                TouchOutcome::NotFound => {
+                    tally.touch_misses += 1;
+                    Reply::NotFound
+                }
+            };
+            quiet(noreply, reply)
+        }
+        Command::FlushAll { delay, noreply } => match store::flush_deadline(delay, now) {
+            None => {
+                store.flush_all()?;
+                quiet(noreply, Reply::Ok)
+            }
+            Some(_) => return Ok(Outcome::Driver(Command::FlushAll { delay, noreply })),
+        },
+        Command::Verbosity { noreply } => quiet(noreply, Reply::Ok),
+        Command::Noop => Reply::Ok,
+        Command::Quit => return Ok(Outcome::Close),
+        other => return Ok(Outcome::Driver(other)),
+    };
+    Ok(Outcome::Reply(reply))
+}
+
+fn quiet(noreply: bool, reply: Reply) -> Reply {
+    // noreply suppresses every reply, errors included, as in memcached.
+    if noreply {
+        Reply::Nothing
+    } else {
+        reply
+    }
+}
+
+fn value_item(key: Bytes, item: Item) -> ValueItem {
+    ValueItem { key, flags: item.flags, version: item.version, value: item.value }
+}

@@ -1,0 +1,188 @@
+//! Daemon behaviour: max-connection, net-read-timeout, pid file, config file, stats fields, kill, pipelining.
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use flare_tests::Flared;
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let node = Flared::start(&[]);
+    let mut c = node.connect();
+    let mut batch = Vec::new();
+    for i in 0..500 {
+        batch.extend_from_slice(
+            format!("set p{i} {i} 0 {}\r\n{i}\r\n", i.to_string().len()).as_bytes(),
+        );
+    }
+    for i in 0..500 {
+        batch.extend_from_slice(format!("get p{i}\r\n").as_bytes());
+    }
+    c.send(&batch);
+    for _ in 0..500 {
+        assert_eq!(c.line(), "STORED");
+    }
+    for i in 0..500 {
+        assert_eq!(c.line(), format!("VALUE p{i} {i} {}", i.to_string().len()));
+        assert_eq!(c.line(), i.to_string());
+        assert_eq!(c.line(), "END");
+    }
+}
+
+#[test]
+fn max_connection_closes_extra_connections() {
+    let node = Flared::start(&["--max-connection=3"]);
+    let mut held: Vec<_> = (0..3).map(|_| node.connect()).collect();
+    for c in &mut held {
+        assert_eq!(c.call("version").len() > 8, true);
+    }
+    let mut extra = std::net::TcpStream::connect(node.addr()).unwrap();
+    extra
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let _ = extra.write_all(b"version\r\n");
+    let mut buf = [0u8; 64];
+    let n = extra.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "the 4th connection must be closed at once");
+    drop(held);
+    std::thread::sleep(Duration::from_millis(200));
+    let mut c = node.connect();
+    assert!(c.call("version").starts_with("VERSION flare-"));
+}
+
+#[test]
+fn idle_connections_close_after_net_read_timeout() {
+    let node = Flared::start(&["--net-read-timeout=1"]);
+    let mut c = node.connect();
+    assert!(c.call("version").starts_with("VERSION "));
+    std::thread::sleep(Duration::from_millis(2500));
+    let mut buf = [0u8; 8];
+    let n = c.stream().read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "idle connection must be closed by the server");
+}
+
+#[test]
+fn pid_file_written_and_removed() {
+    let mut node = Flared::start(&[]);
+    let pid_path = node.data_dir.path().join("flared.pid");
+    let pid: u32 = std::fs::read_to_string(&pid_path)
+        .expect("pid file")
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(pid, node.child.as_ref().unwrap().id());
+    let (status, _) = node.terminate(Duration::from_secs(5));
+    assert!(status.is_some_and(|s| s.success()));
+    assert!(!pid_path.exists(), "pid file must be removed on exit");
+}
+
+#[test]
+fn flare_style_config_file_is_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("flared.conf");
+    // Flare's own sample node config (config.md §7), with a Tokyo Cabinet storage-type and TC knobs.
+    std::fs::write(
+        &conf,
+        "# sample\nlog-facility = local1\nmax-connection = 256\nmutex-slot = 32\nproxy-concurrency = 2\n\
+         storage-type = tch   # TC hash in Flare\nstorage-ap = 4\nstorage-bucket-size = 16777216\nthread-pool-size = 16\n",
+    )
+    .unwrap();
+    let node = Flared::start(&["-f", conf.to_str().unwrap()]);
+    let mut c = node.connect();
+    assert_eq!(c.set("conf", 0, 0, b"ok"), "STORED");
+    c.send(b"show variables\r\n");
+    let mut lines = Vec::new();
+    loop {
+        let l = c.line();
+        if l == "END" {
+            break;
+        }
+        lines.push(l);
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("max_connection:") && l.ends_with("256")),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn unknown_option_is_a_clear_error() {
+    let out = std::process::Command::new(flare_tests::binary("flared"))
+        .args(["--data-dir=/tmp", "--no-such-option=1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no-such-option"),
+        "the error must name the option: {err}"
+    );
+}
+
+#[test]
+fn stats_have_flare_fields_in_order() {
+    let node = Flared::start(&[]);
+    let mut c = node.connect();
+    c.set("s", 0, 0, b"1");
+    c.get("s");
+    let names: Vec<String> = c.stats("").into_iter().map(|(k, _)| k).collect();
+    let flare = [
+        "pid",
+        "uptime",
+        "time",
+        "version",
+        "pointer_size",
+        "rusage_user",
+        "rusage_system",
+        "curr_items",
+        "total_items",
+        "bytes",
+        "curr_connections",
+        "total_connections",
+        "connection_structures",
+        "cmd_get",
+        "cmd_set",
+        "get_hits",
+        "get_misses",
+        "delete_hits",
+        "delete_misses",
+        "incr_hits",
+        "incr_misses",
+        "decr_hits",
+        "decr_misses",
+        "cas_hits",
+        "cas_misses",
+        "cas_badval",
+        "touch_hits",
+        "touch_misses",
+        "evictions",
+        "bytes_read",
+        "bytes_written",
+        "limit_maxbytes",
+        "threads",
+        "pool_threads",
+        "node_map_version",
+    ];
+    assert_eq!(&names[..flare.len()], &flare[..]);
+    assert_eq!(c.stat("curr_items"), "1");
+    assert_eq!(c.stat("get_hits"), "1");
+    assert_eq!(c.call("stats items"), "END");
+    assert_eq!(c.call("stats bogus"), "ERROR");
+    // stats threads lists this connection; kill closes another one.
+    let mut victim = node.connect();
+    victim.call("version");
+    let threads = c.stats("threads");
+    let ids: Vec<u64> = threads
+        .iter()
+        .filter(|(k, _)| k.ends_with(":type"))
+        .map(|(k, _)| k.split(':').next().unwrap().parse().unwrap())
+        .collect();
+    assert!(ids.len() >= 2, "{threads:?}");
+    let victim_id = *ids.iter().max().unwrap();
+    assert_eq!(c.call(&format!("kill {victim_id}")), "OK");
+    let mut buf = [0u8; 4];
+    assert_eq!(victim.stream().read(&mut buf).unwrap_or(0), 0);
+    assert_eq!(c.call("kill 99999"), "CLIENT_ERROR thread not found");
+}

@@ -1,0 +1,114 @@
+//! Replays the committed fuzz corpora as ordinary tests: every input must decode without panicking, and the same
+//! invariants the fuzz targets assert hold here too.
+
+use std::path::Path;
+
+use bytes::{Bytes, BytesMut};
+use flare_core::item::Entry;
+use flare_core::protocol::{Command, Decoded, Decoder, Limits};
+
+fn corpus(name: &str) -> Vec<(String, Vec<u8>)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/corpus")
+        .join(name);
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.unwrap().path();
+        out.push((path.display().to_string(), std::fs::read(&path).unwrap()));
+    }
+    out.sort();
+    out
+}
+
+fn keys(cmd: &Command) -> Vec<&Bytes> {
+    match cmd {
+        Command::Get { keys, .. } | Command::Gat { keys, .. } => keys.iter().collect(),
+        Command::Store(s) => vec![&s.key],
+        Command::Delete { key, .. } | Command::Arith { key, .. } | Command::Touch { key, .. } => {
+            vec![key]
+        }
+        _ => vec![],
+    }
+}
+
+/// Decodes `input` whole and in every 2-way split; returns how many requests and errors came out.
+fn replay(input: &[u8], limits: Limits) -> (usize, usize) {
+    let mut results = None;
+    for split in [input.len(), input.len() / 2, 1] {
+        let mut decoder = Decoder::new(limits, false);
+        let mut buf = BytesMut::new();
+        let mut requests = Vec::new();
+        for chunk in [
+            &input[..split.min(input.len())],
+            &input[split.min(input.len())..],
+        ] {
+            buf.extend_from_slice(chunk);
+            let mut steps = 0;
+            while let Some(d) = decoder.decode(&mut buf) {
+                steps += 1;
+                assert!(steps <= input.len() + 2, "decoder makes no progress");
+                if let Decoded::Request(r) = &d {
+                    for k in keys(&r.command) {
+                        assert!(!k.is_empty() && k.len() <= limits.key_max, "bad key {k:?}");
+                        assert!(
+                            !k.iter().any(|b| *b <= b' ' || *b == 0x7f),
+                            "control byte in key {k:?}"
+                        );
+                    }
+                    if let Command::Store(s) = &r.command {
+                        assert!(s.value.len() <= limits.item_size_max as usize);
+                    }
+                }
+                requests.push(d);
+            }
+        }
+        let errors = requests
+            .iter()
+            .filter(|d| matches!(d, Decoded::Error { .. }))
+            .count();
+        let summary = (requests.len() - errors, errors);
+        // Splitting the input must not change what is decoded.
+        if let Some(prev) = results {
+            assert_eq!(prev, summary, "split at {split} changed the result");
+        }
+        results = Some(summary);
+    }
+    results.unwrap()
+}
+
+#[test]
+fn text_and_meta_corpora_decode_without_panics() {
+    let limits = Limits {
+        item_size_max: 1 << 16,
+        ..Limits::default()
+    };
+    let mut requests = 0;
+    for name in ["text", "meta"] {
+        for (path, input) in corpus(name) {
+            let (ok, _) = std::panic::catch_unwind(|| replay(&input, limits))
+                .unwrap_or_else(|_| panic!("{path}"));
+            requests += ok;
+        }
+    }
+    assert!(requests > 0, "the corpus decoded to no request at all");
+}
+
+#[test]
+fn binary_corpus_decodes_without_panics() {
+    let limits = Limits {
+        item_size_max: 1 << 16,
+        ..Limits::default()
+    };
+    for (path, input) in corpus("binary") {
+        std::panic::catch_unwind(|| replay(&input, limits)).unwrap_or_else(|_| panic!("{path}"));
+    }
+}
+
+#[test]
+fn item_corpus_round_trips() {
+    for (path, input) in corpus("item") {
+        if let Ok(entry) = Entry::decode(Bytes::from(input.clone())) {
+            assert_eq!(entry.encode().as_ref(), &input[..], "{path}");
+        }
+    }
+}
