@@ -14,6 +14,7 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod exec;
 pub mod item;
 pub mod keys;
 pub mod node_map;

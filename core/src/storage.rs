@@ -72,3 +72,164 @@ pub fn item_delta(before: Option<&Entry>, after: Option<&Entry>) -> i64 {
     let live = |e: Option<&Entry>| matches!(e, Some(Entry::Item(_))) as i64;
     live(after) - live(before)
 }
+
+/// The in-memory engine: a sorted map behind one lock. Used by unit tests and the simulation, never as the default
+/// of the daemons.
+///
+/// With [`MemoryStorage::losing_unsynced`] it models a machine crash: every change since the last
+/// [`Storage::sync`] is kept in an undo log, and [`MemoryStorage::crash`] rolls them back, so a simulated crash loses
+/// exactly what a real one could. Plain [`MemoryStorage::new`] models a process crash (the OS keeps the WAL), where
+/// nothing written is lost.
+#[derive(Debug, Default)]
+pub struct MemoryStorage {
+    inner: std::sync::Mutex<MemoryInner>,
+}
+
+#[derive(Debug, Default)]
+struct MemoryInner {
+    map: std::collections::BTreeMap<Bytes, Entry>,
+    items: u64,
+    /// `Some` when unsynced changes are tracked: (key, record before the change), oldest first.
+    undo: Option<Vec<(Bytes, Option<Entry>)>>,
+}
+
+impl MemoryStorage {
+    /// An empty engine that never loses a write.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An empty engine whose [`MemoryStorage::crash`] drops every change made since the last sync.
+    pub fn losing_unsynced() -> Self {
+        let s = Self::default();
+        s.lock().undo = Some(Vec::new());
+        s
+    }
+
+    /// Simulates a machine crash: rolls back the changes not yet synced (a no-op for [`MemoryStorage::new`]).
+    pub fn crash(&self) {
+        let mut inner = self.lock();
+        let Some(undo) = inner.undo.take() else {
+            return;
+        };
+        for (key, before) in undo.into_iter().rev() {
+            inner.set(key, before);
+        }
+        inner.undo = Some(Vec::new());
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, MemoryInner> {
+        // A poisoned lock means a panic while holding it, which is a bug elsewhere; the map itself is consistent
+        // because every mutation is a single insert or remove.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl MemoryInner {
+    fn set(&mut self, key: Bytes, entry: Option<Entry>) -> Option<Entry> {
+        let before = match &entry {
+            Some(e) => self.map.insert(key, e.clone()),
+            None => self.map.remove(&key),
+        };
+        self.items = (self.items as i64 + item_delta(before.as_ref(), entry.as_ref())) as u64;
+        before
+    }
+
+    fn change(&mut self, key: &[u8], entry: Option<Entry>) {
+        let key = Bytes::copy_from_slice(key);
+        let before = self.set(key.clone(), entry);
+        if let Some(undo) = &mut self.undo {
+            undo.push((key, before));
+        }
+    }
+}
+
+impl Storage for MemoryStorage {
+    fn get(&self, key: &[u8]) -> Result<Option<Entry>, StorageError> {
+        Ok(self.lock().map.get(key).cloned())
+    }
+
+    fn update<R>(
+        &self,
+        key: &[u8],
+        f: impl FnOnce(Option<Entry>) -> (Change, R),
+    ) -> Result<R, StorageError> {
+        let mut inner = self.lock();
+        let (change, r) = f(inner.map.get(key).cloned());
+        match change {
+            Change::Keep => {}
+            Change::Put(e) => inner.change(key, Some(e)),
+            Change::Remove => inner.change(key, None),
+        }
+        Ok(r)
+    }
+
+    fn scan(&self, after: Option<&[u8]>, max: usize) -> Result<Vec<(Bytes, Entry)>, StorageError> {
+        use std::ops::Bound;
+        let inner = self.lock();
+        let lower = match after {
+            Some(k) => Bound::Excluded(k),
+            None => Bound::Unbounded,
+        };
+        Ok(inner
+            .map
+            .range::<[u8], _>((lower, Bound::Unbounded))
+            .take(max)
+            .map(|(k, e)| (k.clone(), e.clone()))
+            .collect())
+    }
+
+    fn clear(&self) -> Result<(), StorageError> {
+        let mut inner = self.lock();
+        let old = std::mem::take(&mut inner.map);
+        inner.items = 0;
+        if let Some(undo) = &mut inner.undo {
+            undo.extend(old.into_iter().map(|(k, e)| (k, Some(e))));
+        }
+        Ok(())
+    }
+
+    fn sync(&self) -> Result<(), StorageError> {
+        let mut inner = self.lock();
+        if let Some(undo) = &mut inner.undo {
+            undo.clear();
+        }
+        Ok(())
+    }
+
+    fn item_count(&self) -> u64 {
+        self.lock().items
+    }
+
+    fn disk_bytes(&self) -> u64 {
+        0
+    }
+}
+
+impl<T: Storage> Storage for std::sync::Arc<T> {
+    fn get(&self, key: &[u8]) -> Result<Option<Entry>, StorageError> {
+        (**self).get(key)
+    }
+    fn update<R>(
+        &self,
+        key: &[u8],
+        f: impl FnOnce(Option<Entry>) -> (Change, R),
+    ) -> Result<R, StorageError> {
+        (**self).update(key, f)
+    }
+    fn scan(&self, after: Option<&[u8]>, max: usize) -> Result<Vec<(Bytes, Entry)>, StorageError> {
+        (**self).scan(after, max)
+    }
+    fn clear(&self) -> Result<(), StorageError> {
+        (**self).clear()
+    }
+    fn sync(&self) -> Result<(), StorageError> {
+        (**self).sync()
+    }
+    fn item_count(&self) -> u64 {
+        (**self).item_count()
+    }
+    fn disk_bytes(&self) -> u64 {
+        (**self).disk_bytes()
+    }
+}

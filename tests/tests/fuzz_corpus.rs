@@ -35,7 +35,7 @@ fn keys(cmd: &Command) -> Vec<&Bytes> {
 fn replay(input: &[u8], limits: Limits) -> (usize, usize) {
     let mut results = None;
     for split in [input.len(), input.len() / 2, 1] {
-        let mut decoder = Decoder::new(limits, false);
+        let mut decoder = Decoder::new(limits, Default::default());
         let mut buf = BytesMut::new();
         let mut requests = Vec::new();
         for chunk in [

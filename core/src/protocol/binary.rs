@@ -17,9 +17,7 @@
 //!   does (`process_bin_update`: `if (ITEM_get_cas(it) != 0) c->cmd = NREAD_CAS`).
 //! - **CAS on Append/Prepend.** Passed in [`StoreRequest::cas_unique`] with the mode unchanged; memcached answers
 //!   `EXISTS` when it is non-zero and differs from the item's version. The store decides whether to honour it.
-//! - **CAS on Delete.** memcached deletes only when the CAS matches (compare-and-delete). [`Command::Delete`] has no
-//!   field for that, so the CAS goes in `version: Some(cas)`. That field means "replicated delete" for text requests
-//!   (always proxied, with a `<...>` prefix); for a binary-framed request it means compare-and-delete.
+//! - **CAS on Delete.** memcached deletes only when the CAS matches (compare-and-delete): `cas: Some(cas)`.
 //! - **CAS on Increment/Decrement/Touch/GAT** is ignored ([`Command::Arith`] cannot carry it).
 //! - **Flush.** Extras of 0 or 4 bytes; 4 bytes are the delay, as in memcached (Flare ignores the body).
 //! - **Quiet opcodes** do not set `noreply`: the command runs as usual and [`encode_reply`] drops the success reply,
@@ -381,7 +379,8 @@ fn build(h: &Header, mut body: Bytes) -> Result<Command, ErrorReply> {
         DELETE | DELETEQ => Command::Delete {
             key: key.clone(),
             hold: 0,
-            version: (h.cas != 0).then_some(h.cas),
+            version: None,
+            cas: (h.cas != 0).then_some(h.cas),
             options: WriteOptions::default(),
         },
         INCREMENT | INCREMENTQ | DECREMENT | DECREMENTQ => {
@@ -673,7 +672,7 @@ mod tests {
 
     /// Feeds `chunks` one after another, decoding all it can after each; returns the results and leftover bytes.
     fn decode_chunks(chunks: &[&[u8]]) -> (Vec<Decoded>, BytesMut) {
-        let mut d = Decoder::new(limits(), false);
+        let mut d = Decoder::new(limits(), Default::default());
         let mut buf = BytesMut::new();
         let mut out = Vec::new();
         for c in chunks {
@@ -772,6 +771,7 @@ mod tests {
                         key: b(b"d"),
                         hold: 0,
                         version: None,
+                        cas: None,
                         options: WriteOptions::default(),
                     },
                 ),
@@ -784,7 +784,8 @@ mod tests {
                     Command::Delete {
                         key: b(b"d"),
                         hold: 0,
-                        version: Some(77),
+                        version: None,
+                        cas: Some(77),
                         options: WriteOptions::default(),
                     },
                 ),
@@ -1112,7 +1113,7 @@ mod tests {
     fn huge_body_is_rejected_before_buffering() {
         let mut p = pkt(SET, &ex8(0, 0), b"k", &[], 3, 0);
         p[8..12].copy_from_slice(&u32::MAX.to_be_bytes());
-        let mut d = Decoder::new(limits(), false);
+        let mut d = Decoder::new(limits(), Default::default());
         let mut buf = BytesMut::from(&p[..]);
         assert_eq!(d.decode(&mut buf), Some(err(SET, 3, ErrorReply::TooLarge)));
         assert!(d.in_progress(), "still swallowing the body");
@@ -1128,8 +1129,13 @@ mod tests {
         s.extend(pkt(VERSION, &[], &[], &[], 2, 0));
         let (got, rest) = decode_chunks(&[&s]);
         assert_eq!(got[0], req(NOOP, 1, Command::Noop));
-        // What follows is not binary: it is left to the text parser.
-        assert!(rest.starts_with(b"get foo\r\n"));
+        // What follows is not binary: the text parser takes it, then binary again.
+        assert!(
+            matches!(&got[1], Decoded::Request(r) if r.framing == Framing::TEXT
+            && r.command == Command::Get { keys: vec![b(b"foo")], cas: false })
+        );
+        assert_eq!(got[2], req(VERSION, 2, Command::Version));
+        assert!(rest.is_empty());
     }
 
     #[test]

@@ -267,6 +267,8 @@ pub enum Command {
         hold: i64,
         /// Replicated delete: skip when the local version is newer.
         version: Option<u64>,
+        /// Compare-and-delete (binary Delete with a CAS, meta `md C`): delete only at this version.
+        cas: Option<u64>,
         /// `noreply`, `sync`, `async`.
         options: WriteOptions,
     },
@@ -530,6 +532,38 @@ pub enum Decoded {
     },
 }
 
+/// A rejected command line: the reply, how many data bytes the client is still sending (to skip), and whether the
+/// connection must close.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LineError {
+    /// The reply.
+    pub error: ErrorReply,
+    /// Bytes to discard after the line.
+    pub swallow: u64,
+    /// Close the connection after replying.
+    pub close: bool,
+}
+
+impl LineError {
+    /// An error that skips nothing and keeps the connection.
+    pub fn new(error: ErrorReply) -> Self {
+        LineError {
+            error,
+            swallow: 0,
+            close: false,
+        }
+    }
+
+    /// An error after which the connection is closed.
+    pub fn close(error: ErrorReply) -> Self {
+        LineError {
+            error,
+            swallow: 0,
+            close: true,
+        }
+    }
+}
+
 /// A sub-parser's answer (text or binary).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Parsed {
@@ -561,10 +595,10 @@ pub struct Decoder {
 }
 
 impl Decoder {
-    /// A decoder enforcing `limits`. `gat_flare_syntax` selects Flare's `gat <key> <exptime>` form (decisions.md #2).
-    pub fn new(limits: Limits, gat_flare_syntax: bool) -> Self {
+    /// A decoder enforcing `limits`, with the text-dialect switches of `dialect`.
+    pub fn new(limits: Limits, dialect: text::Dialect) -> Self {
         Decoder {
-            text: text::TextParser::new(limits, gat_flare_syntax),
+            text: text::TextParser::new(limits, dialect),
             binary: binary::BinaryParser::new(limits),
             swallow: 0,
         }

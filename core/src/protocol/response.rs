@@ -1,7 +1,8 @@
-//! Reply encoders: [`Reply`] → memcached's exact bytes for the request's [`Framing`].
-use bytes::BytesMut;
+//! Reply encoders: [`Reply`] → memcached's exact bytes for the request's [`Framing`] (protocol.md §8). Every line
+//! ends with `\r\n`.
+use bytes::{BufMut, BytesMut};
 
-use super::{Framing, Reply};
+use super::{Framing, Reply, ValueItem};
 
 /// Appends the bytes of `reply`, framed for `framing`, to `out`.
 pub fn encode(framing: &Framing, reply: &Reply, out: &mut BytesMut) {
@@ -11,5 +12,145 @@ pub fn encode(framing: &Framing, reply: &Reply, out: &mut BytesMut) {
     }
 }
 
-/// Appends the text-protocol bytes of `reply` (stub).
-pub fn encode_text(_reply: &Reply, _out: &mut BytesMut) {}
+/// Appends the text-protocol bytes of `reply` to `out`.
+pub fn encode_text(reply: &Reply, out: &mut BytesMut) {
+    let line = |out: &mut BytesMut, s: &[u8]| {
+        out.reserve(s.len() + 2);
+        out.put_slice(s);
+        out.put_slice(b"\r\n");
+    };
+    match reply {
+        Reply::Nothing => {}
+        Reply::Stored { .. } => line(out, b"STORED"),
+        Reply::NotStored => line(out, b"NOT_STORED"),
+        Reply::Exists => line(out, b"EXISTS"),
+        Reply::NotFound => line(out, b"NOT_FOUND"),
+        Reply::Deleted => line(out, b"DELETED"),
+        Reply::Touched => line(out, b"TOUCHED"),
+        Reply::Ok => line(out, b"OK"),
+        Reply::End => line(out, b"END"),
+        Reply::Values { items, cas, end } => {
+            for item in items {
+                encode_value(item, *cas, None, out);
+            }
+            if *end {
+                line(out, b"END");
+            }
+        }
+        Reply::Number { value, .. } => line(out, itoa::Buffer::new().format(*value).as_bytes()),
+        Reply::Version(v) => {
+            out.put_slice(b"VERSION ");
+            line(out, v.as_bytes());
+        }
+        Reply::Stats(pairs) => {
+            for (name, value) in pairs {
+                out.reserve(name.len() + value.len() + 8);
+                out.put_slice(b"STAT ");
+                out.put_slice(name.as_bytes());
+                out.put_u8(b' ');
+                line(out, value.as_bytes());
+            }
+            line(out, b"END");
+        }
+        Reply::Lines(lines) => {
+            for l in lines {
+                line(out, l.as_bytes());
+            }
+            line(out, b"END");
+        }
+        Reply::Error(e) => line(out, e.line().as_bytes()),
+        Reply::Meta(m) => super::meta::encode(m, out),
+    }
+}
+
+/// Appends one `VALUE <key> <flags> <bytes> [<version> [<exptime>]]\r\n<data>\r\n` block: the version for
+/// `gets`/`gats`, and an absolute exptime as well for `dump` (protocol.md §5.2).
+pub fn encode_value(item: &ValueItem, cas: bool, exptime: Option<u64>, out: &mut BytesMut) {
+    let mut num = itoa::Buffer::new();
+    out.reserve(item.key.len() + item.value.len() + 64);
+    out.put_slice(b"VALUE ");
+    out.put_slice(&item.key);
+    out.put_u8(b' ');
+    out.put_slice(num.format(item.flags).as_bytes());
+    out.put_u8(b' ');
+    out.put_slice(num.format(item.value.len()).as_bytes());
+    if cas || exptime.is_some() {
+        out.put_u8(b' ');
+        out.put_slice(num.format(item.version).as_bytes());
+    }
+    if let Some(e) = exptime {
+        out.put_u8(b' ');
+        out.put_slice(num.format(e).as_bytes());
+    }
+    out.put_slice(b"\r\n");
+    out.put_slice(&item.value);
+    out.put_slice(b"\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::protocol::ErrorReply;
+
+    fn text(reply: Reply) -> String {
+        let mut out = BytesMut::new();
+        encode_text(&reply, &mut out);
+        String::from_utf8(out.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn exact_strings() {
+        assert_eq!(text(Reply::Stored { version: 3 }), "STORED\r\n");
+        assert_eq!(text(Reply::NotStored), "NOT_STORED\r\n");
+        assert_eq!(text(Reply::Nothing), "");
+        assert_eq!(
+            text(Reply::Number {
+                value: 42,
+                version: 1
+            }),
+            "42\r\n"
+        );
+        assert_eq!(
+            text(Reply::Version("flare-2.0.0".into())),
+            "VERSION flare-2.0.0\r\n"
+        );
+        assert_eq!(
+            text(Reply::Error(ErrorReply::TooLarge)),
+            "SERVER_ERROR object too large for cache\r\n"
+        );
+        assert_eq!(
+            text(Reply::Stats(vec![
+                ("pid".into(), "1".into()),
+                ("1:op".into(), String::new())
+            ])),
+            "STAT pid 1\r\nSTAT 1:op \r\nEND\r\n"
+        );
+        let item = ValueItem {
+            key: Bytes::from_static(b"k"),
+            flags: 7,
+            version: 9,
+            value: Bytes::from_static(b"ab"),
+        };
+        assert_eq!(
+            text(Reply::Values {
+                items: vec![item.clone()],
+                cas: true,
+                end: true
+            }),
+            "VALUE k 7 2 9\r\nab\r\nEND\r\n"
+        );
+        assert_eq!(
+            text(Reply::Values {
+                items: vec![item.clone()],
+                cas: false,
+                end: false
+            }),
+            "VALUE k 7 2\r\nab\r\n"
+        );
+        let mut out = BytesMut::new();
+        encode_value(&item, false, Some(1234), &mut out);
+        assert_eq!(&out[..], b"VALUE k 7 2 9 1234\r\nab\r\n");
+    }
+}

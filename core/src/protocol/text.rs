@@ -1,31 +1,1318 @@
-//! memcached text protocol parser (stub, filled in by the text-protocol work).
-use bytes::BytesMut;
+//! memcached's text protocol as a Flare node speaks it (protocol.md §1, §4, §5, §9), plus the meta commands
+//! (parsed by [`super::meta`]).
+//!
+//! A request is a line ending in `\n` (a `\r` before it is dropped), tokens separated by one or more spaces. Storage
+//! commands and `ms` are followed by a data block of exactly `<bytes>` bytes and `\r\n`; `node sync` by `NODE` lines
+//! and `END`. The parser keeps a little state between calls so that nothing is rescanned:
+//! - while a line is incomplete, how far it has been searched for `\n` ([`TextParser::scanned`]);
+//! - once a storage line is parsed, the request waiting for its data block, consumed as soon as the whole block is
+//!   buffered (the value is split off the read buffer without a copy);
+//! - inside `node sync`, the `NODE` lines read so far.
+//!
+//! Limits are checked before buffering: a line longer than [`Limits::line_max`] is answered with
+//! `CLIENT_ERROR line too long` and the connection closed (the stream cannot be resynchronised); a value over
+//! [`Limits::item_size_max`] is answered with `SERVER_ERROR object too large for cache` and its data block skipped.
+//! A malformed known command answers `CLIENT_ERROR bad command line format` and, when its `<bytes>` could be read,
+//! skips its data block too (protocol.md §4.1 [Improve]); unknown commands and malformed admin commands answer
+//! `ERROR`, as Flare does.
 
-use super::{Limits, Parsed};
+use bytes::{Buf, Bytes, BytesMut};
+
+use super::meta;
+use super::{
+    ArithOp, Command, DumpArgs, ErrorReply, Framing, Limits, LineError, NodeLine, Parsed,
+    ProxyPath, ReplicationMode, Request, StatsGroup, StoreMode, StoreRequest, WriteOptions,
+};
+
+/// Behaviour switches of the text dialect (from the node configuration).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Dialect {
+    /// Flare's `gat <key> <exptime> [noreply]` instead of memcached's `gat <exptime> <key>+` (decisions.md #2).
+    pub gat_flare_syntax: bool,
+    /// Flare's incr/decr: a negative delta is accepted and wraps (protocol.md §4.8).
+    pub incr_flare_semantics: bool,
+}
 
 /// Incremental text-protocol parser for one connection.
 #[derive(Debug)]
 pub struct TextParser {
-    #[allow(dead_code)]
     limits: Limits,
-    #[allow(dead_code)]
-    gat_flare_syntax: bool,
+    dialect: Dialect,
+    state: State,
+    /// Bytes at the front of the buffer already searched for `\n` (the current line is incomplete).
+    scanned: usize,
+}
+
+/// What the parser is in the middle of.
+#[derive(Debug)]
+enum State {
+    /// Between requests, or inside an incomplete line.
+    Line,
+    /// A command line was consumed; its data block of `len` bytes (+ `\r\n`) is awaited.
+    Data {
+        framing: Framing,
+        pending: Pending,
+        len: usize,
+    },
+    /// `node sync <version>` was consumed; `NODE` lines until `END` are awaited.
+    NodeSync {
+        framing: Framing,
+        version: u64,
+        nodes: Vec<NodeLine>,
+        /// A malformed `NODE` line was seen: answer `CLIENT_ERROR format error` at `END`.
+        malformed: bool,
+    },
+}
+
+/// A request that waits for its data block.
+#[derive(Debug)]
+enum Pending {
+    Store(StoreRequest),
+    Meta(meta::MetaCommand),
+}
+
+/// What one command line turned into.
+enum LineOutcome {
+    Done(Command),
+    NeedData { pending: Pending, len: usize },
+    NodeSync { version: u64 },
 }
 
 impl TextParser {
     /// A parser enforcing `limits`.
-    pub fn new(limits: Limits, gat_flare_syntax: bool) -> Self {
+    pub fn new(limits: Limits, dialect: Dialect) -> Self {
         TextParser {
             limits,
-            gat_flare_syntax,
+            dialect,
+            state: State::Line,
+            scanned: 0,
         }
     }
-    /// Parses the next request.
-    pub fn parse(&mut self, _buf: &mut BytesMut) -> Parsed {
-        Parsed::NeedMore
+
+    /// Parses the next request from `buf`.
+    pub fn parse(&mut self, buf: &mut BytesMut) -> Parsed {
+        loop {
+            match std::mem::replace(&mut self.state, State::Line) {
+                State::Line => {
+                    let Some(line) = self.take_line(buf) else {
+                        return self.incomplete_line(buf);
+                    };
+                    let (framing, rest) = match split_proxy(&line) {
+                        Some((path, rest)) => (Framing::Text { proxy: Some(path) }, rest),
+                        None => (Framing::TEXT, line),
+                    };
+                    match self.parse_line(&rest) {
+                        Ok(LineOutcome::Done(command)) => {
+                            return Parsed::Request(Request { command, framing })
+                        }
+                        Ok(LineOutcome::NeedData { pending, len }) => {
+                            self.state = State::Data {
+                                framing,
+                                pending,
+                                len,
+                            }
+                        }
+                        Ok(LineOutcome::NodeSync { version }) => {
+                            self.state = State::NodeSync {
+                                framing,
+                                version,
+                                nodes: Vec::new(),
+                                malformed: false,
+                            }
+                        }
+                        Err(e) => {
+                            return Parsed::Rejected {
+                                framing,
+                                error: e.error,
+                                swallow: e.swallow,
+                                close: e.close,
+                            }
+                        }
+                    }
+                }
+                State::Data {
+                    framing,
+                    pending,
+                    len,
+                } => {
+                    if buf.len() < len + 2 {
+                        self.state = State::Data {
+                            framing,
+                            pending,
+                            len,
+                        };
+                        return Parsed::NeedMore;
+                    }
+                    let value = buf.split_to(len).freeze();
+                    let ok = &buf[..2] == b"\r\n";
+                    buf.advance(2);
+                    if !ok {
+                        return Parsed::Rejected {
+                            framing,
+                            error: ErrorReply::BadDataChunk,
+                            swallow: 0,
+                            close: false,
+                        };
+                    }
+                    let command = match pending {
+                        Pending::Store(mut s) => {
+                            s.value = value;
+                            Command::Store(s)
+                        }
+                        Pending::Meta(mut m) => {
+                            m.set_value(value);
+                            Command::Meta(m)
+                        }
+                    };
+                    return Parsed::Request(Request { command, framing });
+                }
+                State::NodeSync {
+                    framing,
+                    version,
+                    mut nodes,
+                    mut malformed,
+                } => {
+                    let Some(line) = self.take_line(buf) else {
+                        self.state = State::NodeSync {
+                            framing,
+                            version,
+                            nodes,
+                            malformed,
+                        };
+                        return self.incomplete_line(buf);
+                    };
+                    if &line[..] == b"END" {
+                        if malformed {
+                            return Parsed::Rejected {
+                                framing,
+                                error: ErrorReply::Client("format error".into()),
+                                swallow: 0,
+                                close: false,
+                            };
+                        }
+                        return Parsed::Request(Request {
+                            command: Command::NodeSync { version, nodes },
+                            framing,
+                        });
+                    }
+                    match parse_node_line(&line) {
+                        Some(n) if nodes.len() < self.limits.nodes_max => nodes.push(n),
+                        _ => malformed = true,
+                    }
+                    self.state = State::NodeSync {
+                        framing,
+                        version,
+                        nodes,
+                        malformed,
+                    };
+                }
+            }
+        }
     }
+
     /// True while a request is partly received.
     pub fn in_progress(&self) -> bool {
-        false
+        self.scanned > 0 || !matches!(self.state, State::Line)
+    }
+
+    /// Splits the next whole line (without its `\r\n`) off `buf`, or `None` if it has not all arrived.
+    fn take_line(&mut self, buf: &mut BytesMut) -> Option<Bytes> {
+        let from = self.scanned.min(buf.len());
+        match memchr::memchr(b'\n', &buf[from..]) {
+            Some(i) => {
+                self.scanned = 0;
+                let mut line = buf.split_to(from + i + 1);
+                line.truncate(from + i);
+                if line.last() == Some(&b'\r') {
+                    line.truncate(line.len() - 1);
+                }
+                Some(line.freeze())
+            }
+            None => {
+                self.scanned = buf.len();
+                None
+            }
+        }
+    }
+
+    /// The answer for a line that has not ended yet: wait, or reject it once it is longer than the cap.
+    fn incomplete_line(&mut self, buf: &mut BytesMut) -> Parsed {
+        // `+ 1` leaves room for the `\r` of a line of exactly `line_max` bytes.
+        if buf.len() > self.limits.line_max + 1 {
+            buf.clear();
+            self.scanned = 0;
+            self.state = State::Line;
+            return Parsed::Rejected {
+                framing: Framing::TEXT,
+                error: ErrorReply::LineTooLong,
+                swallow: 0,
+                close: true,
+            };
+        }
+        Parsed::NeedMore
+    }
+
+    /// Parses one command line (after any proxy prefix).
+    fn parse_line(&self, line: &Bytes) -> Result<LineOutcome, LineError> {
+        if line.len() > self.limits.line_max {
+            return Err(LineError::close(ErrorReply::LineTooLong));
+        }
+        let mut tokens = Tokens::new(line);
+        let Some(name) = tokens.next() else {
+            return Err(LineError::new(ErrorReply::UnknownCommand));
+        };
+        let done = |c| Ok(LineOutcome::Done(c));
+        match name {
+            b"get" | b"gets" => done(self.parse_get(line, tokens, name == b"gets")?),
+            b"gat" | b"gats" => done(self.parse_gat(line, tokens, name == b"gats")?),
+            b"set" => self.parse_store(line, tokens, StoreMode::Set),
+            b"add" => self.parse_store(line, tokens, StoreMode::Add),
+            b"replace" => self.parse_store(line, tokens, StoreMode::Replace),
+            b"append" => self.parse_store(line, tokens, StoreMode::Append),
+            b"prepend" => self.parse_store(line, tokens, StoreMode::Prepend),
+            b"cas" => self.parse_store(line, tokens, StoreMode::Cas),
+            b"delete" => done(self.parse_delete(line, tokens)?),
+            b"incr" => done(self.parse_arith(line, tokens, ArithOp::Incr)?),
+            b"decr" => done(self.parse_arith(line, tokens, ArithOp::Decr)?),
+            b"touch" => done(self.parse_touch(line, tokens)?),
+            b"flush_all" => done(parse_flush_all(tokens)?),
+            b"verbosity" => done(parse_verbosity(tokens)?),
+            b"version" => done(no_args(tokens, Command::Version)?),
+            b"quit" => done(Command::Quit),
+            b"ping" => done(no_args(tokens, Command::Ping)?),
+            b"stats" => done(parse_stats(tokens)?),
+            b"dump" => done(Command::Dump(parse_dump(tokens, true)?)),
+            b"dump_key" => done(Command::DumpKey(parse_dump(tokens, false)?)),
+            b"keys" => done(self.parse_keys(line, tokens)?),
+            b"show" => match (tokens.next(), tokens.next()) {
+                (Some(b"variables"), None) => done(Command::ShowVariables),
+                _ => Err(LineError::new(ErrorReply::UnknownCommand)),
+            },
+            b"kill" => match (tokens.next().and_then(parse_u64), tokens.next()) {
+                (Some(id), None) => done(Command::Kill(id)),
+                _ => Err(LineError::new(ErrorReply::UnknownCommand)),
+            },
+            b"shutdown" => done(parse_shutdown(tokens)?),
+            b"node" => match (
+                tokens.next(),
+                tokens.next().and_then(parse_u64),
+                tokens.next(),
+            ) {
+                (Some(b"sync"), Some(version), None) => Ok(LineOutcome::NodeSync { version }),
+                // node add/role/state/remove are index commands (protocol.md §5.8).
+                _ => Err(LineError::new(ErrorReply::UnknownCommand)),
+            },
+            b"mg" | b"ms" | b"md" | b"ma" | b"mn" | b"me" => {
+                let all: Vec<&[u8]> = Tokens::new(line).collect();
+                match meta::parse(line, &all, &self.limits)? {
+                    meta::MetaParsed::Ready(m) => done(Command::Meta(m)),
+                    meta::MetaParsed::NeedData { command, len } => Ok(LineOutcome::NeedData {
+                        pending: Pending::Meta(command),
+                        len,
+                    }),
+                }
+            }
+            _ => Err(LineError::new(ErrorReply::UnknownCommand)),
+        }
+    }
+
+    fn key(&self, line: &Bytes, token: &[u8]) -> Result<Bytes, LineError> {
+        check_key(token, &self.limits).map_err(LineError::new)?;
+        Ok(line.slice_ref(token))
+    }
+
+    fn keys<'a>(
+        &self,
+        line: &Bytes,
+        tokens: impl Iterator<Item = &'a [u8]>,
+    ) -> Result<Vec<Bytes>, LineError> {
+        let mut keys = Vec::new();
+        for t in tokens {
+            if keys.len() == self.limits.keys_per_get_max {
+                return Err(LineError::new(ErrorReply::BadCommandLine));
+            }
+            keys.push(self.key(line, t)?);
+        }
+        Ok(keys)
+    }
+
+    /// `get <key>+`, `gets <key>+` (§4.5).
+    fn parse_get(&self, line: &Bytes, tokens: Tokens<'_>, cas: bool) -> Result<Command, LineError> {
+        let keys = self.keys(line, tokens)?;
+        if keys.is_empty() {
+            return Err(LineError::new(ErrorReply::UnknownCommand));
+        }
+        Ok(Command::Get { keys, cas })
+    }
+
+    /// `gat <exptime> <key>+`, `gats <exptime> <key>+`, or Flare's `gat <key> <exptime> [noreply]` (§4.6).
+    fn parse_gat(
+        &self,
+        line: &Bytes,
+        mut tokens: Tokens<'_>,
+        cas: bool,
+    ) -> Result<Command, LineError> {
+        let bad = || LineError::new(ErrorReply::BadCommandLine);
+        if self.dialect.gat_flare_syntax && !cas {
+            let key = self.key(line, tokens.next().ok_or_else(bad)?)?;
+            let exptime = tokens.next().and_then(parse_i64).ok_or_else(bad)?;
+            let noreply = parse_noreply_only(tokens)?;
+            return Ok(Command::Gat {
+                exptime,
+                keys: vec![key],
+                cas,
+                flare_form: true,
+                noreply,
+            });
+        }
+        let exptime = tokens.next().and_then(parse_i64).ok_or_else(bad)?;
+        let keys = self.keys(line, tokens)?;
+        if keys.is_empty() {
+            return Err(bad());
+        }
+        Ok(Command::Gat {
+            exptime,
+            keys,
+            cas,
+            flare_form: false,
+            noreply: false,
+        })
+    }
+
+    /// `set|add|replace|append|prepend <key> <flags> <exptime> <bytes> [<version>] [options]` and
+    /// `cas <key> <flags> <exptime> <bytes> <cas unique> [options]` (§4.4).
+    fn parse_store(
+        &self,
+        line: &Bytes,
+        mut tokens: Tokens<'_>,
+        mode: StoreMode,
+    ) -> Result<LineOutcome, LineError> {
+        let (key, flags, exptime, bytes) =
+            (tokens.next(), tokens.next(), tokens.next(), tokens.next());
+        // Read <bytes> first: every later error skips the data block the client is about to send.
+        let Some(len) = bytes.and_then(parse_u64) else {
+            return Err(LineError::new(ErrorReply::BadCommandLine));
+        };
+        let swallow = len.saturating_add(2);
+        let fail = |error| LineError {
+            error,
+            swallow,
+            close: false,
+        };
+        if len > u64::from(self.limits.item_size_max) {
+            return Err(fail(ErrorReply::TooLarge));
+        }
+        let key = key.ok_or_else(|| fail(ErrorReply::BadCommandLine))?;
+        check_key(key, &self.limits).map_err(fail)?;
+        let flags = flags
+            .and_then(parse_u32)
+            .ok_or_else(|| fail(ErrorReply::BadCommandLine))?;
+        let exptime = exptime
+            .and_then(parse_i64)
+            .ok_or_else(|| fail(ErrorReply::BadCommandLine))?;
+        let mut rest = tokens.peekable();
+        let number = rest.next_if(|t| t.first().is_some_and(u8::is_ascii_digit));
+        let number = match number {
+            Some(t) => Some(parse_u64(t).ok_or_else(|| fail(ErrorReply::BadCommandLine))?),
+            None => None,
+        };
+        let (cas_unique, version) = match (mode, number) {
+            (StoreMode::Cas, Some(c)) => (c, None),
+            (StoreMode::Cas, None) => return Err(fail(ErrorReply::BadCommandLine)),
+            (_, v) => (0, v),
+        };
+        let options = parse_write_options(rest).map_err(|e| fail(e.error))?;
+        Ok(LineOutcome::NeedData {
+            pending: Pending::Store(StoreRequest {
+                mode,
+                key: line.slice_ref(key),
+                flags,
+                exptime,
+                value: Bytes::new(),
+                cas_unique,
+                version,
+                options,
+            }),
+            // len <= item_size_max <= 2^31-1, so it fits a usize.
+            len: len as usize,
+        })
+    }
+
+    /// `delete <key> [<time>] [<version>] [options]` (§4.7).
+    fn parse_delete(&self, line: &Bytes, mut tokens: Tokens<'_>) -> Result<Command, LineError> {
+        let bad = || LineError::new(ErrorReply::BadCommandLine);
+        let key = self.key(line, tokens.next().ok_or_else(bad)?)?;
+        let mut rest = tokens.peekable();
+        let numeric = |t: &&[u8]| t.first().is_some_and(|c| c.is_ascii_digit() || *c == b'-');
+        let hold = match rest.next_if(numeric) {
+            Some(t) => parse_i64(t).ok_or_else(bad)?,
+            None => 0,
+        };
+        let version = match rest.next_if(numeric) {
+            Some(t) => Some(parse_u64(t).ok_or_else(bad)?),
+            None => None,
+        };
+        let options = parse_write_options(rest)?;
+        Ok(Command::Delete {
+            key,
+            hold,
+            version,
+            cas: None,
+            options,
+        })
+    }
+
+    /// `incr|decr <key> <delta> [options]` (§4.8).
+    fn parse_arith(
+        &self,
+        line: &Bytes,
+        mut tokens: Tokens<'_>,
+        op: ArithOp,
+    ) -> Result<Command, LineError> {
+        let bad = || LineError::new(ErrorReply::BadCommandLine);
+        let key = self.key(line, tokens.next().ok_or_else(bad)?)?;
+        let delta = tokens.next().ok_or_else(bad)?;
+        let delta = match parse_u64(delta) {
+            Some(d) => d,
+            // Flare wraps a negative delta to a huge unsigned value.
+            None if self.dialect.incr_flare_semantics && delta.first() == Some(&b'-') => {
+                parse_i64(delta).ok_or_else(|| LineError::new(ErrorReply::InvalidDelta))? as u64
+            }
+            None => return Err(LineError::new(ErrorReply::InvalidDelta)),
+        };
+        let options = parse_write_options(tokens)?;
+        Ok(Command::Arith {
+            op,
+            key,
+            delta,
+            create: None,
+            options,
+        })
+    }
+
+    /// `touch <key> <exptime> [noreply]` (§4.9).
+    fn parse_touch(&self, line: &Bytes, mut tokens: Tokens<'_>) -> Result<Command, LineError> {
+        let bad = || LineError::new(ErrorReply::BadCommandLine);
+        let key = self.key(line, tokens.next().ok_or_else(bad)?)?;
+        let exptime = tokens.next().and_then(parse_i64).ok_or_else(bad)?;
+        let noreply = parse_noreply_only(tokens)?;
+        Ok(Command::Touch {
+            key,
+            exptime,
+            noreply,
+        })
+    }
+
+    /// `keys <prefix> [<prefix>...] <limit>` (§5.4).
+    fn parse_keys(&self, line: &Bytes, tokens: Tokens<'_>) -> Result<Command, LineError> {
+        let all: Vec<&[u8]> = tokens.collect();
+        let Some((limit, prefixes)) = all.split_last() else {
+            return Err(LineError::new(ErrorReply::UnknownCommand));
+        };
+        let limit = parse_u64(limit).filter(|l| *l > 0);
+        match limit {
+            Some(limit) if !prefixes.is_empty() => Ok(Command::Keys {
+                prefixes: self.keys(line, prefixes.iter().copied())?,
+                limit,
+            }),
+            _ => Err(LineError::new(ErrorReply::UnknownCommand)),
+        }
+    }
+}
+
+/// Iterator over the space-separated tokens of a line (runs of spaces count as one separator; tabs are not
+/// separators, protocol.md §1).
+#[derive(Clone, Debug)]
+pub struct Tokens<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Tokens<'a> {
+    /// The tokens of `line`.
+    pub fn new(line: &'a [u8]) -> Self {
+        Tokens { rest: line }
+    }
+}
+
+impl<'a> Iterator for Tokens<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let start = self.rest.iter().position(|&c| c != b' ')?;
+        let rest = &self.rest[start..];
+        let end = memchr::memchr(b' ', rest).unwrap_or(rest.len());
+        self.rest = &rest[end..];
+        Some(&rest[..end])
+    }
+}
+
+/// Flare's proxy prefix: a line starting with `<` and containing `>` (protocol.md §9). Returns the node keys and the
+/// rest of the line.
+pub fn split_proxy(line: &Bytes) -> Option<(ProxyPath, Bytes)> {
+    if line.first() != Some(&b'<') {
+        return None;
+    }
+    let close = memchr::memchr(b'>', line)?;
+    let inner = line.slice(1..close);
+    let path = inner
+        .split(|&c| c == b',')
+        .filter(|k| !k.is_empty())
+        .map(|k| inner.slice_ref(k))
+        .collect();
+    Some((ProxyPath(path), line.slice(close + 1..)))
+}
+
+/// A key is 1..=key_max bytes without control characters or DEL (decisions.md #7); spaces cannot occur in a token.
+pub fn check_key(key: &[u8], limits: &Limits) -> Result<(), ErrorReply> {
+    if key.is_empty() {
+        return Err(ErrorReply::BadCommandLine);
+    }
+    if key.len() > limits.key_max {
+        return Err(ErrorReply::KeyTooLong);
+    }
+    if key.iter().any(|&c| c < b' ' || c == 0x7f) {
+        return Err(ErrorReply::BadCommandLine);
+    }
+    Ok(())
+}
+
+/// Decimal digits only, fitting a u64.
+pub fn parse_u64(t: &[u8]) -> Option<u64> {
+    if t.is_empty() || t.len() > 20 || !t.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    t.iter().try_fold(0u64, |n, &c| {
+        n.checked_mul(10)?.checked_add(u64::from(c - b'0'))
+    })
+}
+
+/// Decimal digits only, fitting a u32 (client flags: larger values are a parse error, protocol.md §2).
+pub fn parse_u32(t: &[u8]) -> Option<u32> {
+    parse_u64(t).and_then(|n| u32::try_from(n).ok())
+}
+
+/// An optional `-` and decimal digits, fitting an i64.
+pub fn parse_i64(t: &[u8]) -> Option<i64> {
+    match t.split_first() {
+        Some((b'-', digits)) => {
+            let n = parse_u64(digits)?;
+            // -2^63 is the one value whose magnitude does not fit an i64.
+            0i64.checked_sub_unsigned(n)
+        }
+        _ => i64::try_from(parse_u64(t)?).ok(),
+    }
+}
+
+/// `noreply`, `sync`, `async` in any order (§4.2). An unknown token is a bad command line.
+fn parse_write_options<'a>(
+    tokens: impl Iterator<Item = &'a [u8]>,
+) -> Result<WriteOptions, LineError> {
+    let mut o = WriteOptions::default();
+    for t in tokens {
+        match t {
+            b"noreply" => o.noreply = true,
+            b"sync" => o.replication = ReplicationMode::Sync,
+            b"async" => o.replication = ReplicationMode::Async,
+            _ => return Err(LineError::new(ErrorReply::BadCommandLine)),
+        }
+    }
+    Ok(o)
+}
+
+/// Commands that take only `noreply` (touch, Flare's gat).
+fn parse_noreply_only<'a>(mut tokens: impl Iterator<Item = &'a [u8]>) -> Result<bool, LineError> {
+    match (tokens.next(), tokens.next()) {
+        (None, _) => Ok(false),
+        (Some(b"noreply"), None) => Ok(true),
+        _ => Err(LineError::new(ErrorReply::BadCommandLine)),
+    }
+}
+
+/// `flush_all [<delay>] [noreply|async]` (§4.10): `async` is accepted and ignored, `sync` is an error.
+fn parse_flush_all(tokens: Tokens<'_>) -> Result<Command, LineError> {
+    let mut rest = tokens.peekable();
+    let delay = match rest.next_if(|t| t.first().is_some_and(|c| c.is_ascii_digit() || *c == b'-'))
+    {
+        Some(t) => parse_i64(t).ok_or(LineError::new(ErrorReply::BadCommandLine))?,
+        None => 0,
+    };
+    let noreply = parse_noreply_async(rest)?;
+    Ok(Command::FlushAll { delay, noreply })
+}
+
+/// `verbosity <n> [noreply|async]` (§4.11): the level is required and ignored.
+fn parse_verbosity(mut tokens: Tokens<'_>) -> Result<Command, LineError> {
+    if tokens.next().and_then(parse_u64).is_none() {
+        return Err(LineError::new(ErrorReply::UnknownCommand));
+    }
+    let noreply = parse_noreply_async(tokens)?;
+    Ok(Command::Verbosity { noreply })
+}
+
+fn parse_noreply_async<'a>(tokens: impl Iterator<Item = &'a [u8]>) -> Result<bool, LineError> {
+    let mut noreply = false;
+    for t in tokens {
+        match t {
+            b"noreply" => noreply = true,
+            b"async" => {}
+            _ => return Err(LineError::new(ErrorReply::BadCommandLine)),
+        }
+    }
+    Ok(noreply)
+}
+
+fn no_args(mut tokens: Tokens<'_>, command: Command) -> Result<Command, LineError> {
+    match tokens.next() {
+        None => Ok(command),
+        Some(_) => Err(LineError::new(ErrorReply::UnknownCommand)),
+    }
+}
+
+/// `stats [items|slabs|sizes|settings|nodes|threads [request|slave|queue]]` (§4.12).
+fn parse_stats(mut tokens: Tokens<'_>) -> Result<Command, LineError> {
+    let group = match (tokens.next(), tokens.next(), tokens.next()) {
+        (None, _, _) => StatsGroup::General,
+        (Some(b"items"), None, _) => StatsGroup::Items,
+        (Some(b"slabs"), None, _) => StatsGroup::Slabs,
+        (Some(b"sizes"), None, _) => StatsGroup::Sizes,
+        (Some(b"settings"), None, _) => StatsGroup::Settings,
+        (Some(b"nodes"), None, _) => StatsGroup::Nodes,
+        (Some(b"threads"), None, _) => StatsGroup::Threads,
+        (Some(b"threads"), Some(b"request"), None) => StatsGroup::ThreadsRequest,
+        (Some(b"threads"), Some(b"slave"), None) => StatsGroup::ThreadsSlave,
+        (Some(b"threads"), Some(b"queue"), None) => StatsGroup::ThreadsQueue,
+        _ => return Err(LineError::new(ErrorReply::UnknownCommand)),
+    };
+    Ok(Command::Stats(group))
+}
+
+/// `dump [<wait_usec>] [<partition>] [<partition_count>] [<bwlimit>]` and
+/// `dump_key [<partition>] [<partition_count>] [<bwlimit>]` (§5.2, §5.3), with Flare's validation.
+fn parse_dump(tokens: Tokens<'_>, with_wait: bool) -> Result<DumpArgs, LineError> {
+    let bad = || LineError::new(ErrorReply::UnknownCommand);
+    let nums: Vec<i64> = tokens
+        .map(parse_i64)
+        .collect::<Option<_>>()
+        .ok_or_else(bad)?;
+    let (wait, rest) = match (with_wait, nums.split_first()) {
+        (true, Some((w, rest))) => (*w, rest),
+        (true, None) => (0, &nums[..]),
+        (false, _) => (0, &nums[..]),
+    };
+    if rest.len() > 3 || wait < 0 {
+        return Err(bad());
+    }
+    let partition = rest.first().copied().unwrap_or(-1);
+    let count = rest.get(1).copied().unwrap_or(0);
+    let bwlimit = rest.get(2).copied().unwrap_or(0);
+    if (partition >= 0 && count < partition + 1) || (count > 0 && partition < 0) || bwlimit < 0 {
+        return Err(bad());
+    }
+    Ok(DumpArgs {
+        wait_usec: wait as u64,
+        partition: u32::try_from(partition).ok(),
+        partition_count: u32::try_from(count).map_err(|_| bad())?,
+        bwlimit_kbps: bwlimit as u64,
+    })
+}
+
+/// `shutdown [<name> <port>]` (an index command; a node answers it with `ERROR`).
+fn parse_shutdown(mut tokens: Tokens<'_>) -> Result<Command, LineError> {
+    match (tokens.next(), tokens.next(), tokens.next()) {
+        (None, _, _) => Ok(Command::Shutdown { node: None }),
+        (Some(name), Some(port), None) => {
+            let port = parse_u64(port)
+                .and_then(|p| u16::try_from(p).ok())
+                .ok_or(LineError::new(ErrorReply::UnknownCommand))?;
+            Ok(Command::Shutdown {
+                node: Some((Bytes::copy_from_slice(name), port)),
+            })
+        }
+        _ => Err(LineError::new(ErrorReply::UnknownCommand)),
+    }
+}
+
+/// `NODE <name> <port> <role> <state> <partition> <balance> <thread_type>` (protocol.md §5.7).
+pub fn parse_node_line(line: &Bytes) -> Option<NodeLine> {
+    let mut t = Tokens::new(line);
+    if t.next()? != b"NODE" {
+        return None;
+    }
+    let name = line.slice_ref(t.next()?);
+    let port = u16::try_from(parse_u64(t.next()?)?).ok()?;
+    let role = u8::try_from(parse_u64(t.next()?)?)
+        .ok()
+        .filter(|r| *r <= 2)?;
+    let state = u8::try_from(parse_u64(t.next()?)?)
+        .ok()
+        .filter(|s| *s <= 3)?;
+    let partition = i32::try_from(parse_i64(t.next()?)?)
+        .ok()
+        .filter(|p| *p >= -1)?;
+    let balance = i32::try_from(parse_i64(t.next()?)?)
+        .ok()
+        .filter(|b| *b >= 0)?;
+    let thread_type = u32::try_from(parse_u64(t.next()?)?).ok()?;
+    if t.next().is_some() {
+        return None;
+    }
+    Some(NodeLine {
+        name,
+        port,
+        role,
+        state,
+        partition,
+        balance,
+        thread_type,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{Decoded, Decoder};
+
+    fn limits() -> Limits {
+        Limits {
+            line_max: 256,
+            key_max: 16,
+            item_size_max: 64,
+            keys_per_get_max: 8,
+            nodes_max: 4,
+        }
+    }
+
+    /// Decodes everything in `input` (fed whole), returning each step.
+    fn decode_all(input: &[u8], dialect: Dialect) -> Vec<Decoded> {
+        let mut d = Decoder::new(limits(), dialect);
+        let mut buf = BytesMut::from(input);
+        let mut out = Vec::new();
+        while let Some(x) = d.decode(&mut buf) {
+            out.push(x);
+        }
+        out
+    }
+
+    fn one(input: &str) -> Decoded {
+        let mut all = decode_all(input.as_bytes(), Dialect::default());
+        assert_eq!(all.len(), 1, "{input:?} gave {all:?}");
+        all.remove(0)
+    }
+
+    fn cmd(input: &str) -> Command {
+        match one(input) {
+            Decoded::Request(r) => r.command,
+            other => panic!("{input:?}: expected a request, got {other:?}"),
+        }
+    }
+
+    fn err(input: &str) -> ErrorReply {
+        match one(input) {
+            Decoded::Error { error, .. } => error,
+            other => panic!("{input:?}: expected an error, got {other:?}"),
+        }
+    }
+
+    fn b(s: &str) -> Bytes {
+        Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    fn set(key: &str, flags: u32, exptime: i64, value: &str) -> StoreRequest {
+        StoreRequest {
+            mode: StoreMode::Set,
+            key: b(key),
+            flags,
+            exptime,
+            value: b(value),
+            cas_unique: 0,
+            version: None,
+            options: WriteOptions::default(),
+        }
+    }
+
+    #[test]
+    fn get_and_gets() {
+        assert_eq!(
+            cmd("get a\r\n"),
+            Command::Get {
+                keys: vec![b("a")],
+                cas: false
+            }
+        );
+        assert_eq!(
+            cmd("gets a  b a\n"),
+            Command::Get {
+                keys: vec![b("a"), b("b"), b("a")],
+                cas: true
+            }
+        );
+        assert_eq!(err("get\r\n"), ErrorReply::UnknownCommand);
+        assert_eq!(err("get 0123456789abcdefX\r\n"), ErrorReply::KeyTooLong);
+        assert_eq!(err("get a\tb\r\n"), ErrorReply::BadCommandLine);
+        assert_eq!(err("get 1 2 3 4 5 6 7 8 9\r\n"), ErrorReply::BadCommandLine);
+    }
+
+    #[test]
+    fn storage_commands() {
+        assert_eq!(
+            cmd("set k 5 10 3\r\nabc\r\n"),
+            Command::Store(set("k", 5, 10, "abc"))
+        );
+        let mut s = set("k", 0, -1, "");
+        s.mode = StoreMode::Add;
+        s.options.noreply = true;
+        s.options.replication = ReplicationMode::Sync;
+        assert_eq!(cmd("add k 0 -1 0 sync noreply\r\n\r\n"), Command::Store(s));
+        let mut v = set("k", 1, 0, "xy");
+        v.version = Some(77);
+        v.options.replication = ReplicationMode::Async;
+        assert_eq!(cmd("set k 1 0 2 77 async\r\nxy\r\n"), Command::Store(v));
+        let mut c = set("k", 1, 0, "xy");
+        c.mode = StoreMode::Cas;
+        c.cas_unique = 9;
+        assert_eq!(cmd("cas k 1 0 2 9\r\nxy\r\n"), Command::Store(c));
+        // Binary-safe data: a value may contain CR, LF and spaces.
+        assert_eq!(
+            cmd("set k 0 0 4\r\n\r\n \n\r\n"),
+            Command::Store(set("k", 0, 0, "\r\n \n"))
+        );
+    }
+
+    #[test]
+    fn storage_errors_skip_the_data_block() {
+        for bad in [
+            "set k x 0 3\r\nabc\r\n",
+            "set k 0 x 3\r\nabc\r\n",
+            "set k 4294967296 0 3\r\nabc\r\n",
+            "set k 0 0 3 bogus\r\nabc\r\n",
+            "cas k 0 0 3\r\nabc\r\n",
+            "set k 0 0 3 1 2\r\nabc\r\n",
+        ] {
+            let out = decode_all(format!("{bad}get k\r\n").as_bytes(), Dialect::default());
+            assert_eq!(out.len(), 2, "{bad:?}: {out:?}");
+            assert!(
+                matches!(
+                    &out[0],
+                    Decoded::Error {
+                        error: ErrorReply::BadCommandLine,
+                        close: false,
+                        ..
+                    }
+                ),
+                "{bad:?}"
+            );
+            assert!(
+                matches!(&out[1], Decoded::Request(r) if matches!(r.command, Command::Get { .. })),
+                "{bad:?}"
+            );
+        }
+        let out = decode_all(
+            b"set k 0 0 65\r\n"
+                .iter()
+                .chain(&[b'x'; 67])
+                .copied()
+                .chain(*b"get k\r\n")
+                .collect::<Vec<_>>()
+                .as_slice(),
+            Dialect::default(),
+        );
+        assert!(matches!(
+            &out[0],
+            Decoded::Error {
+                error: ErrorReply::TooLarge,
+                ..
+            }
+        ));
+        assert!(matches!(&out[1], Decoded::Request(_)));
+        assert_eq!(out.len(), 2);
+        let out = decode_all(
+            b"set 0123456789abcdefX 0 0 1\r\nx\r\nget k\r\n",
+            Dialect::default(),
+        );
+        assert!(matches!(
+            &out[0],
+            Decoded::Error {
+                error: ErrorReply::KeyTooLong,
+                ..
+            }
+        ));
+        assert_eq!(out.len(), 2);
+        // A <bytes> that cannot be read skips nothing (there is no length to skip).
+        assert_eq!(
+            decode_all(b"set k 0 0 -1\r\nget k\r\n", Dialect::default()).len(),
+            2
+        );
+    }
+
+    #[test]
+    fn bad_data_chunk() {
+        let out = decode_all(b"set k 0 0 2\r\nabc\r\nget k\r\n", Dialect::default());
+        assert!(
+            matches!(
+                &out[0],
+                Decoded::Error {
+                    error: ErrorReply::BadDataChunk,
+                    ..
+                }
+            ),
+            "{out:?}"
+        );
+        // memcached parses what follows the bad chunk as commands: "\n" is an empty line, then `get k`.
+        assert!(
+            matches!(
+                &out[1],
+                Decoded::Error {
+                    error: ErrorReply::UnknownCommand,
+                    ..
+                }
+            ),
+            "{out:?}"
+        );
+        assert!(matches!(&out[2], Decoded::Request(_)));
+    }
+
+    #[test]
+    fn delete_incr_touch() {
+        assert_eq!(
+            cmd("delete k\r\n"),
+            Command::Delete {
+                key: b("k"),
+                hold: 0,
+                version: None,
+                cas: None,
+                options: WriteOptions::default()
+            }
+        );
+        assert_eq!(
+            cmd("delete k 10 5 noreply\r\n"),
+            Command::Delete {
+                key: b("k"),
+                hold: 10,
+                version: Some(5),
+                cas: None,
+                options: WriteOptions {
+                    noreply: true,
+                    ..Default::default()
+                }
+            }
+        );
+        assert_eq!(err("delete k bogus\r\n"), ErrorReply::BadCommandLine);
+        assert_eq!(
+            cmd("incr k 18446744073709551615\r\n"),
+            Command::Arith {
+                op: ArithOp::Incr,
+                key: b("k"),
+                delta: u64::MAX,
+                create: None,
+                options: WriteOptions::default()
+            }
+        );
+        assert_eq!(err("incr k -1\r\n"), ErrorReply::InvalidDelta);
+        assert_eq!(
+            err("decr k 18446744073709551616\r\n"),
+            ErrorReply::InvalidDelta
+        );
+        assert_eq!(err("incr k\r\n"), ErrorReply::BadCommandLine);
+        assert_eq!(
+            cmd("touch k 10 noreply\r\n"),
+            Command::Touch {
+                key: b("k"),
+                exptime: 10,
+                noreply: true
+            }
+        );
+        assert_eq!(err("touch k 10 sync\r\n"), ErrorReply::BadCommandLine);
+    }
+
+    #[test]
+    fn flare_incr_accepts_negative_delta() {
+        let d = Dialect {
+            incr_flare_semantics: true,
+            ..Default::default()
+        };
+        let out = decode_all(b"incr k -1\r\n", d);
+        assert!(
+            matches!(&out[0], Decoded::Request(r) if matches!(r.command, Command::Arith { delta: u64::MAX, .. }))
+        );
+    }
+
+    #[test]
+    fn gat_forms() {
+        assert_eq!(
+            cmd("gat 10 a b\r\n"),
+            Command::Gat {
+                exptime: 10,
+                keys: vec![b("a"), b("b")],
+                cas: false,
+                flare_form: false,
+                noreply: false
+            }
+        );
+        assert_eq!(
+            cmd("gats -1 a\r\n"),
+            Command::Gat {
+                exptime: -1,
+                keys: vec![b("a")],
+                cas: true,
+                flare_form: false,
+                noreply: false
+            }
+        );
+        assert_eq!(err("gat 10\r\n"), ErrorReply::BadCommandLine);
+        let d = Dialect {
+            gat_flare_syntax: true,
+            ..Default::default()
+        };
+        let out = decode_all(b"gat a 10 noreply\r\n", d);
+        assert!(
+            matches!(&out[0], Decoded::Request(r) if r.command == Command::Gat {
+                exptime: 10, keys: vec![b("a")], cas: false, flare_form: true, noreply: true
+            })
+        );
+    }
+
+    #[test]
+    fn admin_commands() {
+        assert_eq!(cmd("version\r\n"), Command::Version);
+        assert_eq!(err("version x\r\n"), ErrorReply::UnknownCommand);
+        assert_eq!(cmd("ping\r\n"), Command::Ping);
+        assert_eq!(cmd("quit\r\n"), Command::Quit);
+        assert_eq!(
+            cmd("flush_all\r\n"),
+            Command::FlushAll {
+                delay: 0,
+                noreply: false
+            }
+        );
+        assert_eq!(
+            cmd("flush_all 10 noreply\r\n"),
+            Command::FlushAll {
+                delay: 10,
+                noreply: true
+            }
+        );
+        assert_eq!(
+            cmd("flush_all async\r\n"),
+            Command::FlushAll {
+                delay: 0,
+                noreply: false
+            }
+        );
+        assert_eq!(err("flush_all sync\r\n"), ErrorReply::BadCommandLine);
+        assert_eq!(
+            cmd("verbosity 1 noreply\r\n"),
+            Command::Verbosity { noreply: true }
+        );
+        assert_eq!(err("verbosity\r\n"), ErrorReply::UnknownCommand);
+        assert_eq!(cmd("stats\r\n"), Command::Stats(StatsGroup::General));
+        assert_eq!(
+            cmd("stats threads slave\r\n"),
+            Command::Stats(StatsGroup::ThreadsSlave)
+        );
+        assert_eq!(cmd("stats nodes\r\n"), Command::Stats(StatsGroup::Nodes));
+        assert_eq!(err("stats bogus\r\n"), ErrorReply::UnknownCommand);
+        assert_eq!(cmd("show variables\r\n"), Command::ShowVariables);
+        assert_eq!(err("show x\r\n"), ErrorReply::UnknownCommand);
+        assert_eq!(cmd("kill 3\r\n"), Command::Kill(3));
+        assert_eq!(cmd("shutdown\r\n"), Command::Shutdown { node: None });
+        assert_eq!(err("node add a 1\r\n"), ErrorReply::UnknownCommand);
+        assert_eq!(err("\r\n"), ErrorReply::UnknownCommand);
+        assert_eq!(err("GET a\r\n"), ErrorReply::UnknownCommand);
+        assert_eq!(
+            cmd("keys a b 10\r\n"),
+            Command::Keys {
+                prefixes: vec![b("a"), b("b")],
+                limit: 10
+            }
+        );
+        assert_eq!(err("keys a 0\r\n"), ErrorReply::UnknownCommand);
+    }
+
+    #[test]
+    fn dump_arguments() {
+        assert_eq!(cmd("dump\r\n"), Command::Dump(DumpArgs::default()));
+        assert_eq!(
+            cmd("dump 100 1 3 512\r\n"),
+            Command::Dump(DumpArgs {
+                wait_usec: 100,
+                partition: Some(1),
+                partition_count: 3,
+                bwlimit_kbps: 512
+            })
+        );
+        assert_eq!(
+            cmd("dump 0 -1 0\r\n"),
+            Command::Dump(DumpArgs {
+                wait_usec: 0,
+                partition: None,
+                partition_count: 0,
+                bwlimit_kbps: 0
+            })
+        );
+        assert_eq!(
+            cmd("dump_key 0 2\r\n"),
+            Command::DumpKey(DumpArgs {
+                wait_usec: 0,
+                partition: Some(0),
+                partition_count: 2,
+                bwlimit_kbps: 0
+            })
+        );
+        for bad in [
+            "dump -1\r\n",
+            "dump 0 2 2\r\n",
+            "dump 0 -1 3\r\n",
+            "dump x\r\n",
+            "dump 0 0 1 0 9\r\n",
+        ] {
+            assert_eq!(err(bad), ErrorReply::UnknownCommand, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn proxy_prefix() {
+        let out = decode_all(b"<a:1,b:2>set k 0 0 1 7 sync\r\nx\r\n", Dialect::default());
+        let Decoded::Request(r) = &out[0] else {
+            panic!("{out:?}")
+        };
+        assert_eq!(
+            r.framing,
+            Framing::Text {
+                proxy: Some(ProxyPath(vec![b("a:1"), b("b:2")]))
+            }
+        );
+        assert!(matches!(&r.command, Command::Store(s) if s.version == Some(7)));
+        assert_eq!(ProxyPath(vec![b("a:1"), b("a:1")]).count(b"a:1"), 2);
+    }
+
+    #[test]
+    fn node_sync_lines() {
+        let out = decode_all(
+            b"node sync 7\r\nNODE h 12121 0 0 0 1 16\r\nNODE g 12122 1 1 0 0 17\r\nEND\r\n",
+            Dialect::default(),
+        );
+        let Decoded::Request(r) = &out[0] else {
+            panic!("{out:?}")
+        };
+        let Command::NodeSync { version, nodes } = &r.command else {
+            panic!()
+        };
+        assert_eq!(*version, 7);
+        assert_eq!(nodes.len(), 2);
+        assert_eq!(
+            nodes[1],
+            NodeLine {
+                name: b("g"),
+                port: 12122,
+                role: 1,
+                state: 1,
+                partition: 0,
+                balance: 0,
+                thread_type: 17
+            }
+        );
+        let out = decode_all(
+            b"node sync 7\r\nNODE h x 0 0 0 1 16\r\nEND\r\nping\r\n",
+            Dialect::default(),
+        );
+        assert!(
+            matches!(&out[0], Decoded::Error { error: ErrorReply::Client(m), .. } if m == "format error")
+        );
+        assert!(matches!(&out[1], Decoded::Request(r) if r.command == Command::Ping));
+        // More NODE lines than the limit is a format error, and nothing is kept beyond the limit.
+        let many = format!(
+            "node sync 1\r\n{}END\r\n",
+            "NODE h 1 2 0 -1 0 16\r\n".repeat(5)
+        );
+        assert!(matches!(
+            &decode_all(many.as_bytes(), Dialect::default())[0],
+            Decoded::Error { .. }
+        ));
+    }
+
+    #[test]
+    fn line_too_long_closes() {
+        let long = vec![b'a'; 300];
+        let out = decode_all(&long, Dialect::default());
+        assert!(
+            matches!(
+                &out[0],
+                Decoded::Error {
+                    error: ErrorReply::LineTooLong,
+                    close: true,
+                    ..
+                }
+            ),
+            "{out:?}"
+        );
+        let mut with_end = vec![b'a'; 300];
+        with_end.extend_from_slice(b"\r\n");
+        let out = decode_all(&with_end, Dialect::default());
+        assert!(
+            matches!(
+                &out[0],
+                Decoded::Error {
+                    error: ErrorReply::LineTooLong,
+                    close: true,
+                    ..
+                }
+            ),
+            "{out:?}"
+        );
+        // Exactly line_max bytes plus CRLF is fine.
+        let mut ok = b"get ".to_vec();
+        ok.extend(std::iter::repeat_n(b' ', 252));
+        ok.extend_from_slice(b"\r\n");
+        assert_eq!(ok.len(), 258);
+        assert!(matches!(
+            &decode_all(&ok, Dialect::default())[0],
+            Decoded::Error {
+                error: ErrorReply::UnknownCommand,
+                ..
+            }
+        ));
+    }
+
+    /// Every split point of a pipelined input gives the same requests as feeding it whole.
+    #[test]
+    fn split_at_every_offset() {
+        let input: &[u8] = b"set k 0 0 5\r\nhello\r\nget k k2\r\n<a:1>delete k 0 3\r\nnode sync 2\r\nNODE h 1 2 0 -1 0 16\r\nEND\r\nincr n 5 noreply\nset big 0 0 99\r\n";
+        let whole = decode_all(input, Dialect::default());
+        for cut in 0..input.len() {
+            let mut d = Decoder::new(limits(), Dialect::default());
+            let mut buf = BytesMut::new();
+            let mut got = Vec::new();
+            for part in [&input[..cut], &input[cut..]] {
+                buf.extend_from_slice(part);
+                while let Some(x) = d.decode(&mut buf) {
+                    got.push(x);
+                }
+            }
+            assert_eq!(got, whole, "cut at {cut}");
+        }
+        // And one byte at a time.
+        let mut d = Decoder::new(limits(), Dialect::default());
+        let mut buf = BytesMut::new();
+        let mut got = Vec::new();
+        for &byte in input {
+            buf.extend_from_slice(&[byte]);
+            while let Some(x) = d.decode(&mut buf) {
+                got.push(x);
+            }
+        }
+        assert_eq!(got, whole);
+        assert_eq!(whole.len(), 6);
+    }
+
+    #[test]
+    fn numbers() {
+        assert_eq!(parse_u64(b"18446744073709551615"), Some(u64::MAX));
+        assert_eq!(parse_u64(b"18446744073709551616"), None);
+        assert_eq!(parse_u64(b"+1"), None);
+        assert_eq!(parse_i64(b"-9223372036854775808"), Some(i64::MIN));
+        assert_eq!(parse_i64(b"-9223372036854775809"), None);
+        assert_eq!(parse_i64(b"-"), None);
+        assert_eq!(parse_u32(b"4294967295"), Some(u32::MAX));
+        assert_eq!(parse_u32(b"4294967296"), None);
     }
 }

@@ -4,20 +4,68 @@
 //! [`Store`]; commands that need process state, streams or timers (stats, dumps, delayed flush, kill, node sync,
 //! shutdown) are handed back to the driver as [`Outcome::Driver`]. Counters for `stats` are accumulated in a
 //! per-connection [`Tally`] that the driver merges into its shared counters.
+//!
+//! Every write that changed the store reports what it changed as [`Mutation`]s: the *result* of the write (the full
+//! item with its version, the tombstone, the new exptime), which is what replication sends to slaves (cluster.md
+//! §8.1), so that every replica ends with the same bytes and versions.
 
 use bytes::Bytes;
 
-use crate::item::Item;
+use crate::item::{Item, Tombstone};
 use crate::protocol::{ArithOp, Command, ErrorReply, Reply, StoreMode, ValueItem};
 use crate::storage::{Storage, StorageError};
 use crate::store::{self, ArithOutcome, DeleteOutcome, StoreOutcome, TouchOutcome};
+
+pub mod meta;
+
+/// A change a write made to one key, as replication carries it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Mutation {
+    /// The key now holds this item (set, add, replace, append, prepend, cas, incr, decr, meta writes).
+    Put {
+        /// The key.
+        key: Bytes,
+        /// The whole item, with its version and absolute exptime.
+        item: Item,
+    },
+    /// The key was deleted.
+    Delete {
+        /// The key.
+        key: Bytes,
+        /// The tombstone left behind (its version and hold time).
+        tombstone: Tombstone,
+    },
+    /// The key's exptime changed (touch, gat); the version is unchanged.
+    Touch {
+        /// The key.
+        key: Bytes,
+        /// The new absolute exptime.
+        exptime: u64,
+    },
+}
+
+impl Mutation {
+    /// The key changed.
+    pub fn key(&self) -> &Bytes {
+        match self {
+            Mutation::Put { key, .. }
+            | Mutation::Delete { key, .. }
+            | Mutation::Touch { key, .. } => key,
+        }
+    }
+}
 
 /// What the driver must do with a request after [`execute`].
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Outcome {
-    /// Send this reply.
-    Reply(Reply),
+    /// Send this reply; replicate `mutations` (empty for reads and refused writes).
+    Reply {
+        /// The reply.
+        reply: Reply,
+        /// What the request changed.
+        mutations: Vec<Mutation>,
+    },
     /// The command needs the driver (stats, dump, delayed flush, kill, node sync, show variables, shutdown, keys).
     Driver(Command),
     /// Close the connection without a reply (`quit`).
@@ -71,23 +119,40 @@ pub fn storage_error_reply(_e: &StorageError) -> Reply {
 }
 
 /// Runs `command` locally at time `now` (Unix seconds).
-pub fn execute<S: Storage>(store: &store::Store<S>, command: Command, now: u64, tally: &mut Tally) -> Outcome {
-    match run(store, command, now, tally) {
-        Ok(outcome) => outcome,
-        Err(e) => {
-            tally.storage_errors += 1;
-            tracing::error!(error = %e, "storage failure");
-            Outcome::Reply(storage_error_reply(&e))
-        }
-    }
-}
-
-fn run<S: Storage>(
+pub fn execute<S: Storage>(
     store: &store::Store<S>,
     command: Command,
     now: u64,
     tally: &mut Tally,
-) -> Result<Outcome, StorageError> {
+) -> Outcome {
+    let mut mutations = Vec::new();
+    let step = apply(store, command, now, tally, &mut mutations).unwrap_or_else(|e| {
+        tally.storage_errors += 1;
+        tracing::error!(error = %e, "storage failure");
+        // Whatever was applied before the failure (an earlier key of a gat) is still replicated.
+        Step::Reply(storage_error_reply(&e))
+    });
+    match step {
+        Step::Reply(reply) => Outcome::Reply { reply, mutations },
+        Step::Driver(command) => Outcome::Driver(command),
+        Step::Close => Outcome::Close,
+    }
+}
+
+/// What [`apply`] made of a command.
+enum Step {
+    Reply(Reply),
+    Driver(Command),
+    Close,
+}
+
+fn apply<S: Storage>(
+    store: &store::Store<S>,
+    command: Command,
+    now: u64,
+    tally: &mut Tally,
+    mutations: &mut Vec<Mutation>,
+) -> Result<Step, StorageError> {
     let reply = match command {
         Command::Get { keys, cas } => {
             let mut items = Vec::with_capacity(keys.len());
@@ -101,19 +166,33 @@ fn run<S: Storage>(
                     None => tally.get_misses += 1,
                 }
             }
-            Reply::Values { items, cas, end: true }
+            Reply::Values {
+                items,
+                cas,
+                end: true,
+            }
         }
-        Command::Gat { exptime, keys, cas, flare_form, noreply } => {
+        Command::Gat {
+            exptime,
+            keys,
+            cas,
+            flare_form,
+            noreply,
+        } => {
             let mut items = Vec::with_capacity(keys.len());
             for key in keys {
                 tally.cmd_get += 1;
                 tally.cmd_set += 1;
-                match store.gat(&key, exptime, now)? {
-                    Some(item) => {
+                match store.touch(&key, exptime, now)? {
+                    store::TouchOutcome::Touched(item) => {
                         tally.get_hits += 1;
+                        mutations.push(Mutation::Touch {
+                            key: key.clone(),
+                            exptime: item.exptime,
+                        });
                         items.push(value_item(key, item));
                     }
-                    None => tally.get_misses += 1,
+                    store::TouchOutcome::NotFound => tally.get_misses += 1,
                 }
             }
             if flare_form {
@@ -121,10 +200,18 @@ fn run<S: Storage>(
                 match (noreply, items.is_empty()) {
                     (true, _) => Reply::Nothing,
                     (false, true) => Reply::NotFound,
-                    (false, false) => Reply::Values { items, cas, end: false },
+                    (false, false) => Reply::Values {
+                        items,
+                        cas,
+                        end: false,
+                    },
                 }
             } else {
-                Reply::Values { items, cas, end: true }
+                Reply::Values {
+                    items,
+                    cas,
+                    end: true,
+                }
             }
         }
         Command::Store(req) => {
@@ -137,7 +224,12 @@ fn run<S: Storage>(
                     if cas {
                         tally.cas_hits += 1;
                     }
-                    Reply::Stored { version: item.version }
+                    let version = item.version;
+                    mutations.push(Mutation::Put {
+                        key: req.key.clone(),
+                        item,
+                    });
+                    Reply::Stored { version }
                 }
                 StoreOutcome::NotStored => Reply::NotStored,
                 StoreOutcome::Exists => {
@@ -148,13 +240,22 @@ fn run<S: Storage>(
                     tally.cas_misses += 1;
                     Reply::NotFound
                 }
+                StoreOutcome::TooLarge => Reply::Error(ErrorReply::TooLarge),
             };
             quiet(noreply, reply)
         }
-        Command::Delete { key, hold, version, options } => {
-            let reply = match store.delete(&key, hold, version, now)? {
-                DeleteOutcome::Deleted { .. } => {
+        Command::Delete {
+            key,
+            hold,
+            version,
+            cas,
+            options,
+        } => {
+            let reply = match store.delete(&key, hold, version, cas, now)? {
+                DeleteOutcome::Exists => Reply::Exists,
+                DeleteOutcome::Deleted(tombstone) => {
                     tally.delete_hits += 1;
+                    mutations.push(Mutation::Delete { key, tombstone });
                     Reply::Deleted
                 }
                 DeleteOutcome::NotFound => {
@@ -164,7 +265,13 @@ fn run<S: Storage>(
             };
             quiet(options.noreply, reply)
         }
-        Command::Arith { op, key, delta, create, options } => {
+        Command::Arith {
+            op,
+            key,
+            delta,
+            create,
+            options,
+        } => {
             let outcome = store.arith(&key, op, delta, create, now)?;
             let (hits, misses) = match op {
                 ArithOp::Incr => (&mut tally.incr_hits, &mut tally.incr_misses),
@@ -173,7 +280,9 @@ fn run<S: Storage>(
             let reply = match outcome {
                 ArithOutcome::Value { value, item } => {
                     *hits += 1;
-                    Reply::Number { value, version: item.version }
+                    let version = item.version;
+                    mutations.push(Mutation::Put { key, item });
+                    Reply::Number { value, version }
                 }
                 ArithOutcome::NotFound => {
                     *misses += 1;
@@ -183,11 +292,19 @@ fn run<S: Storage>(
             };
             quiet(options.noreply, reply)
         }
-        Command::Touch { key, exptime, noreply } => {
+        Command::Touch {
+            key,
+            exptime,
+            noreply,
+        } => {
             tally.cmd_set += 1;
             let reply = match store.touch(&key, exptime, now)? {
-                TouchOutcome::Touched(_) => {
+                TouchOutcome::Touched(item) => {
                     tally.touch_hits += 1;
+                    mutations.push(Mutation::Touch {
+                        key,
+                        exptime: item.exptime,
+                    });
                     Reply::Touched
                 }
                 TouchOutcome::NotFound => {
@@ -197,19 +314,20 @@ fn run<S: Storage>(
             };
             quiet(noreply, reply)
         }
-        Command::FlushAll { delay, noreply } => match store::flush_deadline(delay, now) {
-            None => {
-                store.flush_all()?;
-                quiet(noreply, Reply::Ok)
-            }
-            Some(_) => return Ok(Outcome::Driver(Command::FlushAll { delay, noreply })),
-        },
+        Command::FlushAll { delay, noreply } => {
+            store.schedule_flush(delay, now)?;
+            quiet(noreply, Reply::Ok)
+        }
         Command::Verbosity { noreply } => quiet(noreply, Reply::Ok),
         Command::Noop => Reply::Ok,
-        Command::Quit => return Ok(Outcome::Close),
-        other => return Ok(Outcome::Driver(other)),
+        Command::Meta(m) => {
+            tally.meta_cmds += 1;
+            meta::execute(store, m, now, tally, mutations)?
+        }
+        Command::Quit => return Ok(Step::Close),
+        other => return Ok(Step::Driver(other)),
     };
-    Ok(Outcome::Reply(reply))
+    Ok(Step::Reply(reply))
 }
 
 fn quiet(noreply: bool, reply: Reply) -> Reply {
@@ -222,5 +340,10 @@ fn quiet(noreply: bool, reply: Reply) -> Reply {
 }
 
 fn value_item(key: Bytes, item: Item) -> ValueItem {
-    ValueItem { key, flags: item.flags, version: item.version, value: item.value }
+    ValueItem {
+        key,
+        flags: item.flags,
+        version: item.version,
+        value: item.value,
+    }
 }
