@@ -14,6 +14,7 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod conformance;
 pub mod exec;
 pub mod item;
 pub mod keys;

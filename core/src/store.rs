@@ -163,6 +163,11 @@ impl<S: Storage> Store<S> {
         &self.storage
     }
 
+    /// Gives the engine back (to close it).
+    pub fn into_storage(self) -> S {
+        self.storage
+    }
+
     /// The configuration.
     pub fn config(&self) -> &StoreConfig {
         &self.config

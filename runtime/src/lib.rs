@@ -1,1 +1,2 @@
 //! Production drivers of Flare on tokio.
+pub mod rocks;

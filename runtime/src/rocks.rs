@@ -1,0 +1,264 @@
+//! The RocksDB storage engine: one database per node data directory (decisions.md #9).
+//!
+//! - Records are [`Entry`] encodings under their key in the default column family; values of 4 KiB and more go to
+//!   blob files, so large items are written once and never rewritten by compaction.
+//! - The write-ahead log is always on. Every write reaches the OS before it is acknowledged (it survives a process
+//!   kill); [`RocksOptions::sync_every_write`] also fsyncs it per write (`storage-sync = always`), and
+//!   [`Storage::sync`] fsyncs it on demand (group commit, shutdown).
+//! - [`Storage::update`] is atomic per key: writers of the same key serialise on one of `mutex-slot` stripe locks.
+//! - The number of live items is kept exactly: each write that creates or removes an item adds a ±1 merge operand to
+//!   a counter in the `meta` column family, in the same atomic batch as the record itself, so the count survives a
+//!   crash without a scan at start-up.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
+use std::sync::{Mutex, MutexGuard};
+
+use bytes::Bytes;
+use flare_core::item::Entry;
+use flare_core::storage::{Change, Storage, StorageError};
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompressionType, Direction, IteratorMode, MergeOperands,
+    Options, WriteBatch, WriteOptions, DB,
+};
+
+const META_CF: &str = "meta";
+const ITEM_COUNT_KEY: &[u8] = b"item_count";
+/// Values of this size and more are kept in blob files.
+const MIN_BLOB_SIZE: u64 = 4096;
+
+/// Tuning of the engine (from the node configuration).
+#[derive(Clone, Debug)]
+pub struct RocksOptions {
+    /// fsync the WAL on every write (`storage-sync = always`).
+    pub sync_every_write: bool,
+    /// Block cache size in bytes (`storage-block-cache`).
+    pub block_cache_bytes: usize,
+    /// Memtable size in bytes (`storage-write-buffer`).
+    pub write_buffer_bytes: usize,
+    /// Compression of data blocks (`storage-compress`), none by default.
+    pub compression: Compression,
+    /// Number of stripe locks for read-modify-write (`mutex-slot`).
+    pub mutex_slots: usize,
+}
+
+/// Block compression (`storage-compress`: `deflate`, `bz2`, `tcbs`, or none).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    /// No compression.
+    None,
+    /// zlib (Flare's `deflate`).
+    Zlib,
+    /// bzip2 (Flare's `bz2`).
+    Bz2,
+    /// LZ4, the fast choice (Flare's `tcbs`, its own fast codec).
+    Lz4,
+}
+
+impl Default for RocksOptions {
+    fn default() -> Self {
+        RocksOptions {
+            sync_every_write: false,
+            block_cache_bytes: 64 << 20,
+            write_buffer_bytes: 32 << 20,
+            compression: Compression::None,
+            mutex_slots: 64,
+        }
+    }
+}
+
+/// A node's RocksDB database.
+pub struct RocksStorage {
+    db: DB,
+    path: PathBuf,
+    write_opts: WriteOptions,
+    stripes: Vec<Mutex<()>>,
+    items: AtomicI64,
+}
+
+impl std::fmt::Debug for RocksStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RocksStorage").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+fn io(e: rocksdb::Error) -> StorageError {
+    StorageError::Io(e.into_string())
+}
+
+/// Sums the ±1 operands of the item counter (little-endian i64s).
+fn sum_counter(_key: &[u8], existing: Option<&[u8]>, operands: &MergeOperands) -> Option<Vec<u8>> {
+    let read = |b: &[u8]| b.try_into().map(i64::from_le_bytes).unwrap_or(0);
+    let total = operands.iter().fold(existing.map_or(0, read), |acc, op| acc.wrapping_add(read(op)));
+    Some(total.to_le_bytes().to_vec())
+}
+
+impl RocksStorage {
+    /// Opens (or creates) the database in `dir`.
+    pub fn open(dir: &Path, options: &RocksOptions) -> Result<RocksStorage, StorageError> {
+        let mut db_opts = Options::default();
+        db_opts.create_if_missing(true);
+        db_opts.create_missing_column_families(true);
+        db_opts.set_max_background_jobs(2);
+        db_opts.set_keep_log_file_num(4);
+
+        let mut data = Options::default();
+        let mut table = BlockBasedOptions::default();
+        let cache = Cache::new_lru_cache(options.block_cache_bytes.max(1 << 20)).map_err(io)?;
+        table.set_block_cache(&cache);
+        table.set_bloom_filter(10.0, false);
+        table.set_cache_index_and_filter_blocks(true);
+        data.set_block_based_table_factory(&table);
+        data.set_write_buffer_size(options.write_buffer_bytes.max(1 << 20));
+        data.set_max_write_buffer_number(2);
+        data.set_enable_blob_files(true);
+        data.set_min_blob_size(MIN_BLOB_SIZE);
+        data.set_enable_blob_gc(true);
+        data.set_compression_type(match options.compression {
+            Compression::None => DBCompressionType::None,
+            Compression::Zlib => DBCompressionType::Zlib,
+            Compression::Bz2 => DBCompressionType::Bz2,
+            Compression::Lz4 => DBCompressionType::Lz4,
+        });
+
+        let mut meta = Options::default();
+        meta.set_merge_operator_associative("item_count_sum", sum_counter);
+
+        let db = DB::open_cf_descriptors(
+            &db_opts,
+            dir,
+            [
+                ColumnFamilyDescriptor::new(rocksdb::DEFAULT_COLUMN_FAMILY_NAME, data),
+                ColumnFamilyDescriptor::new(META_CF, meta),
+            ],
+        )
+        .map_err(io)?;
+        let mut write_opts = WriteOptions::default();
+        write_opts.set_sync(options.sync_every_write);
+        let storage = RocksStorage {
+            path: dir.to_path_buf(),
+            write_opts,
+            stripes: (0..options.mutex_slots.max(1)).map(|_| Mutex::new(())).collect(),
+            items: AtomicI64::new(0),
+            db,
+        };
+        let count = storage.stored_count()?;
+        storage.items.store(count, Relaxed);
+        Ok(storage)
+    }
+
+    /// The data directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn meta_cf(&self) -> &rocksdb::ColumnFamily {
+        self.db
+            .cf_handle(META_CF)
+            .expect("invariant: the meta column family is created at open")
+    }
+
+    fn stored_count(&self) -> Result<i64, StorageError> {
+        let raw = self.db.get_cf(self.meta_cf(), ITEM_COUNT_KEY).map_err(io)?;
+        Ok(raw.and_then(|b| b.as_slice().try_into().ok()).map_or(0, i64::from_le_bytes))
+    }
+
+    fn stripe(&self, key: &[u8]) -> MutexGuard<'_, ()> {
+        let i = crc32fast::hash(key) as usize % self.stripes.len();
+        // The guarded value is (); a poisoned lock only means another writer panicked.
+        self.stripes[i].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn decode(key: &[u8], raw: Vec<u8>) -> Result<Entry, StorageError> {
+        Entry::decode(Bytes::from(raw)).map_err(|e| StorageError::Corrupt {
+            key: String::from_utf8_lossy(key).into_owned(),
+            reason: e.to_string(),
+        })
+    }
+}
+
+impl Storage for RocksStorage {
+    fn get(&self, key: &[u8]) -> Result<Option<Entry>, StorageError> {
+        match self.db.get(key).map_err(io)? {
+            Some(raw) => Ok(Some(Self::decode(key, raw)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn update<R>(&self, key: &[u8], f: impl FnOnce(Option<Entry>) -> (Change, R)) -> Result<R, StorageError> {
+        let _guard = self.stripe(key);
+        let cur = self.get(key)?;
+        let was_item = matches!(cur, Some(Entry::Item(_)));
+        let (change, r) = f(cur);
+        let mut batch = WriteBatch::default();
+        let after = match &change {
+            Change::Keep => return Ok(r),
+            Change::Put(e) => {
+                batch.put(key, e.encode());
+                Some(e)
+            }
+            Change::Remove => {
+                batch.delete(key);
+                None
+            }
+        };
+        let delta = i64::from(matches!(after, Some(Entry::Item(_)))) - i64::from(was_item);
+        if delta != 0 {
+            batch.merge_cf(self.meta_cf(), ITEM_COUNT_KEY, delta.to_le_bytes());
+        }
+        self.db.write_opt(batch, &self.write_opts).map_err(io)?;
+        self.items.fetch_add(delta, Relaxed);
+        Ok(r)
+    }
+
+    fn scan(&self, after: Option<&[u8]>, max: usize) -> Result<Vec<(Bytes, Entry)>, StorageError> {
+        let mode = match after {
+            Some(k) => IteratorMode::From(k, Direction::Forward),
+            None => IteratorMode::Start,
+        };
+        let mut out = Vec::with_capacity(max.min(1024));
+        for row in self.db.iterator(mode) {
+            let (k, v) = row.map_err(io)?;
+            if after.is_some_and(|a| a == &k[..]) {
+                continue;
+            }
+            if out.len() == max {
+                break;
+            }
+            let entry = Self::decode(&k, v.into_vec())?;
+            out.push((Bytes::from(k.into_vec()), entry));
+        }
+        Ok(out)
+    }
+
+    fn clear(&self) -> Result<(), StorageError> {
+        // Hold every stripe so no read-modify-write interleaves with the range delete and the counter reset.
+        let guards: Vec<_> = self.stripes.iter().map(|m| m.lock().unwrap_or_else(|e| e.into_inner())).collect();
+        let mut batch = WriteBatch::default();
+        let cf = self.db.cf_handle(rocksdb::DEFAULT_COLUMN_FAMILY_NAME).expect("invariant: default family exists");
+        // Keys are at most 8191 bytes, so 8192 bytes of 0xff sort after every key.
+        batch.delete_range_cf(&cf, &[][..], &[0xffu8; 8192][..]);
+        batch.put_cf(self.meta_cf(), ITEM_COUNT_KEY, 0i64.to_le_bytes());
+        self.db.write_opt(batch, &self.write_opts).map_err(io)?;
+        self.items.store(0, Relaxed);
+        drop(guards);
+        // Reclaim the space now rather than at the next compaction.
+        self.db.compact_range::<&[u8], &[u8]>(None, None);
+        Ok(())
+    }
+
+    fn sync(&self) -> Result<(), StorageError> {
+        self.db.flush_wal(true).map_err(io)
+    }
+
+    fn item_count(&self) -> u64 {
+        self.items.load(Relaxed).max(0) as u64
+    }
+
+    fn disk_bytes(&self) -> u64 {
+        ["rocksdb.total-sst-files-size", "rocksdb.live-blob-file-size", "rocksdb.cur-size-all-mem-tables"]
+            .iter()
+            .filter_map(|p| self.db.property_int_value(*p).ok().flatten())
+            .sum()
+    }
+}
