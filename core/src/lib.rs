@@ -15,6 +15,7 @@
 
 pub mod config;
 pub mod conformance;
+pub mod dump;
 pub mod exec;
 pub mod item;
 pub mod keys;

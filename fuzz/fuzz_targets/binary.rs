@@ -134,7 +134,7 @@ fuzz_target!(|data: &[u8]| {
     let mut input = vec![binary::MAGIC_REQUEST];
     input.extend_from_slice(data);
 
-    let mut decoder = Decoder::new(LIMITS, false);
+    let mut decoder = Decoder::new(LIMITS, Default::default());
     let mut buf = BytesMut::new();
     let mut consumed = 0usize;
     for piece in input.chunks(chunk) {

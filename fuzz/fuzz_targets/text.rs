@@ -1,4 +1,104 @@
 #![no_main]
+//! The text-protocol parser (protocol.md §1, §4, §5, §9) and the text encoders.
+//!
+//! The input (after a first byte that picks the chunk size) is fed to a [`Decoder`] in chunks. Invariants: decoding
+//! never panics, never consumes more than it was given, and returns the same requests however the input is split
+//! (checked against feeding it whole); keys are 1..=key_max bytes without space or control characters; values are
+//! within `item_size_max`; every data command re-encoded by `encode_request` parses back to the same command; every
+//! reply encodes to CRLF-terminated lines.
+use bytes::BytesMut;
+use flare_core::protocol::text::{encode_request, Dialect};
+use flare_core::protocol::{response, Command, Decoded, Decoder, Framing, Limits, Reply};
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|_data: &[u8]| {});
+const LIMITS: Limits = Limits {
+    line_max: 512,
+    key_max: 32,
+    item_size_max: 128,
+    keys_per_get_max: 8,
+    nodes_max: 8,
+};
+
+fn check_key(key: &[u8]) {
+    assert!(!key.is_empty() && key.len() <= LIMITS.key_max, "key length {}", key.len());
+    assert!(key.iter().all(|&c| c > b' ' && c != 0x7f), "bad key byte in {key:?}");
+}
+
+fn check_command(command: &Command) {
+    match command {
+        Command::Get { keys, .. } | Command::Gat { keys, .. } => {
+            assert!(!keys.is_empty() && keys.len() <= LIMITS.keys_per_get_max);
+            keys.iter().for_each(|k| check_key(k));
+        }
+        Command::Store(s) => {
+            check_key(&s.key);
+            assert!(s.value.len() <= LIMITS.item_size_max as usize, "value too large");
+        }
+        Command::Delete { key, .. } | Command::Arith { key, .. } | Command::Touch { key, .. } => check_key(key),
+        Command::NodeSync { nodes, .. } => assert!(nodes.len() <= LIMITS.nodes_max),
+        _ => {}
+    }
+}
+
+fn decode(input: &[u8], chunk: usize, dialect: Dialect) -> Vec<Decoded> {
+    let mut decoder = Decoder::new(LIMITS, dialect);
+    let mut buf = BytesMut::new();
+    let mut out = Vec::new();
+    let mut consumed = 0usize;
+    for piece in input.chunks(chunk.max(1)) {
+        buf.extend_from_slice(piece);
+        loop {
+            let before = buf.len();
+            let next = decoder.decode(&mut buf);
+            consumed += before - buf.len();
+            match next {
+                Some(d) => {
+                    let close = matches!(d, Decoded::Error { close: true, .. });
+                    out.push(d);
+                    if close {
+                        return out;
+                    }
+                }
+                None => break,
+            }
+        }
+    }
+    assert!(consumed <= input.len(), "consumed more than given");
+    out
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&sel, input)) = data.split_first() else { return };
+    // Text only: a leading 0x80 would select the binary parser (its own target).
+    if input.first() == Some(&0x80) {
+        return;
+    }
+    let dialect = Dialect { gat_flare_syntax: sel & 0x40 != 0, incr_flare_semantics: sel & 0x80 != 0 };
+    let whole = decode(input, input.len(), dialect);
+    let chunked = decode(input, usize::from(sel & 0x3f) + 1, dialect);
+    // A line-too-long rejection may come earlier when the input arrives in pieces; before it, all agree.
+    let n = whole.len().min(chunked.len());
+    assert_eq!(whole[..n], chunked[..n], "splitting the input changed the requests");
+    for d in &whole {
+        let (framing, reply) = match d {
+            Decoded::Request(r) => {
+                check_command(&r.command);
+                let mut again = BytesMut::new();
+                let proxy = match &r.framing {
+                    Framing::Text { proxy } => proxy.as_ref(),
+                    Framing::Binary(_) => None,
+                };
+                if encode_request(proxy, &r.command, &mut again) {
+                    let back = decode(&again, again.len(), dialect);
+                    assert_eq!(back.len(), 1, "re-encoded {again:?}");
+                    assert_eq!(&back[0], d, "round trip of {again:?}");
+                }
+                (&r.framing, Reply::Ok)
+            }
+            Decoded::Error { framing, error, .. } => (framing, Reply::Error(error.clone())),
+        };
+        let mut out = BytesMut::new();
+        response::encode(framing, &reply, &mut out);
+        assert!(out.ends_with(b"\r\n"));
+    }
+});

@@ -16,7 +16,9 @@ impl PidFile {
         if let Ok(text) = std::fs::read_to_string(path) {
             if let Ok(pid) = text.trim().parse::<i32>() {
                 // SAFETY: kill with signal 0 only checks that the process exists.
-                let alive = pid > 0 && pid != std::process::id() as i32 && unsafe { libc::kill(pid, 0) } == 0;
+                let alive = pid > 0
+                    && pid != std::process::id() as i32
+                    && unsafe { libc::kill(pid, 0) } == 0;
                 if alive {
                     return Err(io::Error::new(
                         io::ErrorKind::AlreadyExists,
@@ -28,7 +30,9 @@ impl PidFile {
         let tmp = path.with_extension("pid.tmp");
         std::fs::write(&tmp, format!("{}\n", std::process::id()))?;
         std::fs::rename(&tmp, path)?;
-        Ok(PidFile { path: path.to_path_buf() })
+        Ok(PidFile {
+            path: path.to_path_buf(),
+        })
     }
 }
 
@@ -80,6 +84,10 @@ pub fn raise_nofile(want: u64) {
 pub fn init_logging(ident: &str) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
     tracing::info!(ident, version = flare_core::VERSION, "starting");
 }

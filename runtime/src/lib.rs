@@ -1,2 +1,6 @@
-//! Production drivers of Flare on tokio.
+//! Production drivers of Flare on tokio: the node server (generic over [`net::Net`] so the simulation runs the
+//! same code on turmoil), the RocksDB engine, process plumbing (pid file, daemon mode, logging).
+pub mod daemon;
+pub mod net;
+pub mod node;
 pub mod rocks;

@@ -18,8 +18,8 @@ use bytes::Bytes;
 use flare_core::item::Entry;
 use flare_core::storage::{Change, Storage, StorageError};
 use rocksdb::{
-    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompressionType, Direction, IteratorMode, MergeOperands,
-    Options, WriteBatch, WriteOptions, DB,
+    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompressionType, Direction, IteratorMode,
+    MergeOperands, Options, WriteBatch, WriteOptions, DB,
 };
 
 const META_CF: &str = "meta";
@@ -78,7 +78,9 @@ pub struct RocksStorage {
 
 impl std::fmt::Debug for RocksStorage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RocksStorage").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("RocksStorage")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -89,7 +91,9 @@ fn io(e: rocksdb::Error) -> StorageError {
 /// Sums the ±1 operands of the item counter (little-endian i64s).
 fn sum_counter(_key: &[u8], existing: Option<&[u8]>, operands: &MergeOperands) -> Option<Vec<u8>> {
     let read = |b: &[u8]| b.try_into().map(i64::from_le_bytes).unwrap_or(0);
-    let total = operands.iter().fold(existing.map_or(0, read), |acc, op| acc.wrapping_add(read(op)));
+    let total = operands.iter().fold(existing.map_or(0, read), |acc, op| {
+        acc.wrapping_add(read(op))
+    });
     Some(total.to_le_bytes().to_vec())
 }
 
@@ -138,7 +142,9 @@ impl RocksStorage {
         let storage = RocksStorage {
             path: dir.to_path_buf(),
             write_opts,
-            stripes: (0..options.mutex_slots.max(1)).map(|_| Mutex::new(())).collect(),
+            stripes: (0..options.mutex_slots.max(1))
+                .map(|_| Mutex::new(()))
+                .collect(),
             items: AtomicI64::new(0),
             db,
         };
@@ -160,7 +166,9 @@ impl RocksStorage {
 
     fn stored_count(&self) -> Result<i64, StorageError> {
         let raw = self.db.get_cf(self.meta_cf(), ITEM_COUNT_KEY).map_err(io)?;
-        Ok(raw.and_then(|b| b.as_slice().try_into().ok()).map_or(0, i64::from_le_bytes))
+        Ok(raw
+            .and_then(|b| b.as_slice().try_into().ok())
+            .map_or(0, i64::from_le_bytes))
     }
 
     fn stripe(&self, key: &[u8]) -> MutexGuard<'_, ()> {
@@ -185,7 +193,11 @@ impl Storage for RocksStorage {
         }
     }
 
-    fn update<R>(&self, key: &[u8], f: impl FnOnce(Option<Entry>) -> (Change, R)) -> Result<R, StorageError> {
+    fn update<R>(
+        &self,
+        key: &[u8],
+        f: impl FnOnce(Option<Entry>) -> (Change, R),
+    ) -> Result<R, StorageError> {
         let _guard = self.stripe(key);
         let cur = self.get(key)?;
         let was_item = matches!(cur, Some(Entry::Item(_)));
@@ -233,9 +245,16 @@ impl Storage for RocksStorage {
 
     fn clear(&self) -> Result<(), StorageError> {
         // Hold every stripe so no read-modify-write interleaves with the range delete and the counter reset.
-        let guards: Vec<_> = self.stripes.iter().map(|m| m.lock().unwrap_or_else(|e| e.into_inner())).collect();
+        let guards: Vec<_> = self
+            .stripes
+            .iter()
+            .map(|m| m.lock().unwrap_or_else(|e| e.into_inner()))
+            .collect();
         let mut batch = WriteBatch::default();
-        let cf = self.db.cf_handle(rocksdb::DEFAULT_COLUMN_FAMILY_NAME).expect("invariant: default family exists");
+        let cf = self
+            .db
+            .cf_handle(rocksdb::DEFAULT_COLUMN_FAMILY_NAME)
+            .expect("invariant: default family exists");
         // Keys are at most 8191 bytes, so 8192 bytes of 0xff sort after every key.
         batch.delete_range_cf(&cf, &[][..], &[0xffu8; 8192][..]);
         batch.put_cf(self.meta_cf(), ITEM_COUNT_KEY, 0i64.to_le_bytes());
@@ -256,9 +275,13 @@ impl Storage for RocksStorage {
     }
 
     fn disk_bytes(&self) -> u64 {
-        ["rocksdb.total-sst-files-size", "rocksdb.live-blob-file-size", "rocksdb.cur-size-all-mem-tables"]
-            .iter()
-            .filter_map(|p| self.db.property_int_value(*p).ok().flatten())
-            .sum()
+        [
+            "rocksdb.total-sst-files-size",
+            "rocksdb.live-blob-file-size",
+            "rocksdb.cur-size-all-mem-tables",
+        ]
+        .iter()
+        .filter_map(|p| self.db.property_int_value(*p).ok().flatten())
+        .sum()
     }
 }

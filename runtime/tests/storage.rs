@@ -20,7 +20,10 @@ impl Harness for Rocks {
     type S = RocksStorage;
 
     fn fresh(&mut self) -> RocksStorage {
-        let dir = tempfile::Builder::new().prefix("flare-rocks-").tempdir().expect("temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix("flare-rocks-")
+            .tempdir()
+            .expect("temp dir");
         let engine = RocksStorage::open(dir.path(), &RocksOptions::default()).expect("open");
         self.dirs.push(dir);
         engine

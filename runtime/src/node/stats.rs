@@ -7,10 +7,10 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use flare_core::exec::Tally;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 macro_rules! counters {
     ($($name:ident),* $(,)?) => {
@@ -69,7 +69,11 @@ counters!(
 impl Counters {
     /// Reads one tally counter by name (0 when unknown).
     pub fn get(&self, name: &str) -> u64 {
-        self.tally_fields().into_iter().find(|(n, _)| *n == name).map(|(_, v)| v).unwrap_or(0)
+        self.tally_fields()
+            .into_iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v)
+            .unwrap_or(0)
     }
 }
 
@@ -115,6 +119,13 @@ pub struct ConnInfo {
     pub kill: Notify,
 }
 
+impl ConnInfo {
+    /// Records the command being run (`stats threads` `op`); empty when idle.
+    pub fn set_op(&self, op: &'static str) {
+        *self.op.lock().unwrap_or_else(|e| e.into_inner()) = op;
+    }
+}
+
 /// Open connections by id.
 #[derive(Debug, Default)]
 pub struct Registry {
@@ -135,18 +146,27 @@ impl Registry {
             op: Mutex::new(""),
             kill: Notify::new(),
         });
-        self.conns.lock().expect("registry lock poisoned only by a panic").insert(id, info.clone());
+        self.conns
+            .lock()
+            .expect("registry lock poisoned only by a panic")
+            .insert(id, info.clone());
         info
     }
 
     /// Forgets a closed connection.
     pub fn unregister(&self, id: u64) {
-        self.conns.lock().expect("registry lock poisoned only by a panic").remove(&id);
+        self.conns
+            .lock()
+            .expect("registry lock poisoned only by a panic")
+            .remove(&id);
     }
 
     /// Asks connection `id` to close; false when there is no such connection.
     pub fn kill(&self, id: u64) -> bool {
-        let conns = self.conns.lock().expect("registry lock poisoned only by a panic");
+        let conns = self
+            .conns
+            .lock()
+            .expect("registry lock poisoned only by a panic");
         match conns.get(&id) {
             Some(c) => {
                 c.state.store(ThreadState::Killed as u8, Relaxed);
@@ -159,7 +179,10 @@ impl Registry {
 
     /// Number of open connections.
     pub fn len(&self) -> usize {
-        self.conns.lock().expect("registry lock poisoned only by a panic").len()
+        self.conns
+            .lock()
+            .expect("registry lock poisoned only by a panic")
+            .len()
     }
 
     /// True when no connection is open.
@@ -169,7 +192,10 @@ impl Registry {
 
     /// `stats threads` lines for client connections (type 1), stats.md §2.
     pub fn thread_stats(&self, now: Instant) -> Vec<(String, String)> {
-        let conns = self.conns.lock().expect("registry lock poisoned only by a panic");
+        let conns = self
+            .conns
+            .lock()
+            .expect("registry lock poisoned only by a panic");
         let mut out = Vec::with_capacity(conns.len() * 8);
         for c in conns.values() {
             let id = c.id;
@@ -177,8 +203,14 @@ impl Registry {
             out.push((format!("{id}:type"), "1".to_string()));
             out.push((format!("{id}:peer"), c.peer.to_string()));
             out.push((format!("{id}:op"), op.to_string()));
-            out.push((format!("{id}:uptime"), now.duration_since(c.since).as_secs().to_string()));
-            out.push((format!("{id}:state"), ThreadState::name(c.state.load(Relaxed)).to_string()));
+            out.push((
+                format!("{id}:uptime"),
+                now.duration_since(c.since).as_secs().to_string(),
+            ));
+            out.push((
+                format!("{id}:state"),
+                ThreadState::name(c.state.load(Relaxed)).to_string(),
+            ));
             out.push((format!("{id}:info"), String::new()));
             out.push((format!("{id}:queue"), "0".to_string()));
             out.push((format!("{id}:behind"), "0".to_string()));

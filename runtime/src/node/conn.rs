@@ -1,0 +1,300 @@
+//! One client connection: the read → decode → execute → encode → write loop, and the commands that need the
+//! driver (stats, ping, version, kill, dump).
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use flare_core::exec::{self, Outcome, Tally};
+use flare_core::protocol::response::encode;
+use flare_core::protocol::{Command, Decoded, Decoder, ErrorReply, Framing, Reply, StatsGroup};
+use flare_core::storage::Storage;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
+
+use super::stats::{rusage, ConnInfo, ThreadState};
+use super::{dump, Shared};
+use crate::net::Net;
+
+/// Replies are flushed once this much is buffered, even in the middle of a pipeline.
+const WRITE_FLUSH_BYTES: usize = 1 << 20;
+
+/// Takes a new connection: closes it at once when `max-connection` is reached (as Flare does, protocol.md §1),
+/// otherwise serves it on its own task.
+pub(super) fn accept<N: Net, S: Storage + 'static>(
+    shared: &Arc<Shared<N, S>>,
+    stream: N::Stream,
+    peer: SocketAddr,
+) {
+    let max = shared.dynamic.max_connection.load(Relaxed);
+    if shared.registry.len() >= max {
+        tracing::warn!(%peer, max, "max-connection reached, closing new connection");
+        drop(stream);
+        return;
+    }
+    shared.counters.total_connections.fetch_add(1, Relaxed);
+    shared.counters.curr_connections.fetch_add(1, Relaxed);
+    let info = shared.registry.register(peer);
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        if let Err(e) = serve(&shared, stream, &info).await {
+            tracing::debug!(%peer, error = %e, "connection ended with an error");
+        }
+        shared.registry.unregister(info.id);
+        shared.counters.curr_connections.fetch_sub(1, Relaxed);
+    });
+}
+
+/// Whether the loop goes on after a request.
+#[derive(PartialEq, Eq)]
+enum Next {
+    Continue,
+    Close,
+}
+
+/// Per-connection state of the loop.
+struct Conn<'a, T> {
+    stream: T,
+    wbuf: BytesMut,
+    tally: Tally,
+    /// A request of the current batch wrote to storage (group commit waits before replying).
+    wrote: bool,
+    info: &'a ConnInfo,
+}
+
+async fn serve<N: Net, S: Storage + 'static, T: AsyncRead + AsyncWrite + Unpin>(
+    shared: &Arc<Shared<N, S>>,
+    stream: T,
+    info: &ConnInfo,
+) -> io::Result<()> {
+    let mut decoder = Decoder::new(shared.settings.limits, shared.settings.dialect);
+    let mut rbuf = BytesMut::with_capacity(16 * 1024);
+    let mut shutdown = shared.shutdown.subscribe();
+    let mut c = Conn {
+        stream,
+        wbuf: BytesMut::with_capacity(16 * 1024),
+        tally: Tally::default(),
+        wrote: false,
+        info,
+    };
+    loop {
+        // Run every whole request already buffered, then write all their replies at once.
+        let mut next = Next::Continue;
+        while let Some(decoded) = decoder.decode(&mut rbuf) {
+            info.state.store(ThreadState::Execute as u8, Relaxed);
+            next = handle(shared, decoded, &mut c).await?;
+            if next == Next::Close {
+                break;
+            }
+            if c.wbuf.len() >= WRITE_FLUSH_BYTES {
+                flush(shared, &mut c).await?;
+            }
+        }
+        flush(shared, &mut c).await?;
+        shared.counters.merge(&std::mem::take(&mut c.tally));
+        info.state.store(ThreadState::Wait as u8, Relaxed);
+        info.set_op("");
+        if next == Next::Close || *shutdown.borrow() {
+            return Ok(());
+        }
+        if rbuf.capacity() - rbuf.len() < 4096 {
+            rbuf.reserve(16 * 1024);
+        }
+        let timeout = Duration::from_millis(shared.dynamic.net_read_timeout_ms.load(Relaxed));
+        tokio::select! {
+            biased;
+            _ = info.kill.notified() => return Ok(()),
+            // Graceful stop: requests already read were answered above; a half-read request is dropped.
+            _ = shutdown.changed() => return Ok(()),
+            read = tokio::time::timeout(timeout, c.stream.read_buf(&mut rbuf)) => match read {
+                Err(_) => {
+                    tracing::debug!(peer = %info.peer, "net-read-timeout: closing idle connection");
+                    return Ok(());
+                }
+                Ok(Ok(0)) => return Ok(()),
+                Ok(Ok(n)) => {
+                    shared.counters.bytes_read.fetch_add(n as u64, Relaxed);
+                }
+                Ok(Err(e)) => return Err(e),
+            },
+        }
+    }
+}
+
+/// Writes the buffered replies, first waiting for the group fsync when the batch wrote to storage.
+async fn flush<N: Net, S: Storage, T: AsyncWrite + Unpin>(
+    shared: &Shared<N, S>,
+    c: &mut Conn<'_, T>,
+) -> io::Result<()> {
+    if std::mem::take(&mut c.wrote) {
+        shared.wait_durable().await?;
+    }
+    if !c.wbuf.is_empty() {
+        c.stream.write_all(&c.wbuf).await?;
+        shared
+            .counters
+            .bytes_written
+            .fetch_add(c.wbuf.len() as u64, Relaxed);
+        c.wbuf.clear();
+    }
+    Ok(())
+}
+
+async fn handle<N: Net, S: Storage + 'static, T: AsyncWrite + Unpin>(
+    shared: &Arc<Shared<N, S>>,
+    decoded: Decoded,
+    c: &mut Conn<'_, T>,
+) -> io::Result<Next> {
+    let (framing, command) = match decoded {
+        Decoded::Request(r) => (r.framing, r.command),
+        Decoded::Error {
+            framing,
+            error,
+            close,
+        } => {
+            encode(&framing, &Reply::Error(error), &mut c.wbuf);
+            return Ok(if close { Next::Close } else { Next::Continue });
+        }
+    };
+    c.info.set_op(command.op_name());
+    if !shared.settings.allow_client_version && carries_client_version(&framing, &command) {
+        encode(
+            &framing,
+            &Reply::Error(ErrorReply::BadCommandLine),
+            &mut c.wbuf,
+        );
+        return Ok(Next::Continue);
+    }
+    let errors_before = c.tally.storage_errors;
+    match exec::execute(&shared.store, command, shared.now(), &mut c.tally) {
+        Outcome::Reply { reply, mutations } => {
+            c.wrote |= !mutations.is_empty();
+            encode(&framing, &reply, &mut c.wbuf);
+        }
+        Outcome::Close => return Ok(Next::Close),
+        Outcome::Driver(command) => return driver_command(shared, framing, command, c).await,
+        // exec's outcomes are non-exhaustive; an unknown one is answered like an unknown command.
+        #[allow(unreachable_patterns)]
+        _ => encode(
+            &framing,
+            &Reply::Error(ErrorReply::UnknownCommand),
+            &mut c.wbuf,
+        ),
+    }
+    if c.tally.storage_errors > errors_before {
+        shared.set_unhealthy();
+    }
+    Ok(Next::Continue)
+}
+
+/// A plain client's write with Flare's explicit `<version>` token (protocol.md §4.3).
+fn carries_client_version(framing: &Framing, command: &Command) -> bool {
+    let proxied = matches!(framing, Framing::Text { proxy: Some(_) });
+    !proxied
+        && match command {
+            Command::Store(s) => s.version.is_some(),
+            Command::Delete { version, .. } => version.is_some(),
+            _ => false,
+        }
+}
+
+async fn driver_command<N: Net, S: Storage + 'static, T: AsyncWrite + Unpin>(
+    shared: &Arc<Shared<N, S>>,
+    framing: Framing,
+    command: Command,
+    c: &mut Conn<'_, T>,
+) -> io::Result<Next> {
+    let reply = match command {
+        Command::Version => Reply::Version(shared.settings.version_string.clone()),
+        Command::Ping if shared.healthy() => Reply::Ok,
+        Command::Ping => Reply::Error(ErrorReply::Server("storage error".into())),
+        Command::Stats(group) => Reply::Stats(stats(shared, group)),
+        Command::ShowVariables => Reply::Lines(shared.settings.show_variables.clone()),
+        Command::Kill(id) if shared.registry.kill(id) => Reply::Ok,
+        Command::Kill(_) => Reply::Error(ErrorReply::Client("thread not found".into())),
+        Command::Dump(args) | Command::DumpKey(args) => {
+            let kind = match command {
+                Command::Dump(_) => flare_core::dump::DumpKind::Items,
+                _ => flare_core::dump::DumpKind::Keys,
+            };
+            flush(shared, c).await?;
+            dump::stream(shared, kind, args, &mut c.stream).await?;
+            return Ok(Next::Continue);
+        }
+        // A standalone node takes no map pushes (there is no index server to send them).
+        Command::NodeSync { .. } => Reply::Error(ErrorReply::Server("node sync error".into())),
+        Command::Keys { .. } => Reply::Error(ErrorReply::Server(
+            "not available on current storage type".into(),
+        )),
+        // `shutdown` and the node commands are index-server commands (protocol.md §5.8).
+        _ => Reply::Error(ErrorReply::UnknownCommand),
+    };
+    encode(&framing, &reply, &mut c.wbuf);
+    Ok(Next::Continue)
+}
+
+fn stats<N: Net, S: Storage>(shared: &Shared<N, S>, group: StatsGroup) -> Vec<(String, String)> {
+    match group {
+        StatsGroup::General => general_stats(shared),
+        StatsGroup::Items | StatsGroup::Slabs | StatsGroup::Sizes | StatsGroup::Nodes => Vec::new(),
+        StatsGroup::Settings => shared.settings.settings.clone(),
+        StatsGroup::Threads | StatsGroup::ThreadsRequest => {
+            shared.registry.thread_stats(Instant::now())
+        }
+        StatsGroup::ThreadsSlave => Vec::new(),
+        StatsGroup::ThreadsQueue => vec![("total_thread_queue".into(), "0".into())],
+    }
+}
+
+/// `stats` (stats.md §1): Flare's fields in Flare's order, then ours.
+fn general_stats<N: Net, S: Storage>(shared: &Shared<N, S>) -> Vec<(String, String)> {
+    let c = &shared.counters;
+    let storage = shared.store.storage();
+    let (user, system) = rusage();
+    let mut s: Vec<(String, String)> = Vec::with_capacity(48);
+    let mut put = |k: &str, v: String| s.push((k.to_string(), v));
+    put("pid", std::process::id().to_string());
+    put("uptime", shared.uptime().to_string());
+    put("time", shared.now().to_string());
+    put("version", flare_core::VERSION.to_string());
+    put("pointer_size", usize::BITS.to_string());
+    put("rusage_user", user);
+    put("rusage_system", system);
+    put("curr_items", storage.item_count().to_string());
+    put("total_items", c.total_items.load(Relaxed).to_string());
+    put("bytes", storage.disk_bytes().to_string());
+    put(
+        "curr_connections",
+        c.curr_connections.load(Relaxed).to_string(),
+    );
+    put(
+        "total_connections",
+        c.total_connections.load(Relaxed).to_string(),
+    );
+    put("connection_structures", "0".into());
+    for (name, value) in c.tally_fields() {
+        if !matches!(name, "total_items" | "meta_cmds" | "storage_errors") {
+            put(name, value.to_string());
+        }
+    }
+    put("evictions", "0".into());
+    put("bytes_read", c.bytes_read.load(Relaxed).to_string());
+    put("bytes_written", c.bytes_written.load(Relaxed).to_string());
+    put("limit_maxbytes", "0".into());
+    put("threads", (shared.registry.len() + 1).to_string());
+    put("pool_threads", "0".into());
+    put("node_map_version", "0".into());
+    // Additions (stats.md §1 [Improve]), after Flare's fields.
+    put("server_version", format!("flare-{}", flare_core::VERSION));
+    put("node_role", "master".into());
+    put("node_state", "active".into());
+    put("node_partition", "0".into());
+    put("node_balance", "1".into());
+    put("meta_cmds", c.meta_cmds.load(Relaxed).to_string());
+    put("storage_errors", c.storage_errors.load(Relaxed).to_string());
+    put("healthy", u8::from(shared.healthy()).to_string());
+    s
+}

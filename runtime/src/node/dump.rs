@@ -1,0 +1,82 @@
+//! Streams a `dump` or `dump_key` reply: walks the store in key order with a cursor (so several dumps can run at
+//! once, and writes go on meanwhile), lets `core` frame, filter and throttle each record, and writes in chunks.
+
+use std::io;
+use std::sync::atomic::Ordering::Relaxed;
+
+use bytes::{Bytes, BytesMut};
+use flare_core::dump::{encode_record, DumpKind, Throttle};
+use flare_core::protocol::DumpArgs;
+use flare_core::storage::Storage;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+use super::Shared;
+use crate::net::Net;
+
+/// Records read from the store per step.
+const BATCH: usize = 256;
+/// Bytes buffered before a write (unthrottled dumps).
+const CHUNK: usize = 256 * 1024;
+
+/// Writes the whole dump of `kind` to `out`, ending with `END` (or a `SERVER_ERROR` when the store fails).
+pub(super) async fn stream<N: Net, S: Storage, W: AsyncWrite + Unpin>(
+    shared: &Shared<N, S>,
+    kind: DumpKind,
+    args: DumpArgs,
+    out: &mut W,
+) -> io::Result<()> {
+    let mut throttle = Throttle::new(&args);
+    let mut buf = BytesMut::with_capacity(CHUNK + 64 * 1024);
+    let mut cursor: Option<Bytes> = None;
+    loop {
+        let batch = match shared.store.storage().scan(cursor.as_deref(), BATCH) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, "dump: storage scan failed");
+                let line: &[u8] = match kind {
+                    DumpKind::Items => b"SERVER_ERROR iteration canceled\r\n",
+                    DumpKind::Keys => b"SERVER_ERROR\r\n",
+                };
+                buf.extend_from_slice(line);
+                return write(shared, out, &mut buf).await;
+            }
+        };
+        let Some((last, _)) = batch.last() else { break };
+        cursor = Some(last.clone());
+        let now = shared.now();
+        for (key, entry) in &batch {
+            let before = buf.len();
+            if !encode_record(kind, &args, &shared.resolver, key, entry, now, &mut buf) {
+                continue;
+            }
+            let pause =
+                throttle.on_record(buf.len() - before, tokio::time::Instant::now().into_std());
+            if !pause.is_zero() {
+                write(shared, out, &mut buf).await?;
+                tokio::time::sleep(pause).await;
+            } else if buf.len() >= CHUNK {
+                write(shared, out, &mut buf).await?;
+            }
+        }
+        if throttle.is_unlimited() {
+            // Let other connections run between batches of a long dump.
+            tokio::task::yield_now().await;
+        }
+    }
+    buf.extend_from_slice(b"END\r\n");
+    write(shared, out, &mut buf).await
+}
+
+async fn write<N: Net, S: Storage, W: AsyncWrite + Unpin>(
+    shared: &Shared<N, S>,
+    out: &mut W,
+    buf: &mut BytesMut,
+) -> io::Result<()> {
+    out.write_all(buf).await?;
+    shared
+        .counters
+        .bytes_written
+        .fetch_add(buf.len() as u64, Relaxed);
+    buf.clear();
+    Ok(())
+}
