@@ -232,7 +232,7 @@ impl ConfigError {
 #[non_exhaustive]
 pub enum Kind {
     /// A switch: given bare (`daemonize`, `--daemonize`) it is on; it also takes a boolean value
-    /// (config.md §1 [Improve]).
+    /// (config.md §1 \[Improve\]).
     Switch,
     /// `true`/`false`, also `1`/`0`, `yes`/`no`, `on`/`off` (case-insensitive).
     Bool,
@@ -868,7 +868,7 @@ impl Changes {
         self.applied.is_empty() && self.ignored.is_empty()
     }
 
-    /// One warning per ignored change (config.md §6 [Improve]).
+    /// One warning per ignored change (config.md §6 \[Improve\]).
     pub fn warnings(&self) -> Vec<String> {
         self.ignored
             .iter()
@@ -958,7 +958,7 @@ pub struct NodeConfig {
     pub time_watcher_polling_interval: Duration,
     /// `storage-access-watch-threshold-warn-msec`; zero = off.
     pub storage_access_watch_threshold_warn: Duration,
-    /// `storage-access-watch-threshold-ping-ng-msec`; zero = off (config.md §5.4 [Odd]).
+    /// `storage-access-watch-threshold-ping-ng-msec`; zero = off (config.md §5.4 \[Odd\]).
     pub storage_access_watch_threshold_ping_ng: Duration,
     /// `cluster-replication`.
     pub cluster_replication: bool,
@@ -1587,7 +1587,7 @@ pub struct IndexConfig {
     pub monitor_interval: Duration,
     /// `monitor-read-timeout` (milliseconds in the file).
     pub monitor_read_timeout: Duration,
-    /// `net-read-timeout` (seconds in the file; config.md §4 [Improve]); zero = never.
+    /// `net-read-timeout` (seconds in the file; config.md §4 \[Improve\]); zero = never.
     pub net_read_timeout: Duration,
     /// `partition-size`.
     pub partition_size: u32,
@@ -2883,7 +2883,7 @@ thread-pool-size = 16
     }
 
     /// config.md's tables (§4, §5, §8), with our documented deviations: `log-facility` defaults to `daemon`
-    /// (§3 [Improve]) and `storage-type` to our engine (§5.3 "For us"); `version-string` per decisions.md #1.
+    /// (§3 \[Improve\]) and `storage-type` to our engine (§5.3 "For us"); `version-string` per decisions.md #1.
     #[test]
     fn defaults_match_config_md() {
         use Daemon::{Index, Node};

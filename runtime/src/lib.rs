@@ -1,1 +1,3 @@
 //! Production drivers of Flare on tokio.
+
+pub mod cli;
