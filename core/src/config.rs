@@ -844,6 +844,38 @@ impl fmt::Display for Cidr {
     }
 }
 
+/// `cluster-secret`: a shared secret whose `Debug` output is redacted, so logging a config does not leak it.
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself, for comparing with what a peer sends.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether no secret is set.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(text: &str) -> Secret {
+        Secret(text.to_owned())
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() {
+            "Secret(none)"
+        } else {
+            "Secret(***)"
+        })
+    }
+}
+
 fn prefix_match(net: u128, ip: u128, prefix: u8) -> bool {
     let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
     net & mask == ip & mask
@@ -994,8 +1026,8 @@ pub struct NodeConfig {
     pub binary_incr_create: bool,
     /// `allow-client-version`: accept an explicit `<version>` token on storage commands from clients.
     pub allow_client_version: bool,
-    /// `cluster-secret`; empty = none. Never shown by `show variables` or `stats settings`.
-    pub cluster_secret: String,
+    /// `cluster-secret`; empty = none. Never shown by `show variables`, `stats settings` or `Debug`.
+    pub cluster_secret: Secret,
     /// `internal-netmask`; empty = internal commands from any address.
     pub internal_netmask: Vec<Cidr>,
     /// `tombstone-ttl` (seconds in the file).
@@ -1074,7 +1106,7 @@ impl Default for NodeConfig {
             incr_flare_semantics: false,
             binary_incr_create: true,
             allow_client_version: true,
-            cluster_secret: String::new(),
+            cluster_secret: Secret::default(),
             internal_netmask: Vec::new(),
             tombstone_ttl: Duration::from_secs(3600),
             expiry_sweep_interval: Duration::from_secs(60),
@@ -1348,7 +1380,7 @@ impl NodeConfig {
             ),
             (
                 "cluster-secret",
-                secret(&self.cluster_secret, reveal_secret),
+                secret(self.cluster_secret.expose(), reveal_secret),
             ),
             ("internal-netmask", netmasks(&self.internal_netmask)),
             ("tombstone-ttl", self.tombstone_ttl.as_secs().to_string()),
@@ -1467,7 +1499,9 @@ impl Target for NodeConfig {
             "incr-flare-semantics" => self.incr_flare_semantics = v.flag()?,
             "binary-incr-create" => self.binary_incr_create = v.flag()?,
             "allow-client-version" => self.allow_client_version = v.flag()?,
-            "cluster-secret" => self.cluster_secret = token(v, true, "a word without spaces")?,
+            "cluster-secret" => {
+                self.cluster_secret = Secret(token(v, true, "a word without spaces")?)
+            }
             "internal-netmask" => self.internal_netmask = netmask_list(v.text()?)?,
             "tombstone-ttl" => self.tombstone_ttl = Duration::from_secs(v.int()?),
             "expiry-sweep-interval" => self.expiry_sweep_interval = Duration::from_secs(v.int()?),
@@ -1615,8 +1649,8 @@ pub struct IndexConfig {
     pub max_line_length: usize,
     /// `version-string`: the text after `VERSION `.
     pub version_string: String,
-    /// `cluster-secret`; empty = none. Never shown by `show variables` or `stats settings`.
-    pub cluster_secret: String,
+    /// `cluster-secret`; empty = none. Never shown by `show variables`, `stats settings` or `Debug`.
+    pub cluster_secret: Secret,
     /// `internal-netmask`; empty = any address.
     pub internal_netmask: Vec<Cidr>,
     /// `auto-activate`: activate a ready master automatically.
@@ -1651,7 +1685,7 @@ impl Default for IndexConfig {
             index_db: String::new(),
             max_line_length: 65536,
             version_string: DEFAULT_VERSION_STRING.to_owned(),
-            cluster_secret: String::new(),
+            cluster_secret: Secret::default(),
             internal_netmask: Vec::new(),
             auto_activate: false,
             metrics_port: 0,
@@ -1790,7 +1824,7 @@ impl IndexConfig {
             ("version-string", self.version_string.clone()),
             (
                 "cluster-secret",
-                secret(&self.cluster_secret, reveal_secret),
+                secret(self.cluster_secret.expose(), reveal_secret),
             ),
             ("internal-netmask", netmasks(&self.internal_netmask)),
             ("auto-activate", self.auto_activate.to_string()),
@@ -1828,7 +1862,9 @@ impl Target for IndexConfig {
             "index-db" => self.index_db = index_db(v.text()?)?,
             "max-line-length" => self.max_line_length = v.int()?,
             "version-string" => self.version_string = token(v, false, "a word without spaces")?,
-            "cluster-secret" => self.cluster_secret = token(v, true, "a word without spaces")?,
+            "cluster-secret" => {
+                self.cluster_secret = Secret(token(v, true, "a word without spaces")?)
+            }
             "internal-netmask" => self.internal_netmask = netmask_list(v.text()?)?,
             "auto-activate" => self.auto_activate = v.flag()?,
             "metrics-port" => self.metrics_port = v.int()?,
@@ -2857,6 +2893,18 @@ thread-pool-size = 16
     }
 
     #[test]
+    fn the_secret_is_redacted_in_debug_output() {
+        let (c, _) = node_file(&format!("{NODE_MIN}cluster-secret = hunter2\n")).unwrap();
+        assert_eq!(c.cluster_secret.expose(), "hunter2");
+        assert!(!format!("{c:?}").contains("hunter2"));
+        let settings: BTreeMap<_, _> = c.settings().into_iter().collect();
+        assert_eq!(settings["cluster_secret"], "***");
+        assert!(c
+            .to_pairs()
+            .contains(&("cluster-secret".to_owned(), "hunter2".to_owned())));
+    }
+
+    #[test]
     fn cidr_matching() {
         let net = Cidr::parse("10.1.0.0/16").unwrap();
         assert!(net.contains("10.1.200.3".parse().unwrap()));
@@ -3115,7 +3163,7 @@ thread-pool-size = 16
                     port: 12120,
                 },
             ],
-            cluster_secret: "hush".into(),
+            cluster_secret: Secret::from("hush"),
             ..c
         };
         let lines = c.show_variables("/etc/flared.conf", "/var/lib/flared/flared.pid");
