@@ -11,7 +11,8 @@
 //! the rules that span options (`data-dir` required, `index-servers` vs `index-server-name`, ...).
 //!
 //! The schema ([`OPTIONS`]) is the single source of truth: names, kinds, defaults, which daemon, dynamic or not, help
-//! text. The command line, `stats settings`, `show variables` extras and reload decisions are all derived from it.
+//! text. The command line, `stats settings`, `show variables` extras and [`Changes`] are derived from it; the
+//! field-by-field `reload` is checked against its dynamic flags by a test.
 //!
 //! Invariants: every [`Entry`] returned by [`parse_file`] names an option of the schema; a config rebuilt from its own
 //! [`NodeConfig::to_pairs`] is equal to it (the fuzz target checks both).
