@@ -946,8 +946,8 @@ pub struct NodeConfig {
     pub stack_size: u32,
     /// `thread-pool-size`.
     pub thread_pool_size: u32,
-    /// The index servers, from `index-servers` or `index-server-name` + `index-server-port`. Never empty once
-    /// validated.
+    /// The index servers, from `index-servers` or `index-server-name` + `index-server-port`. Empty when none is
+    /// configured: the node then runs standalone, as the master of partition 0 on its own.
     pub index_servers: Vec<IndexServer>,
     /// `proxy-concurrency`.
     pub proxy_concurrency: u32,
@@ -1552,6 +1552,11 @@ impl Target for NodeConfig {
             (Some(_), None) => {}
             (None, _) => {
                 let host = name.and_then(|e| e.value.as_deref()).unwrap_or_default();
+                // No index server at all: a standalone node, the master of partition 0 on its own.
+                if host.is_empty() && port.is_none() {
+                    self.index_servers = Vec::new();
+                    return check_cluster_replication(self, entries);
+                }
                 if host.is_empty() {
                     return Err(ConfigError::Required {
                         name: "index-server-name".to_owned(),
@@ -1575,17 +1580,22 @@ impl Target for NodeConfig {
                 }];
             }
         }
-        if find(entries, "cluster-replication-concurrency").is_none() {
-            self.cluster_replication_concurrency = self.proxy_concurrency;
-        }
-        if self.cluster_replication && self.cluster_replication_server_name.is_none() {
-            return Err(ConfigError::Required {
-                name: "cluster-replication-server-name".to_owned(),
-                hint: " when 'cluster-replication' is on".to_owned(),
-            });
-        }
-        Ok(())
+        check_cluster_replication(self, entries)
     }
+}
+
+/// Defaults and checks of the `cluster-replication*` options once everything else is known.
+fn check_cluster_replication(c: &mut NodeConfig, entries: &[Entry]) -> Result<(), ConfigError> {
+    if find(entries, "cluster-replication-concurrency").is_none() {
+        c.cluster_replication_concurrency = c.proxy_concurrency;
+    }
+    if c.cluster_replication && c.cluster_replication_server_name.is_none() {
+        return Err(ConfigError::Required {
+            name: "cluster-replication-server-name".to_owned(),
+            hint: " when 'cluster-replication' is on".to_owned(),
+        });
+    }
+    Ok(())
 }
 
 /// Tokyo/Kyoto Cabinet tuning options that RocksDB has no use for: accepted with a warning (config.md §5.3).
@@ -2601,9 +2611,10 @@ thread-pool-size = 16
             node_err("data-dir = /d\nindex-server-port = 5\nindex-servers = a:1\n"),
             "flared.conf:3: option 'index-servers' cannot be combined with 'index-server-port'"
         );
-        assert_eq!(
-            node_err("data-dir = /d\n"),
-            "option 'index-server-name' is required (or give 'index-servers')"
+        let (standalone, _) = node_file("data-dir = /d\n").unwrap();
+        assert!(
+            standalone.index_servers.is_empty(),
+            "no index server: standalone node"
         );
         assert_eq!(
             node_err("data-dir = /d\nindex-server-port = 1\n"),

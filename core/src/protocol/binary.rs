@@ -526,6 +526,13 @@ pub fn encode_reply(header: &BinaryHeader, reply: &Reply, out: &mut BytesMut) {
         Reply::Nothing => {}
         Reply::Stored { version } => success(*version, b"", out),
         Reply::Deleted | Reply::Touched | Reply::Ok => success(0, b"", out),
+        // As memcached answers them: a failed add means the key exists, a failed replace that it is missing.
+        Reply::NotStored if matches!(op, opcode::ADD | opcode::ADDQ) => put_packet(
+            header,
+            &Packet::status(status::KEY_EXISTS, b"Key exists"),
+            out,
+        ),
+        Reply::NotStored if matches!(op, opcode::REPLACE | opcode::REPLACEQ) => miss(out),
         Reply::NotStored => put_packet(
             header,
             &Packet::status(status::ITEM_NOT_STORED, b"Item not stored"),
@@ -1252,9 +1259,18 @@ mod tests {
         assert_eq!(enc(SET, 3, &stored), resp(SET, 0, 3, 12, b"", b"", b""));
         assert_eq!(enc(ADD, 3, &stored), resp(ADD, 0, 3, 12, b"", b"", b""));
         assert!(enc(SETQ, 3, &stored).is_empty());
+        // memcached's statuses: a failed add is "exists", a failed replace "not found", append "not stored".
         assert_eq!(
             enc(ADD, 4, &Reply::NotStored),
-            resp(ADD, 5, 4, 0, b"", b"", b"Item not stored")
+            resp(ADD, 2, 4, 0, b"", b"", b"Key exists")
+        );
+        assert_eq!(
+            enc(REPLACE, 4, &Reply::NotStored),
+            resp(REPLACE, 1, 4, 0, b"", b"", b"Not found")
+        );
+        assert_eq!(
+            enc(APPEND, 4, &Reply::NotStored),
+            resp(APPEND, 5, 4, 0, b"", b"", b"Item not stored")
         );
         assert_eq!(
             enc(SETQ, 4, &Reply::Exists),

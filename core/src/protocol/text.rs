@@ -64,6 +64,9 @@ enum State {
     },
 }
 
+/// A whole line longer than [`Limits::line_max`].
+struct TooLong;
+
 /// A request that waits for its data block.
 #[derive(Debug)]
 enum Pending {
@@ -97,7 +100,7 @@ impl TextParser {
                     let line = match self.take_line(buf) {
                         Ok(Some(line)) => line,
                         Ok(None) => return self.incomplete_line(buf),
-                        Err(rejected) => return rejected,
+                        Err(TooLong) => return self.line_too_long(buf),
                     };
                     let (framing, rest) = match split_proxy(&line) {
                         Some((path, rest)) => (Framing::Text { proxy: Some(path) }, rest),
@@ -185,7 +188,7 @@ impl TextParser {
                             };
                             return self.incomplete_line(buf);
                         }
-                        Err(rejected) => return rejected,
+                        Err(TooLong) => return self.line_too_long(buf),
                     };
                     if &line[..] == b"END" {
                         if malformed {
@@ -223,7 +226,7 @@ impl TextParser {
 
     /// Splits the next whole line (without its `\r\n`) off `buf`, or `None` if it has not all arrived. A line
     /// longer than the cap (proxy prefix included) is rejected and the connection is to be closed.
-    fn take_line(&mut self, buf: &mut BytesMut) -> Result<Option<Bytes>, Parsed> {
+    fn take_line(&mut self, buf: &mut BytesMut) -> Result<Option<Bytes>, TooLong> {
         let from = self.scanned.min(buf.len());
         match memchr::memchr(b'\n', &buf[from..]) {
             Some(i) => {
@@ -234,7 +237,7 @@ impl TextParser {
                     line.truncate(line.len() - 1);
                 }
                 if line.len() > self.limits.line_max {
-                    return Err(self.line_too_long(buf));
+                    return Err(TooLong);
                 }
                 Ok(Some(line.freeze()))
             }
@@ -288,7 +291,9 @@ impl TextParser {
             b"touch" => done(self.parse_touch(line, tokens)?),
             b"flush_all" => done(parse_flush_all(tokens)?),
             b"verbosity" => done(parse_verbosity(tokens)?),
-            b"version" => done(no_args(tokens, Command::Version)?),
+            // memcached 1.6 ignores tokens after `version`, and clients that detect it (memcapable) rely on that;
+            // Flare answers ERROR. No Flare tool sends arguments, so we follow memcached.
+            b"version" => done(Command::Version),
             b"quit" => done(Command::Quit),
             b"ping" => done(no_args(tokens, Command::Ping)?),
             b"stats" => done(parse_stats(tokens)?),
@@ -779,12 +784,19 @@ fn parse_flush_all(tokens: Tokens<'_>) -> Result<Command, LineError> {
     Ok(Command::FlushAll { delay, noreply })
 }
 
-/// `verbosity <n> [noreply|async]` (§4.11): the level is required and ignored.
-fn parse_verbosity(mut tokens: Tokens<'_>) -> Result<Command, LineError> {
-    if tokens.next().and_then(parse_u64).is_none() {
-        return Err(LineError::new(ErrorReply::UnknownCommand));
+/// `verbosity <n> [noreply|async]` (§4.11): the level is ignored. As in memcached, `verbosity noreply` (no level)
+/// is accepted silently, while a bare `verbosity` or a non-numeric level is an error.
+fn parse_verbosity(tokens: Tokens<'_>) -> Result<Command, LineError> {
+    let mut rest = tokens.peekable();
+    match rest.peek() {
+        None => return Err(LineError::new(ErrorReply::UnknownCommand)),
+        Some(&b"noreply") => {}
+        Some(level) if parse_u64(level).is_some() => {
+            rest.next();
+        }
+        Some(_) => return Err(LineError::new(ErrorReply::UnknownCommand)),
     }
-    let noreply = parse_noreply_async(tokens)?;
+    let noreply = parse_noreply_async(rest)?;
     Ok(Command::Verbosity { noreply })
 }
 
@@ -1213,7 +1225,7 @@ mod tests {
     #[test]
     fn admin_commands() {
         assert_eq!(cmd("version\r\n"), Command::Version);
-        assert_eq!(err("version x\r\n"), ErrorReply::UnknownCommand);
+        assert_eq!(cmd("version x\r\n"), Command::Version);
         assert_eq!(cmd("ping\r\n"), Command::Ping);
         assert_eq!(cmd("quit\r\n"), Command::Quit);
         assert_eq!(
@@ -1243,6 +1255,14 @@ mod tests {
             Command::Verbosity { noreply: true }
         );
         assert_eq!(err("verbosity\r\n"), ErrorReply::UnknownCommand);
+        assert_eq!(
+            cmd("verbosity noreply\r\n"),
+            Command::Verbosity { noreply: true }
+        );
+        assert!(matches!(
+            one("verbosity foo bar my\r\n"),
+            Decoded::Error { .. }
+        ));
         assert_eq!(cmd("stats\r\n"), Command::Stats(StatsGroup::General));
         assert_eq!(
             cmd("stats threads slave\r\n"),

@@ -103,7 +103,11 @@ async fn serve<N: Net, S: Storage + 'static, T: AsyncRead + AsyncWrite + Unpin>(
         if rbuf.capacity() - rbuf.len() < 4096 {
             rbuf.reserve(16 * 1024);
         }
-        let timeout = Duration::from_millis(shared.dynamic.net_read_timeout_ms.load(Relaxed));
+        // net-read-timeout 0 means "never" (a day is as good as never for an idle connection).
+        let timeout = match shared.dynamic.net_read_timeout_ms.load(Relaxed) {
+            0 => Duration::from_secs(86_400),
+            ms => Duration::from_millis(ms),
+        };
         tokio::select! {
             biased;
             _ = info.kill.notified() => return Ok(()),
@@ -174,7 +178,11 @@ async fn handle<N: Net, S: Storage + 'static, T: AsyncWrite + Unpin>(
             c.wrote |= !mutations.is_empty();
             encode(&framing, &reply, &mut c.wbuf);
         }
-        Outcome::Close => return Ok(Next::Close),
+        Outcome::Close => {
+            // Text `quit` closes silently; binary Quit (not QuitQ) is acknowledged first.
+            encode(&framing, &Reply::Nothing, &mut c.wbuf);
+            return Ok(Next::Close);
+        }
         Outcome::Driver(command) => return driver_command(shared, framing, command, c).await,
         // exec's outcomes are non-exhaustive; an unknown one is answered like an unknown command.
         #[allow(unreachable_patterns)]
