@@ -5,7 +5,6 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::BytesMut;
 use flare_core::exec::{self, Outcome, Tally};
@@ -103,26 +102,19 @@ async fn serve<N: Net, S: Storage + 'static, T: AsyncRead + AsyncWrite + Unpin>(
         if rbuf.capacity() - rbuf.len() < 4096 {
             rbuf.reserve(16 * 1024);
         }
-        // net-read-timeout 0 means "never" (a day is as good as never for an idle connection).
-        let timeout = match shared.dynamic.net_read_timeout_ms.load(Relaxed) {
-            0 => Duration::from_secs(86_400),
-            ms => Duration::from_millis(ms),
-        };
         tokio::select! {
             biased;
+            // `kill`, or the idle sweeper after net-read-timeout without a byte (see `idle_sweeper`).
             _ = info.kill.notified() => return Ok(()),
             // Graceful stop: requests already read were answered above; a half-read request is dropped.
             _ = shutdown.changed() => return Ok(()),
-            read = tokio::time::timeout(timeout, c.stream.read_buf(&mut rbuf)) => match read {
-                Err(_) => {
-                    tracing::debug!(peer = %info.peer, "net-read-timeout: closing idle connection");
-                    return Ok(());
-                }
-                Ok(Ok(0)) => return Ok(()),
-                Ok(Ok(n)) => {
+            read = c.stream.read_buf(&mut rbuf) => match read {
+                Ok(0) => return Ok(()),
+                Ok(n) => {
+                    info.touch(Instant::now());
                     shared.counters.bytes_read.fetch_add(n as u64, Relaxed);
                 }
-                Ok(Err(e)) => return Err(e),
+                Err(e) => return Err(e),
             },
         }
     }

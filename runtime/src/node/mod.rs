@@ -159,6 +159,7 @@ impl<N: Net, S: Storage + 'static> NodeServer<N, S> {
             background.push(tokio::spawn(group_syncer(shared.clone())));
         }
         background.push(tokio::spawn(clock_tick(shared.clone())));
+        background.push(tokio::spawn(idle_sweeper(shared.clone())));
         tokio::pin!(stop);
         loop {
             tokio::select! {
@@ -260,6 +261,20 @@ async fn clock_tick<N: Net, S: Storage + 'static>(shared: Arc<Shared<N, S>>) {
         if let Err(e) = shared.store.maybe_flush(shared.now()) {
             tracing::error!(error = %e, "delayed flush_all failed");
             shared.set_unhealthy();
+        }
+    }
+}
+
+/// Closes connections that received nothing for `net-read-timeout` (0 = never), checking once a second.
+async fn idle_sweeper<N: Net, S: Storage + 'static>(shared: Arc<Shared<N, S>>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let ms = shared.dynamic.net_read_timeout_ms.load(Relaxed);
+        if ms > 0 {
+            let closed = shared.registry.close_idle(Instant::now(), Duration::from_millis(ms));
+            if closed > 0 {
+                tracing::debug!(closed, "net-read-timeout: closed idle connections");
+            }
         }
     }
 }

@@ -115,11 +115,19 @@ pub struct ConnInfo {
     pub state: AtomicU8,
     /// The command being run (`op`), as a static name; empty when idle.
     pub op: Mutex<&'static str>,
-    /// Woken by `kill`.
+    /// Woken by `kill` and by the idle sweeper.
     pub kill: Notify,
+    /// Milliseconds after `since` at which the last bytes arrived (the idle sweeper reads it).
+    pub last_read_ms: AtomicU64,
 }
 
 impl ConnInfo {
+    /// Records that bytes arrived now.
+    pub fn touch(&self, now: Instant) {
+        let ms = now.saturating_duration_since(self.since).as_millis() as u64;
+        self.last_read_ms.store(ms, Relaxed);
+    }
+
     /// Records the command being run (`stats threads` `op`); empty when idle.
     pub fn set_op(&self, op: &'static str) {
         *self.op.lock().unwrap_or_else(|e| e.into_inner()) = op;
@@ -145,6 +153,7 @@ impl Registry {
             state: AtomicU8::new(ThreadState::Wait as u8),
             op: Mutex::new(""),
             kill: Notify::new(),
+            last_read_ms: AtomicU64::new(0),
         });
         self.conns
             .lock()
@@ -175,6 +184,21 @@ impl Registry {
             }
             None => false,
         }
+    }
+
+    /// Asks every connection that has received nothing for `idle` to close (`net-read-timeout`); returns how
+    /// many. One sweep a second replaces a timer per read on the hot path.
+    pub fn close_idle(&self, now: Instant, idle: std::time::Duration) -> usize {
+        let conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        let mut closed = 0;
+        for c in conns.values() {
+            let last = c.since + std::time::Duration::from_millis(c.last_read_ms.load(Relaxed));
+            if now.saturating_duration_since(last) >= idle {
+                c.kill.notify_one();
+                closed += 1;
+            }
+        }
+        closed
     }
 
     /// Number of open connections.
