@@ -211,10 +211,7 @@ mod tests {
         old.extend_from_slice(&42u64.to_le_bytes());
         old.push(b'v');
         assert_eq!(&Entry::Item(item.clone()).encode()[..], &old[..]);
-        assert_eq!(
-            Entry::decode(Bytes::from(old)).unwrap(),
-            Entry::Item(item)
-        );
+        assert_eq!(Entry::decode(Bytes::from(old)).unwrap(), Entry::Item(item));
     }
 
     #[test]
