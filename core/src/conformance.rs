@@ -64,9 +64,7 @@ pub fn check_against_model<H: Harness>(h: &mut H, ops: &[Op]) {
     for (step, op) in ops.iter().enumerate() {
         let mut write = |k: u8, e: Option<Entry>| {
             engine
-                .update(&key(k), |_| {
-                    (e.clone().map_or(Change::Remove, Change::Put), ())
-                })
+                .update(&key(k), |_| (e.clone().map_or(Change::Remove, Change::Put), ()))
                 .unwrap_or_else(|err| panic!("step {step} {op:?}: {err}"));
             match e {
                 Some(e) => model.insert(key(k), e),
@@ -105,15 +103,8 @@ pub fn check_against_model<H: Harness>(h: &mut H, ops: &[Op]) {
             }
             Op::Restart => engine = h.restart(engine),
         }
-        let items = model
-            .values()
-            .filter(|e| matches!(e, Entry::Item(_)))
-            .count() as u64;
-        assert_eq!(
-            engine.item_count(),
-            items,
-            "item count after step {step} {op:?}"
-        );
+        let items = model.values().filter(|e| matches!(e, Entry::Item(_))).count() as u64;
+        assert_eq!(engine.item_count(), items, "item count after step {step} {op:?}");
     }
 }
 
@@ -145,10 +136,7 @@ fn records_and_scans<H: Harness>(h: &mut H) {
         cursor = Some(last.clone());
         seen.extend(page.into_iter().map(|(k, _)| k));
     }
-    assert_eq!(
-        seen,
-        (0..50).map(|i| Bytes::from(key(i))).collect::<Vec<_>>()
-    );
+    assert_eq!(seen, (0..50).map(|i| Bytes::from(key(i))).collect::<Vec<_>>());
     // Keep leaves the record; Remove and a tombstone each take one item away.
     e.update(&key(0), |_| (Change::Keep, ())).unwrap();
     e.update(&key(1), |_| (Change::Remove, ())).unwrap();
@@ -190,26 +178,14 @@ fn versions_survive_restart<H: Harness>(h: &mut H) {
     };
     let store = Store::new(h.fresh(), StoreConfig::default());
     for v in ["a", "b", "c"] {
-        assert!(matches!(
-            store.store(&set("k", v), NOW).unwrap(),
-            StoreOutcome::Stored(_)
-        ));
+        assert!(matches!(store.store(&set("k", v), NOW).unwrap(), StoreOutcome::Stored(_)));
     }
-    assert!(matches!(
-        store.store(&set("gone", "x"), NOW).unwrap(),
-        StoreOutcome::Stored(_)
-    ));
-    assert!(matches!(
-        store.delete(b"gone", 0, None, None, NOW).unwrap(),
-        DeleteOutcome::Deleted(_)
-    ));
+    assert!(matches!(store.store(&set("gone", "x"), NOW).unwrap(), StoreOutcome::Stored(_)));
+    assert!(matches!(store.delete(b"gone", 0, None, None, NOW).unwrap(), DeleteOutcome::Deleted(_)));
     let engine = h.restart(store_into_engine(store));
     let store = Store::new(engine, StoreConfig::default());
     let got = store.get(b"k", NOW).unwrap().expect("k survives");
-    assert_eq!(
-        (got.version, got.flags, got.exptime, &got.value[..]),
-        (3, 3, NOW + 100, &b"c"[..])
-    );
+    assert_eq!((got.version, got.flags, got.exptime, &got.value[..]), (3, 3, NOW + 100, &b"c"[..]));
     assert_eq!(store.get(b"gone", NOW).unwrap(), None);
     // The tombstone survived, so the re-created key continues from version 1 + 1.
     match store.store(&set("gone", "y"), NOW).unwrap() {
@@ -221,8 +197,7 @@ fn versions_survive_restart<H: Harness>(h: &mut H) {
 fn large_values_round_trip<H: Harness>(h: &mut H) {
     let e = h.fresh();
     let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
-    e.update(b"big", |_| (Change::Put(item(&big, 7)), ()))
-        .unwrap();
+    e.update(b"big", |_| (Change::Put(item(&big, 7)), ())).unwrap();
     let e = h.restart(e);
     match e.get(b"big").unwrap() {
         Some(Entry::Item(i)) => assert!(i.value == big && i.version == 7),
@@ -284,13 +259,10 @@ mod tests {
     #[test]
     fn losing_unsynced_rolls_back_to_last_sync() {
         let e = MemoryStorage::losing_unsynced();
-        e.update(b"a", |_| (Change::Put(item(b"1", 1)), ()))
-            .unwrap();
+        e.update(b"a", |_| (Change::Put(item(b"1", 1)), ())).unwrap();
         e.sync().unwrap();
-        e.update(b"a", |_| (Change::Put(item(b"2", 2)), ()))
-            .unwrap();
-        e.update(b"b", |_| (Change::Put(item(b"3", 1)), ()))
-            .unwrap();
+        e.update(b"a", |_| (Change::Put(item(b"2", 2)), ())).unwrap();
+        e.update(b"b", |_| (Change::Put(item(b"3", 1)), ())).unwrap();
         e.clear().unwrap();
         e.crash();
         assert_eq!(e.get(b"a").unwrap(), Some(item(b"1", 1)));
