@@ -678,3 +678,287 @@ fn put_key(key: &[u8], base64: bool, out: &mut BytesMut) {
         out.put_slice(key);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::text::Tokens;
+
+    fn limits() -> Limits {
+        Limits {
+            line_max: 256,
+            key_max: 8,
+            item_size_max: 64,
+            keys_per_get_max: 8,
+            nodes_max: 4,
+        }
+    }
+
+    fn parse_line(line: &'static [u8]) -> Result<MetaParsed, LineError> {
+        let line = Bytes::from_static(line);
+        let tokens: Vec<&[u8]> = Tokens::new(&line).collect();
+        parse(&line, &tokens, &limits())
+    }
+
+    fn ready(line: &'static [u8]) -> MetaCommand {
+        match parse_line(line) {
+            Ok(MetaParsed::Ready(c)) => c,
+            other => panic!("{line:?}: {other:?}"),
+        }
+    }
+
+    fn error(line: &'static [u8]) -> (String, u64) {
+        let e = parse_line(line).expect_err("an error");
+        (e.error.line().into_owned(), e.swallow)
+    }
+
+    fn encoded(reply: MetaReply) -> String {
+        let mut out = BytesMut::new();
+        encode(&reply, &mut out);
+        String::from_utf8(out.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn flags_keep_request_order_and_the_key_is_not_copied() {
+        let line = Bytes::from_static(b"mg foo  v Oab T-5 k c");
+        let tokens: Vec<&[u8]> = Tokens::new(&line).collect();
+        let Ok(MetaParsed::Ready(c)) = parse(&line, &tokens, &limits()) else {
+            panic!()
+        };
+        assert_eq!(c.kind, MetaKind::Get);
+        assert_eq!(&c.key[..], b"foo");
+        assert_eq!(
+            c.key.as_ptr(),
+            line[3..].as_ptr(),
+            "the key is a slice of the line"
+        );
+        assert_eq!(
+            c.flags,
+            vec![
+                MetaFlag::ReturnValue,
+                MetaFlag::Opaque(Bytes::from_static(b"Oab")),
+                MetaFlag::Ttl(-5),
+                MetaFlag::ReturnKey,
+                MetaFlag::ReturnCas,
+            ]
+        );
+        assert_eq!(
+            (c.ttl(), c.quiet(), c.delta(), c.initial()),
+            (Some(-5), false, 1, 0)
+        );
+    }
+
+    #[test]
+    fn every_flag_token_parses() {
+        // "bjE=" is base64 for "n1".
+        let c = ready(b"ma bjE= N10 J5 D3 MD C7 E9 q t c v k O1 b");
+        assert_eq!((&c.key[..], c.base64), (&b"n1"[..], true));
+        assert_eq!(c.vivify(), Some(10));
+        assert_eq!(
+            (c.initial(), c.delta(), c.arith_mode()),
+            (5, 3, ArithOp::Decr)
+        );
+        assert_eq!((c.compare_cas(), c.new_cas()), (Some(7), Some(9)));
+        assert!(c.quiet());
+        let c = ready(b"md k I x T30 C1 E2 F3 q");
+        assert!(c.has(&MetaFlag::Invalidate) && c.has(&MetaFlag::RemoveValue));
+        assert_eq!((c.ttl(), c.client_flags()), (Some(30), 3));
+        let c = ready(b"mg k N1 R2 T3 E4 M? P1 Lx u h l s f");
+        assert_eq!(c.flags[4], MetaFlag::Ignored(b'M'));
+        assert_eq!(ready(b"ma k M+").arith_mode(), ArithOp::Incr);
+        assert_eq!(ready(b"ma k Mi").arith_mode(), ArithOp::Incr);
+        assert_eq!(ready(b"ma k").arith_mode(), ArithOp::Incr);
+        assert_eq!(ready(b"mn extra tokens").kind, MetaKind::NoOp);
+        let c = ready(b"me a2V5 b");
+        assert_eq!(
+            (c.kind, &c.key[..], c.base64),
+            (MetaKind::Debug, &b"key"[..], true)
+        );
+    }
+
+    #[test]
+    fn set_needs_data_and_maps_modes() {
+        for (line, mode) in [
+            (&b"ms k 3"[..], MetaSetMode::Set),
+            (b"ms k 3 MS", MetaSetMode::Set),
+            (b"ms k 3 Me", MetaSetMode::Add),
+            (b"ms k 3 MA", MetaSetMode::Append),
+            (b"ms k 3 Mp", MetaSetMode::Prepend),
+            (b"ms k 3 MR", MetaSetMode::Replace),
+        ] {
+            let line = Bytes::copy_from_slice(line);
+            let tokens: Vec<&[u8]> = Tokens::new(&line).collect();
+            let Ok(MetaParsed::NeedData { command, len }) = parse(&line, &tokens, &limits()) else {
+                panic!("{line:?}")
+            };
+            assert_eq!(
+                (command.set_mode(), len, command.kind),
+                (mode, 3, MetaKind::Set)
+            );
+        }
+    }
+
+    #[test]
+    fn set_errors_skip_the_data_block_once_its_length_is_known() {
+        let bad_chunk = ("CLIENT_ERROR bad data chunk".to_string(), 0);
+        assert_eq!(error(b"ms k"), bad_chunk);
+        assert_eq!(error(b"ms k x"), bad_chunk);
+        assert_eq!(error(b"ms k -1"), bad_chunk);
+        assert_eq!(error(b"ms k 2147483646"), bad_chunk);
+        assert_eq!(
+            error(b"ms k 65"),
+            ("SERVER_ERROR object too large for cache".into(), 67)
+        );
+        assert_eq!(
+            error(b"ms k 64 w"),
+            ("CLIENT_ERROR invalid flag".into(), 66)
+        );
+        assert_eq!(
+            error(b"ms k 1 MX"),
+            ("CLIENT_ERROR invalid mode for ms M token".into(), 3)
+        );
+        assert_eq!(
+            error(b"ms toolongkey 1"),
+            ("CLIENT_ERROR key too long".into(), 3)
+        );
+        assert_eq!(error(b"ms"), ("ERROR".into(), 0));
+    }
+
+    #[test]
+    fn key_rules() {
+        assert_eq!(error(b"mg"), ("ERROR".into(), 0));
+        assert_eq!(
+            error(b"mg 123456789"),
+            ("CLIENT_ERROR key too long".into(), 0)
+        );
+        assert_eq!(ready(b"mg 12345678").key.len(), 8);
+        assert_eq!(
+            error(b"mg k\x7f"),
+            ("CLIENT_ERROR bad command line format".into(), 0)
+        );
+        // base64: the decoded length counts, and the decoded bytes must make a valid key.
+        assert_eq!(ready(b"mg MTIzNDU2Nzg= b").key.len(), 8);
+        assert_eq!(
+            error(b"mg MTIzNDU2Nzg5 b"),
+            ("CLIENT_ERROR key too long".into(), 0)
+        );
+        assert_eq!(
+            error(b"mg AA== b"),
+            ("CLIENT_ERROR bad command line format".into(), 0)
+        );
+        assert_eq!(
+            error(b"mg a b"),
+            ("CLIENT_ERROR error decoding key".into(), 0)
+        );
+        assert_eq!(
+            error(b"me"),
+            ("CLIENT_ERROR bad command line format".into(), 0)
+        );
+        assert_eq!(
+            error(b"me a b"),
+            ("CLIENT_ERROR bad command line format".into(), 0)
+        );
+    }
+
+    #[test]
+    fn flag_errors() {
+        let e = |l| error(l).0;
+        assert_eq!(e(b"mg k v v"), "CLIENT_ERROR duplicate flag");
+        assert_eq!(e(b"mg k \xff"), "CLIENT_ERROR duplicate flag");
+        assert_eq!(e(b"mg k S1"), "CLIENT_ERROR invalid flag");
+        assert_eq!(
+            e(b"mg k N"),
+            "CLIENT_ERROR bad token in command line format"
+        );
+        assert_eq!(
+            e(b"mg k C-1"),
+            "CLIENT_ERROR bad token in command line format"
+        );
+        assert_eq!(
+            e(b"mg k F4294967296"),
+            "CLIENT_ERROR bad command line format"
+        );
+        assert_eq!(e(b"mg k J-1"), "CLIENT_ERROR invalid numeric initial value");
+        assert_eq!(e(b"mg k Dx"), "CLIENT_ERROR invalid numeric delta value");
+        assert_eq!(e(b"mg k M"), "CLIENT_ERROR incorrect length for M token");
+        assert_eq!(e(b"md k Dx"), "CLIENT_ERROR invalid or duplicate flag");
+        assert_eq!(e(b"ma k MQ"), "CLIENT_ERROR invalid mode for ma M token");
+        assert_eq!(
+            e(b"ma k O123456789012345678901234567890123"),
+            "CLIENT_ERROR opaque token too long"
+        );
+        assert_eq!(
+            e(b"mg k a b c d e f g h i j l m n o p q r s"),
+            "CLIENT_ERROR options flags are too long"
+        );
+    }
+
+    #[test]
+    fn encode_every_reply_kind() {
+        let flags = vec![
+            ReturnFlag::Cas(u64::MAX),
+            ReturnFlag::ClientFlags(u32::MAX),
+            ReturnFlag::Hit(true),
+            ReturnFlag::Hit(false),
+            ReturnFlag::Key {
+                key: Bytes::from_static(b"k1"),
+                base64: false,
+            },
+            ReturnFlag::Key {
+                key: Bytes::from_static(b"\xffk"),
+                base64: true,
+            },
+            ReturnFlag::LastAccess(7),
+            ReturnFlag::Opaque(Bytes::from_static(b"Oxy")),
+            ReturnFlag::Size(3),
+            ReturnFlag::Ttl(-1),
+            ReturnFlag::AlreadyWon,
+            ReturnFlag::Stale,
+            ReturnFlag::Won,
+        ];
+        let line = " c18446744073709551615 f4294967295 h1 h0 kk1 k/2s= b l7 Oxy s3 t-1 Z X W";
+        assert_eq!(
+            encoded(MetaReply::Value {
+                flags: flags.clone(),
+                data: Bytes::from_static(b"a\r\nb"),
+            }),
+            format!("VA 4{line}\r\na\r\nb\r\n")
+        );
+        for (status, code) in [
+            (MetaStatus::Done, "HD"),
+            (MetaStatus::Miss, "EN"),
+            (MetaStatus::NotFound, "NF"),
+            (MetaStatus::NotStored, "NS"),
+            (MetaStatus::Exists, "EX"),
+        ] {
+            assert_eq!(
+                encoded(MetaReply::Status {
+                    status,
+                    flags: vec![]
+                }),
+                format!("{code}\r\n")
+            );
+            assert_eq!(
+                encoded(MetaReply::Status {
+                    status,
+                    flags: flags.clone()
+                }),
+                format!("{code}{line}\r\n")
+            );
+        }
+        assert_eq!(encoded(MetaReply::NoOp), "MN\r\n");
+        assert_eq!(
+            encoded(MetaReply::Debug(DebugInfo {
+                key: Bytes::from_static(b"key"),
+                base64: true,
+                exp: -1,
+                la: 2,
+                cas: 3,
+                fetched: true,
+                cls: 0,
+                size: 9,
+            })),
+            "ME a2V5 exp=-1 la=2 cas=3 fetch=yes cls=0 size=9\r\n"
+        );
+    }
+}
