@@ -97,6 +97,10 @@ pub enum DecodeError {
     /// A tombstone record has trailing bytes.
     #[error("tombstone has trailing bytes")]
     TrailingBytes,
+    /// A meta item record (0x03) whose meta bits are all clear: such an item is always written as 0x01, so the
+    /// record is not one this code wrote (decode/encode must round-trip).
+    #[error("meta item record without meta bits")]
+    EmptyMeta,
 }
 
 impl Entry {
@@ -151,6 +155,9 @@ impl Entry {
                 };
                 if raw.len() < header {
                     return Err(DecodeError::Truncated);
+                }
+                if tag == TAG_META_ITEM && raw[21] == 0 {
+                    return Err(DecodeError::EmptyMeta);
                 }
                 Ok(Entry::Item(Item {
                     flags: u32::from_le_bytes(raw[1..5].try_into().expect("4-byte slice")),
@@ -231,6 +238,13 @@ mod tests {
         assert_eq!(
             Entry::decode(Bytes::from_static(&[3; 21])),
             Err(DecodeError::Truncated)
+        );
+        // Clear meta bits are always written as 0x01, so a 0x03 record with none is refused.
+        let mut empty = vec![3u8; 21];
+        empty.push(0);
+        assert_eq!(
+            Entry::decode(Bytes::from(empty)),
+            Err(DecodeError::EmptyMeta)
         );
     }
 
