@@ -12,7 +12,8 @@
 //! - a key over `key_max` answers `CLIENT_ERROR key too long` (memcached: `bad command line format`);
 //! - a key with control characters is refused with `CLIENT_ERROR bad command line format`, and so is a base64 (`b`)
 //!   key whose *decoded* bytes contain a space, control character or DEL, so every key stays a valid classic key that
-//!   replication, dumps and `get` can carry;
+//!   replication, dumps and `get` can carry; an opaque token with a control character (a bare `\r` mid-line) is
+//!   refused the same way, since it would be echoed into the reply line;
 //! - once `ms` has a valid `<datalen>`, every later error skips the data block (memcached skips it only for errors
 //!   found after its flag scan).
 //!
@@ -416,6 +417,11 @@ fn parse_flag(
         b'P' | b'L' => MetaFlag::Ignored(c),
         b'O' if t.len() > OPAQUE_MAX => {
             return Err(FlagError::Late(client("opaque token too long")))
+        }
+        // A bare `\r` or other control byte mid-line would be echoed into the reply line; memcached echoes any
+        // bytes, we refuse them as we refuse them in keys.
+        b'O' if t.iter().any(|&c| c < b' ' || c == 0x7f) => {
+            return Err(FlagError::Late(ErrorReply::BadCommandLine))
         }
         b'O' => MetaFlag::Opaque(line.slice_ref(t)),
         b'N' => MetaFlag::Vivify(parse_i64(arg).ok_or_else(bad_token)?),
@@ -887,6 +893,9 @@ mod tests {
             e(b"ma k O123456789012345678901234567890123"),
             "CLIENT_ERROR opaque token too long"
         );
+        // Found by the fuzz target: a bare \r mid-line must not reach the reply line.
+        assert_eq!(e(b"mg k O0\rmn"), "CLIENT_ERROR bad command line format");
+        assert_eq!(e(b"md k O\x01"), "CLIENT_ERROR bad command line format");
         assert_eq!(
             e(b"mg k a b c d e f g h i j l m n o p q r s"),
             "CLIENT_ERROR options flags are too long"
