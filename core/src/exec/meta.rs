@@ -81,9 +81,10 @@ fn get<S: Storage>(
         let cur = cur.as_ref();
         let (mut item, created) = match (alive(cur, now), cmd.vivify()) {
             (Some(item), _) => (item.clone(), false),
-            // memcached's vivified item: empty, flags 0, TTL set by `N` at its place among the flags.
-            (None, Some(_)) => (Item::default(), true),
-            (None, None) => return (Change::Keep, GetOutcome::Miss),
+            // memcached's vivified item: empty, flags 0, TTL set by `N` at its place among the flags. Creating it is
+            // an add, which a delete hold refuses (a plain miss, no `W`).
+            (None, Some(_)) if !held(cur, now) => (Item::default(), true),
+            (None, _) => return (Change::Keep, GetOutcome::Miss),
         };
         let already_won = item.win_sent();
         let stale = item.is_stale();
@@ -437,7 +438,7 @@ fn arith<S: Storage>(
                 return (Change::Keep, ArithOutcome::Failed(MetaStatus::NotFound))
             }
             // Auto-create is an add, so a delete hold refuses it (protocol.md §4.4): `NS`.
-            None if matches!(cur, Some(Entry::Tombstone(t)) if t.hold_until > now) => {
+            None if held(cur, now) => {
                 return (Change::Keep, ArithOutcome::Failed(MetaStatus::NotStored))
             }
             None => {
@@ -546,6 +547,11 @@ fn next_version(cmd: &MetaCommand, last: u64) -> Option<u64> {
         Some(_) => None,
         None => Some(last.saturating_add(1)),
     }
+}
+
+/// The key is in Flare's delete hold (protocol.md §4.4): creating it is refused like an `add`.
+fn held(cur: Option<&Entry>, now: u64) -> bool {
+    matches!(cur, Some(Entry::Tombstone(t)) if t.hold_until > now)
 }
 
 /// Seconds until `exptime`, -1 for an item that never expires.
@@ -877,12 +883,15 @@ mod tests {
                 ("incr c 1\r\n", "2\r\n"),
             ],
         );
-        // Auto-create is an add: a delete hold refuses it.
+        // Auto-create is an add: a delete hold refuses it, for ma, mg and ms in append mode alike.
         script(
             &s,
             &[
                 ("delete c 60\r\n", "DELETED\r\n"),
                 ("ma c N0\r\n", "NS\r\n"),
+                ("mg c N30 v\r\n", "EN\r\n"),
+                ("ms c 1 MA N30\r\nx\r\n", "NS\r\n"),
+                ("ms c 1\r\nx\r\n", "HD\r\n"),
             ],
         );
     }
