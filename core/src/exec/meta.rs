@@ -12,11 +12,13 @@
 //!
 //! **Meta state.** The stale bit (`X`) and the win-sent bit (`Z`) live in [`Item::meta`]; they are persisted and
 //! replicated with the item. Any store of a new value clears them, except `ms ... C<older cas> I`, which stores the
-//! value as stale (memcached's "serve stale"). A stale item hands out one `W` to the next `mg`, even without `N`/`R`.
+//! value as stale (memcached's "serve stale"). A stale item hands out one `W` to the next `mg`, even without `N`/`R`,
+//! so that `mg` is a write too (protocol.md §11 routes only `mg` with `N`/`R`/`T`/`E` to the master). Auto-create
+//! (`mg N`, `ma N`, `ms MA N`/`MP N`) is an add: Flare's delete hold refuses it.
 //!
-//! **Not tracked.** There is no LRU and no per-read bookkeeping (a read never writes), so `h` is always `h0`, `l` is
-//! always `l0`, `me` reports `la=0 fetch=no cls=0`, and `u` does nothing (decisions.md #5 allows memory-only access
-//! data; we keep none).
+//! **Not tracked.** There is no LRU and no per-read bookkeeping (a read that changes nothing never writes), so `h` is
+//! always `h0`, `l` is always `l0`, `me` reports `la=0 fetch=no cls=0`, and `u` does nothing (decisions.md #5 allows
+//! memory-only access data; we keep none).
 //!
 //! **Quiet mode (`q`)**, as memcached: `mg` hides `EN`; `ms` hides `HD`; `md` hides `HD` and `NF`; `ma` hides `HD`
 //! (or `VA`) when it changed an existing counter, but not when `N` created it. Errors are always sent.
