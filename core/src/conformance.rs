@@ -53,6 +53,7 @@ fn item(value: &[u8], version: u64) -> Entry {
         exptime: 0,
         version,
         value: Bytes::copy_from_slice(value),
+        meta: 0,
     })
 }
 

@@ -265,6 +265,7 @@ impl<S: Storage> Store<S> {
                             exptime: abs_exptime(exptime, now),
                             version: next_version,
                             value: Bytes::from(initial.to_string()),
+                            meta: 0,
                         };
                         let out = ArithOutcome::Value {
                             value: initial,
@@ -275,24 +276,15 @@ impl<S: Storage> Store<S> {
                     _ => (Change::Keep, ArithOutcome::NotFound),
                 };
             };
-            let current = if config.incr_flare_semantics {
-                Some(leading_number(&item.value))
-            } else {
-                parse_number(&item.value)
-            };
-            let Some(current) = current else {
+            let Some((value, bytes)) = arith_value(&item.value, op, delta, &config) else {
                 return (Change::Keep, ArithOutcome::NonNumeric);
-            };
-            let value = match (op, config.incr_flare_semantics) {
-                (ArithOp::Incr, false) => current.wrapping_add(delta),
-                (ArithOp::Incr, true) => current.saturating_add(delta),
-                (ArithOp::Decr, _) => current.saturating_sub(delta),
             };
             let item = Item {
                 flags: item.flags,
                 exptime: item.exptime,
                 version: next_version,
-                value: number_value(value, item.value.len()),
+                value: bytes,
+                meta: 0,
             };
             let out = ArithOutcome::Value {
                 value,
@@ -435,8 +427,30 @@ pub fn flush_deadline(delay: i64, now: u64) -> Option<u64> {
     (at > now).then_some(at)
 }
 
-/// The decision of a storage command against what the key holds now.
-fn decide_store(
+/// The new number and stored bytes of `incr`/`decr` by `delta` on a stored `value` (§4.8, decisions.md #3, or
+/// Flare's semantics when configured); `None` when the value is not a number. Shared with meta `ma`.
+pub(crate) fn arith_value(
+    value: &[u8],
+    op: ArithOp,
+    delta: u64,
+    config: &StoreConfig,
+) -> Option<(u64, Bytes)> {
+    let current = if config.incr_flare_semantics {
+        leading_number(value)
+    } else {
+        parse_number(value)?
+    };
+    let new = match (op, config.incr_flare_semantics) {
+        (ArithOp::Incr, false) => current.wrapping_add(delta),
+        (ArithOp::Incr, true) => current.saturating_add(delta),
+        (ArithOp::Decr, _) => current.saturating_sub(delta),
+    };
+    Some((new, number_value(new, value.len())))
+}
+
+/// The decision of a storage command against what the key holds now. Shared with meta `ms`, which maps its modes
+/// onto these commands.
+pub(crate) fn decide_store(
     req: &StoreRequest,
     cur: Option<&Entry>,
     now: u64,
@@ -450,6 +464,7 @@ fn decide_store(
         exptime: abs_exptime(req.exptime, now),
         version: 0,
         value,
+        meta: 0,
     };
     let mut item = match req.mode {
         StoreMode::Set => fresh(req.value.clone()),
@@ -477,8 +492,10 @@ fn decide_store(
             let mut joined = BytesMut::with_capacity(a.len() + b.len());
             joined.extend_from_slice(a);
             joined.extend_from_slice(b);
+            // A new value clears meta-command state (stale, win sent), as memcached's new item does.
             Item {
                 value: joined.freeze(),
+                meta: 0,
                 ..old.clone()
             }
         }
@@ -688,6 +705,7 @@ mod tests {
             exptime: 0,
             version: 11,
             value: Bytes::from_static(b"old"),
+            meta: 0,
         };
         assert!(!s.load_dump_item(b"k", old, NOW).unwrap());
         assert!(s.get(b"k", NOW).unwrap().is_none());
