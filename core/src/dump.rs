@@ -131,6 +131,7 @@ mod tests {
             exptime,
             version: 7,
             value: Bytes::from_static(b"xy"),
+            meta: 0,
         })
     }
 

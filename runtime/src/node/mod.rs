@@ -271,7 +271,9 @@ async fn idle_sweeper<N: Net, S: Storage + 'static>(shared: Arc<Shared<N, S>>) {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let ms = shared.dynamic.net_read_timeout_ms.load(Relaxed);
         if ms > 0 {
-            let closed = shared.registry.close_idle(Instant::now(), Duration::from_millis(ms));
+            let closed = shared
+                .registry
+                .close_idle(Instant::now(), Duration::from_millis(ms));
             if closed > 0 {
                 tracing::debug!(closed, "net-read-timeout: closed idle connections");
             }
