@@ -477,6 +477,7 @@ pub static OPTIONS: &[OptionSpec] = &[
     opt("storage-sync", Scope::Node, Kind::Choice(StorageSync::NAMES), "none", STATIC,
         "WAL fsync: none, group, always"),
     opt("storage-block-cache", Scope::Node, int(0, 1 << 20), "64", STATIC, "storage block cache (MiB)"),
+    opt("storage-item-cache", Scope::Node, int(0, 1 << 20), "256", STATIC, "cache of small records in front of RocksDB (MiB)"),
     opt("storage-write-buffer", Scope::Node, int(1, 1 << 16), "32", STATIC, "storage write buffer (MiB)"),
     opt("proxy-timeout", Scope::Node, int(1, I32), "1000", DYN, "milliseconds before a forwarded request fails"),
     opt("replication-backlog", Scope::Node, int(1, I32), "100000", STATIC,
@@ -1039,6 +1040,8 @@ pub struct NodeConfig {
     pub storage_sync: StorageSync,
     /// `storage-block-cache` in MiB.
     pub storage_block_cache: u32,
+    /// `storage-item-cache` in MiB: the write-through cache of small records in front of RocksDB.
+    pub storage_item_cache: u32,
     /// `storage-write-buffer` in MiB.
     pub storage_write_buffer: u32,
     /// `proxy-timeout` (milliseconds in the file).
@@ -1113,6 +1116,7 @@ impl Default for NodeConfig {
             expiry_sweep_interval: Duration::from_secs(60),
             storage_sync: StorageSync::None,
             storage_block_cache: 64,
+            storage_item_cache: 256,
             storage_write_buffer: 32,
             proxy_timeout: Duration::from_millis(1000),
             replication_backlog: 100_000,
@@ -1391,6 +1395,7 @@ impl NodeConfig {
             ),
             ("storage-sync", self.storage_sync.to_string()),
             ("storage-block-cache", self.storage_block_cache.to_string()),
+            ("storage-item-cache", self.storage_item_cache.to_string()),
             (
                 "storage-write-buffer",
                 self.storage_write_buffer.to_string(),
@@ -1508,6 +1513,7 @@ impl Target for NodeConfig {
             "expiry-sweep-interval" => self.expiry_sweep_interval = Duration::from_secs(v.int()?),
             "storage-sync" => self.storage_sync = v.choice(StorageSync::from_name)?,
             "storage-block-cache" => self.storage_block_cache = v.int()?,
+            "storage-item-cache" => self.storage_item_cache = v.int()?,
             "storage-write-buffer" => self.storage_write_buffer = v.int()?,
             "proxy-timeout" => self.proxy_timeout = v.millis()?,
             "replication-backlog" => self.replication_backlog = v.int()?,
@@ -3027,6 +3033,7 @@ thread-pool-size = 16
             (Node, "expiry-sweep-interval", "60"),
             (Node, "storage-sync", "none"),
             (Node, "storage-block-cache", "64"),
+            (Node, "storage-item-cache", "256"),
             (Node, "storage-write-buffer", "32"),
             (Node, "max-line-length", "65536"),
             (Node, "proxy-timeout", "1000"),

@@ -24,7 +24,7 @@ fn check_key(key: &Bytes) {
     assert!(!key.is_empty(), "empty key");
     assert!(key.len() <= LIMITS.key_max, "key too long");
     assert!(
-        key.iter().all(|&c| c > b' ' && c != 0x7f),
+        key.iter().all(|&c| flare_core::protocol::key_byte_ok(c)),
         "bad key byte in {key:?}"
     );
 }

@@ -66,7 +66,7 @@ fn check_command(m: &MetaCommand) {
         assert!(!m.key.is_empty(), "empty key");
         assert!(m.key.len() <= LIMITS.key_max, "key too long");
         assert!(
-            m.key.iter().all(|&c| c > b' ' && c != 0x7f),
+            m.key.iter().all(|&c| flare_core::protocol::key_byte_ok(c)),
             "bad key byte in {:?}",
             m.key
         );

@@ -21,7 +21,7 @@ const LIMITS: Limits = Limits {
 
 fn check_key(key: &[u8]) {
     assert!(!key.is_empty() && key.len() <= LIMITS.key_max, "key length {}", key.len());
-    assert!(key.iter().all(|&c| c > b' ' && c != 0x7f), "bad key byte in {key:?}");
+    assert!(key.iter().all(|&c| flare_core::protocol::key_byte_ok(c)), "bad key byte in {key:?}");
 }
 
 fn check_command(command: &Command) {

@@ -6,6 +6,10 @@
 //!   kill); [`RocksOptions::sync_every_write`] also fsyncs it per write (`storage-sync = always`), and
 //!   [`Storage::sync`] fsyncs it on demand (group commit, shutdown).
 //! - [`Storage::update`] is atomic per key: writers of the same key serialise on one of `mutex-slot` stripe locks.
+//! - Each stripe also holds a small write-through cache of recent records (`storage-item-cache`, values up to
+//!   [`CACHE_VALUE_MAX`]): reads of hot keys and the read half of every read-modify-write skip RocksDB's memtable
+//!   and block lookups, which measured as the largest user-space cost of a `get` or `set`. Records are read and
+//!   written under the stripe lock, so the cache can never hold anything but what RocksDB holds.
 //! - The number of live items is kept exactly: each write that creates or removes an item adds a ±1 merge operand to
 //!   a counter in the `meta` column family, in the same atomic batch as the record itself, so the count survives a
 //!   crash without a scan at start-up.
@@ -26,6 +30,11 @@ const META_CF: &str = "meta";
 const ITEM_COUNT_KEY: &[u8] = b"item_count";
 /// Values of this size and more are kept in blob files.
 const MIN_BLOB_SIZE: u64 = 4096;
+/// Larger values are not cached: RocksDB reads them from a blob file in one go, and they would crowd out the many
+/// small ones.
+pub const CACHE_VALUE_MAX: usize = 8192;
+/// Bookkeeping bytes counted per cached record, on top of its key and value.
+const CACHE_OVERHEAD: usize = 160;
 
 /// Tuning of the engine (from the node configuration).
 #[derive(Clone, Debug)]
@@ -40,6 +49,8 @@ pub struct RocksOptions {
     pub compression: Compression,
     /// Number of stripe locks for read-modify-write (`mutex-slot`).
     pub mutex_slots: usize,
+    /// Bytes of the write-through record cache (`storage-item-cache`); 0 = off.
+    pub item_cache_bytes: usize,
 }
 
 /// Block compression (`storage-compress`: `deflate`, `bz2`, `tcbs`, or none).
@@ -63,6 +74,7 @@ impl Default for RocksOptions {
             write_buffer_bytes: 32 << 20,
             compression: Compression::None,
             mutex_slots: 64,
+            item_cache_bytes: 256 << 20,
         }
     }
 }
@@ -72,7 +84,7 @@ pub struct RocksStorage {
     db: DB,
     path: PathBuf,
     write_opts: WriteOptions,
-    stripes: Vec<Mutex<()>>,
+    stripes: Vec<Mutex<Shard>>,
     items: AtomicI64,
 }
 
@@ -82,6 +94,12 @@ impl std::fmt::Debug for RocksStorage {
             .field("path", &self.path)
             .finish_non_exhaustive()
     }
+}
+
+/// Locks `m`. A poisoned lock means a panic while holding it; every structure guarded here is left consistent by
+/// each of its operations, so the data can still be used.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn io(e: rocksdb::Error) -> StorageError {
@@ -105,6 +123,9 @@ impl RocksStorage {
         db_opts.create_missing_column_families(true);
         db_opts.set_max_background_jobs(2);
         db_opts.set_keep_log_file_num(4);
+        // The small `meta` family (the item counter) would otherwise pin every WAL file until it flushes, keeping
+        // a second copy of every value on disk; past this size RocksDB flushes it and drops old WAL files.
+        db_opts.set_max_total_wal_size(64 << 20);
 
         let mut data = Options::default();
         let mut table = BlockBasedOptions::default();
@@ -142,9 +163,12 @@ impl RocksStorage {
         let storage = RocksStorage {
             path: dir.to_path_buf(),
             write_opts,
-            stripes: (0..options.mutex_slots.max(1))
-                .map(|_| Mutex::new(()))
-                .collect(),
+            stripes: {
+                let n = options.mutex_slots.max(1);
+                (0..n)
+                    .map(|_| Mutex::new(Shard::new(options.item_cache_bytes / n)))
+                    .collect()
+            },
             items: AtomicI64::new(0),
             db,
         };
@@ -171,10 +195,27 @@ impl RocksStorage {
             .map_or(0, i64::from_le_bytes))
     }
 
-    fn stripe(&self, key: &[u8]) -> MutexGuard<'_, ()> {
+    fn stripe(&self, key: &[u8]) -> MutexGuard<'_, Shard> {
         let i = crc32fast::hash(key) as usize % self.stripes.len();
-        // The guarded value is (); a poisoned lock only means another writer panicked.
-        self.stripes[i].lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.stripes[i])
+    }
+
+    /// Reads a record from RocksDB (no cache).
+    fn read(&self, key: &[u8]) -> Result<Option<Entry>, StorageError> {
+        match self.db.get(key).map_err(io)? {
+            Some(raw) => Ok(Some(Self::decode(key, raw)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Reads through the shard's cache; the caller holds the shard lock.
+    fn read_cached(&self, shard: &mut Shard, key: &[u8]) -> Result<Option<Entry>, StorageError> {
+        if let Some(hit) = shard.lookup(key) {
+            return Ok(hit);
+        }
+        let entry = self.read(key)?;
+        shard.store(key, entry.clone());
+        Ok(entry)
     }
 
     fn decode(key: &[u8], raw: Vec<u8>) -> Result<Entry, StorageError> {
@@ -187,10 +228,8 @@ impl RocksStorage {
 
 impl Storage for RocksStorage {
     fn get(&self, key: &[u8]) -> Result<Option<Entry>, StorageError> {
-        match self.db.get(key).map_err(io)? {
-            Some(raw) => Ok(Some(Self::decode(key, raw)?)),
-            None => Ok(None),
-        }
+        let mut shard = self.stripe(key);
+        self.read_cached(&mut shard, key)
     }
 
     fn update<R>(
@@ -198,12 +237,12 @@ impl Storage for RocksStorage {
         key: &[u8],
         f: impl FnOnce(Option<Entry>) -> (Change, R),
     ) -> Result<R, StorageError> {
-        let _guard = self.stripe(key);
-        let cur = self.get(key)?;
+        let mut shard = self.stripe(key);
+        let cur = self.read_cached(&mut shard, key)?;
         let was_item = matches!(cur, Some(Entry::Item(_)));
         let (change, r) = f(cur);
         let mut batch = WriteBatch::default();
-        let after = match &change {
+        let after = match change {
             Change::Keep => return Ok(r),
             Change::Put(e) => {
                 batch.put(key, e.encode());
@@ -218,7 +257,12 @@ impl Storage for RocksStorage {
         if delta != 0 {
             batch.merge_cf(self.meta_cf(), ITEM_COUNT_KEY, delta.to_le_bytes());
         }
-        self.db.write_opt(batch, &self.write_opts).map_err(io)?;
+        if let Err(e) = self.db.write_opt(batch, &self.write_opts) {
+            // The write may or may not have reached RocksDB: read the key again next time.
+            shard.forget(key);
+            return Err(io(e));
+        }
+        shard.store(key, after);
         self.items.fetch_add(delta, Relaxed);
         Ok(r)
     }
@@ -245,11 +289,8 @@ impl Storage for RocksStorage {
 
     fn clear(&self) -> Result<(), StorageError> {
         // Hold every stripe so no read-modify-write interleaves with the range delete and the counter reset.
-        let guards: Vec<_> = self
-            .stripes
-            .iter()
-            .map(|m| m.lock().unwrap_or_else(|e| e.into_inner()))
-            .collect();
+        let mut guards: Vec<_> = self.stripes.iter().map(lock).collect();
+        guards.iter_mut().for_each(|g| g.clear());
         let mut batch = WriteBatch::default();
         let cf = self
             .db
@@ -283,5 +324,112 @@ impl Storage for RocksStorage {
         .iter()
         .filter_map(|p| self.db.property_int_value(*p).ok().flatten())
         .sum()
+    }
+}
+
+/// One stripe's cache of records: `Some(entry)` for a record RocksDB holds, `None` for a key it does not. CLOCK
+/// eviction within a byte budget.
+struct Shard {
+    map: indexmap::IndexMap<Bytes, Slot>,
+    bytes: usize,
+    budget: usize,
+    hand: usize,
+}
+
+struct Slot {
+    entry: Option<Entry>,
+    referenced: bool,
+}
+
+fn cost(key: &[u8], entry: &Option<Entry>) -> usize {
+    let value = match entry {
+        Some(Entry::Item(i)) => i.value.len(),
+        _ => 0,
+    };
+    key.len() + value + CACHE_OVERHEAD
+}
+
+impl Shard {
+    fn new(budget: usize) -> Self {
+        Shard {
+            map: indexmap::IndexMap::new(),
+            bytes: 0,
+            budget,
+            hand: 0,
+        }
+    }
+
+    /// The cached record, if the key is cached.
+    fn lookup(&mut self, key: &[u8]) -> Option<Option<Entry>> {
+        let slot = self.map.get_mut(key)?;
+        slot.referenced = true;
+        Some(slot.entry.clone())
+    }
+
+    /// Caches the record RocksDB now holds for `key`; a record too large to cache is forgotten instead.
+    fn store(&mut self, key: &[u8], entry: Option<Entry>) {
+        let too_large = matches!(&entry, Some(Entry::Item(i)) if i.value.len() > CACHE_VALUE_MAX);
+        if self.budget == 0 || too_large {
+            self.forget(key);
+            return;
+        }
+        // Own the value: one sliced from a connection's read buffer would keep the whole buffer alive.
+        let entry = entry.map(|e| match e {
+            Entry::Item(mut i) => {
+                i.value = Bytes::copy_from_slice(&i.value);
+                Entry::Item(i)
+            }
+            t => t,
+        });
+        let c = cost(key, &entry);
+        match self.map.get_mut(key) {
+            Some(slot) => {
+                self.bytes = self.bytes - cost(key, &slot.entry) + c;
+                slot.entry = entry;
+                slot.referenced = true;
+            }
+            None => {
+                self.bytes += c;
+                self.map.insert(
+                    Bytes::copy_from_slice(key),
+                    Slot {
+                        entry,
+                        referenced: false,
+                    },
+                );
+            }
+        }
+        self.evict();
+    }
+
+    fn forget(&mut self, key: &[u8]) {
+        if let Some(slot) = self.map.swap_remove(key) {
+            self.bytes -= cost(key, &slot.entry);
+        }
+    }
+
+    fn clear(&mut self) {
+        self.map.clear();
+        self.bytes = 0;
+        self.hand = 0;
+    }
+
+    /// CLOCK: sweep the hand, giving referenced records a second chance, until the shard fits its budget.
+    fn evict(&mut self) {
+        while self.bytes > self.budget && !self.map.is_empty() {
+            if self.hand >= self.map.len() {
+                self.hand = 0;
+            }
+            let (_, slot) = self
+                .map
+                .get_index_mut(self.hand)
+                .expect("invariant: hand < len");
+            if slot.referenced {
+                slot.referenced = false;
+                self.hand += 1;
+            } else if let Some((k, slot)) = self.map.swap_remove_index(self.hand) {
+                self.bytes -= cost(&k, &slot.entry);
+            }
+        }
     }
 }

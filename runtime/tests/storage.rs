@@ -8,11 +8,38 @@ use proptest::prelude::*;
 /// Each fresh engine gets its own temporary directory, removed when the harness is dropped.
 struct Rocks {
     dirs: Vec<tempfile::TempDir>,
+    options: RocksOptions,
 }
 
 impl Rocks {
     fn new() -> Self {
-        Rocks { dirs: Vec::new() }
+        Rocks {
+            dirs: Vec::new(),
+            options: RocksOptions::default(),
+        }
+    }
+
+    /// A record cache so small that nearly every write evicts, and a few stripes so keys share them.
+    fn tiny_cache() -> Self {
+        Rocks {
+            dirs: Vec::new(),
+            options: RocksOptions {
+                item_cache_bytes: 4 * 300,
+                mutex_slots: 4,
+                ..RocksOptions::default()
+            },
+        }
+    }
+
+    /// No record cache at all.
+    fn no_cache() -> Self {
+        Rocks {
+            dirs: Vec::new(),
+            options: RocksOptions {
+                item_cache_bytes: 0,
+                ..RocksOptions::default()
+            },
+        }
     }
 }
 
@@ -24,7 +51,7 @@ impl Harness for Rocks {
             .prefix("flare-rocks-")
             .tempdir()
             .expect("temp dir");
-        let engine = RocksStorage::open(dir.path(), &RocksOptions::default()).expect("open");
+        let engine = RocksStorage::open(dir.path(), &self.options).expect("open");
         self.dirs.push(dir);
         engine
     }
@@ -32,13 +59,15 @@ impl Harness for Rocks {
     fn restart(&mut self, engine: RocksStorage) -> RocksStorage {
         let path = engine.path().to_path_buf();
         drop(engine);
-        RocksStorage::open(&path, &RocksOptions::default()).expect("reopen")
+        RocksStorage::open(&path, &self.options).expect("reopen")
     }
 }
 
 #[test]
 fn rocksdb_engine_passes_the_suite() {
     run_suite(&mut Rocks::new());
+    run_suite(&mut Rocks::tiny_cache());
+    run_suite(&mut Rocks::no_cache());
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -60,5 +89,10 @@ proptest! {
     #[test]
     fn rocksdb_engine_matches_model(ops in proptest::collection::vec(op(), 1..60)) {
         check_against_model(&mut Rocks::new(), &ops);
+    }
+
+    #[test]
+    fn rocksdb_engine_with_an_evicting_cache_matches_model(ops in proptest::collection::vec(op(), 1..60)) {
+        check_against_model(&mut Rocks::tiny_cache(), &ops);
     }
 }

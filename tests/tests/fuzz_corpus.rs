@@ -51,7 +51,7 @@ fn replay(input: &[u8], limits: Limits) -> (usize, usize) {
                     for k in keys(&r.command) {
                         assert!(!k.is_empty() && k.len() <= limits.key_max, "bad key {k:?}");
                         assert!(
-                            !k.iter().any(|b| *b <= b' ' || *b == 0x7f),
+                            k.iter().all(|b| flare_core::protocol::key_byte_ok(*b)),
                             "control byte in key {k:?}"
                         );
                     }

@@ -1010,7 +1010,7 @@ mod tests {
                 ("mg k MZ\r\n", "EN\r\n"),
                 ("md k v v\r\n", "CLIENT_ERROR invalid or duplicate flag\r\n"),
                 ("ma k Dx\r\n", "CLIENT_ERROR invalid or duplicate flag\r\n"),
-                ("mg k\x01 v\r\n", "CLIENT_ERROR bad command line format\r\n"),
+                ("mg k\x00 v\r\n", "CLIENT_ERROR bad command line format\r\n"),
                 (
                     "mg k a b c d e f g h i j l m n o p q r s\r\n",
                     "CLIENT_ERROR options flags are too long\r\n",

@@ -219,9 +219,10 @@ fn shape(op: u8) -> Option<Shape> {
     }
 }
 
-/// A key is 1..=key_max bytes without space, control characters or DEL (decisions.md #7).
+/// A key is 1..=key_max bytes of [`super::key_byte_ok`] characters: binary requests are forwarded and replicated
+/// as text lines.
 fn key_chars_ok(key: &[u8]) -> bool {
-    key.iter().all(|&c| c > b' ' && c != 0x7f)
+    key.iter().all(|&c| super::key_byte_ok(c))
 }
 
 /// Incremental binary-protocol parser for one connection.

@@ -486,7 +486,7 @@ fn decode_key(
     if key.len() > limits.key_max {
         return Err(ErrorReply::KeyTooLong);
     }
-    if key.iter().any(|&c| c <= b' ' || c == 0x7f) {
+    if !key.iter().all(|&c| super::key_byte_ok(c)) {
         return Err(ErrorReply::BadCommandLine);
     }
     Ok(key)
@@ -839,7 +839,7 @@ mod tests {
         );
         assert_eq!(ready(b"mg 12345678").key.len(), 8);
         assert_eq!(
-            error(b"mg k\x7f"),
+            error(b"mg k\x00"),
             ("CLIENT_ERROR bad command line format".into(), 0)
         );
         // base64: the decoded length counts, and the decoded bytes must make a valid key.

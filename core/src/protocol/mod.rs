@@ -51,6 +51,14 @@ impl Default for Limits {
     }
 }
 
+/// Whether `c` may appear in a key. Keys travel inside text lines between nodes (forwarding, replication, dumps),
+/// so space, CR and LF cannot; NUL cannot either (Flare hashes keys as C strings). Other control characters are
+/// accepted, as memcached accepts them and widely used tools (memaslap) generate them: a deviation from
+/// decisions.md #7, which would refuse every control character and DEL.
+pub fn key_byte_ok(c: u8) -> bool {
+    !matches!(c, b' ' | b'\r' | b'\n' | 0)
+}
+
 /// The hard maximum of `max-item-size` (protocol.md §2).
 pub const ITEM_SIZE_HARD_MAX: u32 = i32::MAX as u32;
 

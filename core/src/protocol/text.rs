@@ -706,7 +706,7 @@ pub fn split_proxy(line: &Bytes) -> Option<(ProxyPath, Bytes)> {
     Some((ProxyPath(path), line.slice(close + 1..)))
 }
 
-/// A key is 1..=key_max bytes without control characters or DEL (decisions.md #7); spaces cannot occur in a token.
+/// A key is 1..=key_max bytes of [`super::key_byte_ok`] characters.
 pub fn check_key(key: &[u8], limits: &Limits) -> Result<(), ErrorReply> {
     if key.is_empty() {
         return Err(ErrorReply::BadCommandLine);
@@ -714,7 +714,7 @@ pub fn check_key(key: &[u8], limits: &Limits) -> Result<(), ErrorReply> {
     if key.len() > limits.key_max {
         return Err(ErrorReply::KeyTooLong);
     }
-    if key.iter().any(|&c| c < b' ' || c == 0x7f) {
+    if !key.iter().all(|&c| super::key_byte_ok(c)) {
         return Err(ErrorReply::BadCommandLine);
     }
     Ok(())
@@ -999,7 +999,15 @@ mod tests {
         );
         assert_eq!(err("get\r\n"), ErrorReply::UnknownCommand);
         assert_eq!(err("get 0123456789abcdefX\r\n"), ErrorReply::KeyTooLong);
-        assert_eq!(err("get a\tb\r\n"), ErrorReply::BadCommandLine);
+        assert_eq!(err("get a\0b\r\n"), ErrorReply::BadCommandLine);
+        // Other control characters are accepted, as memcached does (memaslap's keys have them).
+        assert_eq!(
+            cmd("get \x10\x10k\r\n"),
+            Command::Get {
+                keys: vec![b("\x10\x10k")],
+                cas: false
+            }
+        );
         assert_eq!(err("get 1 2 3 4 5 6 7 8 9\r\n"), ErrorReply::BadCommandLine);
     }
 

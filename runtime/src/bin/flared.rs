@@ -165,6 +165,7 @@ fn rocks_options(c: &NodeConfig) -> RocksOptions {
             StorageCompress::Tcbs => Compression::Lz4,
         },
         mutex_slots: c.mutex_slot as usize,
+        item_cache_bytes: (c.storage_item_cache as usize) << 20,
     }
 }
 
