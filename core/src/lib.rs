@@ -13,6 +13,7 @@
 //! - [`keys`]: key → partition, bit-exact with Flare's modular resolver and hash functions.
 #![warn(missing_docs)]
 
+pub mod cluster;
 pub mod config;
 pub mod conformance;
 pub mod dump;

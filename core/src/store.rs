@@ -128,8 +128,9 @@ pub struct Store<S> {
 pub fn abs_exptime(exptime: i64, now: u64) -> u64 {
     match exptime {
         0 => 0,
-        // Absolute time 1 (1970) has passed for any real clock, so the item can never be read.
-        e if e < 0 => 1,
+        // Expired as of now, as an absolute time: replication and dumps carry it as such, so a slave cannot read it
+        // as a relative exptime (which a small number like 1 would be).
+        e if e < 0 => now.max(RELATIVE_EXPTIME_MAX as u64 + 1),
         e if e <= RELATIVE_EXPTIME_MAX => now.saturating_add(e as u64),
         e => e as u64,
     }

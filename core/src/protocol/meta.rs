@@ -139,6 +139,8 @@ pub struct MetaCommand {
     pub flags: Vec<MetaFlag>,
     /// The data block of `ms`.
     pub value: Bytes,
+    /// The command line as received (without its line ending), so a node can forward the command unchanged.
+    pub line: Bytes,
 }
 
 impl MetaCommand {
@@ -256,6 +258,14 @@ pub enum MetaParsed {
 
 /// Parses a meta command line; `tokens[0]` is the command name. Tokens are slices of `line`.
 pub fn parse(line: &Bytes, tokens: &[&[u8]], limits: &Limits) -> Result<MetaParsed, LineError> {
+    let mut parsed = parse_command(line, tokens, limits)?;
+    match &mut parsed {
+        MetaParsed::Ready(c) | MetaParsed::NeedData { command: c, .. } => c.line = line.clone(),
+    }
+    Ok(parsed)
+}
+
+fn parse_command(line: &Bytes, tokens: &[&[u8]], limits: &Limits) -> Result<MetaParsed, LineError> {
     let kind = match tokens.first().copied() {
         Some(b"mg") => MetaKind::Get,
         Some(b"ms") => MetaKind::Set,
@@ -273,6 +283,7 @@ pub fn parse(line: &Bytes, tokens: &[&[u8]], limits: &Limits) -> Result<MetaPars
             base64: false,
             flags: Vec::new(),
             value: Bytes::new(),
+            line: Bytes::new(),
         })),
         MetaKind::Debug => parse_debug(line, tokens, limits).map(MetaParsed::Ready),
         MetaKind::Set => parse_set(line, tokens, limits),
@@ -329,6 +340,7 @@ fn parse_debug(line: &Bytes, tokens: &[&[u8]], limits: &Limits) -> Result<MetaCo
         base64,
         flags: Vec::new(),
         value: Bytes::new(),
+        line: Bytes::new(),
     })
 }
 
@@ -371,6 +383,7 @@ fn parse_flags(
         base64,
         flags,
         value: Bytes::new(),
+        line: Bytes::new(),
     })
 }
 

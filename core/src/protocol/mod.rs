@@ -21,6 +21,7 @@ use bytes::{Buf, Bytes, BytesMut};
 
 pub mod binary;
 pub mod meta;
+pub mod reply;
 pub mod response;
 pub mod text;
 
@@ -94,9 +95,29 @@ impl Framing {
 pub struct ProxyPath(pub Vec<Bytes>);
 
 impl ProxyPath {
-    /// How many times `node_key` appears in the path.
+    /// How many times `node_key` appears in the path (an element's `#<seq>` suffix is ignored).
     pub fn count(&self, node_key: &[u8]) -> usize {
-        self.0.iter().filter(|k| k.as_ref() == node_key).count()
+        self.0.iter().filter(|k| split_seq(k).0 == node_key).count()
+    }
+
+    /// The node that sent the request: the last element's node key.
+    pub fn sender(&self) -> Option<&[u8]> {
+        self.0.last().map(|k| split_seq(k).0)
+    }
+
+    /// The replication sequence number the sender attached (`<name:port#seq>`), if any.
+    pub fn sender_seq(&self) -> Option<u64> {
+        self.0.last().and_then(|k| split_seq(k).1)
+    }
+}
+
+/// Splits a path element `name:port[#seq]` into the node key and the sequence number. Our masters tag replicated
+/// writes with their replication sequence number this way; Flare nodes read the whole element as a node key, which
+/// only matters to their loop check.
+fn split_seq(element: &[u8]) -> (&[u8], Option<u64>) {
+    match memchr::memrchr(b'#', element) {
+        Some(i) => (&element[..i], text::parse_u64(&element[i + 1..])),
+        None => (element, None),
     }
 }
 
@@ -521,6 +542,9 @@ pub enum Reply {
     Error(ErrorReply),
     /// A meta-command reply.
     Meta(meta::MetaReply),
+    /// Bytes relayed unchanged from another node (a forwarded meta command's answer): text clients get them as
+    /// they are.
+    Raw(Bytes),
 }
 
 /// One decoder step.

@@ -60,6 +60,7 @@ pub fn encode_text(reply: &Reply, out: &mut BytesMut) {
         }
         Reply::Error(e) => line(out, e.line().as_bytes()),
         Reply::Meta(m) => super::meta::encode(m, out),
+        Reply::Raw(bytes) => out.extend_from_slice(bytes),
     }
 }
 

@@ -10,13 +10,13 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use flare_core::config::{NodeConfig, StorageCompress, StorageSync};
-use flare_core::keys::{PartitionParams, Resolver};
+use flare_core::config::{NodeConfig, ReplicationType, StorageCompress, StorageSync};
 use flare_core::protocol::text::Dialect;
 use flare_core::store::{Store, StoreConfig};
 use flare_runtime::cli::{self, Action, LoadedNode};
 use flare_runtime::daemon::{self, PidFile};
 use flare_runtime::net::TokioNet;
+use flare_runtime::node::cluster::ClusterSettings;
 use flare_runtime::node::{NodeServer, NodeSettings, Shared};
 use flare_runtime::rocks::{Compression, RocksOptions, RocksStorage};
 use tokio::signal::unix::{signal, SignalKind};
@@ -71,31 +71,31 @@ fn main() -> ExitCode {
 
 async fn serve(mut loaded: LoadedNode) -> Result<(), String> {
     let config = loaded.config.clone();
-    if !config.index_servers.is_empty() {
-        return Err("index-servers is set, but this build runs standalone nodes only (no cluster support yet)".into());
-    }
     let db_dir = std::path::Path::new(&config.data_dir).join("rocksdb");
     std::fs::create_dir_all(&db_dir).map_err(|e| format!("data-dir {}: {e}", config.data_dir))?;
     let storage = RocksStorage::open(&db_dir, &rocks_options(&config))
         .map_err(|e| format!("cannot open storage in {}: {e}", db_dir.display()))?;
     tracing::info!(path = %db_dir.display(), items = flare_core::storage::Storage::item_count(&storage), "storage open");
     let store = Store::new(storage, store_config(&config));
-    let resolver = Resolver::new(PartitionParams::default()).map_err(|e| e.to_string())?;
-    let server = NodeServer::bind(
+    let server = NodeServer::start(
         TokioNet,
         store,
         settings(&loaded),
-        resolver,
+        cluster_settings(&config),
         config.max_connection as usize,
         config.net_read_timeout,
     )
     .await
-    .map_err(|e| format!("cannot listen on port {}: {e}", config.server_port))?;
+    .map_err(|e| format!("cannot start on port {}: {e}", config.server_port))?;
     let pid = PidFile::create(&loaded.pid_path)
         .map_err(|e| format!("pid file {}: {e}", loaded.pid_path.display()))?;
+    let (role, state, partition, _) = server.shared().cluster.view().my_role();
     tracing::info!(
         node = %format!("{}:{}", config.server_name, config.server_port),
-        "standalone node serving (master of partition 0)"
+        role = role.name(),
+        state = state.name(),
+        partition = partition.map_or(-1, i64::from),
+        "node serving"
     );
     let shared = server.shared();
     let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
@@ -193,5 +193,24 @@ fn settings(loaded: &LoadedNode) -> NodeSettings {
         allow_client_version: c.allow_client_version,
         show_variables: loaded.show_variables(),
         settings: c.settings(),
+        sync_default: c.replication_type == ReplicationType::Sync,
+    }
+}
+
+fn cluster_settings(c: &NodeConfig) -> ClusterSettings {
+    ClusterSettings {
+        server_name: c.server_name.clone(),
+        server_port: c.server_port,
+        index_servers: c
+            .index_servers
+            .iter()
+            .map(|s| (s.name.clone(), s.port))
+            .collect(),
+        proxy_concurrency: c.proxy_concurrency as usize,
+        proxy_timeout: c.proxy_timeout,
+        replication_backlog: c.replication_backlog as usize,
+        reconstruction_interval_us: c.reconstruction_interval.as_micros() as u64,
+        reconstruction_bwlimit: u64::from(c.reconstruction_bwlimit),
+        seed: u64::from(std::process::id()),
     }
 }

@@ -15,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
 use super::stats::{rusage, ConnInfo, ThreadState};
-use super::{dump, Shared};
+use super::{cluster, dump, route, Shared};
 use crate::net::Net;
 
 /// Replies are flushed once this much is buffered, even in the middle of a pipeline.
@@ -165,6 +165,21 @@ async fn handle<N: Net, S: Storage + 'static, T: AsyncWrite + Unpin>(
         return Ok(Next::Continue);
     }
     let errors_before = c.tally.storage_errors;
+    if !shared.cluster.view().is_standalone() && route::is_routed(&command) {
+        let ran = route::run(shared, &framing, command, &mut c.tally).await;
+        if c.tally.storage_errors > errors_before {
+            shared.set_unhealthy();
+        }
+        return match ran {
+            route::Ran::Reply { reply, wrote } => {
+                c.wrote |= wrote;
+                encode(&framing, &reply, &mut c.wbuf);
+                Ok(Next::Continue)
+            }
+            route::Ran::Close => Ok(Next::Close),
+            route::Ran::Driver(command) => driver_command(shared, framing, command, c).await,
+        };
+    }
     match exec::execute(&shared.store, command, shared.now(), &mut c.tally) {
         Outcome::Reply { reply, mutations } => {
             c.wrote |= !mutations.is_empty();
@@ -224,8 +239,12 @@ async fn driver_command<N: Net, S: Storage + 'static, T: AsyncWrite + Unpin>(
             dump::stream(shared, kind, args, &mut c.stream).await?;
             return Ok(Next::Continue);
         }
-        // A standalone node takes no map pushes (there is no index server to send them).
-        Command::NodeSync { .. } => Reply::Error(ErrorReply::Server("node sync error".into())),
+        Command::NodeSync { version, nodes } => {
+            match cluster::apply_node_sync(shared, version, &nodes) {
+                Ok(()) => Reply::Ok,
+                Err(line) => Reply::Raw(bytes::Bytes::from(format!("{line}\r\n"))),
+            }
+        }
         Command::Keys { .. } => Reply::Error(ErrorReply::Server(
             "not available on current storage type".into(),
         )),
@@ -239,14 +258,54 @@ async fn driver_command<N: Net, S: Storage + 'static, T: AsyncWrite + Unpin>(
 fn stats<N: Net, S: Storage>(shared: &Shared<N, S>, group: StatsGroup) -> Vec<(String, String)> {
     match group {
         StatsGroup::General => general_stats(shared),
-        StatsGroup::Items | StatsGroup::Slabs | StatsGroup::Sizes | StatsGroup::Nodes => Vec::new(),
+        StatsGroup::Items | StatsGroup::Slabs | StatsGroup::Sizes => Vec::new(),
+        StatsGroup::Nodes => shared.cluster.view().map().stats_nodes(),
         StatsGroup::Settings => shared.settings.settings.clone(),
         StatsGroup::Threads | StatsGroup::ThreadsRequest => {
             shared.registry.thread_stats(Instant::now())
         }
-        StatsGroup::ThreadsSlave => Vec::new(),
+        StatsGroup::ThreadsSlave => slave_threads(shared),
         StatsGroup::ThreadsQueue => vec![("total_thread_queue".into(), "0".into())],
     }
+}
+
+/// `stats threads slave` (stats.md §2): one block per replication target of this master, in the thread format,
+/// with the target as `peer`, its backlog as `queue` and its lag as `behind`.
+fn slave_threads<N: Net, S: Storage>(shared: &Shared<N, S>) -> Vec<(String, String)> {
+    let now = Instant::now().into_std();
+    let mut out = Vec::new();
+    for (i, (target, st)) in shared
+        .cluster
+        .replication_stats(now)
+        .into_iter()
+        .enumerate()
+    {
+        let id = 1_000_000 + i;
+        let tt = shared
+            .cluster
+            .view()
+            .node(&target)
+            .map_or(0, |r| r.thread_type);
+        out.push((format!("{id}:type"), tt.to_string()));
+        out.push((format!("{id}:peer"), target));
+        out.push((
+            format!("{id}:op"),
+            if st.queued + st.in_flight > 0 {
+                "proxy_write".into()
+            } else {
+                String::new()
+            },
+        ));
+        out.push((format!("{id}:uptime"), shared.uptime().to_string()));
+        out.push((format!("{id}:state"), "wait".into()));
+        out.push((format!("{id}:info"), String::new()));
+        out.push((
+            format!("{id}:queue"),
+            (st.queued + st.in_flight).to_string(),
+        ));
+        out.push((format!("{id}:behind"), st.lag.as_secs().to_string()));
+    }
+    out
 }
 
 /// `stats` (stats.md §1): Flare's fields in Flare's order, then ours.
@@ -286,13 +345,72 @@ fn general_stats<N: Net, S: Storage>(shared: &Shared<N, S>) -> Vec<(String, Stri
     put("limit_maxbytes", "0".into());
     put("threads", (shared.registry.len() + 1).to_string());
     put("pool_threads", "0".into());
-    put("node_map_version", "0".into());
+    let view = shared.cluster.view();
+    put("node_map_version", view.map().version.to_string());
     // Additions (stats.md §1 [Improve]), after Flare's fields.
     put("server_version", format!("flare-{}", flare_core::VERSION));
-    put("node_role", "master".into());
-    put("node_state", "active".into());
-    put("node_partition", "0".into());
-    put("node_balance", "1".into());
+    let (role, state, partition, balance) = view.my_role();
+    put("node_role", role.name().into());
+    put("node_state", state.name().into());
+    put(
+        "node_partition",
+        partition.map_or(-1, i64::from).to_string(),
+    );
+    put("node_balance", balance.to_string());
+    put(
+        "replication_position",
+        shared.cluster.applied_seq.load(Relaxed).to_string(),
+    );
+    let now = Instant::now().into_std();
+    let repl = shared.cluster.replication_stats(now);
+    put(
+        "replication_queue",
+        repl.iter()
+            .map(|(_, s)| s.queued + s.in_flight)
+            .sum::<usize>()
+            .to_string(),
+    );
+    put(
+        "replication_lag_ms",
+        repl.iter()
+            .map(|(_, s)| s.lag.as_millis())
+            .max()
+            .unwrap_or(0)
+            .to_string(),
+    );
+    put(
+        "replication_failures",
+        repl.iter()
+            .map(|(_, s)| s.failures)
+            .sum::<u64>()
+            .to_string(),
+    );
+    for (target, st) in &repl {
+        put(
+            &format!("replication:{target}:queue"),
+            (st.queued + st.in_flight).to_string(),
+        );
+        put(
+            &format!("replication:{target}:lag_ms"),
+            st.lag.as_millis().to_string(),
+        );
+        put(
+            &format!("replication:{target}:acked"),
+            st.acked_seq.to_string(),
+        );
+        put(
+            &format!("replication:{target}:failures"),
+            st.failures.to_string(),
+        );
+    }
+    let rec = shared
+        .cluster
+        .reconstruction
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    put("reconstruction_running", u8::from(rec.running).to_string());
+    put("reconstruction_items", rec.items.to_string());
     put("meta_cmds", c.meta_cmds.load(Relaxed).to_string());
     put("storage_errors", c.storage_errors.load(Relaxed).to_string());
     put("healthy", u8::from(shared.healthy()).to_string());

@@ -28,6 +28,7 @@ pub(super) async fn stream<N: Net, S: Storage, W: AsyncWrite + Unpin>(
     let mut throttle = Throttle::new(&args);
     let mut buf = BytesMut::with_capacity(CHUNK + 64 * 1024);
     let mut cursor: Option<Bytes> = None;
+    let view = shared.cluster.view();
     loop {
         let batch = match shared.store.storage().scan(cursor.as_deref(), BATCH) {
             Ok(b) => b,
@@ -46,7 +47,7 @@ pub(super) async fn stream<N: Net, S: Storage, W: AsyncWrite + Unpin>(
         let now = shared.now();
         for (key, entry) in &batch {
             let before = buf.len();
-            if !encode_record(kind, &args, &shared.resolver, key, entry, now, &mut buf) {
+            if !encode_record(kind, &args, view.resolver(), key, entry, now, &mut buf) {
                 continue;
             }
             let pause =

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
-use flare_core::keys::Resolver;
+use flare_core::cluster::ClusterView;
 use flare_core::protocol::text::Dialect;
 use flare_core::protocol::Limits;
 use flare_core::storage::Storage;
@@ -26,8 +26,11 @@ use tokio::time::Instant;
 
 use crate::net::{Listener, Net};
 
+pub mod cluster;
 mod conn;
 mod dump;
+pub mod peers;
+mod route;
 pub mod stats;
 
 use stats::{Counters, Registry};
@@ -53,6 +56,8 @@ pub struct NodeSettings {
     pub show_variables: Vec<String>,
     /// `stats settings` pairs.
     pub settings: Vec<(String, String)>,
+    /// `replication-type = sync`: writes without `sync`/`async` wait for their slaves.
+    pub sync_default: bool,
 }
 
 /// Settings that SIGHUP may change while running.
@@ -76,9 +81,9 @@ pub struct Shared<N: Net, S: Storage> {
     pub counters: Counters,
     /// Open connections.
     pub registry: Registry,
-    /// Key → partition for dump filters.
-    pub resolver: Resolver,
-    net: N,
+    /// The cluster side: node map, peers, replication, reconstruction.
+    pub cluster: cluster::Cluster<N>,
+    pub(crate) net: N,
     started: Instant,
     unhealthy: AtomicBool,
     group: Option<GroupCommit>,
@@ -104,7 +109,8 @@ impl<N: Net, S: Storage + 'static> NodeServer<N, S> {
         net: N,
         store: Store<S>,
         settings: NodeSettings,
-        resolver: Resolver,
+        cluster: cluster::ClusterSettings,
+        view: ClusterView,
         max_connection: usize,
         net_read_timeout: Duration,
     ) -> io::Result<Self> {
@@ -114,6 +120,13 @@ impl<N: Net, S: Storage + 'static> NodeServer<N, S> {
             wake: Notify::new(),
             synced: watch::channel(0).0,
         });
+        let cluster = cluster::Cluster::new(
+            net.clone(),
+            cluster,
+            view,
+            settings.limits,
+            settings.sync_default,
+        );
         let shared = Arc::new(Shared {
             store,
             dynamic: DynamicSettings {
@@ -123,7 +136,7 @@ impl<N: Net, S: Storage + 'static> NodeServer<N, S> {
             settings,
             counters: Counters::default(),
             registry: Registry::default(),
-            resolver,
+            cluster,
             net,
             started: Instant::now(),
             unhealthy: AtomicBool::new(false),
@@ -131,6 +144,66 @@ impl<N: Net, S: Storage + 'static> NodeServer<N, S> {
             shutdown: watch::channel(false).0,
         });
         Ok(NodeServer { shared, listener })
+    }
+
+    /// Binds like [`NodeServer::bind`], then, when index servers are configured, registers with one (cluster.md
+    /// §4.1: up to 9 attempts 0.5 s apart) and adopts the map and partition parameters it answers with. A standalone
+    /// node is the master of partition 0 on its own.
+    pub async fn start(
+        net: N,
+        store: Store<S>,
+        settings: NodeSettings,
+        cluster: cluster::ClusterSettings,
+        max_connection: usize,
+        net_read_timeout: Duration,
+    ) -> io::Result<Self> {
+        let self_key = cluster.self_key();
+        let resolver = Arc::new(
+            flare_core::keys::Resolver::new(flare_core::keys::PartitionParams::default())
+                .map_err(io::Error::other)?,
+        );
+        let standalone = cluster.index_servers.is_empty();
+        let view = if standalone {
+            ClusterView::standalone(self_key.clone(), resolver)
+        } else {
+            ClusterView::from_map(
+                flare_core::node_map::NodeMap::default(),
+                self_key.clone(),
+                resolver,
+            )
+            .map_err(io::Error::other)?
+        };
+        let server = Self::bind(
+            net,
+            store,
+            settings,
+            cluster,
+            view,
+            max_connection,
+            net_read_timeout,
+        )
+        .await?;
+        if standalone {
+            return Ok(server);
+        }
+        let shared = server.shared.clone();
+        let mut attempt = 0;
+        let (params, map) = loop {
+            match cluster::register(&shared).await {
+                Ok(r) => break r,
+                Err(e) if attempt < 8 => {
+                    attempt += 1;
+                    tracing::warn!(error = %e, attempt, "registration with the index server failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let view = cluster::initial_view(self_key, params, map)?;
+        tracing::info!(role = ?view.my_role(), partitions = view.partition_count(), "registered with the index server");
+        shared.cluster.set_view(view);
+        cluster::after_registration(&shared);
+        Ok(server)
     }
 
     /// The bound address (useful with port 0).
@@ -160,6 +233,15 @@ impl<N: Net, S: Storage + 'static> NodeServer<N, S> {
         }
         background.push(tokio::spawn(clock_tick(shared.clone())));
         background.push(tokio::spawn(idle_sweeper(shared.clone())));
+        let stop = async {
+            stop.await;
+            // A cluster node tells the index it is going (cluster.md §5.5) before it stops serving.
+            if !shared.cluster.view().is_standalone() {
+                if let Err(e) = cluster::tell_index(&shared, "shutdown <self>").await {
+                    tracing::warn!(error = %e, "could not tell the index server about the shutdown");
+                }
+            }
+        };
         tokio::pin!(stop);
         loop {
             tokio::select! {

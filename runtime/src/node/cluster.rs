@@ -1,0 +1,734 @@
+//! The cluster side of a node's driver: the node map it holds (swapped whole on each `node sync`), registration with
+//! the index server, replication to slaves, and reconstruction (pulling a partition's data with `dump`).
+//! Every decision (who is master, where a key goes, what a replicated message says) is made by
+//! `flare_core::cluster`; this module only moves bytes and runs tasks.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use flare_core::cluster::replication::{
+    encode_replica, Answer, ChangeKind, ReplicationSender, SenderStats,
+};
+use flare_core::cluster::ClusterView;
+use flare_core::exec::Mutation;
+use flare_core::item::Item;
+use flare_core::keys::{HashAlgorithm, PartitionParams, Resolver};
+use flare_core::node_map::{NodeMap, Role, State};
+use flare_core::protocol::reply::{ReplyEvent, ReplyKind, ReplyReader};
+use flare_core::protocol::text::{parse_node_line, parse_u64};
+use flare_core::protocol::{Limits, NodeLine, ProxyPath};
+use flare_core::storage::Storage;
+use rand::{Rng, SeedableRng};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{watch, Notify};
+use tokio::time::Instant;
+
+use super::peers::{split_node, Peers};
+use super::Shared;
+use crate::net::Net;
+
+/// Settings of the cluster side (from the node configuration).
+#[derive(Clone, Debug)]
+pub struct ClusterSettings {
+    /// `server-name`.
+    pub server_name: String,
+    /// `server-port`.
+    pub server_port: u16,
+    /// `index-servers`; empty for a standalone node.
+    pub index_servers: Vec<(String, u16)>,
+    /// `proxy-concurrency`: connections per destination for forwarded requests.
+    pub proxy_concurrency: usize,
+    /// `proxy-timeout`: how long a forwarded request, a sync replication or an index call may take.
+    pub proxy_timeout: Duration,
+    /// `replication-backlog`: most unacknowledged replicated writes per target.
+    pub replication_backlog: usize,
+    /// `reconstruction-interval` in microseconds (`dump` wait).
+    pub reconstruction_interval_us: u64,
+    /// `reconstruction-bwlimit` in KiB/s (0 = unlimited).
+    pub reconstruction_bwlimit: u64,
+    /// Seed of the random choice of read replicas (deterministic in the simulation).
+    pub seed: u64,
+}
+
+impl ClusterSettings {
+    /// `name:port`, this node's key.
+    pub fn self_key(&self) -> String {
+        format!("{}:{}", self.server_name, self.server_port)
+    }
+}
+
+/// Replication towards one target node.
+struct Target {
+    sender: Mutex<ReplicationSender>,
+    wake: Notify,
+    acked: watch::Sender<u64>,
+    stop: AtomicBool,
+}
+
+/// Progress of a reconstruction (shown by `stats`).
+#[derive(Clone, Debug, Default)]
+pub struct Reconstruction {
+    /// Items received from dumps.
+    pub items: u64,
+    /// Items the sources reported (`curr_items`) at the start; 0 when unknown.
+    pub total: u64,
+    /// True while a reconstruction runs.
+    pub running: bool,
+}
+
+/// The cluster state shared by a node's connections and tasks.
+pub struct Cluster<N: Net> {
+    /// Static settings.
+    pub settings: ClusterSettings,
+    /// `replication-type = sync` (reloadable).
+    pub sync_default: AtomicBool,
+    view: RwLock<Arc<ClusterView>>,
+    /// Connections to peers for forwarded requests.
+    pub peers: Peers<N>,
+    targets: Mutex<HashMap<String, Arc<Target>>>,
+    seq: AtomicU64,
+    rng: Mutex<rand::rngs::StdRng>,
+    /// Highest replication sequence number applied from our master (this node as a slave).
+    pub applied_seq: AtomicU64,
+    /// Reconstruction progress.
+    pub reconstruction: Mutex<Reconstruction>,
+}
+
+impl<N: Net> Cluster<N> {
+    /// The cluster side of a node, starting with `view`.
+    pub fn new(
+        net: N,
+        settings: ClusterSettings,
+        view: ClusterView,
+        limits: Limits,
+        sync_default: bool,
+    ) -> Self {
+        Cluster {
+            peers: Peers::new(
+                net,
+                settings.proxy_concurrency,
+                settings.proxy_timeout,
+                limits,
+            ),
+            rng: Mutex::new(rand::rngs::StdRng::seed_from_u64(settings.seed)),
+            settings,
+            sync_default: AtomicBool::new(sync_default),
+            view: RwLock::new(Arc::new(view)),
+            targets: Mutex::new(HashMap::new()),
+            seq: AtomicU64::new(0),
+            applied_seq: AtomicU64::new(0),
+            reconstruction: Mutex::new(Reconstruction::default()),
+        }
+    }
+
+    /// Replaces the view (after registration).
+    pub fn set_view(&self, view: ClusterView) {
+        *self.view.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(view);
+    }
+
+    /// The current view.
+    pub fn view(&self) -> Arc<ClusterView> {
+        self.view.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// A random number for choosing read replicas.
+    pub fn pick(&self) -> u32 {
+        self.rng.lock().unwrap_or_else(|e| e.into_inner()).random()
+    }
+
+    /// Replication counters per target, for `stats`.
+    pub fn replication_stats(&self, now: std::time::Instant) -> Vec<(String, SenderStats)> {
+        let targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<_> = targets
+            .iter()
+            .map(|(k, t)| {
+                (
+                    k.clone(),
+                    t.sender
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .stats(now),
+                )
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+}
+
+/// What a local write must wait for before it is acknowledged: each sync target and the sequence number it must
+/// acknowledge.
+pub type SyncWaits = Vec<(Arc<watch::Sender<u64>>, u64)>;
+
+/// Queues the replication of `mutations` (made by a local write) to every target the view names, and returns what a
+/// sync write waits for: the active slaves (the preparing master is never waited for, cluster.md §8.2). A target
+/// whose backlog is full gets nothing and is counted as a failure; a sync write then fails.
+pub fn replicate<N: Net, S: Storage + 'static>(
+    shared: &Arc<Shared<N, S>>,
+    mutations: &[Mutation],
+    sync: bool,
+) -> Result<Vec<(String, u64)>, String> {
+    let cluster = &shared.cluster;
+    let view = cluster.view();
+    let mut waits = Vec::new();
+    let mut failed = None;
+    for m in mutations {
+        let replicas = view.replicas(m.key());
+        if replicas.is_empty() {
+            continue;
+        }
+        let seq = cluster.seq.fetch_add(1, Relaxed) + 1;
+        let kind = match m {
+            Mutation::Touch { .. } => ChangeKind::Touch,
+            _ => ChangeKind::Write,
+        };
+        let now = Instant::now().into_std();
+        let preparing = replicas.preparing_master.iter().map(|k| (k, false));
+        for (target, active) in replicas
+            .slaves
+            .iter()
+            .map(|(k, a)| (k, *a))
+            .chain(preparing)
+        {
+            let t = ensure_target(shared, target);
+            let queued = t.sender.lock().unwrap_or_else(|e| e.into_inner()).enqueue(
+                now,
+                seq,
+                m.key().clone(),
+                kind,
+            );
+            t.wake.notify_one();
+            match queued {
+                Ok(()) if sync && active => waits.push((target.clone(), seq)),
+                Ok(()) => {}
+                Err(_) => {
+                    tracing::warn!(target, "replication backlog full: the target diverges");
+                    failed = Some(target.clone());
+                }
+            }
+        }
+    }
+    match failed {
+        Some(t) if sync => Err(t),
+        _ => Ok(waits),
+    }
+}
+
+/// Waits until every target acknowledged its sequence number, for at most the proxy timeout. False when one did
+/// not (it is down or too far behind): the sync write is then answered `SERVER_ERROR replication failed`.
+pub async fn wait_replicated<N: Net, S: Storage + 'static>(
+    shared: &Arc<Shared<N, S>>,
+    waits: &[(String, u64)],
+) -> bool {
+    let deadline = Instant::now() + shared.cluster.settings.proxy_timeout;
+    for (target, seq) in waits {
+        let Some(t) = shared
+            .cluster
+            .targets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(target)
+            .cloned()
+        else {
+            return false;
+        };
+        let mut acked = t.acked.subscribe();
+        let ok = tokio::time::timeout_at(deadline, acked.wait_for(|a| a >= seq)).await;
+        if !matches!(ok, Ok(Ok(_))) {
+            return false;
+        }
+    }
+    true
+}
+
+fn ensure_target<N: Net, S: Storage + 'static>(
+    shared: &Arc<Shared<N, S>>,
+    target: &str,
+) -> Arc<Target> {
+    let mut targets = shared
+        .cluster
+        .targets
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(t) = targets.get(target) {
+        return t.clone();
+    }
+    let t = Arc::new(Target {
+        sender: Mutex::new(ReplicationSender::new(
+            shared.cluster.settings.replication_backlog,
+            256,
+        )),
+        wake: Notify::new(),
+        acked: watch::channel(0).0,
+        stop: AtomicBool::new(false),
+    });
+    targets.insert(target.to_string(), t.clone());
+    tokio::spawn(target_task(shared.clone(), target.to_string(), t.clone()));
+    t
+}
+
+/// Streams replication to one target: (re)connects with back-off, sends every queued entry built from the key's
+/// current state, and feeds the answers back to the sender.
+async fn target_task<N: Net, S: Storage + 'static>(
+    shared: Arc<Shared<N, S>>,
+    node: String,
+    t: Arc<Target>,
+) {
+    let mut backoff = Duration::from_millis(50);
+    while !t.stop.load(Relaxed) {
+        let Some((host, port)) = split_node(&node) else {
+            return;
+        };
+        match shared.net.connect(host, port).await {
+            Ok(stream) => {
+                backoff = Duration::from_millis(50);
+                t.sender
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .handle_connected();
+                if let Err(e) = stream_to(&shared, &node, &t, stream).await {
+                    tracing::debug!(node, error = %e, "replication connection ended");
+                }
+                t.sender
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .handle_disconnect();
+            }
+            Err(e) => tracing::debug!(node, error = %e, "replication target unreachable"),
+        }
+        if t.stop.load(Relaxed) {
+            return;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(1));
+    }
+}
+
+async fn stream_to<N: Net, S: Storage + 'static>(
+    shared: &Arc<Shared<N, S>>,
+    node: &str,
+    t: &Target,
+    mut stream: N::Stream,
+) -> io::Result<()> {
+    let self_key = shared.cluster.settings.self_key();
+    let mut reader = ReplyReader::new(shared.settings.limits);
+    let mut rbuf = BytesMut::with_capacity(4096);
+    let mut wbuf = BytesMut::new();
+    loop {
+        if t.stop.load(Relaxed) {
+            return Ok(());
+        }
+        let pause = {
+            let mut sender = t.sender.lock().unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now().into_std();
+            while let Some(q) = sender.poll_send(now) {
+                let entry = shared
+                    .store
+                    .storage()
+                    .get(&q.key)
+                    .map_err(io::Error::other)?;
+                let path = ProxyPath(vec![Bytes::from(format!("{self_key}#{}", q.seq))]);
+                match encode_replica(&path, &q.key, entry.as_ref(), q.kind) {
+                    Some(msg) => wbuf.extend_from_slice(&msg),
+                    // The record is gone (a swept tombstone): nothing to send, but every entry gets one answer, so
+                    // send a no-op (`version`), whose answer counts as done.
+                    None => wbuf.extend_from_slice(b"version\r\n"),
+                }
+            }
+            sender.poll_timeout()
+        };
+        if !wbuf.is_empty() {
+            stream.write_all(&wbuf).await?;
+            wbuf.clear();
+        }
+        let sleep = async {
+            match pause {
+                Some(at) => tokio::time::sleep_until(Instant::from_std(at)).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = t.wake.notified() => {}
+            _ = sleep => {}
+            read = stream.read_buf(&mut rbuf) => {
+                if read? == 0 {
+                    return Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("{node} closed")));
+                }
+                while let Some(event) = reader.next(&mut rbuf, ReplyKind::Line).map_err(io::Error::other)? {
+                    let ReplyEvent::Line(line) = event else { continue };
+                    // `version` (sent for a record that vanished) is answered with a VERSION line.
+                    let line: &[u8] = if line.starts_with(b"VERSION") { b"STORED" } else { &line };
+                    let now = Instant::now().into_std();
+                    let answer = t.sender.lock().unwrap_or_else(|e| e.into_inner()).handle_reply(now, line);
+                    match answer {
+                        Answer::Acked(seq) | Answer::Dropped(seq) => {
+                            t.acked.send_replace(seq);
+                        }
+                        Answer::Retry => {
+                            tracing::debug!(node, line = %String::from_utf8_lossy(line), "replication refused; retrying");
+                        }
+                        Answer::Unexpected => {
+                            return Err(io::Error::other(format!("unexpected answer from {node}")));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Stops replicating to nodes that are no longer targets of anything this node replicates.
+fn retain_targets<N: Net>(cluster: &Cluster<N>, view: &ClusterView) {
+    let me = view.self_key();
+    let mut wanted = std::collections::BTreeSet::new();
+    let parts = view.partitions();
+    for part in parts.active.iter().chain(parts.preparing.iter()) {
+        if part.master.as_deref() == Some(me) {
+            wanted.extend(part.slaves.iter().cloned());
+        }
+    }
+    if let Some(prep) = parts.preparing.as_ref().and_then(|p| p.master.clone()) {
+        wanted.insert(prep);
+    }
+    let mut targets = cluster.targets.lock().unwrap_or_else(|e| e.into_inner());
+    targets.retain(|k, t| {
+        let keep = wanted.contains(k);
+        if !keep {
+            t.stop.store(true, Relaxed);
+            t.wake.notify_one();
+        }
+        keep
+    });
+}
+
+/// `node sync <version>` from the index server (protocol.md §5.7): applies a map no older than ours, and reacts to
+/// this node's own record changing. Returns the reply line.
+pub fn apply_node_sync<N: Net, S: Storage + 'static>(
+    shared: &Arc<Shared<N, S>>,
+    version: u64,
+    lines: &[NodeLine],
+) -> Result<(), &'static str> {
+    let cluster = &shared.cluster;
+    let Some(mut map) = NodeMap::from_lines(version, lines) else {
+        return Err("CLIENT_ERROR format error");
+    };
+    map.version = version;
+    let old = cluster.view();
+    if !old.accepts_version(version) || old.is_standalone() {
+        return Err("SERVER_ERROR node sync error");
+    }
+    let view = match old.with_map(map) {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::error!(error = %e, version, "inconsistent node map refused; keeping the previous one");
+            return Err("SERVER_ERROR node sync error");
+        }
+    };
+    let before = old.me().map(|r| (r.role, r.state, r.partition));
+    let after = view.me().map(|r| (r.role, r.state, r.partition));
+    *cluster.view.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(view.clone());
+    retain_targets(cluster, &view);
+    cluster.peers.retain(|k| view.node(k).is_some());
+    tracing::info!(version, "node map applied");
+    if let Some((role @ (Role::Slave | Role::Master), State::Prepare, Some(p))) = after {
+        let was_building =
+            matches!(before, Some((r, State::Prepare, Some(q))) if r == role && q == p);
+        if !was_building {
+            tokio::spawn(reconstruct(shared.clone(), role, p));
+        }
+    }
+    Ok(())
+}
+
+/// After registration: a node whose record is already a slave or master in `prepare` (it was given the role while
+/// it was restarting) starts its reconstruction, as a role change from proxy would (cluster.md §4.1 step 4).
+pub fn after_registration<N: Net, S: Storage + 'static>(shared: &Arc<Shared<N, S>>) {
+    let view = shared.cluster.view();
+    if let Some(r) = view.me() {
+        if matches!(r.role, Role::Slave | Role::Master) && r.state == State::Prepare {
+            if let Some(p) = r.partition {
+                tokio::spawn(reconstruct(shared.clone(), r.role, p));
+            }
+        }
+    }
+}
+
+/// Sends one command to an index server and reads its reply of `kind` (a fresh connection per call; the index is
+/// asked rarely). Tries each configured index server in turn.
+pub async fn index_call<N: Net, S: Storage + 'static>(
+    shared: &Shared<N, S>,
+    lines: &[&str],
+    kind: ReplyKind,
+) -> io::Result<Vec<ReplyEvent>> {
+    let mut last = io::Error::other("no index server configured");
+    for (host, port) in &shared.cluster.settings.index_servers {
+        let attempt = tokio::time::timeout(shared.cluster.settings.proxy_timeout * 5, async {
+            let mut s = shared.net.connect(host, *port).await?;
+            let mut all = Vec::new();
+            for line in lines {
+                s.write_all(format!("{line}\r\n").as_bytes()).await?;
+                all.extend(read_reply(&mut s, shared.settings.limits, kind).await?);
+            }
+            Ok::<_, io::Error>(all)
+        })
+        .await;
+        match attempt {
+            Ok(Ok(events)) => return Ok(events),
+            Ok(Err(e)) => last = e,
+            Err(_) => {
+                last = io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("index server {host}:{port} did not answer"),
+                )
+            }
+        }
+    }
+    Err(last)
+}
+
+async fn read_reply<T: tokio::io::AsyncRead + Unpin>(
+    s: &mut T,
+    limits: Limits,
+    kind: ReplyKind,
+) -> io::Result<Vec<ReplyEvent>> {
+    let mut reader = ReplyReader::new(limits);
+    let mut buf = BytesMut::with_capacity(4096);
+    let mut out = Vec::new();
+    loop {
+        while let Some(e) = reader.next(&mut buf, kind).map_err(io::Error::other)? {
+            let last = matches!(e, ReplyEvent::End | ReplyEvent::Line(_));
+            out.push(e);
+            if last || kind == ReplyKind::Line {
+                return Ok(out);
+            }
+        }
+        if s.read_buf(&mut buf).await? == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "index server closed the connection",
+            ));
+        }
+    }
+}
+
+/// Registers with the index server at start-up (cluster.md §4.1): `node add`, then `meta`. Returns the partition
+/// parameters and the map the index answered with.
+pub async fn register<N: Net, S: Storage + 'static>(
+    shared: &Shared<N, S>,
+) -> io::Result<(PartitionParams, NodeMap)> {
+    let s = &shared.cluster.settings;
+    let add = format!("node add {} {}", s.server_name, s.server_port);
+    let events = index_call(shared, &[&add, "meta"], ReplyKind::Lines).await?;
+    let mut nodes = Vec::new();
+    let mut params = PartitionParams::default();
+    for e in &events {
+        match e {
+            ReplyEvent::Item(l) if l.starts_with(b"NODE ") => nodes.push(
+                parse_node_line(l)
+                    .ok_or_else(|| io::Error::other("malformed NODE line from the index"))?,
+            ),
+            ReplyEvent::Item(l) if l.starts_with(b"META ") => apply_meta(&mut params, l)?,
+            ReplyEvent::Line(l) => {
+                return Err(io::Error::other(format!(
+                    "index server refused registration: {}",
+                    String::from_utf8_lossy(l)
+                )))
+            }
+            _ => {}
+        }
+    }
+    let map = NodeMap::from_lines(0, &nodes)
+        .ok_or_else(|| io::Error::other("malformed node map from the index"))?;
+    Ok((params, map))
+}
+
+fn apply_meta(params: &mut PartitionParams, line: &[u8]) -> io::Result<()> {
+    let text = String::from_utf8_lossy(line);
+    let mut t = text.split_whitespace().skip(1);
+    let (Some(name), Some(value)) = (t.next(), t.next()) else {
+        return Ok(());
+    };
+    let num = || parse_u64(value.as_bytes()).and_then(|v| u32::try_from(v).ok());
+    match name {
+        "partition-size" => params.partition_size = num().unwrap_or(params.partition_size),
+        "partition-modular-hint" => params.hint = num().unwrap_or(params.hint),
+        "partition-modular-virtual" => params.virtual_slots = num().unwrap_or(params.virtual_slots),
+        "key-hash-algorithm" => {
+            params.hash = HashAlgorithm::parse(value).ok_or_else(|| {
+                io::Error::other(format!("unknown key-hash-algorithm {value} from the index"))
+            })?
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Builds the view of a freshly registered node.
+pub fn initial_view(
+    self_key: String,
+    params: PartitionParams,
+    map: NodeMap,
+) -> io::Result<ClusterView> {
+    let resolver = Arc::new(Resolver::new(params).map_err(io::Error::other)?);
+    ClusterView::from_map(map, self_key, resolver).map_err(io::Error::other)
+}
+
+/// Tells the index about this node (`node state <self> active|ready`, `node role <self> proxy 0 -1`,
+/// `shutdown <self>`); the answer must be `OK`.
+pub async fn tell_index<N: Net, S: Storage + 'static>(
+    shared: &Shared<N, S>,
+    command: &str,
+) -> io::Result<()> {
+    let s = &shared.cluster.settings;
+    let line = command.replace("<self>", &format!("{} {}", s.server_name, s.server_port));
+    match index_call(shared, &[&line], ReplyKind::Line).await?.first() {
+        Some(ReplyEvent::Line(l)) if &l[..] == b"OK" => Ok(()),
+        Some(ReplyEvent::Line(l)) => Err(io::Error::other(format!(
+            "index: {}",
+            String::from_utf8_lossy(l)
+        ))),
+        _ => Err(io::Error::other("index: no answer")),
+    }
+}
+
+/// Pulls this node's data for its new role (cluster.md §6.2, §6.3): a slave dumps its partition from the master; the
+/// master of a preparing partition dumps the keys moving to it from every active master. Reports `active` (slave) or
+/// `ready` (new master) to the index when done, or gives the role up (`proxy`) on failure.
+async fn reconstruct<N: Net, S: Storage + 'static>(
+    shared: Arc<Shared<N, S>>,
+    role: Role,
+    partition: u32,
+) {
+    let view = shared.cluster.view();
+    let count = view.partition_count();
+    let preparing = partition == count;
+    let s = &shared.cluster.settings;
+    let sources: Vec<(String, u32, u32, u64)> = match (role, preparing) {
+        (Role::Slave, false) => view.partitions().active[partition as usize]
+            .master
+            .iter()
+            .map(|m| (m.clone(), partition, count, s.reconstruction_bwlimit))
+            .collect(),
+        (Role::Slave, true) => view
+            .partitions()
+            .preparing
+            .iter()
+            .filter_map(|p| p.master.clone())
+            .map(|m| (m, partition, count + 1, s.reconstruction_bwlimit))
+            .collect(),
+        (_, _) => {
+            let per_source = if s.reconstruction_bwlimit == 0 {
+                0
+            } else {
+                (s.reconstruction_bwlimit / u64::from(count.max(1))).max(1)
+            };
+            view.partitions()
+                .active
+                .iter()
+                .filter_map(|p| p.master.clone())
+                .map(|m| (m, partition, count + 1, per_source))
+                .collect()
+        }
+    };
+    *shared
+        .cluster
+        .reconstruction
+        .lock()
+        .unwrap_or_else(|e| e.into_inner()) = Reconstruction {
+        running: true,
+        ..Default::default()
+    };
+    tracing::info!(
+        ?role,
+        partition,
+        sources = sources.len(),
+        "reconstruction started"
+    );
+    let mut ok = !sources.is_empty() || role == Role::Master;
+    for (source, p, n, bw) in sources {
+        if let Err(e) = pull_dump(&shared, &source, p, n, bw).await {
+            tracing::error!(source, error = %e, "reconstruction failed");
+            ok = false;
+            break;
+        }
+    }
+    shared
+        .cluster
+        .reconstruction
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .running = false;
+    let report = match (ok, role) {
+        (true, Role::Slave) => "node state <self> active",
+        (true, _) => "node state <self> ready",
+        (false, _) => "node role <self> proxy 0 -1",
+    };
+    if let Err(e) = tell_index(&shared, report).await {
+        tracing::error!(error = %e, report, "could not report the end of reconstruction");
+    } else {
+        tracing::info!(report, "reconstruction finished");
+    }
+}
+
+async fn pull_dump<N: Net, S: Storage + 'static>(
+    shared: &Arc<Shared<N, S>>,
+    source: &str,
+    p: u32,
+    n: u32,
+    bwlimit: u64,
+) -> io::Result<()> {
+    let (host, port) =
+        split_node(source).ok_or_else(|| io::Error::other(format!("bad node key {source}")))?;
+    let mut s = shared.net.connect(host, port).await?;
+    let wait = shared.cluster.settings.reconstruction_interval_us;
+    s.write_all(format!("dump {wait} {p} {n} {bwlimit}\r\n").as_bytes())
+        .await?;
+    let mut reader = ReplyReader::new(shared.settings.limits);
+    let mut buf = BytesMut::with_capacity(256 * 1024);
+    loop {
+        while let Some(event) = reader
+            .next(&mut buf, ReplyKind::Values)
+            .map_err(io::Error::other)?
+        {
+            match event {
+                ReplyEvent::Value(v) => {
+                    let item = Item {
+                        flags: v.flags,
+                        exptime: v.exptime.unwrap_or(0),
+                        version: v.version.unwrap_or(0),
+                        value: v.value,
+                        meta: 0,
+                    };
+                    shared
+                        .store
+                        .load_dump_item(&v.key, item, shared.now())
+                        .map_err(io::Error::other)?;
+                    shared
+                        .cluster
+                        .reconstruction
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .items += 1;
+                }
+                ReplyEvent::End => return Ok(()),
+                ReplyEvent::Line(l) => {
+                    return Err(io::Error::other(format!(
+                        "{source}: {}",
+                        String::from_utf8_lossy(&l)
+                    )))
+                }
+                _ => {}
+            }
+        }
+        if s.read_buf(&mut buf).await? == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("{source} closed the dump"),
+            ));
+        }
+    }
+}
