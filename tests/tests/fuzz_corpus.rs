@@ -112,3 +112,34 @@ fn item_corpus_round_trips() {
         }
     }
 }
+
+#[test]
+fn reply_corpus_reads_without_panics() {
+    use flare_core::protocol::reply::{ReplyKind, ReplyReader};
+    let limits = Limits::default();
+    let mut events = 0;
+    for (path, input) in corpus("reply") {
+        let Some((&sel, rest)) = input.split_first() else { continue };
+        let kind = [ReplyKind::Line, ReplyKind::Values, ReplyKind::Lines, ReplyKind::Meta][usize::from(sel & 3)];
+        let mut r = ReplyReader::new(limits);
+        let mut buf = BytesMut::from(rest);
+        while let Ok(Some(_)) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| r.next(&mut buf, kind)))
+            .unwrap_or_else(|_| panic!("{path}"))
+        {
+            events += 1;
+        }
+    }
+    assert!(events > 0, "the reply corpus gave no event");
+}
+
+#[test]
+fn config_corpus_parses_without_panics() {
+    let mut parsed = 0;
+    for (path, input) in corpus("config") {
+        let text = String::from_utf8_lossy(&input);
+        let ok = std::panic::catch_unwind(|| flare_core::config::parse_file(&text, "fuzz").is_ok())
+            .unwrap_or_else(|_| panic!("{path}"));
+        parsed += usize::from(ok);
+    }
+    assert!(parsed > 0, "no config corpus entry parsed");
+}
