@@ -57,20 +57,41 @@ pub struct Flared {
     pub data_dir: tempfile::TempDir,
     /// Extra command-line arguments, reused on restart.
     pub args: Vec<String>,
+    /// `flared` or `flarei`.
+    pub binary: &'static str,
 }
 
 impl Flared {
     /// Starts a standalone node with extra `--key=value` arguments and waits until it accepts connections.
     pub fn start(args: &[&str]) -> Flared {
+        Self::start_binary("flared", free_port(), args)
+    }
+
+    /// Starts an index server (`flarei`) with extra arguments.
+    pub fn index(args: &[&str]) -> Flared {
+        Self::start_binary("flarei", free_port(), args)
+    }
+
+    /// Starts a node registered with the index server on `index_port`.
+    pub fn node_of(index_port: u16, args: &[&str]) -> Flared {
+        let index = format!("--index-servers=127.0.0.1:{index_port}");
+        let mut all = vec![index.as_str()];
+        all.extend_from_slice(args);
+        Self::start_binary("flared", free_port(), &all)
+    }
+
+    /// Starts `binary` on `port` with extra arguments and waits until it accepts connections.
+    pub fn start_binary(binary: &'static str, port: u16, args: &[&str]) -> Flared {
         let data_dir = tempfile::Builder::new()
-            .prefix("flared-test-")
+            .prefix(&format!("{binary}-test-"))
             .tempdir()
             .expect("temp dir");
         let mut node = Flared {
             child: None,
-            port: free_port(),
+            port,
             data_dir,
             args: args.iter().map(|s| s.to_string()).collect(),
+            binary,
         };
         node.spawn();
         node
@@ -79,8 +100,12 @@ impl Flared {
     /// (Re)starts the process on the same port and data directory.
     pub fn spawn(&mut self) {
         assert!(self.child.is_none(), "already running");
-        let log = std::fs::File::create(self.data_dir.path().join("flared.log")).expect("log file");
-        let child = Command::new(binary("flared"))
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data_dir.path().join(format!("{}.log", self.binary)))
+            .expect("log file");
+        let child = Command::new(binary(self.binary))
             .arg(format!("--data-dir={}", self.data_dir.path().display()))
             .arg(format!("--server-port={}", self.port))
             .arg("--server-name=127.0.0.1")
@@ -93,7 +118,7 @@ impl Flared {
             .expect("spawn flared");
         self.child = Some(child);
         wait_for_port(self.port, Duration::from_secs(20))
-            .unwrap_or_else(|e| panic!("flared did not start: {e}\n{}", self.log()));
+            .unwrap_or_else(|e| panic!("{} did not start: {e}\n{}", self.binary, self.log()));
     }
 
     /// `127.0.0.1:<port>`.
@@ -139,7 +164,7 @@ impl Flared {
 
     /// The process's log so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.data_dir.path().join("flared.log")).unwrap_or_default()
+        std::fs::read_to_string(self.data_dir.path().join(format!("{}.log", self.binary))).unwrap_or_default()
     }
 
     /// True while the process runs.
@@ -266,6 +291,28 @@ impl Client {
         }
     }
 
+    /// Sends a command and returns the lines before `END` (or the error line alone).
+    pub fn lines(&mut self, line: &str) -> Vec<String> {
+        self.send(format!("{line}\r\n").as_bytes());
+        let mut out = Vec::new();
+        loop {
+            let l = self.line();
+            if l == "END" {
+                return out;
+            }
+            let error = l.starts_with("ERROR") || l.starts_with("CLIENT_ERROR") || l.starts_with("SERVER_ERROR");
+            out.push(l);
+            if error {
+                return out;
+            }
+        }
+    }
+
+    /// `stats nodes` as `key:field` → value.
+    pub fn stats_nodes(&mut self) -> std::collections::BTreeMap<String, String> {
+        self.stats("nodes").into_iter().collect()
+    }
+
     /// One `stats` field.
     pub fn stat(&mut self, name: &str) -> String {
         self.stats("")
@@ -279,4 +326,16 @@ impl Client {
     pub fn stream(&mut self) -> &mut TcpStream {
         self.reader.get_mut()
     }
+}
+
+/// Polls `f` every 20 ms until it returns true or `limit` passes; returns whether it did.
+pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    f()
 }
