@@ -1,1 +1,3 @@
-//! Deterministic simulation of Flare clusters (comes with the cluster work).
+//! The Flare cluster driven by the turmoil network simulator: the production index and node drivers run in simulated
+//! hosts on a simulated network and clock, with injected faults, and checkers that fail with the seed to replay.
+pub mod net;
