@@ -17,6 +17,7 @@ pub mod config;
 pub mod conformance;
 pub mod dump;
 pub mod exec;
+pub mod index;
 pub mod item;
 pub mod keys;
 pub mod node_map;
