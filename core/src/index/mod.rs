@@ -1285,3 +1285,200 @@ mod tests {
         let _ = NONE;
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::testkit::params;
+    use super::*;
+    use crate::protocol::admin::{parse_line, AdminCommand};
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Cmd(String),
+        Tick,
+        Answer {
+            pick: usize,
+            ok: bool,
+            position: Option<u64>,
+        },
+        Restart,
+    }
+
+    fn command() -> impl Strategy<Value = String> {
+        let node = 0..5u8;
+        let balance = prop_oneof![1 => Just(-1i64), 2 => Just(0), 6 => 1..3i64];
+        let partition = prop_oneof![1 => Just(-1i64), 8 => 0..3i64];
+        prop_oneof![
+            1 => node.clone().prop_map(|n| format!("node add n{n} 1")),
+            6 => (node.clone(), prop::sample::select(vec!["master", "slave", "proxy"]), balance, partition)
+                .prop_map(|(n, r, b, p)| format!("node role n{n} 1 {r} {b} {p}")),
+            4 => (node.clone(), prop::sample::select(vec!["active", "prepare", "down", "ready"]))
+                .prop_map(|(n, s)| format!("node state n{n} 1 {s}")),
+            1 => node.clone().prop_map(|n| format!("node remove n{n} 1")),
+            1 => node.prop_map(|n| format!("shutdown n{n} 1")),
+        ]
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            12 => command().prop_map(Op::Cmd),
+            3 => Just(Op::Tick),
+            4 => (any::<usize>(), prop::bool::weighted(0.8), prop::option::of(0..4u64))
+                .prop_map(|(pick, ok, position)| Op::Answer { pick, ok, position }),
+            1 => Just(Op::Restart),
+        ]
+    }
+
+    struct Driver {
+        params: IndexParams,
+        index: Index,
+        now: Instant,
+        conn: ConnId,
+        in_flight: Vec<Action>,
+        persisted: Option<Snapshot>,
+        /// The `NODE` lines of every persisted version.
+        persisted_lines: BTreeMap<u64, Vec<NodeLine>>,
+    }
+
+    impl Driver {
+        /// Drains the actions; returns how many snapshots were persisted.
+        fn drain(&mut self) -> Result<u64, TestCaseError> {
+            let mut persists = 0;
+            while let Some(a) = self.index.poll_action() {
+                match &a {
+                    Action::Persist(s) => {
+                        persists += 1;
+                        let back = Snapshot::decode(&s.encode());
+                        prop_assert_eq!(back.as_ref(), Ok(s));
+                        self.persisted_lines
+                            .insert(s.version, s.node_map().to_lines());
+                        self.persisted = Some(s.clone());
+                    }
+                    Action::Push { version, lines, .. } => {
+                        prop_assert_eq!(
+                            self.persisted_lines.get(version),
+                            Some(lines),
+                            "push of an unpersisted map"
+                        );
+                        self.in_flight.push(a.clone());
+                    }
+                    Action::Probe { .. } => self.in_flight.push(a.clone()),
+                    Action::Close(_) => {}
+                }
+            }
+            Ok(persists)
+        }
+
+        fn step(&mut self, op: &Op) -> Result<(), TestCaseError> {
+            let before = self.index.node_map().version;
+            match op {
+                Op::Cmd(line) => {
+                    let Ok(AdminCommand::Index(c)) = parse_line(line.as_bytes()) else {
+                        return Err(TestCaseError::fail(format!("generated a bad line {line}")));
+                    };
+                    let out = self.index.handle_command(self.now, self.conn, c);
+                    prop_assert!(!out.close);
+                }
+                Op::Tick => {
+                    if let Some(t) = self.index.poll_timeout() {
+                        self.now = self.now.max(t);
+                    }
+                    self.index.handle_timeout(self.now);
+                }
+                Op::Answer { pick, ok, position } => {
+                    if self.in_flight.is_empty() {
+                        return Ok(());
+                    }
+                    self.now += Duration::from_millis(10);
+                    let a = self.in_flight.remove(pick % self.in_flight.len());
+                    match a {
+                        Action::Probe { node, .. } => self.index.handle_probe_result(
+                            self.now,
+                            &node,
+                            ProbeResult {
+                                ok: *ok,
+                                replication_position: *position,
+                            },
+                        ),
+                        Action::Push { node, version, .. } => {
+                            self.index.handle_push_result(self.now, &node, version, *ok)
+                        }
+                        _ => {}
+                    }
+                }
+                Op::Restart => {
+                    let Some(s) = self.persisted.clone() else {
+                        return Ok(());
+                    };
+                    self.index = Index::new(self.params.clone(), Some(s.clone()), self.now)
+                        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                    self.conn = self.index.open_connection();
+                    self.in_flight.clear();
+                    prop_assert_eq!(self.index.snapshot(), s);
+                    self.drain()?;
+                    return Ok(());
+                }
+            }
+            let persists = self.drain()?;
+            let map = self.index.node_map();
+            prop_assert!(
+                map.version - before <= 1,
+                "one step, at most one map change"
+            );
+            prop_assert_eq!(
+                map.version - before,
+                persists,
+                "every change persisted once"
+            );
+            prop_assert!(map.partitions().is_ok());
+            prop_assert_eq!(
+                transitions::validate_map(map, self.index.snapshot().next_thread_type),
+                Ok(())
+            );
+            if persists > 0 {
+                prop_assert_eq!(
+                    self.persisted.as_ref().map(|s| s.version),
+                    Some(map.version)
+                );
+            }
+            prop_assert_eq!(self.index.monitor_threads(self.now).len(), map.nodes.len());
+            Ok(())
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Random commands, probe and push results, timeouts and restarts never produce an inconsistent map, and the
+        /// version moves by exactly one per accepted map change, each persisted before it is pushed.
+        #[test]
+        fn random_sequences_keep_the_map_consistent(
+            ops in prop::collection::vec(op(), 1..120),
+            auto_activate in any::<bool>(),
+        ) {
+            let now = Instant::now();
+            let params = IndexParams { auto_activate, ..params() };
+            let mut index = Index::new(params.clone(), None, now).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let conn = index.open_connection();
+            let mut d = Driver {
+                params,
+                index,
+                now,
+                conn,
+                in_flight: Vec::new(),
+                persisted: None,
+                persisted_lines: BTreeMap::new(),
+            };
+            // Five nodes, and partition 0 with an active slave, so sequences start from a cluster worth breaking.
+            let setup = (0..5)
+                .map(|n| format!("node add n{n} 1"))
+                .chain(["node role n0 1 master 1 0", "node role n1 1 slave 1 0", "node state n1 1 active"].map(String::from))
+                .map(Op::Cmd);
+            for op in setup.chain(ops) {
+                d.step(&op)?;
+            }
+        }
+    }
+}

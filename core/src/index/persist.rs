@@ -28,7 +28,7 @@ use std::fmt::Write as _;
 
 use crate::keys::{HashAlgorithm, PartitionParams};
 use crate::node_map::{NodeMap, NodeRecord, Role, State};
-use crate::protocol::text::{parse_i64, parse_u64, Tokens};
+use crate::protocol::text::parse_u64;
 
 use super::transitions::{check_name, validate_map};
 
@@ -200,10 +200,13 @@ fn check_magic(line: &[u8]) -> Result<(), SnapshotError> {
 
 fn parse_header(line: &[u8]) -> Result<(u64, u32), SnapshotError> {
     let mut t = line.split(|&c| c == b' ');
-    let len = t.next().and_then(parse_u64).ok_or(SnapshotError::Header)?;
+    let len = t
+        .next()
+        .and_then(canonical_u64)
+        .ok_or(SnapshotError::Header)?;
     let crc = t
         .next()
-        .filter(|h| h.len() == 8)
+        .filter(|h| h.len() == 8 && h.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')))
         .and_then(|h| std::str::from_utf8(h).ok())
         .and_then(|h| u32::from_str_radix(h, 16).ok())
         .ok_or(SnapshotError::Header)?;
@@ -211,6 +214,19 @@ fn parse_header(line: &[u8]) -> Result<(u64, u32), SnapshotError> {
         return Err(SnapshotError::Header);
     }
     Ok((len, crc))
+}
+
+/// A decimal number as [`Snapshot::encode`] writes it: digits, no leading zero (so every accepted input is
+/// exactly what encoding its snapshot gives).
+fn canonical_u64(t: &[u8]) -> Option<u64> {
+    if t.len() > 1 && t[0] == b'0' {
+        return None;
+    }
+    parse_u64(t)
+}
+
+fn canonical_u32(t: &str) -> Option<u32> {
+    u32::try_from(canonical_u64(t.as_bytes())?).ok()
 }
 
 /// The fixed fields, in the order [`Snapshot::encode`] writes them.
@@ -278,7 +294,7 @@ fn fixed_fields(fields: &BTreeMap<&'static str, (usize, &str)>) -> Result<Snapsh
     let get = |name: &str| fields.get(name).copied().unwrap_or((0, ""));
     let num = |name: &str| {
         let (line, v) = get(name);
-        parse_u64(v.as_bytes()).ok_or(SnapshotError::Line {
+        canonical_u64(v.as_bytes()).ok_or(SnapshotError::Line {
             line,
             why: "not a number",
         })
@@ -317,31 +333,25 @@ fn fixed_fields(fields: &BTreeMap<&'static str, (usize, &str)>) -> Result<Snapsh
 
 /// `node <name> <port> <role> <state> <partition|-1> <balance> <thread_type>`, single spaces.
 fn parse_node(line: &str) -> Option<NodeRecord> {
-    let mut t = Tokens::new(line.as_bytes());
-    if t.next()? != b"node" || line.contains("  ") || line.ends_with(' ') {
+    let f: Vec<&str> = line.split(' ').collect();
+    let [b"node", name, port, role, state, partition, balance, thread_type] =
+        f.iter().map(|s| s.as_bytes()).collect::<Vec<_>>()[..]
+    else {
         return None;
-    }
-    let name = std::str::from_utf8(t.next()?).ok()?.to_owned();
-    let port = u16::try_from(parse_u64(t.next()?)?).ok()?;
-    let role = Role::parse(std::str::from_utf8(t.next()?).ok()?)?;
-    let state = State::parse(std::str::from_utf8(t.next()?).ok()?)?;
-    let partition = match parse_i64(t.next()?)? {
-        -1 => None,
-        p => Some(u32::try_from(p).ok()?),
     };
-    let balance = u32::try_from(parse_u64(t.next()?)?).ok()?;
-    let thread_type = u32::try_from(parse_u64(t.next()?)?).ok()?;
-    if t.next().is_some() {
-        return None;
-    }
+    let text = |b: &[u8]| std::str::from_utf8(b).ok().map(str::to_owned);
+    let partition = match partition {
+        b"-1" => None,
+        p => Some(canonical_u32(std::str::from_utf8(p).ok()?)?),
+    };
     Some(NodeRecord {
-        name,
-        port,
-        role,
-        state,
+        name: text(name)?,
+        port: u16::try_from(canonical_u64(port)?).ok()?,
+        role: Role::parse(&text(role)?)?,
+        state: State::parse(&text(state)?)?,
         partition,
-        balance,
-        thread_type,
+        balance: canonical_u32(&text(balance)?)?,
+        thread_type: canonical_u32(&text(thread_type)?)?,
     })
 }
 
@@ -463,10 +473,37 @@ mod tests {
             ),
             (body.replace("active 0 1 16", "active 1 1 16"), "no master"),
             (body.replace("10.0.0.3", "10.0.0.0"), "out of order"),
+            (body.replace("version 12", "version 012"), "not a number"),
+            (body.replace("0 1 16", "00 1 16"), "bad node line"),
+            (
+                body.replace("node 10.0.0.1", "node  10.0.0.1"),
+                "bad node line",
+            ),
+            (body.replace("-1 0 18", "-0 0 18"), "bad node line"),
         ];
         for (b, want) in cases {
             let err = Snapshot::decode(&with_body(&b)).unwrap_err().to_string();
             assert!(err.contains(want), "{err:?} should mention {want:?}");
+        }
+    }
+
+    #[test]
+    fn only_the_canonical_header_is_accepted() {
+        let good = sample().encode();
+        let text = String::from_utf8(good.clone()).unwrap();
+        let header = text.lines().nth(1).unwrap();
+        for bad in [
+            header.to_uppercase(),
+            format!("0{header}"),
+            format!("{header} "),
+            header.replace(' ', "  "),
+        ] {
+            let b = text.replacen(header, &bad, 1);
+            assert_eq!(
+                Snapshot::decode(b.as_bytes()),
+                Err(SnapshotError::Header),
+                "{bad:?}"
+            );
         }
     }
 
