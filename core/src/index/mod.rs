@@ -192,7 +192,7 @@ pub struct CommandOutcome {
 }
 
 impl CommandOutcome {
-    fn reply(reply: Reply) -> Self {
+    fn answer(reply: Reply) -> Self {
         CommandOutcome {
             reply,
             close: false,
@@ -200,7 +200,7 @@ impl CommandOutcome {
     }
 
     fn refused(r: Refusal) -> Self {
-        Self::reply(Reply::Error(ErrorReply::Server(r.to_string().into())))
+        Self::answer(Reply::Error(ErrorReply::Server(r.to_string().into())))
     }
 }
 
@@ -318,12 +318,12 @@ impl Index {
         cmd: IndexCommand,
     ) -> CommandOutcome {
         if cmd.changes_map() && !self.authenticated(conn) {
-            return CommandOutcome::reply(Reply::Error(ErrorReply::Client(
+            return CommandOutcome::answer(Reply::Error(ErrorReply::Client(
                 "authentication required".into(),
             )));
         }
         let ok = |r: Result<(), Refusal>| match r {
-            Ok(()) => CommandOutcome::reply(Reply::Ok),
+            Ok(()) => CommandOutcome::answer(Reply::Ok),
             Err(e) => CommandOutcome::refused(e),
         };
         match cmd {
@@ -364,13 +364,13 @@ impl Index {
             IndexCommand::Shutdown(node) => ok(self.shutdown(now, &node)),
             IndexCommand::Auth(secret) => self.auth(conn, &secret),
             IndexCommand::Meta => {
-                CommandOutcome::reply(Reply::Lines(meta_lines(&self.params.partition)))
+                CommandOutcome::answer(Reply::Lines(meta_lines(&self.params.partition)))
             }
-            IndexCommand::Ping => CommandOutcome::reply(Reply::Ok),
-            IndexCommand::Stats(group) => CommandOutcome::reply(self.stats(group)),
+            IndexCommand::Ping => CommandOutcome::answer(Reply::Ok),
+            IndexCommand::Stats(group) => CommandOutcome::answer(self.stats(group)),
             IndexCommand::Kill(id) => self.kill(conn, id),
             IndexCommand::Verbosity { noreply } => {
-                CommandOutcome::reply(if noreply { Reply::Nothing } else { Reply::Ok })
+                CommandOutcome::answer(if noreply { Reply::Nothing } else { Reply::Ok })
             }
             IndexCommand::Quit => CommandOutcome {
                 reply: Reply::Nothing,
@@ -546,7 +546,7 @@ impl Index {
         if known {
             self.restarted(now, &key);
         }
-        CommandOutcome::reply(Reply::Lines(self.cluster.map.node_lines()))
+        CommandOutcome::answer(Reply::Lines(self.cluster.map.node_lines()))
     }
 
     /// A known node registered again: it is alive, has the map from the reply, and is no longer shutting down.
@@ -588,9 +588,9 @@ impl Index {
         let good = secret.is_empty() || constant_time_eq(given.expose(), secret);
         self.conns.entry(conn).or_default().authenticated = good;
         if good {
-            CommandOutcome::reply(Reply::Ok)
+            CommandOutcome::answer(Reply::Ok)
         } else {
-            CommandOutcome::reply(Reply::Error(ErrorReply::Client(
+            CommandOutcome::answer(Reply::Error(ErrorReply::Client(
                 "authentication failed".into(),
             )))
         }
@@ -610,7 +610,7 @@ impl Index {
         }
         if self.conns.contains_key(&target) {
             self.actions.push_back(Action::Close(target));
-            return CommandOutcome::reply(Reply::Ok);
+            return CommandOutcome::answer(Reply::Ok);
         }
         if let Some(key) = self
             .monitors
@@ -620,9 +620,9 @@ impl Index {
         {
             let msg =
                 format!("thread {id} is the monitor of node {key}; node monitors cannot be killed");
-            return CommandOutcome::reply(Reply::Error(ErrorReply::Server(msg.into())));
+            return CommandOutcome::answer(Reply::Error(ErrorReply::Server(msg.into())));
         }
-        CommandOutcome::reply(Reply::Error(ErrorReply::Client("thread not found".into())))
+        CommandOutcome::answer(Reply::Error(ErrorReply::Client("thread not found".into())))
     }
 
     fn stats(&self, group: StatsGroup) -> Reply {
@@ -645,6 +645,12 @@ impl Index {
         let Step::Changed { cluster, prior } = step else {
             return Ok(());
         };
+        // A change to what is already there (a retried `node role ... master B P`) is not a new version.
+        if cluster.map.nodes == self.cluster.map.nodes
+            && cluster.next_thread_type == self.cluster.next_thread_type
+        {
+            return Ok(());
+        }
         transitions::validate_map(&cluster.map, cluster.next_thread_type)
             .map_err(Refusal::Inconsistent)?;
         let version = self.cluster.map.version.saturating_add(1);
@@ -680,10 +686,10 @@ impl Index {
         let threshold = self.params.monitor_threshold;
         let nodes = &self.cluster.map.nodes;
         for (key, m) in &mut self.monitors {
-            m.follow(
-                nodes.get(key).is_some_and(|n| n.state == State::Down),
-                threshold,
-            );
+            let down = nodes.get(key).is_some_and(|n| n.state == State::Down);
+            m.follow(down, threshold);
+            // An admin brought a stopping node back (`node state X active`): it is not stopping any more.
+            m.shutting_down &= down;
         }
     }
 
@@ -1126,6 +1132,36 @@ mod tests {
             h.cmd("shutdown a 12121"),
             "OK\r\n",
             "already down: nothing to do"
+        );
+    }
+
+    #[test]
+    fn a_repeated_change_is_not_a_new_version() {
+        // flare-tools retries `node role ... master B P` when a reply is lost.
+        let mut h = Harness::new();
+        h.add(&["a", "b"]);
+        assert_eq!(h.cmd("node role a 12121 master 1 0"), "OK\r\n");
+        let v = h.version();
+        h.take();
+        assert_eq!(h.cmd("node role a 12121 master 1 0"), "OK\r\n");
+        assert_eq!((h.version(), h.take()), (v, vec![]));
+    }
+
+    #[test]
+    fn an_admin_can_bring_a_stopping_node_back() {
+        let mut h = Harness::new();
+        h.add(&["a", "b"]);
+        h.cmd("shutdown a 12121");
+        h.answer_all(&BTreeSet::new());
+        h.take();
+        h.cmd("node state a 12121 active");
+        assert_eq!(
+            h.take(),
+            [
+                Seen::Persist(4),
+                Seen::Push(key("a"), 4),
+                Seen::Push(key("b"), 4)
+            ]
         );
     }
 
