@@ -36,7 +36,11 @@ fn parse(input: &[u8], chunk: usize) -> Vec<AdminParsed> {
                 return out;
             }
         }
-        assert!(buf.len() <= LINE_MAX + 1, "buffered {} bytes of an incomplete line", buf.len());
+        assert!(
+            buf.len() <= LINE_MAX + 1,
+            "buffered {} bytes of an incomplete line",
+            buf.len()
+        );
     }
     out
 }
@@ -116,7 +120,14 @@ impl Run {
             match self.in_flight.remove(pick) {
                 Action::Probe { node, .. } => {
                     let position = Some(u64::from(self.bit() & 3));
-                    self.index.handle_probe_result(self.now, &node, ProbeResult { ok, replication_position: position })
+                    self.index.handle_probe_result(
+                        self.now,
+                        &node,
+                        ProbeResult {
+                            ok,
+                            replication_position: position,
+                        },
+                    )
                 }
                 Action::Push { node, version, .. } => self.index.handle_push_result(self.now, &node, version, ok),
                 _ => {}
@@ -129,16 +140,29 @@ impl Run {
 fn run_index(parsed: &[AdminParsed], bits: &[u8]) {
     let params = IndexParams {
         monitor_interval: Duration::from_secs(1),
-        partition: PartitionParams { partition_size: 8, virtual_slots: 64, hint: 1, hash: HashAlgorithm::Simple },
+        partition: PartitionParams {
+            partition_size: 8,
+            virtual_slots: 64,
+            hint: 1,
+            hash: HashAlgorithm::Simple,
+        },
         nodes_max: 16,
         ..IndexParams::default()
     };
     let now = Instant::now();
     let index = Index::new(params, None, now).expect("valid params");
-    let mut run = Run { index, now, in_flight: Vec::new(), persisted: BTreeMap::new(), bits: bits.to_vec() };
+    let mut run = Run {
+        index,
+        now,
+        in_flight: Vec::new(),
+        persisted: BTreeMap::new(),
+        bits: bits.to_vec(),
+    };
     let conn = run.index.open_connection();
     for p in parsed {
-        let AdminParsed::Command(AdminCommand::Index(c)) = p else { continue };
+        let AdminParsed::Command(AdminCommand::Index(c)) = p else {
+            continue;
+        };
         let before = run.index.node_map().version;
         let out = run.index.handle_command(run.now, conn, c.clone());
         let mut bytes = BytesMut::new();
@@ -153,7 +177,9 @@ fn run_index(parsed: &[AdminParsed], bits: &[u8]) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&sel, input)) = data.split_first() else { return };
+    let Some((&sel, input)) = data.split_first() else {
+        return;
+    };
     if sel & 1 == 1 {
         if let Ok(s) = Snapshot::decode(input) {
             assert_eq!(s.encode(), input, "decode/encode must round-trip");

@@ -23,11 +23,13 @@ impl Index {
             exclude: Some(key.clone()),
             force: None,
         };
-        let known =
-            match registered.and_then(|(step, known)| Ok((self.commit(now, step, plan)?, known))) {
-                Ok(((), known)) => known,
+        let known = match registered {
+            Ok((step, known)) => match self.commit(now, step, plan) {
+                Ok(()) => known,
                 Err(e) => return CommandOutcome::refused(e),
-            };
+            },
+            Err(e) => return CommandOutcome::refused(e),
+        };
         if known {
             self.restarted(now, &key);
         }
@@ -63,15 +65,24 @@ impl Index {
         let step = transitions::mark_down(&self.cluster, &key, &positions);
         let plan = PushPlan {
             exclude: None,
-            force: active_master.then_some(key),
+            force: active_master.then_some(key.clone()),
         };
-        self.commit(now, step, plan)
+        let done = self.commit(now, step, plan);
+        if done.is_err() {
+            if let Some(m) = self.monitors.get_mut(&key) {
+                m.shutting_down = false;
+            }
+        }
+        done
     }
 
     pub(super) fn auth(&mut self, conn: ConnId, given: &Secret) -> CommandOutcome {
         let secret = self.params.secret.expose();
         let good = secret.is_empty() || constant_time_eq(given.expose(), secret);
-        self.conns.entry(conn).or_default().authenticated = good;
+        // A connection id that did not come from `open_connection` is never authenticated.
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.authenticated = good;
+        }
         if good {
             CommandOutcome::answer(Reply::Ok)
         } else {
