@@ -9,7 +9,7 @@
 //! - `commands`: the admin commands that are not plain transitions (registration, shutdown, auth, kill, stats);
 //! - [`transitions`]: the map transitions as pure functions (the §6.1 table, node down/up, registration);
 //! - [`refusal`]: what a refused command's `SERVER_ERROR` says;
-//! - [`monitor`]: one node's monitor (failure counter, one operation in flight, probe timer, coalesced push);
+//! - `monitor`: one node's monitor (failure counter, one operation in flight, probe timer, coalesced push);
 //! - `push`: push scheduling with prior nodes (§4.2);
 //! - [`persist`]: the [`Snapshot`] format;
 //! - [`stats`](mod@stats): `meta` and `stats threads` replies.
@@ -32,7 +32,7 @@ use crate::protocol::admin::IndexCommand;
 use crate::protocol::{ErrorReply, NodeLine, Reply};
 
 mod commands;
-pub mod monitor;
+mod monitor;
 pub mod persist;
 mod push;
 pub mod refusal;
