@@ -11,6 +11,9 @@
 //! - [`store`]: memcached/Flare command semantics (versions, expiry, append, incr, cas, delete hold) over a storage.
 //! - [`config`]: Flare-style `key = value` config files and the option schema of `flared` and `flarei`.
 //! - [`keys`]: key → partition, bit-exact with Flare's modular resolver and hash functions.
+//! - [`node_map`]: node records, roles, states and the partition tables derived from them.
+//! - [`index`]: the index server (`flarei`) as a state machine: registration, role/state changes, monitoring,
+//!   failover, node-map pushes and persistence; its command lines are parsed by [`protocol::admin`].
 #![warn(missing_docs)]
 
 pub mod cluster;
@@ -18,6 +21,7 @@ pub mod config;
 pub mod conformance;
 pub mod dump;
 pub mod exec;
+pub mod index;
 pub mod item;
 pub mod keys;
 pub mod node_map;

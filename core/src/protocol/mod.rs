@@ -19,6 +19,7 @@ use std::borrow::Cow;
 
 use bytes::{Buf, Bytes, BytesMut};
 
+pub mod admin;
 pub mod binary;
 pub mod meta;
 pub mod reply;
