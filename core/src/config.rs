@@ -1271,7 +1271,7 @@ impl NodeConfig {
             .map(IndexServer::to_string)
             .collect::<Vec<_>>()
             .join(",");
-        vec![
+        let mut pairs = vec![
             ("data-dir", self.data_dir.clone()),
             ("daemonize", self.daemonize.to_string()),
             ("log-facility", self.log_facility.to_string()),
@@ -1408,7 +1408,10 @@ impl NodeConfig {
             ),
             ("metrics-port", self.metrics_port.to_string()),
             ("metrics-address", self.metrics_address.to_string()),
-        ]
+        ];
+        // A standalone node has no index server: leave the option out rather than give it an empty value.
+        pairs.retain(|(name, value)| !(*name == "index-servers" && value.is_empty()));
+        pairs
     }
 }
 
