@@ -3,6 +3,7 @@
 //! logging).
 pub mod cli;
 pub mod daemon;
+pub mod index;
 pub mod net;
 pub mod node;
 pub mod rocks;

@@ -1,0 +1,612 @@
+//! The `flarei` driver: runs the core [`Index`] state machine in one task, serves admin connections, and performs the
+//! index's actions: persisting snapshots, pinging nodes, pushing the node map (cluster.md §3–§5, §11).
+//!
+//! Generic over [`Net`] (tokio in production, turmoil in the simulation) and over where snapshots live
+//! ([`SnapshotStore`]: a file written atomically in production, memory that survives a simulated crash in the
+//! simulation).
+//!
+//! The state machine task owns the `Index`; connections send it their commands and wait for the answer, probe and
+//! push tasks report their results to it. After every input it drains the actions in order: a `Persist` is written
+//! (and fsynced) before anything after it and before the command's reply is released, so no reply or push ever shows
+//! an unpersisted node-map version.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use flare_core::index::{
+    threads_reply, Action, ConnId, Index, IndexParams, ProbeResult, Snapshot, ThreadRow,
+};
+use flare_core::protocol::admin::{
+    AdminCommand, AdminParsed, AdminParser, IndexCommand, ServerQuery,
+};
+use flare_core::protocol::reply::{ReplyEvent, ReplyKind, ReplyReader};
+use flare_core::protocol::response::encode_text;
+use flare_core::protocol::{Limits, Reply, StatsGroup};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+use crate::net::{Listener, Net};
+use crate::node::peers::split_node;
+use crate::node::stats::rusage;
+
+/// Where the index keeps its snapshot.
+pub trait SnapshotStore: Send + Sync + 'static {
+    /// The last snapshot saved, if any.
+    fn load(&self) -> io::Result<Option<Vec<u8>>>;
+    /// Replaces the snapshot durably (all or nothing).
+    fn save(&self, bytes: &[u8]) -> io::Result<()>;
+}
+
+/// A snapshot file in the data directory, replaced atomically: written to `<file>.tmp`, fsynced, renamed, and the
+/// directory fsynced (decisions.md #4).
+#[derive(Debug)]
+pub struct FileSnapshots {
+    path: PathBuf,
+}
+
+impl FileSnapshots {
+    /// The snapshot file `<data_dir>/flare-index.snapshot`.
+    pub fn new(data_dir: &std::path::Path) -> Self {
+        FileSnapshots {
+            path: data_dir.join("flare-index.snapshot"),
+        }
+    }
+}
+
+impl SnapshotStore for FileSnapshots {
+    fn load(&self) -> io::Result<Option<Vec<u8>>> {
+        match std::fs::read(&self.path) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn save(&self, bytes: &[u8]) -> io::Result<()> {
+        use std::io::Write;
+        let tmp = self.path.with_extension("snapshot.tmp");
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &self.path)?;
+        if let Some(dir) = self.path.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+}
+
+/// Snapshots in memory (tests and the simulation; share one between restarts of a simulated host).
+#[derive(Debug, Default)]
+pub struct MemorySnapshots(Mutex<Option<Vec<u8>>>);
+
+impl SnapshotStore for MemorySnapshots {
+    fn load(&self) -> io::Result<Option<Vec<u8>>> {
+        Ok(self.0.lock().unwrap_or_else(|e| e.into_inner()).clone())
+    }
+    fn save(&self, bytes: &[u8]) -> io::Result<()> {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(bytes.to_vec());
+        Ok(())
+    }
+}
+
+impl<T: SnapshotStore> SnapshotStore for Arc<T> {
+    fn load(&self) -> io::Result<Option<Vec<u8>>> {
+        (**self).load()
+    }
+    fn save(&self, bytes: &[u8]) -> io::Result<()> {
+        (**self).save(bytes)
+    }
+}
+
+/// Settings of the index driver (from `flarei`'s configuration).
+#[derive(Clone, Debug)]
+pub struct IndexSettings {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// `max-connection`.
+    pub max_connection: usize,
+    /// `net-read-timeout` (0 = never).
+    pub net_read_timeout: Duration,
+    /// The text after `VERSION `.
+    pub version_string: String,
+    /// `show variables` lines.
+    pub show_variables: Vec<String>,
+    /// `stats settings` pairs.
+    pub settings: Vec<(String, String)>,
+    /// Longest command line.
+    pub line_max: usize,
+}
+
+/// An input of the state machine task.
+enum Input {
+    Command {
+        conn: ConnId,
+        command: IndexCommand,
+        reply: oneshot::Sender<(Reply, bool)>,
+    },
+    Threads {
+        group: StatsGroup,
+        rows: Vec<ThreadRow>,
+        reply: oneshot::Sender<Reply>,
+    },
+    Probe {
+        node: String,
+        result: ProbeResult,
+    },
+    Push {
+        node: String,
+        version: u64,
+        ok: bool,
+    },
+    Open(oneshot::Sender<ConnId>),
+    Closed(ConnId),
+}
+
+/// A bound index server.
+pub struct IndexServer<N: Net, P: SnapshotStore> {
+    net: N,
+    listener: N::Listener,
+    settings: IndexSettings,
+    index: Index,
+    snapshots: P,
+}
+
+/// What every connection task shares.
+struct Ctx {
+    inputs: mpsc::UnboundedSender<Input>,
+    settings: IndexSettings,
+    started: Instant,
+    map_version: AtomicU64,
+    connections: AtomicUsize,
+    total_connections: AtomicU64,
+    kills: Mutex<std::collections::HashMap<u64, watch::Sender<bool>>>,
+    conns: Mutex<std::collections::BTreeMap<u64, ThreadRow>>,
+}
+
+impl<N: Net, P: SnapshotStore> IndexServer<N, P> {
+    /// Restores the cluster from `snapshots` (if any), then binds the listener.
+    pub async fn bind(
+        net: N,
+        params: IndexParams,
+        settings: IndexSettings,
+        snapshots: P,
+    ) -> io::Result<Self> {
+        let restored = match snapshots.load()? {
+            Some(bytes) => Some(
+                Snapshot::decode(&bytes)
+                    .map_err(|e| io::Error::other(format!("index snapshot: {e}")))?,
+            ),
+            None => None,
+        };
+        let index =
+            Index::new(params, restored, Instant::now().into_std()).map_err(io::Error::other)?;
+        let listener = net.bind(settings.listen).await?;
+        Ok(IndexServer {
+            net,
+            listener,
+            settings,
+            index,
+            snapshots,
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `stop` resolves.
+    pub async fn run(self, stop: impl std::future::Future<Output = ()>) -> io::Result<()> {
+        let IndexServer {
+            net,
+            mut listener,
+            settings,
+            mut index,
+            snapshots,
+        } = self;
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let ctx = Arc::new(Ctx {
+            inputs: tx.clone(),
+            settings,
+            started: Instant::now(),
+            map_version: AtomicU64::new(index.node_map().version),
+            connections: AtomicUsize::new(0),
+            total_connections: AtomicU64::new(0),
+            kills: Mutex::new(Default::default()),
+            conns: Mutex::new(Default::default()),
+        });
+        let mut waiting: Vec<(oneshot::Sender<(Reply, bool)>, Reply, bool)> = Vec::new();
+        drain(&net, &mut index, &snapshots, &tx, &ctx)?;
+        tokio::pin!(stop);
+        loop {
+            let timer = index.poll_timeout();
+            let sleep = async {
+                match timer {
+                    Some(at) => tokio::time::sleep_until(Instant::from_std(at)).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                _ = &mut stop => break,
+                input = rx.recv() => {
+                    let Some(input) = input else { break };
+                    let now = Instant::now().into_std();
+                    match input {
+                        Input::Command { conn, command, reply } => {
+                            let out = index.handle_command(now, conn, command);
+                            waiting.push((reply, out.reply, out.close));
+                        }
+                        Input::Threads { group, mut rows, reply } => {
+                            rows.extend(index.monitor_threads(now));
+                            let _ = reply.send(threads_reply(group, &rows));
+                        }
+                        Input::Probe { node, result } => index.handle_probe_result(now, &node, result),
+                        Input::Push { node, version, ok } => index.handle_push_result(now, &node, version, ok),
+                        Input::Open(reply) => { let _ = reply.send(index.open_connection()); }
+                        Input::Closed(conn) => index.close_connection(conn),
+                    }
+                }
+                _ = sleep => index.handle_timeout(Instant::now().into_std()),
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => accept(&ctx, stream, peer),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+            }
+            // Persist (and start probes and pushes) before any reply goes out.
+            drain(&net, &mut index, &snapshots, &tx, &ctx)?;
+            for (reply, r, close) in waiting.drain(..) {
+                let _ = reply.send((r, close));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Performs every queued action in order. A failed persist stops the server: the map in memory is ahead of the disk.
+fn drain<N: Net, P: SnapshotStore>(
+    net: &N,
+    index: &mut Index,
+    snapshots: &P,
+    tx: &mpsc::UnboundedSender<Input>,
+    ctx: &Ctx,
+) -> io::Result<()> {
+    while let Some(action) = index.poll_action() {
+        match action {
+            Action::Persist(snapshot) => {
+                snapshots.save(&snapshot.encode()).map_err(|e| {
+                    io::Error::other(format!("cannot persist the node map, stopping: {e}"))
+                })?;
+                ctx.map_version.store(snapshot.version, Relaxed);
+            }
+            Action::Probe {
+                node,
+                timeout,
+                position,
+            } => {
+                tokio::spawn(probe(net.clone(), node, timeout, position, tx.clone()));
+            }
+            Action::Push {
+                node,
+                version,
+                lines,
+                timeout,
+            } => {
+                tokio::spawn(push(net.clone(), node, version, lines, timeout, tx.clone()));
+            }
+            Action::Close(conn) => {
+                if let Some(k) = ctx
+                    .kills
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(&conn.0)
+                {
+                    let _ = k.send(true);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `ping` (and `stats` for the replication position), reported as one result.
+async fn probe<N: Net>(
+    net: N,
+    node: String,
+    timeout: Duration,
+    position: bool,
+    tx: mpsc::UnboundedSender<Input>,
+) {
+    let result = tokio::time::timeout(timeout, async {
+        let (host, port) = split_node(&node).ok_or_else(|| io::Error::other("bad node key"))?;
+        let mut s = net.connect(host, port).await?;
+        s.write_all(b"ping\r\n").await?;
+        let ok = matches!(read_reply(&mut s, ReplyKind::Line).await?.first(), Some(ReplyEvent::Line(l)) if &l[..] == b"OK");
+        let mut pos = None;
+        if ok && position {
+            s.write_all(b"stats\r\n").await?;
+            for e in read_reply(&mut s, ReplyKind::Lines).await? {
+                if let ReplyEvent::Item(l) = e {
+                    if let Some(v) = l.strip_prefix(b"STAT replication_position ") {
+                        pos = flare_core::protocol::text::parse_u64(v);
+                    }
+                }
+            }
+        }
+        let _ = s.write_all(b"quit\r\n").await;
+        Ok::<_, io::Error>(ProbeResult { ok, replication_position: pos })
+    })
+    .await;
+    let result = match result {
+        Ok(Ok(r)) => r,
+        _ => ProbeResult::default(),
+    };
+    let _ = tx.send(Input::Probe { node, result });
+}
+
+/// `node sync <version>` with the map; ok iff the node answered `OK`.
+async fn push<N: Net>(
+    net: N,
+    node: String,
+    version: u64,
+    lines: Vec<flare_core::protocol::NodeLine>,
+    timeout: Duration,
+    tx: mpsc::UnboundedSender<Input>,
+) {
+    let ok = tokio::time::timeout(timeout, async {
+        let (host, port) = split_node(&node).ok_or_else(|| io::Error::other("bad node key"))?;
+        let mut s = net.connect(host, port).await?;
+        let mut msg = format!("node sync {version}\r\n");
+        for l in &lines {
+            msg.push_str(&format!(
+                "NODE {} {} {} {} {} {} {}\r\n",
+                String::from_utf8_lossy(&l.name),
+                l.port,
+                l.role,
+                l.state,
+                l.partition,
+                l.balance,
+                l.thread_type
+            ));
+        }
+        msg.push_str("END\r\n");
+        s.write_all(msg.as_bytes()).await?;
+        let ok = matches!(read_reply(&mut s, ReplyKind::Line).await?.first(), Some(ReplyEvent::Line(l)) if &l[..] == b"OK");
+        let _ = s.write_all(b"quit\r\n").await;
+        Ok::<_, io::Error>(ok)
+    })
+    .await;
+    let _ = tx.send(Input::Push {
+        node,
+        version,
+        ok: matches!(ok, Ok(Ok(true))),
+    });
+}
+
+async fn read_reply<T: tokio::io::AsyncRead + Unpin>(
+    s: &mut T,
+    kind: ReplyKind,
+) -> io::Result<Vec<ReplyEvent>> {
+    let mut reader = ReplyReader::new(Limits::default());
+    let mut buf = BytesMut::with_capacity(1024);
+    let mut out = Vec::new();
+    loop {
+        while let Some(e) = reader.next(&mut buf, kind).map_err(io::Error::other)? {
+            let last = matches!(e, ReplyEvent::End | ReplyEvent::Line(_));
+            out.push(e);
+            if last {
+                return Ok(out);
+            }
+        }
+        if s.read_buf(&mut buf).await? == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed"));
+        }
+    }
+}
+
+fn accept<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static>(
+    ctx: &Arc<Ctx>,
+    stream: S,
+    peer: SocketAddr,
+) {
+    if ctx.connections.load(Relaxed) >= ctx.settings.max_connection {
+        tracing::warn!(%peer, "max-connection reached, closing new connection");
+        return;
+    }
+    ctx.connections.fetch_add(1, Relaxed);
+    ctx.total_connections.fetch_add(1, Relaxed);
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        let (tx, rx) = oneshot::channel();
+        if ctx.inputs.send(Input::Open(tx)).is_ok() {
+            if let Ok(conn) = rx.await {
+                let (kill_tx, kill_rx) = watch::channel(false);
+                ctx.kills
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(conn.0, kill_tx);
+                ctx.conns.lock().unwrap_or_else(|e| e.into_inner()).insert(
+                    conn.0,
+                    ThreadRow {
+                        id: conn.0,
+                        thread_type: 1,
+                        peer: peer.to_string(),
+                        op: String::new(),
+                        uptime: 0,
+                        state: "wait",
+                        info: String::new(),
+                        queue: 0,
+                        behind: 0,
+                    },
+                );
+                if let Err(e) = serve(&ctx, conn, stream, kill_rx).await {
+                    tracing::debug!(%peer, error = %e, "index connection ended with an error");
+                }
+                ctx.kills
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&conn.0);
+                ctx.conns
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&conn.0);
+                let _ = ctx.inputs.send(Input::Closed(conn));
+            }
+        }
+        ctx.connections.fetch_sub(1, Relaxed);
+    });
+}
+
+async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    ctx: &Ctx,
+    conn: ConnId,
+    mut stream: S,
+    mut kill: watch::Receiver<bool>,
+) -> io::Result<()> {
+    let mut parser = AdminParser::new(ctx.settings.line_max);
+    let mut rbuf = BytesMut::with_capacity(4096);
+    let mut wbuf = BytesMut::new();
+    loop {
+        while let Some(parsed) = parser.parse(&mut rbuf) {
+            let (reply, close) = match parsed {
+                AdminParsed::Close => return Ok(()),
+                AdminParsed::Error { error, close } => (Reply::Error(error), close),
+                AdminParsed::Command(AdminCommand::Index(command)) => {
+                    let (tx, rx) = oneshot::channel();
+                    if let Some(row) = ctx
+                        .conns
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .get_mut(&conn.0)
+                    {
+                        row.op = AdminCommand::Index(command.clone()).op_name().to_string();
+                    }
+                    ctx.inputs
+                        .send(Input::Command {
+                            conn,
+                            command,
+                            reply: tx,
+                        })
+                        .map_err(|_| io::Error::other("index stopped"))?;
+                    rx.await.map_err(|_| io::Error::other("index stopped"))?
+                }
+                AdminParsed::Command(AdminCommand::Server(q)) => (query(ctx, q).await?, false),
+            };
+            encode_text(&reply, &mut wbuf);
+            stream.write_all(&wbuf).await?;
+            wbuf.clear();
+            if close {
+                return Ok(());
+            }
+        }
+        let timeout = match ctx.settings.net_read_timeout {
+            d if d.is_zero() => Duration::from_secs(86_400),
+            d => d,
+        };
+        tokio::select! {
+            _ = kill.changed() => return Ok(()),
+            read = tokio::time::timeout(timeout, stream.read_buf(&mut rbuf)) => match read {
+                Err(_) | Ok(Ok(0)) => return Ok(()),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(e),
+            },
+        }
+    }
+}
+
+async fn query(ctx: &Ctx, q: ServerQuery) -> io::Result<Reply> {
+    Ok(match q {
+        ServerQuery::Version => Reply::Version(ctx.settings.version_string.clone()),
+        ServerQuery::ShowVariables => Reply::Lines(ctx.settings.show_variables.clone()),
+        ServerQuery::StatsSettings => Reply::Stats(ctx.settings.settings.clone()),
+        ServerQuery::Stats => Reply::Stats(general_stats(ctx)),
+        ServerQuery::StatsThreads(group) => {
+            let rows: Vec<ThreadRow> = ctx
+                .conns
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .values()
+                .cloned()
+                .collect();
+            let (tx, rx) = oneshot::channel();
+            ctx.inputs
+                .send(Input::Threads {
+                    group,
+                    rows,
+                    reply: tx,
+                })
+                .map_err(|_| io::Error::other("index stopped"))?;
+            rx.await.map_err(|_| io::Error::other("index stopped"))?
+        }
+    })
+}
+
+/// `stats` on the index (stats.md §1, index column): the same fields as a node, data counters at 0.
+fn general_stats(ctx: &Ctx) -> Vec<(String, String)> {
+    let (user, system) = rusage();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut s: Vec<(String, String)> = Vec::new();
+    let mut put = |k: &str, v: String| s.push((k.into(), v));
+    put("pid", std::process::id().to_string());
+    put("uptime", ctx.started.elapsed().as_secs().to_string());
+    put("time", now.to_string());
+    put("version", flare_core::VERSION.to_string());
+    put("pointer_size", usize::BITS.to_string());
+    put("rusage_user", user);
+    put("rusage_system", system);
+    for zero in ["curr_items", "total_items", "bytes"] {
+        put(zero, "0".into());
+    }
+    put(
+        "curr_connections",
+        ctx.connections.load(Relaxed).to_string(),
+    );
+    put(
+        "total_connections",
+        ctx.total_connections.load(Relaxed).to_string(),
+    );
+    for zero in [
+        "connection_structures",
+        "cmd_get",
+        "cmd_set",
+        "get_hits",
+        "get_misses",
+        "delete_hits",
+        "delete_misses",
+        "incr_hits",
+        "incr_misses",
+        "decr_hits",
+        "decr_misses",
+        "cas_hits",
+        "cas_misses",
+        "cas_badval",
+        "touch_hits",
+        "touch_misses",
+        "evictions",
+        "bytes_read",
+        "bytes_written",
+        "limit_maxbytes",
+    ] {
+        put(zero, "0".into());
+    }
+    put("threads", (ctx.connections.load(Relaxed) + 1).to_string());
+    put("pool_threads", "0".into());
+    put(
+        "node_map_version",
+        ctx.map_version.load(Relaxed).to_string(),
+    );
+    put("server_version", format!("flare-{}", flare_core::VERSION));
+    s
+}
