@@ -164,7 +164,8 @@ impl Flared {
 
     /// The process's log so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.data_dir.path().join(format!("{}.log", self.binary))).unwrap_or_default()
+        std::fs::read_to_string(self.data_dir.path().join(format!("{}.log", self.binary)))
+            .unwrap_or_default()
     }
 
     /// True while the process runs.
@@ -300,7 +301,9 @@ impl Client {
             if l == "END" {
                 return out;
             }
-            let error = l.starts_with("ERROR") || l.starts_with("CLIENT_ERROR") || l.starts_with("SERVER_ERROR");
+            let error = l.starts_with("ERROR")
+                || l.starts_with("CLIENT_ERROR")
+                || l.starts_with("SERVER_ERROR");
             out.push(l);
             if error {
                 return out;

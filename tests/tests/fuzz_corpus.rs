@@ -119,12 +119,20 @@ fn reply_corpus_reads_without_panics() {
     let limits = Limits::default();
     let mut events = 0;
     for (path, input) in corpus("reply") {
-        let Some((&sel, rest)) = input.split_first() else { continue };
-        let kind = [ReplyKind::Line, ReplyKind::Values, ReplyKind::Lines, ReplyKind::Meta][usize::from(sel & 3)];
+        let Some((&sel, rest)) = input.split_first() else {
+            continue;
+        };
+        let kind = [
+            ReplyKind::Line,
+            ReplyKind::Values,
+            ReplyKind::Lines,
+            ReplyKind::Meta,
+        ][usize::from(sel & 3)];
         let mut r = ReplyReader::new(limits);
         let mut buf = BytesMut::from(rest);
-        while let Ok(Some(_)) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| r.next(&mut buf, kind)))
-            .unwrap_or_else(|_| panic!("{path}"))
+        while let Ok(Some(_)) =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| r.next(&mut buf, kind)))
+                .unwrap_or_else(|_| panic!("{path}"))
         {
             events += 1;
         }
