@@ -1,22 +1,25 @@
-//! Connections to other nodes for forwarded requests: `proxy-concurrency` persistent connections per destination,
-//! created on first use, each pipelined (requests are written as they come and answered in order). A request for a
-//! key always takes the same connection (chosen by a hash of the key), so one key's requests stay in order, as
-//! Flare's per-key worker choice does (cluster.md §7.3).
+//! Connections to other nodes for forwarded requests, pooled per destination (cluster.md §7.3).
+//!
+//! A request checks a connection out of the destination's pool (or opens one), writes, reads the answer, and puts
+//! the connection back: the request is served inside the client connection's own task, with no hand-off to another
+//! task, so a proxy hop costs one loopback round trip and little more. A destination gets as many connections as
+//! requests are in flight to it at once; up to [`IDLE_MAX`] (or `proxy-concurrency`, if larger) stay open between
+//! requests. (Flare's `proxy-concurrency` is a fixed number of worker threads per destination; here it only raises
+//! how many idle connections are kept.)
 //!
 //! Every request has a deadline (`proxy-timeout`): a forward to a node that died or hangs is answered with an error
-//! when it passes, instead of hanging (Flare waits ~18 s and then answers a false miss). A broken connection fails
-//! every request on it at once; the next request reconnects.
+//! when it passes, instead of hanging (Flare waits ~18 s and then answers a false miss). A connection that failed or
+//! timed out is dropped, never reused.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::io;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use flare_core::protocol::reply::{ReplyEvent, ReplyKind, ReplyReader, ValueBlock};
 use flare_core::protocol::Limits;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot};
 
 use crate::net::Net;
 
@@ -52,262 +55,154 @@ pub enum PeerError {
     Protocol(String),
 }
 
-/// The answer of a submitted request.
-pub struct Pending {
-    node: String,
-    answer: Option<oneshot::Receiver<Result<PeerReply, PeerError>>>,
-    timeout: Duration,
+/// An open connection to a peer.
+struct PeerConn<T> {
+    stream: T,
+    reader: ReplyReader,
+    buf: BytesMut,
 }
 
-impl Pending {
-    /// Waits for the answer until the proxy timeout.
-    pub async fn wait(self) -> Result<PeerReply, PeerError> {
-        let Some(answer) = self.answer else {
-            return Err(PeerError::Protocol(self.node));
-        };
-        match tokio::time::timeout(self.timeout, answer).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(PeerError::Protocol(self.node)),
-            Err(_) => Err(PeerError::Timeout(self.node)),
-        }
-    }
-}
-
-/// A request waiting for its answer.
-struct Job {
-    bytes: Bytes,
-    kind: ReplyKind,
-    done: oneshot::Sender<Result<PeerReply, PeerError>>,
-}
+/// Idle connections kept per destination: enough for every client connection of a busy proxy to find one.
+pub const IDLE_MAX: usize = 256;
 
 /// The connections of this node to its peers.
 pub struct Peers<N: Net> {
     net: N,
-    per_peer: usize,
+    idle_max: usize,
     timeout: Duration,
     limits: Limits,
-    conns: Mutex<HashMap<String, Vec<mpsc::UnboundedSender<Job>>>>,
+    pools: Mutex<HashMap<String, Vec<PeerConn<N::Stream>>>>,
 }
 
 impl<N: Net> Peers<N> {
-    /// `per_peer` connections to each destination (`proxy-concurrency`); answers expected within `timeout`.
-    pub fn new(net: N, per_peer: usize, timeout: Duration, limits: Limits) -> Self {
+    /// Keeps up to `idle_max` (at least [`IDLE_MAX`]) idle connections per destination; answers are expected
+    /// within `timeout`.
+    pub fn new(net: N, idle_max: usize, timeout: Duration, limits: Limits) -> Self {
         Peers {
             net,
-            per_peer: per_peer.max(1),
+            idle_max: idle_max.max(IDLE_MAX),
             timeout,
             limits,
-            conns: Mutex::new(HashMap::new()),
+            pools: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Sends `bytes` (one or more whole requests answered by one reply of `kind`) to `node` (`name:port`) on the
-    /// connection chosen by `shard`, and waits for the answer until the proxy timeout.
+    /// Sends `bytes` (whole requests answered by one reply of `kind`) to `node` (`name:port`) and waits for the
+    /// answer, until the proxy timeout.
     pub async fn request(
         &self,
         node: &str,
-        shard: u64,
-        bytes: Bytes,
+        bytes: &[u8],
         kind: ReplyKind,
     ) -> Result<PeerReply, PeerError> {
-        self.submit(node, shard, bytes, kind).wait().await
-    }
-
-    /// Queues the request on its connection at once (so requests for one key keep their order even when their
-    /// answers are awaited elsewhere, as a forwarded `noreply` write's is) and returns its pending answer.
-    pub fn submit(&self, node: &str, shard: u64, bytes: Bytes, kind: ReplyKind) -> Pending {
-        let (done, answer) = oneshot::channel();
-        let job = Job { bytes, kind, done };
-        let queued = self.connection(node, shard).send(job).is_ok();
-        Pending {
-            node: node.to_string(),
-            answer: queued.then_some(answer),
-            timeout: self.timeout,
+        let conn = self.checkout(node);
+        let attempt = tokio::time::timeout(self.timeout, async {
+            let mut conn = match conn {
+                Some(c) => c,
+                None => self.connect(node).await?,
+            };
+            let reply =
+                round_trip(&mut conn, bytes, kind)
+                    .await
+                    .map_err(|error| match error.kind() {
+                        io::ErrorKind::InvalidData => PeerError::Protocol(node.to_string()),
+                        _ => PeerError::Io {
+                            node: node.to_string(),
+                            error,
+                        },
+                    })?;
+            Ok::<_, PeerError>((conn, reply))
+        })
+        .await;
+        match attempt {
+            Ok(Ok((conn, reply))) => {
+                self.checkin(node, conn);
+                Ok(reply)
+            }
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(PeerError::Timeout(node.to_string())),
         }
     }
 
-    /// Forgets the connections to nodes not in `keep` (a node left the map).
+    /// Forgets the connections to nodes for which `keep` is false (they left the map).
     pub fn retain(&self, keep: impl Fn(&str) -> bool) {
-        self.conns
+        self.pools
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|k, _| keep(k));
     }
 
-    fn connection(&self, node: &str, shard: u64) -> mpsc::UnboundedSender<Job> {
-        let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
-        let slots = conns
-            .entry(node.to_string())
-            .or_insert_with(|| (0..self.per_peer).map(|_| self.spawn(node)).collect());
-        let i = (shard % slots.len() as u64) as usize;
-        if slots[i].is_closed() {
-            slots[i] = self.spawn(node);
-        }
-        slots[i].clone()
+    fn checkout(&self, node: &str) -> Option<PeerConn<N::Stream>> {
+        self.pools
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(node)?
+            .pop()
     }
 
-    fn spawn(&self, node: &str) -> mpsc::UnboundedSender<Job> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(connection_task(
-            self.net.clone(),
-            node.to_string(),
-            self.limits,
-            rx,
-        ));
-        tx
+    fn checkin(&self, node: &str, conn: PeerConn<N::Stream>) {
+        let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+        let pool = pools.entry(node.to_string()).or_default();
+        if pool.len() < self.idle_max {
+            pool.push(conn);
+        }
+    }
+
+    async fn connect(&self, node: &str) -> Result<PeerConn<N::Stream>, PeerError> {
+        let (host, port) = split_node(node).ok_or_else(|| PeerError::Protocol(node.to_string()))?;
+        let stream = self
+            .net
+            .connect(host, port)
+            .await
+            .map_err(|error| PeerError::Io {
+                node: node.to_string(),
+                error,
+            })?;
+        Ok(PeerConn {
+            stream,
+            reader: ReplyReader::new(self.limits),
+            buf: BytesMut::with_capacity(16 * 1024),
+        })
     }
 }
 
-/// One pipelined connection: connects on the first job, writes jobs as they come, answers them in order. A failure
-/// fails every job it holds and ends the task (the next job starts a new one).
-async fn connection_task<N: Net>(
-    net: N,
-    node: String,
-    limits: Limits,
-    mut jobs: mpsc::UnboundedReceiver<Job>,
-) {
-    let Some(first) = jobs.recv().await else {
-        return;
-    };
-    let Some((host, port)) = split_node(&node) else {
-        let _ = first.done.send(Err(PeerError::Protocol(node.clone())));
-        return;
-    };
-    let mut stream = match net.connect(host, port).await {
-        Ok(s) => s,
-        Err(error) => {
-            fail_all(&node, &error, Some(first), &mut jobs, VecDeque::new());
-            return;
-        }
-    };
-    let mut pending: VecDeque<(
-        ReplyKind,
-        oneshot::Sender<Result<PeerReply, PeerError>>,
-        Partial,
-    )> = VecDeque::new();
-    let mut reader = ReplyReader::new(limits);
-    let mut rbuf = BytesMut::with_capacity(16 * 1024);
-    let mut wbuf = BytesMut::new();
-    let mut next = Some(first);
-    let mut open = true;
+/// Writes the request and reads one whole reply of `kind`.
+async fn round_trip<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    conn: &mut PeerConn<T>,
+    bytes: &[u8],
+    kind: ReplyKind,
+) -> io::Result<PeerReply> {
+    conn.stream.write_all(bytes).await?;
+    let mut values = Vec::new();
+    let mut lines = Vec::new();
     loop {
-        // Write every job that is ready, in one write.
-        while let Some(job) = next.take().or_else(|| jobs.try_recv().ok()) {
-            wbuf.extend_from_slice(&job.bytes);
-            pending.push_back((job.kind, job.done, Partial::default()));
-        }
-        if !wbuf.is_empty() {
-            if let Err(error) = stream.write_all(&wbuf).await {
-                fail_all(&node, &error, None, &mut jobs, pending);
-                return;
-            }
-            wbuf.clear();
-        }
-        if !open && pending.is_empty() {
-            return;
-        }
-        tokio::select! {
-            job = jobs.recv(), if open && pending.len() < 1024 => match job {
-                Some(job) => next = Some(job),
-                None if pending.is_empty() => return,
-                None => open = false,
-            },
-            read = stream.read_buf(&mut rbuf), if !pending.is_empty() => match read {
-                Ok(0) => {
-                    let error = io::Error::new(io::ErrorKind::UnexpectedEof, "closed by peer");
-                    fail_all(&node, &error, None, &mut jobs, pending);
-                    return;
+        while let Some(event) = conn
+            .reader
+            .next(&mut conn.buf, kind)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
+        {
+            match event {
+                ReplyEvent::Value(v) => values.push(v),
+                ReplyEvent::Item(l) => lines.push(l),
+                ReplyEvent::End if kind == ReplyKind::Values => {
+                    return Ok(PeerReply::Values(values))
                 }
-                Ok(_) => {
-                    if let Err(()) = deliver(&mut reader, &mut rbuf, &mut pending) {
-                        for (_, done, _) in pending.drain(..) {
-                            let _ = done.send(Err(PeerError::Protocol(node.clone())));
-                        }
-                        return;
-                    }
+                ReplyEvent::End => return Ok(PeerReply::Lines(lines)),
+                ReplyEvent::Line(l) if kind == ReplyKind::Meta => {
+                    return Ok(PeerReply::Meta(l, None))
                 }
-                Err(error) => {
-                    fail_all(&node, &error, None, &mut jobs, pending);
-                    return;
+                ReplyEvent::Line(l) => return Ok(PeerReply::Line(l)),
+                ReplyEvent::MetaValue { line, data } => {
+                    return Ok(PeerReply::Meta(line, Some(data)))
                 }
-            },
+            }
         }
-    }
-}
-
-/// A reply being assembled.
-#[derive(Default)]
-struct Partial {
-    values: Vec<ValueBlock>,
-    lines: Vec<Bytes>,
-}
-
-/// Reads whole replies off `rbuf` and answers the oldest pending jobs with them.
-#[allow(clippy::type_complexity)]
-fn deliver(
-    reader: &mut ReplyReader,
-    rbuf: &mut BytesMut,
-    pending: &mut VecDeque<(
-        ReplyKind,
-        oneshot::Sender<Result<PeerReply, PeerError>>,
-        Partial,
-    )>,
-) -> Result<(), ()> {
-    while let Some((kind, _, partial)) = pending.front_mut() {
-        let Some(event) = reader.next(rbuf, *kind).map_err(|_| ())? else {
-            return Ok(());
-        };
-        let reply = match event {
-            ReplyEvent::Value(v) => {
-                partial.values.push(v);
-                continue;
-            }
-            ReplyEvent::Item(l) => {
-                partial.lines.push(l);
-                continue;
-            }
-            ReplyEvent::End if *kind == ReplyKind::Values => {
-                PeerReply::Values(std::mem::take(&mut partial.values))
-            }
-            ReplyEvent::End => PeerReply::Lines(std::mem::take(&mut partial.lines)),
-            ReplyEvent::Line(l) if *kind == ReplyKind::Meta => PeerReply::Meta(l, None),
-            ReplyEvent::Line(l) => PeerReply::Line(l),
-            ReplyEvent::MetaValue { line, data } => PeerReply::Meta(line, Some(data)),
-        };
-        let (_, done, _) = pending
-            .pop_front()
-            .expect("invariant: front_mut returned Some");
-        let _ = done.send(Ok(reply));
-    }
-    Ok(())
-}
-
-#[allow(clippy::type_complexity)]
-fn fail_all(
-    node: &str,
-    error: &io::Error,
-    first: Option<Job>,
-    jobs: &mut mpsc::UnboundedReceiver<Job>,
-    pending: VecDeque<(
-        ReplyKind,
-        oneshot::Sender<Result<PeerReply, PeerError>>,
-        Partial,
-    )>,
-) {
-    tracing::debug!(node, %error, "peer connection failed");
-    let err = || PeerError::Io {
-        node: node.to_string(),
-        error: io::Error::new(error.kind(), error.to_string()),
-    };
-    for (_, done, _) in pending {
-        let _ = done.send(Err(err()));
-    }
-    if let Some(job) = first {
-        let _ = job.done.send(Err(err()));
-    }
-    jobs.close();
-    while let Ok(job) = jobs.try_recv() {
-        let _ = job.done.send(Err(err()));
+        if conn.stream.read_buf(&mut conn.buf).await? == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "closed by peer",
+            ));
+        }
     }
 }
 
@@ -316,6 +211,3 @@ pub fn split_node(node: &str) -> Option<(&str, u16)> {
     let (host, port) = node.rsplit_once(':')?;
     Some((host, port.parse().ok()?))
 }
-
-/// Shares one [`Peers`] between the node's tasks.
-pub type SharedPeers<N> = Arc<Peers<N>>;

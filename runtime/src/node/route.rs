@@ -163,12 +163,34 @@ fn forward_path(shared_key: &str, path: Option<&ProxyPath>) -> ProxyPath {
     p
 }
 
-fn shard(key: &[u8]) -> u64 {
-    u64::from(crc32fast::hash(key))
+/// Runs every future to completion, concurrently, in the current task (no spawning, so no hand-off to another
+/// thread); the outputs come back in order.
+async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, slot) in futures.iter_mut().zip(out.iter_mut()) {
+            if slot.is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *slot = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter()
+        .map(|v| v.expect("invariant: every future completed before poll_fn returned Ready"))
+        .collect()
 }
 
-/// Forwards a write to the partition's master and relays its answer (protocol.md §9). A `noreply` write is
-/// forwarded without waiting; its answer is read and dropped.
+/// Forwards a write to the partition's master and relays its answer (protocol.md §9).
 async fn forward_write<N: Net, S: Storage + 'static>(
     shared: &Arc<Shared<N, S>>,
     path: Option<&ProxyPath>,
@@ -184,24 +206,22 @@ async fn forward_write<N: Net, S: Storage + 'static>(
         return error("proxy failure");
     }
     let bytes = bytes.freeze();
-    let pending = shared
+    // A noreply write is forwarded and its answer read all the same (and dropped): the next request of this
+    // connection for the same key must not overtake it.
+    let answer = match shared
         .cluster
         .peers
-        .submit(&master, shard(key), bytes.clone(), ReplyKind::Line);
-    if noreply {
-        tokio::spawn(async move {
-            let _ = pending.wait().await;
-        });
-        return Ran::Reply {
-            reply: Reply::Nothing,
-            wrote: false,
-        };
-    }
-    let answer = match pending.wait().await {
+        .request(&master, &bytes, ReplyKind::Line)
+        .await
+    {
         Ok(a) => Ok(a),
         Err(e) => retry_on_new_master(shared, &master, key, bytes, e).await,
     };
     match answer {
+        Ok(_) if noreply => Ran::Reply {
+            reply: Reply::Nothing,
+            wrote: false,
+        },
         Ok(PeerReply::Line(line)) => Ran::Reply {
             reply: line_reply(&line),
             wrote: false,
@@ -228,7 +248,7 @@ async fn retry_on_new_master<N: Net, S: Storage + 'static>(
             shared
                 .cluster
                 .peers
-                .request(&m, shard(key), bytes, ReplyKind::Line)
+                .request(&m, &bytes, ReplyKind::Line)
                 .await
         }
         _ => Err(first),
@@ -293,7 +313,8 @@ async fn get<N: Net, S: Storage + 'static>(
         return local_reply(shared, Command::Get { keys: local, cas }, tally);
     }
     let fpath = forward_path(&shared.cluster.settings.self_key(), path);
-    let mut waits = Vec::with_capacity(nodes.len());
+    let mut subsets = Vec::with_capacity(nodes.len());
+    let mut requests = Vec::with_capacity(nodes.len());
     for (i, node) in nodes.iter().enumerate() {
         let subset: Vec<Bytes> = keys
             .iter()
@@ -310,13 +331,17 @@ async fn get<N: Net, S: Storage + 'static>(
             },
             &mut bytes,
         );
-        let pending =
+        subsets.push(subset);
+        requests.push(async move {
             shared
                 .cluster
                 .peers
-                .submit(node, shard(&subset[0]), bytes.freeze(), ReplyKind::Values);
-        waits.push((subset, pending));
+                .request(node, &bytes, ReplyKind::Values)
+                .await
+        });
     }
+    // Every destination is asked at once; the answers are awaited together, in this task.
+    let answers = join_all(requests).await;
     let local: Vec<Bytes> = keys
         .iter()
         .zip(&sources)
@@ -333,10 +358,10 @@ async fn get<N: Net, S: Storage + 'static>(
             found[nodes.len()] = items.into_iter().map(|i| (i.key.clone(), i)).collect();
         }
     }
-    for (i, (subset, pending)) in waits.into_iter().enumerate() {
-        let answer = match pending.wait().await {
+    for (i, (subset, answer)) in subsets.iter().zip(answers).enumerate() {
+        let answer = match answer {
             Ok(PeerReply::Values(v)) => Ok(v),
-            _ => retry_read_on_master(shared, &subset, cas).await,
+            _ => retry_read_on_master(shared, subset, cas).await,
         };
         match answer {
             Ok(values) => {
@@ -427,7 +452,7 @@ async fn retry_read_on_master<N: Net, S: Storage + 'static>(
         match shared
             .cluster
             .peers
-            .request(&master, shard(key), bytes.freeze(), ReplyKind::Values)
+            .request(&master, &bytes, ReplyKind::Values)
             .await
         {
             Ok(PeerReply::Values(v)) => out.extend(v),
@@ -514,7 +539,7 @@ async fn gat<N: Net, S: Storage + 'static>(
                 match shared
                     .cluster
                     .peers
-                    .request(master, shard(key), bytes.freeze(), ReplyKind::Values)
+                    .request(master, &bytes, ReplyKind::Values)
                     .await
                 {
                     Ok(PeerReply::Values(v)) => v
@@ -632,7 +657,7 @@ async fn forward_meta<N: Net, S: Storage + 'static>(
     match shared
         .cluster
         .peers
-        .request(node, shard(&m.key), bytes.freeze(), ReplyKind::Meta)
+        .request(node, &bytes, ReplyKind::Meta)
         .await
     {
         Ok(PeerReply::Meta(line, data)) => {
