@@ -147,6 +147,7 @@ enum Input {
     },
     Open(oneshot::Sender<ConnId>),
     Closed(ConnId),
+    SessionLost(String),
 }
 
 /// A bound index server.
@@ -252,6 +253,7 @@ impl<N: Net, P: SnapshotStore> IndexServer<N, P> {
                         Input::Push { node, version, ok } => index.handle_push_result(now, &node, version, ok),
                         Input::Open(reply) => { let _ = reply.send(index.open_connection()); }
                         Input::Closed(conn) => index.close_connection(conn),
+                        Input::SessionLost(node) => index.handle_session_lost(now, &node),
                     }
                 }
                 _ = sleep => index.handle_timeout(Instant::now().into_std()),
@@ -476,52 +478,72 @@ async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     let mut parser = AdminParser::new(ctx.settings.line_max);
     let mut rbuf = BytesMut::with_capacity(4096);
     let mut wbuf = BytesMut::new();
-    loop {
-        while let Some(parsed) = parser.parse(&mut rbuf) {
-            let (reply, close) = match parsed {
-                AdminParsed::Close => return Ok(()),
-                AdminParsed::Error { error, close } => (Reply::Error(error), close),
-                AdminParsed::Command(AdminCommand::Index(command)) => {
-                    let (tx, rx) = oneshot::channel();
-                    if let Some(row) = ctx
-                        .conns
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .get_mut(&conn.0)
-                    {
-                        row.op = AdminCommand::Index(command.clone()).op_name().to_string();
+    // The node whose session this connection is (it registered, or said `node session`, on it).
+    let mut session: Option<String> = None;
+    let result = async {
+        loop {
+            while let Some(parsed) = parser.parse(&mut rbuf) {
+                let (reply, close) = match parsed {
+                    AdminParsed::Close => return Ok(()),
+                    AdminParsed::Error { error, close } => (Reply::Error(error), close),
+                    AdminParsed::Command(AdminCommand::Index(command)) => {
+                        let node = match &command {
+                            IndexCommand::NodeAdd(n) | IndexCommand::NodeSession(n) => {
+                                Some(n.key())
+                            }
+                            _ => None,
+                        };
+                        let (tx, rx) = oneshot::channel();
+                        if let Some(row) = ctx
+                            .conns
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .get_mut(&conn.0)
+                        {
+                            row.op = AdminCommand::Index(command.clone()).op_name().to_string();
+                        }
+                        ctx.inputs
+                            .send(Input::Command {
+                                conn,
+                                command,
+                                reply: tx,
+                            })
+                            .map_err(|_| io::Error::other("index stopped"))?;
+                        let (reply, close) =
+                            rx.await.map_err(|_| io::Error::other("index stopped"))?;
+                        if node.is_some() && !matches!(reply, Reply::Error(_)) {
+                            session = node;
+                        }
+                        (reply, close)
                     }
-                    ctx.inputs
-                        .send(Input::Command {
-                            conn,
-                            command,
-                            reply: tx,
-                        })
-                        .map_err(|_| io::Error::other("index stopped"))?;
-                    rx.await.map_err(|_| io::Error::other("index stopped"))?
+                    AdminParsed::Command(AdminCommand::Server(q)) => (query(ctx, q).await?, false),
+                };
+                encode_text(&reply, &mut wbuf);
+                stream.write_all(&wbuf).await?;
+                wbuf.clear();
+                if close {
+                    return Ok(());
                 }
-                AdminParsed::Command(AdminCommand::Server(q)) => (query(ctx, q).await?, false),
+            }
+            let timeout = match ctx.settings.net_read_timeout {
+                d if d.is_zero() => Duration::from_secs(86_400),
+                d => d,
             };
-            encode_text(&reply, &mut wbuf);
-            stream.write_all(&wbuf).await?;
-            wbuf.clear();
-            if close {
-                return Ok(());
+            tokio::select! {
+                _ = kill.changed() => return Ok(()),
+                read = tokio::time::timeout(timeout, stream.read_buf(&mut rbuf)) => match read {
+                    Err(_) | Ok(Ok(0)) => return Ok(()),
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => return Err(e),
+                },
             }
         }
-        let timeout = match ctx.settings.net_read_timeout {
-            d if d.is_zero() => Duration::from_secs(86_400),
-            d => d,
-        };
-        tokio::select! {
-            _ = kill.changed() => return Ok(()),
-            read = tokio::time::timeout(timeout, stream.read_buf(&mut rbuf)) => match read {
-                Err(_) | Ok(Ok(0)) => return Ok(()),
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => return Err(e),
-            },
-        }
     }
+    .await;
+    if let Some(node) = session {
+        let _ = ctx.inputs.send(Input::SessionLost(node));
+    }
+    result
 }
 
 async fn query(ctx: &Ctx, q: ServerQuery) -> io::Result<Reply> {

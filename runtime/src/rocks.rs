@@ -81,7 +81,7 @@ impl Default for RocksOptions {
 
 /// A node's RocksDB database.
 pub struct RocksStorage {
-    db: DB,
+    db: std::sync::Arc<DB>,
     path: PathBuf,
     write_opts: WriteOptions,
     stripes: Vec<Mutex<Shard>>,
@@ -170,7 +170,7 @@ impl RocksStorage {
                     .collect()
             },
             items: AtomicI64::new(0),
-            db,
+            db: std::sync::Arc::new(db),
         };
         let count = storage.stored_count()?;
         storage.items.store(count, Relaxed);
@@ -302,8 +302,12 @@ impl Storage for RocksStorage {
         self.db.write_opt(batch, &self.write_opts).map_err(io)?;
         self.items.store(0, Relaxed);
         drop(guards);
-        // Reclaim the space now rather than at the next compaction.
-        self.db.compact_range::<&[u8], &[u8]>(None, None);
+        // Reclaim the space now rather than at the next compaction, off the caller's thread: a flush can come with a
+        // node-map push, which must be answered at once.
+        let db = self.db.clone();
+        let _ = std::thread::Builder::new()
+            .name("flared-compact".into())
+            .spawn(move || db.compact_range::<&[u8], &[u8]>(None, None));
         Ok(())
     }
 

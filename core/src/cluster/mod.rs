@@ -42,6 +42,10 @@ pub enum WriteRoute {
     NoPartition,
     /// The request already passed through this node: `SERVER_ERROR proxy loop`.
     Loop,
+    /// A replicated write (tagged with the sender's replication sequence number) from a node that is not this
+    /// node's master in its map: refused, never forwarded, so the sender retries once the maps agree (and a
+    /// deposed master's replication is fenced off).
+    NotReplica,
 }
 
 /// A node's cluster view. Cheap to share behind an `Arc`; replaced whole when a new map arrives.
@@ -215,7 +219,8 @@ impl ClusterView {
         let Some(p) = self.partition_of(key) else {
             return WriteRoute::NoPartition;
         };
-        if self.is_master_of(p) {
+        let replication = path.and_then(ProxyPath::sender_seq).is_some();
+        if self.is_master_of(p) && !replication {
             return WriteRoute::Local;
         }
         if let Some(sender) = path.and_then(ProxyPath::sender) {
@@ -241,6 +246,9 @@ impl ClusterView {
                     return WriteRoute::Local;
                 }
             }
+        }
+        if replication {
+            return WriteRoute::NotReplica;
         }
         if path.is_some_and(|path| path.count(self.self_key.as_bytes()) > 0) {
             return WriteRoute::Loop;
@@ -449,6 +457,13 @@ mod tests {
             cluster("s0").route_write(b"key0", Some(&path(&["m0:1#17"]))),
             WriteRoute::Local
         );
+        // Replication from a node that is not our master is refused, not forwarded (fencing; maps disagreeing).
+        for (me, from) in [("s0", "m1:1#3"), ("px", "m0:1#3"), ("m0", "s0:1#3")] {
+            assert_eq!(
+                cluster(me).route_write(b"key0", Some(&path(&[from]))),
+                WriteRoute::NotReplica
+            );
+        }
         // A write that already passed through this node is a loop.
         assert_eq!(
             cluster("px").route_write(b"foo", Some(&path(&["px:1"]))),

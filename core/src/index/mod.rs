@@ -371,6 +371,13 @@ impl Index {
                 CommandOutcome::answer(Reply::Lines(meta_lines(&self.params.partition)))
             }
             IndexCommand::Ping => CommandOutcome::answer(Reply::Ok),
+            // The driver remembers which connection is whose session; the index only checks the node exists.
+            IndexCommand::NodeSession(node) => {
+                match self.cluster.map.nodes.contains_key(&node.key()) {
+                    true => CommandOutcome::answer(Reply::Ok),
+                    false => CommandOutcome::refused(Refusal::NoSuchNode(node.key())),
+                }
+            }
             IndexCommand::Stats(group) => CommandOutcome::answer(self.stats(group)),
             IndexCommand::Kill(id) => self.kill(conn, id),
             IndexCommand::Verbosity { noreply } => {
@@ -432,6 +439,18 @@ impl Index {
             self.gate.remove(node);
         }
         self.raise(now, node, verdict);
+        self.dispatch();
+    }
+
+    /// The session connection of `node` (the one it registered on, kept open by our nodes) closed. A process that
+    /// was killed loses its sockets at once, so this is probed right away and at a short interval until it answers
+    /// or is marked down (\[Improve\]: Flare notices only by pinging, ~15 s with its defaults).
+    pub fn handle_session_lost(&mut self, now: Instant, node: &str) {
+        if let Some(m) = self.monitors.get_mut(node) {
+            if !m.shutting_down && !m.really_down(self.params.monitor_threshold) {
+                m.suspect(now);
+            }
+        }
         self.dispatch();
     }
 
@@ -762,6 +781,31 @@ mod tests {
         h.run(ms(1200), &BTreeSet::new());
         assert_eq!(h.node(&key("a")), "proxy active -1");
         assert!(h.take().contains(&Seen::Push(key("a"), 4)));
+    }
+
+    #[test]
+    fn a_lost_session_is_probed_at_once_and_marked_down_fast() {
+        let mut h = Harness::new();
+        h.add(&["a", "b"]);
+        h.take();
+        let t0 = h.now;
+        let ms = Duration::from_millis;
+        // `a` is killed: its session closes; three quick failed probes (each answered 100 ms later, next one 100 ms
+        // after that) mark it down well within a second.
+        h.index.handle_session_lost(h.now, &key("a"));
+        h.drain();
+        h.run(ms(600), &set(&["a"]));
+        assert_eq!(h.node(&key("a")), "proxy down -1");
+        assert!(h.now - t0 < ms(1000));
+        // A session lost by a live node (a network blip) costs one quick probe, then the normal interval.
+        h.index.handle_session_lost(h.now, &key("b"));
+        h.drain();
+        h.run(ms(150), &BTreeSet::new());
+        assert_eq!(h.node(&key("b")), "proxy active -1");
+        assert!(
+            !h.index.monitors[&key("b")].suspect,
+            "a good probe settles it"
+        );
     }
 
     #[test]

@@ -15,6 +15,10 @@
 
 use std::time::{Duration, Instant};
 
+/// Probe interval of a suspect node (its session with the index broke): fast enough that a killed process is marked
+/// down, and its partition failed over, well within a second with the default threshold of 3.
+pub const SUSPECT_INTERVAL: Duration = Duration::from_millis(100);
+
 /// What the monitor is doing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
@@ -74,6 +78,9 @@ pub struct Monitor {
     pub shutting_down: bool,
     /// The last replication position it reported as an active slave.
     pub position: Option<Position>,
+    /// The node's session connection with the index closed (\[Improve\]: Flare only pings): probe at
+    /// [`SUSPECT_INTERVAL`] until a probe succeeds or the node is down.
+    pub suspect: bool,
     /// What it is doing.
     pub phase: Phase,
     /// Versions waiting to be pushed.
@@ -101,6 +108,7 @@ impl Monitor {
             reachable: !down,
             shutting_down: false,
             position: None,
+            suspect: false,
             phase: Phase::Idle {
                 next_probe: first_probe,
             },
@@ -127,6 +135,7 @@ impl Monitor {
         self.down_count = self.down_count.saturating_add(1);
         self.reachable = false;
         if self.down_count == threshold {
+            self.suspect = false;
             Verdict::Down
         } else {
             Verdict::Quiet
@@ -136,6 +145,7 @@ impl Monitor {
     /// A successful probe. While the node is shutting down, it cannot come up (it is stopping).
     pub fn succeed(&mut self, threshold: u32) -> Verdict {
         self.reachable = true;
+        self.suspect = false;
         if self.shutting_down {
             return Verdict::Quiet;
         }
@@ -187,9 +197,22 @@ impl Monitor {
 
     /// The operation finished: idle until `now + interval`.
     pub fn rest(&mut self, now: Instant, interval: Duration) {
+        let interval = if self.suspect {
+            interval.min(SUSPECT_INTERVAL)
+        } else {
+            interval
+        };
         self.phase = Phase::Idle {
             next_probe: now + interval,
         };
+    }
+
+    /// The node's session broke: probe now, and at [`SUSPECT_INTERVAL`] until the question is settled.
+    pub fn suspect(&mut self, now: Instant) {
+        self.suspect = true;
+        if let Phase::Idle { next_probe } = &mut self.phase {
+            *next_probe = (*next_probe).min(now);
+        }
     }
 
     /// The probe deadline, when idle.

@@ -245,6 +245,12 @@ pub fn mark_down(c: &Cluster, key: &str, positions: &BTreeMap<String, u64>) -> S
             reset_preparing_slaves(&mut next, p);
             demote(node_mut(&mut next, key), State::Down);
         }
+        // [Improve] A slave of an active partition keeps its role, partition and balance while down; when it comes
+        // back it rebuilds itself (prepare, then active) instead of returning as a proxy with stale data that an
+        // operator must clear and add again (cluster.md §5.4).
+        (Role::Slave, _, Some(p)) if p < partition_count(&c.map) => {
+            node_mut(&mut next, key).state = State::Down
+        }
         _ => demote(node_mut(&mut next, key), State::Down),
     }
     Step::Changed {
@@ -266,11 +272,17 @@ pub fn mark_up(c: &Cluster, key: &str) -> Step {
         .partition
         .and_then(|p| master_of(&c.map, p))
         .is_some_and(|m| m.key() != key);
+    let master_active = r
+        .partition
+        .and_then(|p| master_of(&c.map, p))
+        .is_some_and(|m| m.state == State::Active);
     let n = node_mut(&mut next, key);
     match (n.role, n.partition) {
         // A preserved master comes back with its old data. (Flare demotes it when another node of its partition is
         // live; only a second master can make that safe, since demoting the last master leaves a gap in 0..P−1.)
         (Role::Master, Some(_)) if !other_master => n.state = State::Active,
+        // A slave that was down rebuilds itself from its master (flush, dump, then active).
+        (Role::Slave, Some(_)) if master_active => n.state = State::Prepare,
         _ => demote(n, State::Active),
     }
     changed(next)
@@ -478,16 +490,14 @@ fn set_balance(c: &Cluster, key: &str, balance: i64) -> Result<Step, Refusal> {
     Ok(changed(next))
 }
 
-/// `node role X slave B` on a slave in prepare: allowed in the preparing partition; in an active partition the
-/// balance stays 0 until the dump is done (B = 0 is accepted as a no-op, so a retried `slave 0 P` succeeds).
+/// `node role X slave B` on a slave in prepare: sets the balance it will read with once active.
 fn prepare_slave_balance(c: &Cluster, r: &NodeRecord, balance: i64) -> Result<Step, Refusal> {
-    let b = valid_balance(balance)?;
-    let in_preparing = r.partition.is_some() && preparing(&c.map).map(|(p, _)| p) == r.partition;
-    match (in_preparing, b) {
-        (true, _) => set_balance(c, &r.key(), balance),
-        (false, 0) => Ok(Step::Unchanged),
-        (false, _) => Err(Refusal::SlavePreparing(r.key())),
+    // The weight of a slave in prepare only applies once it is active, so any balance may be set meanwhile; the
+    // same balance again (a retried command) changes nothing.
+    if i64::from(r.balance) == balance {
+        return Ok(Step::Unchanged);
     }
+    set_balance(c, &r.key(), balance)
 }
 
 fn proxy_to_master(
@@ -552,9 +562,12 @@ fn proxy_to_slave(c: &Cluster, key: &str, balance: i64, partition: i64) -> Resul
     let b = valid_balance(balance)?;
     let p = valid_partition(partition)?;
     let count = partition_count(&c.map);
+    // [Improve] The balance given is kept in the record from the start (Flare forces 0 and needs a second command
+    // once the slave is active). A slave in prepare is never read from whatever its balance (cluster.md §2.3), so
+    // the weight applies exactly when it becomes active.
     let balance = if p < count {
         match master_of(&c.map, p) {
-            Some(m) if m.state == State::Active => 0,
+            Some(m) if m.state == State::Active => b,
             _ => return Err(Refusal::NoMaster(p)),
         }
     } else if preparing(&c.map).map(|(q, _)| q) == Some(p) {
@@ -866,10 +879,10 @@ mod tests {
                 Map(&["m0 proxy down - 0", "x master active 0 3"]),
             ),
             (
-                "slave of an active partition",
+                "slave of an active partition keeps its balance for when it is active",
                 P0,
                 "node role x 12121 slave 5 0",
-                Map(&["m0 master active 0 1", "x slave prepare 0 0"]),
+                Map(&["m0 master active 0 1", "x slave prepare 0 5"]),
             ),
             (
                 "slave of the preparing partition",
@@ -910,7 +923,12 @@ mod tests {
                 "active-partition preparing slave balance",
                 P1_SLAVES,
                 "node role s2 12121 slave 3 0",
-                Refused("slave s2:12121 is still preparing"),
+                Map(&[
+                    "m0 master active 0 1",
+                    "s1 slave active 0 1",
+                    "s2 slave prepare 0 3",
+                    "x proxy active - 0",
+                ]),
             ),
             (
                 "retried slave 0 P is accepted",
@@ -1328,8 +1346,23 @@ mod tests {
 
     #[test]
     fn other_nodes_go_down_as_proxies() {
+        // A slave of an active partition stays a slave while down, and rebuilds itself when it comes back.
         let (map, _) = down(&cluster(P1_SLAVES), "s1", &[]);
-        assert_eq!(map[1], "s1 proxy down - 0");
+        assert_eq!(map[1], "s1 slave down 0 1");
+        let c = cluster(&["m0 master active 0 1", "s1 slave down 0 1"]);
+        let Step::Changed { cluster: up, .. } = mark_up(&c, "s1:12121") else {
+            panic!("s1 comes up")
+        };
+        assert_eq!(lines(&up)[1], "s1 slave prepare 0 1");
+        let orphan = cluster(&["m0 master down 0 1", "s1 slave down 0 1"]);
+        let Step::Changed { cluster: up, .. } = mark_up(&orphan, "s1:12121") else {
+            panic!("s1 comes up")
+        };
+        assert_eq!(
+            lines(&up)[1],
+            "s1 proxy active - 0",
+            "no active master to rebuild from"
+        );
         let (map, _) = down(&cluster(P1_SLAVES), "x", &[]);
         assert_eq!(map[3], "x proxy down - 0");
         let c = cluster(&["d proxy down - 0"]);

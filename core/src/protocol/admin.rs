@@ -95,6 +95,9 @@ pub enum IndexCommand {
     },
     /// `node remove <name> <port>`.
     NodeRemove(NodeAddr),
+    /// `node session <name> <port>` (ours, not Flare's): this connection is the node's session; the index probes the
+    /// node at once when it closes. A node opens it after registering and keeps it alive with `ping`.
+    NodeSession(NodeAddr),
     /// `shutdown <name> <port>`: the node is stopping gracefully (cluster.md §5.5).
     Shutdown(NodeAddr),
     /// `auth <secret>`: authenticates this connection for map-changing commands.
@@ -155,6 +158,7 @@ impl AdminCommand {
                 IndexCommand::NodeRole { .. } => "node_role",
                 IndexCommand::NodeState { .. } => "node_state",
                 IndexCommand::NodeRemove(_) => "node_remove",
+                IndexCommand::NodeSession(_) => "node_session",
                 IndexCommand::Shutdown(_) => "shutdown",
                 IndexCommand::Auth(_) => "auth",
                 IndexCommand::Meta => "meta",
@@ -205,6 +209,7 @@ fn index_line(c: &IndexCommand) -> String {
             format!("node state {} {} {state}", node.name, node.port)
         }
         IndexCommand::NodeRemove(n) => format!("node remove {} {}", n.name, n.port),
+        IndexCommand::NodeSession(n) => format!("node session {} {}", n.name, n.port),
         IndexCommand::Shutdown(n) => format!("shutdown {} {}", n.name, n.port),
         IndexCommand::Auth(s) => format!("auth {}", s.expose()),
         IndexCommand::Meta => "meta".into(),
@@ -383,6 +388,7 @@ fn parse_node(mut t: Tokens<'_>) -> Option<IndexCommand> {
     let cmd = match verb {
         b"add" => IndexCommand::NodeAdd(node),
         b"remove" => IndexCommand::NodeRemove(node),
+        b"session" => IndexCommand::NodeSession(node),
         b"state" => IndexCommand::NodeState {
             node,
             state: State::parse(std::str::from_utf8(t.next()?).ok()?)?,

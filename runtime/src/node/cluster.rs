@@ -430,27 +430,70 @@ pub fn apply_node_sync<N: Net, S: Storage + 'static>(
     };
     let before = old.me().map(|r| (r.role, r.state, r.partition));
     let after = view.me().map(|r| (r.role, r.state, r.partition));
+    let rebuild = match after {
+        Some((role @ (Role::Slave | Role::Master), State::Prepare, Some(p))) => {
+            !matches!(before, Some((r, State::Prepare, Some(q))) if r == role && q == p)
+        }
+        _ => false,
+    };
+    if rebuild {
+        // A node that is about to copy a partition starts empty: whatever it holds is stale (a slave that was down, a
+        // deposed master). It is done before the new map is applied, so no replicated write can arrive first: until
+        // then this node refuses replication from the master (WriteRoute::NotReplica) and the master retries.
+        if let Err(e) = shared.store.flush_all() {
+            tracing::error!(error = %e, "could not clear the store before reconstruction");
+            return Err("SERVER_ERROR node sync error");
+        }
+    }
     *cluster.view.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(view.clone());
     retain_targets(cluster, &view);
     cluster.peers.retain(|k| view.node(k).is_some());
     tracing::info!(version, "node map applied");
-    if let Some((role @ (Role::Slave | Role::Master), State::Prepare, Some(p))) = after {
-        let was_building =
-            matches!(before, Some((r, State::Prepare, Some(q))) if r == role && q == p);
-        if !was_building {
-            tokio::spawn(reconstruct(shared.clone(), role, p));
-        }
+    if let (true, Some((role, _, Some(p)))) = (rebuild, after) {
+        tokio::spawn(reconstruct(shared.clone(), role, p));
     }
     Ok(())
+}
+
+/// Keeps a session connection open with the index server (`node session <self>`, then a `ping` a second): when this
+/// process dies, the index sees the connection close and probes at once, so a killed master is failed over in well
+/// under a second instead of after `monitor-interval` × `monitor-threshold`. Reconnects if the index restarts.
+pub async fn session<N: Net, S: Storage + 'static>(shared: Arc<Shared<N, S>>) {
+    let s = &shared.cluster.settings;
+    let hello = format!("node session {} {}\r\n", s.server_name, s.server_port);
+    loop {
+        for (host, port) in &s.index_servers {
+            let Ok(mut stream) = shared.net.connect(host, *port).await else {
+                continue;
+            };
+            if stream.write_all(hello.as_bytes()).await.is_err() {
+                continue;
+            }
+            let mut ok = matches!(read_reply(&mut stream, shared.settings.limits, ReplyKind::Line).await.as_deref(),
+                Ok([ReplyEvent::Line(l)]) if &l[..] == b"OK");
+            while ok {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                ok = stream.write_all(b"ping\r\n").await.is_ok()
+                    && matches!(read_reply(&mut stream, shared.settings.limits, ReplyKind::Line).await.as_deref(),
+                        Ok([ReplyEvent::Line(l)]) if &l[..] == b"OK");
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// After registration: a node whose record is already a slave or master in `prepare` (it was given the role while
 /// it was restarting) starts its reconstruction, as a role change from proxy would (cluster.md §4.1 step 4).
 pub fn after_registration<N: Net, S: Storage + 'static>(shared: &Arc<Shared<N, S>>) {
+    tokio::spawn(session(shared.clone()));
     let view = shared.cluster.view();
     if let Some(r) = view.me() {
         if matches!(r.role, Role::Slave | Role::Master) && r.state == State::Prepare {
             if let Some(p) = r.partition {
+                if let Err(e) = shared.store.flush_all() {
+                    tracing::error!(error = %e, "could not clear the store before reconstruction");
+                    return;
+                }
                 tokio::spawn(reconstruct(shared.clone(), r.role, p));
             }
         }

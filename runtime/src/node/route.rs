@@ -78,6 +78,7 @@ pub(super) async fn run<N: Net, S: Storage + 'static>(
                 }
                 WriteRoute::NoPartition => error("no partition available"),
                 WriteRoute::Loop => error("proxy loop"),
+                WriteRoute::NotReplica => error("not a replica of the sender"),
             }
         }
     }
@@ -556,6 +557,7 @@ async fn gat<N: Net, S: Storage + 'static>(
             }
             WriteRoute::NoPartition => Vec::new(),
             WriteRoute::Loop => return error("proxy loop"),
+            WriteRoute::NotReplica => return error("not a replica of the sender"),
         };
         items.extend(got);
     }
@@ -606,6 +608,7 @@ async fn meta<N: Net, S: Storage + 'static>(
             WriteRoute::Forward(n) => n,
             WriteRoute::NoPartition => return error("no partition available"),
             WriteRoute::Loop => return error("proxy loop"),
+            WriteRoute::NotReplica => return error("not a replica of the sender"),
         }
     } else {
         match view.route_read(&m.key, shared.cluster.pick()) {
