@@ -452,7 +452,54 @@ pub fn apply_node_sync<N: Net, S: Storage + 'static>(
     if let (true, Some((role, _, Some(p)))) = (rebuild, after) {
         tokio::spawn(reconstruct(shared.clone(), role, p));
     }
+    // A new partition was activated: the keys that moved to it leave this node (cluster.md §6.3 [Improve]; Flare
+    // leaves them behind). Masters and slaves clean up on their own, so nothing is replicated.
+    if view.partition_count() > old.partition_count() && !old.is_standalone() {
+        if let Some((Role::Master | Role::Slave, State::Active, Some(p))) = after {
+            tokio::spawn(remove_moved_keys(shared.clone(), p));
+        }
+    }
     Ok(())
+}
+
+/// Deletes, in small batches and without replicating, every key this node holds that no longer belongs to its
+/// partition `p` under the current map. Runs in the background after a partition is activated.
+async fn remove_moved_keys<N: Net, S: Storage + 'static>(shared: Arc<Shared<N, S>>, p: u32) {
+    use flare_core::storage::Change;
+    let mut cursor: Option<Bytes> = None;
+    let mut removed = 0u64;
+    loop {
+        let batch = match shared.store.storage().scan(cursor.as_deref(), 256) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, "moved-key cleanup stopped");
+                return;
+            }
+        };
+        let Some((last, _)) = batch.last() else { break };
+        cursor = Some(last.clone());
+        for (key, _) in batch {
+            // Checked against the map of the moment: another growth may have happened meanwhile.
+            let view = shared.cluster.view();
+            if view.partition_of(&key) != Some(p) && view.my_role().2 == Some(p) {
+                if shared
+                    .store
+                    .storage()
+                    .update(&key, |_| (Change::Remove, ()))
+                    .is_ok()
+                {
+                    removed += 1;
+                }
+            }
+        }
+        // Throttled: this is background work on a serving node.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    tracing::info!(
+        partition = p,
+        removed,
+        "keys moved to the new partition removed"
+    );
 }
 
 /// Keeps a session connection open with the index server (`node session <self>`, then a `ping` a second): when this
@@ -693,7 +740,20 @@ async fn reconstruct<N: Net, S: Storage + 'static>(
     );
     let mut ok = !sources.is_empty() || role == Role::Master;
     for (source, p, n, bw) in sources {
-        if let Err(e) = pull_dump(&shared, &source, p, n, bw).await {
+        if let Err(e) = pull_dump(
+            &shared,
+            &source,
+            p,
+            n,
+            bw,
+            if role == Role::Master {
+                u64::from(n)
+            } else {
+                1
+            },
+        )
+        .await
+        {
             tracing::error!(source, error = %e, "reconstruction failed");
             ok = false;
             break;
@@ -723,10 +783,27 @@ async fn pull_dump<N: Net, S: Storage + 'static>(
     p: u32,
     n: u32,
     bwlimit: u64,
+    share: u64,
 ) -> io::Result<()> {
     let (host, port) =
         split_node(source).ok_or_else(|| io::Error::other(format!("bad node key {source}")))?;
     let mut s = shared.net.connect(host, port).await?;
+    // The source's item count gives the progress total: all of it for a slave of its partition, about 1/n of it for
+    // the master of a new partition n-1.
+    s.write_all(b"stats\r\n").await?;
+    let items = read_reply(&mut s, shared.settings.limits, ReplyKind::Lines)
+        .await?
+        .iter()
+        .find_map(|e| match e {
+            ReplyEvent::Item(l) => l.strip_prefix(b"STAT curr_items ").and_then(parse_u64),
+            _ => None,
+        });
+    shared
+        .cluster
+        .reconstruction
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .total += items.unwrap_or(0) / share;
     let wait = shared.cluster.settings.reconstruction_interval_us;
     s.write_all(format!("dump {wait} {p} {n} {bwlimit}\r\n").as_bytes())
         .await?;

@@ -411,6 +411,7 @@ fn general_stats<N: Net, S: Storage>(shared: &Shared<N, S>) -> Vec<(String, Stri
         .clone();
     put("reconstruction_running", u8::from(rec.running).to_string());
     put("reconstruction_items", rec.items.to_string());
+    put("reconstruction_total", rec.total.to_string());
     put("meta_cmds", c.meta_cmds.load(Relaxed).to_string());
     put("storage_errors", c.storage_errors.load(Relaxed).to_string());
     put("healthy", u8::from(shared.healthy()).to_string());
