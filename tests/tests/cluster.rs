@@ -26,12 +26,23 @@ impl Cluster {
     /// `stats nodes` field of node `i`.
     fn field(&self, i: usize, field: &str) -> String {
         let key = format!("127.0.0.1:{}:{field}", self.nodes[i].port);
-        self.admin().stats_nodes().get(&key).cloned().unwrap_or_default()
+        self.admin()
+            .stats_nodes()
+            .get(&key)
+            .cloned()
+            .unwrap_or_default()
     }
 
     fn wait_state(&self, i: usize, role: &str, state: &str) {
-        let ok = wait_until(Duration::from_secs(20), || self.field(i, "role") == role && self.field(i, "state") == state);
-        assert!(ok, "node {i} did not become {role}/{state}: {:?}\n{}", self.admin().stats_nodes(), self.nodes[i].log());
+        let ok = wait_until(Duration::from_secs(20), || {
+            self.field(i, "role") == role && self.field(i, "state") == state
+        });
+        assert!(
+            ok,
+            "node {i} did not become {role}/{state}: {:?}\n{}",
+            self.admin().stats_nodes(),
+            self.nodes[i].log()
+        );
     }
 
     fn role(&self, i: usize, line: &str) {
@@ -42,7 +53,9 @@ impl Cluster {
     /// Index + 5 nodes; partitions 0 and 1 with a master and a slave (balance 1) each, node 4 a proxy.
     fn build(node_args: &[&str]) -> Cluster {
         let index = Flared::index(&["--monitor-interval=1"]);
-        let nodes: Vec<Flared> = (0..5).map(|_| Flared::node_of(index.port, node_args)).collect();
+        let nodes: Vec<Flared> = (0..5)
+            .map(|_| Flared::node_of(index.port, node_args))
+            .collect();
         let c = Cluster { index, nodes };
         for i in 0..5 {
             c.wait_state(i, "proxy", "active");
@@ -51,7 +64,11 @@ impl Cluster {
         c.wait_state(0, "master", "active");
         c.role(2, "master 1 1");
         c.wait_state(2, "master", "ready");
-        assert_eq!(c.admin().call(&format!("node state 127.0.0.1 {} active", c.nodes[2].port)), "OK");
+        assert_eq!(
+            c.admin()
+                .call(&format!("node state 127.0.0.1 {} active", c.nodes[2].port)),
+            "OK"
+        );
         c.wait_state(2, "master", "active");
         c.role(1, "slave 1 0");
         c.role(3, "slave 1 1");
@@ -63,7 +80,9 @@ impl Cluster {
         // Every node has applied the last map (the version the index shows).
         let version = c.admin().stat("node_map_version");
         for n in &c.nodes {
-            let ok = wait_until(Duration::from_secs(10), || n.connect().stat("node_map_version") == version);
+            let ok = wait_until(Duration::from_secs(10), || {
+                n.connect().stat("node_map_version") == version
+            });
             assert!(ok, "node {} stuck on an older node map", n.port);
         }
         c
@@ -81,16 +100,34 @@ fn ten_thousand_keys_through_the_proxy_are_readable_from_every_node() {
         .args(&ports)
         .output()
         .expect("python3");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "{text}\n--- proxy log ---\n{}", c.node(4).log());
-    assert!(text.contains("all 10000 keys read back from 5 nodes"), "{text}");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "{text}\n--- proxy log ---\n{}",
+        c.node(4).log()
+    );
+    assert!(
+        text.contains("all 10000 keys read back from 5 nodes"),
+        "{text}"
+    );
     // The two partitions share the keys, and each slave holds exactly its master's count.
-    let items: Vec<u64> = c.nodes.iter().map(|n| n.connect().stat("curr_items").parse().unwrap()).collect();
+    let items: Vec<u64> = c
+        .nodes
+        .iter()
+        .map(|n| n.connect().stat("curr_items").parse().unwrap())
+        .collect();
     assert_eq!(items[0] + items[2], 10_000, "{items:?}");
     assert_eq!(items[0], items[1], "slave 0 = master 0: {items:?}");
     assert_eq!(items[2], items[3], "slave 1 = master 1: {items:?}");
     assert_eq!(items[4], 0, "the proxy stores nothing: {items:?}");
-    assert!(items[0] > 2000 && items[2] > 2000, "both partitions get keys: {items:?}");
+    assert!(
+        items[0] > 2000 && items[2] > 2000,
+        "both partitions get keys: {items:?}"
+    );
 }
 
 #[test]
@@ -102,7 +139,10 @@ fn a_sync_write_survives_sigkill_of_the_master() {
     assert_eq!(proxy.line(), "STORED");
     c.nodes[0].kill9();
     let mut slave = c.node(1).connect();
-    assert_eq!(slave.gets("key0").map(|(f, _, v)| (f, v)), Some((7, b"hello".to_vec())));
+    assert_eq!(
+        slave.gets("key0").map(|(f, _, v)| (f, v)),
+        Some((7, b"hello".to_vec()))
+    );
     // The slave is promoted once the index notices (monitor interval 1 s × threshold 3), and then serves writes.
     c.wait_state(1, "master", "active");
     let ok = wait_until(Duration::from_secs(10), || {
@@ -111,7 +151,9 @@ fn a_sync_write_survives_sigkill_of_the_master() {
     });
     assert!(ok, "the proxy reads key0 from the promoted slave");
     let mut p = c.node(4).connect();
-    assert!(wait_until(Duration::from_secs(10), || p.set("key0", 1, 0, b"after") == "STORED"));
+    assert!(wait_until(Duration::from_secs(10), || p
+        .set("key0", 1, 0, b"after")
+        == "STORED"));
     assert_eq!(c.node(1).connect().get("key0"), Some(b"after".to_vec()));
 }
 
@@ -123,11 +165,17 @@ fn async_writes_reach_the_slave_and_stats_show_the_backlog() {
         assert_eq!(m.set(&format!("key0:{i}"), i, 0, b"v"), "STORED");
     }
     let ok = wait_until(Duration::from_secs(10), || {
-        c.node(0).connect().stat("replication_queue") == "0" && c.node(1).connect().stat("curr_items") == c.node(0).connect().stat("curr_items")
+        c.node(0).connect().stat("replication_queue") == "0"
+            && c.node(1).connect().stat("curr_items") == c.node(0).connect().stat("curr_items")
     });
     assert!(ok, "the slave catches up");
     let stats = c.node(0).connect().stats("");
-    assert!(stats.iter().any(|(k, _)| k == &format!("replication:127.0.0.1:{}:acked", c.node(1).port)), "{stats:?}");
+    assert!(
+        stats
+            .iter()
+            .any(|(k, _)| k == &format!("replication:127.0.0.1:{}:acked", c.node(1).port)),
+        "{stats:?}"
+    );
     // A write sent to a slave is forwarded to its master, and comes back replicated.
     let mut s = c.node(1).connect();
     assert_eq!(s.set("key0", 3, 0, b"via-slave"), "STORED");
