@@ -154,9 +154,10 @@ enum Input {
 pub struct IndexServer<N: Net, P: SnapshotStore> {
     net: N,
     listener: N::Listener,
-    settings: IndexSettings,
     index: Index,
     snapshots: P,
+    ctx: Arc<Ctx>,
+    inputs: (mpsc::UnboundedSender<Input>, mpsc::UnboundedReceiver<Input>),
 }
 
 /// What every connection task shares.
@@ -165,6 +166,10 @@ struct Ctx {
     settings: IndexSettings,
     started: Instant,
     map_version: AtomicU64,
+    /// The node map as last persisted (for `/metrics`).
+    map: Mutex<Arc<flare_core::node_map::NodeMap>>,
+    /// Node-map changes persisted since start.
+    map_changes: AtomicU64,
     connections: AtomicUsize,
     total_connections: AtomicU64,
     kills: Mutex<std::collections::HashMap<u64, watch::Sender<bool>>>,
@@ -189,12 +194,26 @@ impl<N: Net, P: SnapshotStore> IndexServer<N, P> {
         let index =
             Index::new(params, restored, Instant::now().into_std()).map_err(io::Error::other)?;
         let listener = net.bind(settings.listen).await?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let ctx = Arc::new(Ctx {
+            inputs: tx.clone(),
+            settings,
+            started: Instant::now(),
+            map_version: AtomicU64::new(index.node_map().version),
+            map: Mutex::new(Arc::new(index.node_map().clone())),
+            map_changes: AtomicU64::new(0),
+            connections: AtomicUsize::new(0),
+            total_connections: AtomicU64::new(0),
+            kills: Mutex::new(Default::default()),
+            conns: Mutex::new(Default::default()),
+        });
         Ok(IndexServer {
             net,
             listener,
-            settings,
             index,
             snapshots,
+            ctx,
+            inputs: (tx, rx),
         })
     }
 
@@ -203,27 +222,29 @@ impl<N: Net, P: SnapshotStore> IndexServer<N, P> {
         self.listener.local_addr()
     }
 
+    /// The scrape renderer of this index server (`/metrics`).
+    pub fn metrics(&self) -> Arc<crate::metrics::Render> {
+        let ctx = self.ctx.clone();
+        Arc::new(
+            move |enc: &mut prometheus_client::encoding::DescriptorEncoder| {
+                index_metrics(&ctx, enc)
+            },
+        )
+    }
+
     /// Serves until `stop` resolves.
     pub async fn run(self, stop: impl std::future::Future<Output = ()>) -> io::Result<()> {
         let IndexServer {
             net,
             mut listener,
-            settings,
             mut index,
             snapshots,
+            ctx,
+            inputs: (tx, mut rx),
         } = self;
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let ctx = Arc::new(Ctx {
-            inputs: tx.clone(),
-            settings,
-            started: Instant::now(),
-            map_version: AtomicU64::new(index.node_map().version),
-            connections: AtomicUsize::new(0),
-            total_connections: AtomicU64::new(0),
-            kills: Mutex::new(Default::default()),
-            conns: Mutex::new(Default::default()),
-        });
-        let mut waiting: Vec<(oneshot::Sender<(Reply, bool)>, Reply, bool)> = Vec::new();
+        // Replies held until the actions of their input are performed: (to, reply, close after it).
+        type Held = (oneshot::Sender<(Reply, bool)>, Reply, bool);
+        let mut waiting: Vec<Held> = Vec::new();
         drain(&net, &mut index, &snapshots, &tx, &ctx)?;
         tokio::pin!(stop);
         loop {
@@ -290,6 +311,9 @@ fn drain<N: Net, P: SnapshotStore>(
                     io::Error::other(format!("cannot persist the node map, stopping: {e}"))
                 })?;
                 ctx.map_version.store(snapshot.version, Relaxed);
+                ctx.map_changes.fetch_add(1, Relaxed);
+                *ctx.map.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Arc::new(index.node_map().clone());
             }
             Action::Probe {
                 node,
@@ -631,4 +655,113 @@ fn general_stats(ctx: &Ctx) -> Vec<(String, String)> {
     );
     put("server_version", format!("flare-{}", flare_core::VERSION));
     s
+}
+
+/// What the index's `/metrics` shows: the node map (every node's role, state, partition and balance), its version and
+/// changes, connections.
+fn index_metrics(
+    ctx: &Ctx,
+    enc: &mut prometheus_client::encoding::DescriptorEncoder,
+) -> std::fmt::Result {
+    use crate::metrics::{counter, gauge, gauge_family};
+    let map = ctx.map.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    gauge(
+        enc,
+        "flare_index_up",
+        "1 while the index server serves",
+        1u64,
+    )?;
+    gauge(
+        enc,
+        "flare_index_uptime_seconds",
+        "Seconds since start",
+        ctx.started.elapsed().as_secs(),
+    )?;
+    gauge(
+        enc,
+        "flare_node_map_version",
+        "Version of the node map",
+        map.version,
+    )?;
+    counter(
+        enc,
+        "flare_index_map_changes",
+        "Node-map changes persisted since start",
+        ctx.map_changes.load(Relaxed),
+    )?;
+    let nodes: Vec<_> = map
+        .nodes
+        .values()
+        .map(|r| {
+            (
+                [
+                    ("node", r.key()),
+                    ("role", r.role.name().to_string()),
+                    ("state", r.state.name().to_string()),
+                    (
+                        "partition",
+                        r.partition.map_or_else(|| "-1".into(), |p| p.to_string()),
+                    ),
+                ],
+                1u64,
+            )
+        })
+        .collect();
+    gauge_family(
+        enc,
+        "flare_index_node_info",
+        "Every node of the map with its role, state and partition (value 1)",
+        &nodes,
+    )?;
+    let balance: Vec<_> = map
+        .nodes
+        .values()
+        .map(|r| ([("node", r.key())], u64::from(r.balance)))
+        .collect();
+    gauge_family(
+        enc,
+        "flare_index_node_balance",
+        "Read balance of every node",
+        &balance,
+    )?;
+    let mut by_state = std::collections::BTreeMap::<(&str, &str), u64>::new();
+    for r in map.nodes.values() {
+        *by_state.entry((r.role.name(), r.state.name())).or_default() += 1;
+    }
+    let by_state: Vec<_> = by_state
+        .into_iter()
+        .map(|((role, state), n)| ([("role", role), ("state", state)], n))
+        .collect();
+    gauge_family(
+        enc,
+        "flare_index_nodes",
+        "Nodes by role and state",
+        &by_state,
+    )?;
+    let partitions = map
+        .nodes
+        .values()
+        .filter(|r| r.role == flare_core::node_map::Role::Master)
+        .filter_map(|r| r.partition)
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    gauge(
+        enc,
+        "flare_partitions",
+        "Partitions that have a master",
+        partitions as u64,
+    )?;
+    gauge(
+        enc,
+        "flare_index_connections",
+        "Admin and node connections open",
+        ctx.connections.load(Relaxed) as u64,
+    )?;
+    counter(
+        enc,
+        "flare_index_connections_accepted",
+        "Connections accepted since start",
+        ctx.total_connections.load(Relaxed),
+    )?;
+    crate::metrics::process(enc, ctx.started.elapsed())
 }

@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod daemon;
 pub mod index;
+pub mod metrics;
 pub mod net;
 pub mod node;
 pub mod rocks;

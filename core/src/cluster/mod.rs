@@ -182,8 +182,7 @@ impl ClusterView {
 
     fn is_member_of(&self, part: Option<&Partition>) -> bool {
         part.is_some_and(|x| {
-            x.master.as_deref() == Some(self.self_key.as_str())
-                || x.slaves.iter().any(|s| *s == self.self_key)
+            x.master.as_deref() == Some(self.self_key.as_str()) || x.slaves.contains(&self.self_key)
         })
     }
 

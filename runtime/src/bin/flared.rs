@@ -97,6 +97,18 @@ async fn serve(mut loaded: LoadedNode) -> Result<(), String> {
         partition = partition.map_or(-1, i64::from),
         "node serving"
     );
+    let _metrics = if config.metrics_port != 0 {
+        let addr = std::net::SocketAddr::new(config.metrics_address, config.metrics_port);
+        let m = flare_runtime::metrics::MetricsServer::start(
+            addr,
+            flare_runtime::node::metrics::renderer(server.shared()),
+        )
+        .map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?;
+        tracing::info!(address = %m.local_addr(), "metrics on http://{}/metrics", m.local_addr());
+        Some(m)
+    } else {
+        None
+    };
     let shared = server.shared();
     let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
     tokio::spawn(async move {

@@ -78,6 +78,15 @@ async fn serve(loaded: LoadedIndex) -> Result<(), String> {
     )
     .await
     .map_err(|e| format!("cannot start on port {}: {e}", c.server_port))?;
+    let _metrics = if c.metrics_port != 0 {
+        let addr = std::net::SocketAddr::new(c.metrics_address, c.metrics_port);
+        let m = flare_runtime::metrics::MetricsServer::start(addr, server.metrics())
+            .map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?;
+        tracing::info!(address = %m.local_addr(), "metrics on http://{}/metrics", m.local_addr());
+        Some(m)
+    } else {
+        None
+    };
     let pid = PidFile::create(&loaded.pid_path)
         .map_err(|e| format!("pid file {}: {e}", loaded.pid_path.display()))?;
     tracing::info!(port = c.server_port, data_dir = %c.data_dir, "index server serving");

@@ -481,15 +481,15 @@ async fn remove_moved_keys<N: Net, S: Storage + 'static>(shared: Arc<Shared<N, S
         for (key, _) in batch {
             // Checked against the map of the moment: another growth may have happened meanwhile.
             let view = shared.cluster.view();
-            if view.partition_of(&key) != Some(p) && view.my_role().2 == Some(p) {
-                if shared
+            if view.partition_of(&key) != Some(p)
+                && view.my_role().2 == Some(p)
+                && shared
                     .store
                     .storage()
                     .update(&key, |_| (Change::Remove, ()))
                     .is_ok()
-                {
-                    removed += 1;
-                }
+            {
+                removed += 1;
             }
         }
         // Throttled: this is background work on a serving node.

@@ -16,6 +16,7 @@ use tokio::time::Instant;
 
 use super::stats::{rusage, ConnInfo, ThreadState};
 use super::{cluster, dump, route, Shared};
+use crate::metrics::{op_index, result_index, OpTally};
 use crate::net::Net;
 
 /// Replies are flushed once this much is buffered, even in the middle of a pipeline.
@@ -59,6 +60,10 @@ struct Conn<'a, T> {
     stream: T,
     wbuf: BytesMut,
     tally: Tally,
+    /// Requests by command and result, with latencies, merged into `Shared::ops` with `tally`.
+    ops: OpTally,
+    /// [`result_index`] of the last reply encoded.
+    result: usize,
     /// A request of the current batch wrote to storage (group commit waits before replying).
     wrote: bool,
     info: &'a ConnInfo,
@@ -76,6 +81,8 @@ async fn serve<N: Net, S: Storage + 'static, T: AsyncRead + AsyncWrite + Unpin>(
         stream,
         wbuf: BytesMut::with_capacity(16 * 1024),
         tally: Tally::default(),
+        ops: OpTally::default(),
+        result: 0,
         wrote: false,
         info,
     };
@@ -94,6 +101,7 @@ async fn serve<N: Net, S: Storage + 'static, T: AsyncRead + AsyncWrite + Unpin>(
         }
         flush(shared, &mut c).await?;
         shared.counters.merge(&std::mem::take(&mut c.tally));
+        shared.ops.merge(&mut c.ops);
         info.state.store(ThreadState::Wait as u8, Relaxed);
         info.set_op("");
         if next == Next::Close || *shutdown.borrow() {
@@ -120,6 +128,14 @@ async fn serve<N: Net, S: Storage + 'static, T: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
+impl<T> Conn<'_, T> {
+    /// Encodes a reply into the write buffer and notes its result.
+    fn reply(&mut self, framing: &Framing, reply: &Reply) {
+        self.result = result_index(reply);
+        encode(framing, reply, &mut self.wbuf);
+    }
+}
+
 /// Writes the buffered replies, first waiting for the group fsync when the batch wrote to storage.
 async fn flush<N: Net, S: Storage, T: AsyncWrite + Unpin>(
     shared: &Shared<N, S>,
@@ -139,7 +155,24 @@ async fn flush<N: Net, S: Storage, T: AsyncWrite + Unpin>(
     Ok(())
 }
 
+/// Runs one request and counts it (command, result, latency) for `/metrics`.
 async fn handle<N: Net, S: Storage + 'static, T: AsyncWrite + Unpin>(
+    shared: &Arc<Shared<N, S>>,
+    decoded: Decoded,
+    c: &mut Conn<'_, T>,
+) -> io::Result<Next> {
+    let start = std::time::Instant::now();
+    let op = match &decoded {
+        Decoded::Request(r) => op_index(&r.command),
+        Decoded::Error { .. } => crate::metrics::OPS.len() - 1,
+    };
+    c.result = 0;
+    let next = run_request(shared, decoded, c).await;
+    c.ops.record(op, c.result, start.elapsed());
+    next
+}
+
+async fn run_request<N: Net, S: Storage + 'static, T: AsyncWrite + Unpin>(
     shared: &Arc<Shared<N, S>>,
     decoded: Decoded,
     c: &mut Conn<'_, T>,
@@ -151,17 +184,13 @@ async fn handle<N: Net, S: Storage + 'static, T: AsyncWrite + Unpin>(
             error,
             close,
         } => {
-            encode(&framing, &Reply::Error(error), &mut c.wbuf);
+            c.reply(&framing, &Reply::Error(error));
             return Ok(if close { Next::Close } else { Next::Continue });
         }
     };
     c.info.set_op(command.op_name());
     if !shared.settings.allow_client_version && carries_client_version(&framing, &command) {
-        encode(
-            &framing,
-            &Reply::Error(ErrorReply::BadCommandLine),
-            &mut c.wbuf,
-        );
+        c.reply(&framing, &Reply::Error(ErrorReply::BadCommandLine));
         return Ok(Next::Continue);
     }
     let errors_before = c.tally.storage_errors;
@@ -173,7 +202,7 @@ async fn handle<N: Net, S: Storage + 'static, T: AsyncWrite + Unpin>(
         return match ran {
             route::Ran::Reply { reply, wrote } => {
                 c.wrote |= wrote;
-                encode(&framing, &reply, &mut c.wbuf);
+                c.reply(&framing, &reply);
                 Ok(Next::Continue)
             }
             route::Ran::Close => Ok(Next::Close),
@@ -183,7 +212,7 @@ async fn handle<N: Net, S: Storage + 'static, T: AsyncWrite + Unpin>(
     match exec::execute(&shared.store, command, shared.now(), &mut c.tally) {
         Outcome::Reply { reply, mutations } => {
             c.wrote |= !mutations.is_empty();
-            encode(&framing, &reply, &mut c.wbuf);
+            c.reply(&framing, &reply);
         }
         Outcome::Close => {
             // Text `quit` closes silently; binary Quit (not QuitQ) is acknowledged first.
@@ -193,11 +222,7 @@ async fn handle<N: Net, S: Storage + 'static, T: AsyncWrite + Unpin>(
         Outcome::Driver(command) => return driver_command(shared, framing, command, c).await,
         // exec's outcomes are non-exhaustive; an unknown one is answered like an unknown command.
         #[allow(unreachable_patterns)]
-        _ => encode(
-            &framing,
-            &Reply::Error(ErrorReply::UnknownCommand),
-            &mut c.wbuf,
-        ),
+        _ => c.reply(&framing, &Reply::Error(ErrorReply::UnknownCommand)),
     }
     if c.tally.storage_errors > errors_before {
         shared.set_unhealthy();
@@ -251,7 +276,7 @@ async fn driver_command<N: Net, S: Storage + 'static, T: AsyncWrite + Unpin>(
         // `shutdown` and the node commands are index-server commands (protocol.md §5.8).
         _ => Reply::Error(ErrorReply::UnknownCommand),
     };
-    encode(&framing, &reply, &mut c.wbuf);
+    c.reply(&framing, &reply);
     Ok(Next::Continue)
 }
 

@@ -25,10 +25,23 @@ pub(super) async fn stream<N: Net, S: Storage, W: AsyncWrite + Unpin>(
     args: DumpArgs,
     out: &mut W,
 ) -> io::Result<()> {
+    shared.counters.dumps_running.fetch_add(1, Relaxed);
+    let result = stream_records(shared, kind, args, out).await;
+    shared.counters.dumps_running.fetch_sub(1, Relaxed);
+    result
+}
+
+async fn stream_records<N: Net, S: Storage, W: AsyncWrite + Unpin>(
+    shared: &Shared<N, S>,
+    kind: DumpKind,
+    args: DumpArgs,
+    out: &mut W,
+) -> io::Result<()> {
     let mut throttle = Throttle::new(&args);
     let mut buf = BytesMut::with_capacity(CHUNK + 64 * 1024);
     let mut cursor: Option<Bytes> = None;
     let view = shared.cluster.view();
+    let mut sent = 0u64;
     loop {
         let batch = match shared.store.storage().scan(cursor.as_deref(), BATCH) {
             Ok(b) => b,
@@ -50,6 +63,7 @@ pub(super) async fn stream<N: Net, S: Storage, W: AsyncWrite + Unpin>(
             if !encode_record(kind, &args, view.resolver(), key, entry, now, &mut buf) {
                 continue;
             }
+            sent += 1;
             let pause =
                 throttle.on_record(buf.len() - before, tokio::time::Instant::now().into_std());
             if !pause.is_zero() {
@@ -59,6 +73,10 @@ pub(super) async fn stream<N: Net, S: Storage, W: AsyncWrite + Unpin>(
                 write(shared, out, &mut buf).await?;
             }
         }
+        shared
+            .counters
+            .dump_items
+            .fetch_add(std::mem::take(&mut sent), Relaxed);
         if throttle.is_unlimited() {
             // Let other connections run between batches of a long dump.
             tokio::task::yield_now().await;

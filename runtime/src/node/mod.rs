@@ -29,6 +29,7 @@ use crate::net::{Listener, Net};
 pub mod cluster;
 mod conn;
 mod dump;
+pub mod metrics;
 pub mod peers;
 mod route;
 pub mod stats;
@@ -79,6 +80,8 @@ pub struct Shared<N: Net, S: Storage> {
     pub dynamic: DynamicSettings,
     /// `stats` counters.
     pub counters: Counters,
+    /// Requests by command and result, and their latencies (`/metrics`).
+    pub ops: crate::metrics::OpMetrics,
     /// Open connections.
     pub registry: Registry,
     /// The cluster side: node map, peers, replication, reconstruction.
@@ -135,6 +138,7 @@ impl<N: Net, S: Storage + 'static> NodeServer<N, S> {
             },
             settings,
             counters: Counters::default(),
+            ops: Default::default(),
             registry: Registry::default(),
             cluster,
             net,
