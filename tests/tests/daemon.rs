@@ -1,6 +1,7 @@
 //! Daemon behaviour: max-connection, net-read-timeout, pid file, config file, stats fields, kill, pipelining.
 
 use std::io::{Read, Write};
+use std::process::Command;
 use std::time::Duration;
 
 use flare_tests::Flared;
@@ -195,4 +196,57 @@ fn stats_have_flare_fields_in_order() {
     let mut buf = [0u8; 4];
     assert_eq!(victim.stream().read(&mut buf).unwrap_or(0), 0);
     assert_eq!(c.call("kill 99999"), "CLIENT_ERROR thread not found");
+}
+
+/// The systemd units under `etc/systemd` are valid for `systemd-analyze verify` (when the machine has it), and the
+/// command their `ExecStartPre` runs accepts the sample configurations they point at.
+#[test]
+fn systemd_units_verify_and_their_config_check_passes() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = tempfile::tempdir().unwrap();
+    for daemon in ["flarei", "flared"] {
+        let unit =
+            std::fs::read_to_string(root.join(format!("etc/systemd/{daemon}.service"))).unwrap();
+        assert!(unit.contains(&format!(
+            "ExecStart=/usr/local/bin/{daemon} -f /etc/flare/{daemon}.conf\n"
+        )));
+        assert!(unit.contains("ExecReload=/bin/kill -HUP $MAINPID"));
+        // The same unit pointing at the binaries and sample files of this checkout.
+        let local = unit
+            .replace(
+                &format!("/usr/local/bin/{daemon}"),
+                flare_tests::binary(daemon).to_str().unwrap(),
+            )
+            .replace(
+                &format!("/etc/flare/{daemon}.conf"),
+                root.join(format!("etc/{daemon}.conf")).to_str().unwrap(),
+            );
+        let path = dir.path().join(format!("{daemon}.service"));
+        std::fs::write(&path, &local).unwrap();
+        let check = Command::new(flare_tests::binary(daemon))
+            .args([
+                "-f",
+                root.join(format!("etc/{daemon}.conf")).to_str().unwrap(),
+                "--check-config",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            check.status.success(),
+            "{}",
+            String::from_utf8_lossy(&check.stderr)
+        );
+        if flare_tests::have("systemd-analyze") {
+            let out = Command::new("systemd-analyze")
+                .arg("verify")
+                .arg(&path)
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                out.status.success() && !stderr.contains(&format!("{daemon}.service:")),
+                "{stderr}"
+            );
+        }
+    }
 }
