@@ -122,6 +122,8 @@ pub struct IndexSettings {
     pub settings: Vec<(String, String)>,
     /// Longest command line.
     pub line_max: usize,
+    /// `internal-netmask`: who may send map-changing commands; empty = any (SIGHUP: [`IndexControl::reload`]).
+    pub internal_netmask: Vec<flare_core::config::Cidr>,
 }
 
 /// An input of the state machine task.
@@ -148,6 +150,7 @@ enum Input {
     Open(oneshot::Sender<ConnId>),
     Closed(ConnId),
     SessionLost(String),
+    Reconfigure(IndexParams),
 }
 
 /// A bound index server.
@@ -166,6 +169,10 @@ struct Ctx {
     settings: IndexSettings,
     started: Instant,
     map_version: AtomicU64,
+    /// `max-connection` (reloadable).
+    max_connection: AtomicUsize,
+    /// `internal-netmask` (reloadable).
+    internal_netmask: std::sync::RwLock<Arc<Vec<flare_core::config::Cidr>>>,
     /// The node map as last persisted (for `/metrics`).
     map: Mutex<Arc<flare_core::node_map::NodeMap>>,
     /// Node-map changes persisted since start.
@@ -197,6 +204,8 @@ impl<N: Net, P: SnapshotStore> IndexServer<N, P> {
         let (tx, rx) = mpsc::unbounded_channel();
         let ctx = Arc::new(Ctx {
             inputs: tx.clone(),
+            max_connection: AtomicUsize::new(settings.max_connection),
+            internal_netmask: std::sync::RwLock::new(Arc::new(settings.internal_netmask.clone())),
             settings,
             started: Instant::now(),
             map_version: AtomicU64::new(index.node_map().version),
@@ -220,6 +229,13 @@ impl<N: Net, P: SnapshotStore> IndexServer<N, P> {
     /// The bound address.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// A handle that applies reloaded settings while the server runs (SIGHUP).
+    pub fn control(&self) -> IndexControl {
+        IndexControl {
+            ctx: self.ctx.clone(),
+        }
     }
 
     /// The scrape renderer of this index server (`/metrics`).
@@ -275,6 +291,10 @@ impl<N: Net, P: SnapshotStore> IndexServer<N, P> {
                         Input::Open(reply) => { let _ = reply.send(index.open_connection()); }
                         Input::Closed(conn) => index.close_connection(conn),
                         Input::SessionLost(node) => index.handle_session_lost(now, &node),
+                        Input::Reconfigure(params) => match index.reconfigure(now, params) {
+                            Ok(()) => tracing::info!("index settings reloaded"),
+                            Err(e) => tracing::error!(error = %e, "reload refused, keeping the old settings"),
+                        },
                     }
                 }
                 _ = sleep => index.handle_timeout(Instant::now().into_std()),
@@ -293,6 +313,41 @@ impl<N: Net, P: SnapshotStore> IndexServer<N, P> {
             }
         }
         Ok(())
+    }
+}
+
+/// Applies reloaded settings to a running index server.
+#[derive(Clone)]
+pub struct IndexControl {
+    ctx: Arc<Ctx>,
+}
+
+impl IndexControl {
+    /// Takes the dynamic options of a re-read configuration: monitor settings, secret and `auto-activate` (in the
+    /// state machine; refused there if the partitioning changed), `max-connection`, `internal-netmask`.
+    pub fn reload(
+        &self,
+        params: IndexParams,
+        max_connection: usize,
+        internal_netmask: Vec<flare_core::config::Cidr>,
+    ) {
+        self.ctx.max_connection.store(max_connection, Relaxed);
+        *self
+            .ctx
+            .internal_netmask
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Arc::new(internal_netmask);
+        let _ = self.ctx.inputs.send(Input::Reconfigure(params));
+    }
+}
+
+impl Ctx {
+    fn internal_allowed(&self, peer: std::net::IpAddr) -> bool {
+        let masks = self
+            .internal_netmask
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        masks.is_empty() || masks.iter().any(|m| m.contains(peer))
     }
 }
 
@@ -445,7 +500,7 @@ fn accept<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'stat
     stream: S,
     peer: SocketAddr,
 ) {
-    if ctx.connections.load(Relaxed) >= ctx.settings.max_connection {
+    if ctx.connections.load(Relaxed) >= ctx.max_connection.load(Relaxed) {
         tracing::warn!(%peer, "max-connection reached, closing new connection");
         return;
     }
@@ -475,7 +530,7 @@ fn accept<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'stat
                         behind: 0,
                     },
                 );
-                if let Err(e) = serve(&ctx, conn, stream, kill_rx).await {
+                if let Err(e) = serve(&ctx, conn, peer, stream, kill_rx).await {
                     tracing::debug!(%peer, error = %e, "index connection ended with an error");
                 }
                 ctx.kills
@@ -496,6 +551,7 @@ fn accept<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'stat
 async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     ctx: &Ctx,
     conn: ConnId,
+    peer: SocketAddr,
     mut stream: S,
     mut kill: watch::Receiver<bool>,
 ) -> io::Result<()> {
@@ -510,6 +566,17 @@ async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
                 let (reply, close) = match parsed {
                     AdminParsed::Close => return Ok(()),
                     AdminParsed::Error { error, close } => (Reply::Error(error), close),
+                    AdminParsed::Command(AdminCommand::Index(command))
+                        if command.changes_map() && !ctx.internal_allowed(peer.ip()) =>
+                    {
+                        tracing::warn!(%peer, "map-changing command refused (internal-netmask)");
+                        (
+                            Reply::Error(flare_core::protocol::ErrorReply::Client(
+                                "command not allowed from this address".into(),
+                            )),
+                            false,
+                        )
+                    }
                     AdminParsed::Command(AdminCommand::Index(command)) => {
                         let node = match &command {
                             IndexCommand::NodeAdd(n) | IndexCommand::NodeSession(n) => {

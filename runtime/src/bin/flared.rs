@@ -157,6 +157,11 @@ fn reload<S: flare_core::storage::Storage>(
                 .dynamic
                 .net_read_timeout_ms
                 .store(config.net_read_timeout.as_millis() as u64, Relaxed);
+            *shared
+                .dynamic
+                .internal_netmask
+                .write()
+                .unwrap_or_else(|e| e.into_inner()) = Arc::new(config.internal_netmask.clone());
             daemon::raise_nofile(u64::from(config.max_connection) * 2 + 16);
             loaded.config = config;
             tracing::info!("configuration reloaded");
@@ -206,6 +211,7 @@ fn settings(loaded: &LoadedNode) -> NodeSettings {
         show_variables: loaded.show_variables(),
         settings: c.settings(),
         sync_default: c.replication_type == ReplicationType::Sync,
+        internal_netmask: c.internal_netmask.clone(),
     }
 }
 
@@ -224,5 +230,6 @@ fn cluster_settings(c: &NodeConfig) -> ClusterSettings {
         reconstruction_interval_us: c.reconstruction_interval.as_micros() as u64,
         reconstruction_bwlimit: u64::from(c.reconstruction_bwlimit),
         seed: u64::from(std::process::id()),
+        cluster_secret: c.cluster_secret.expose().to_string(),
     }
 }

@@ -69,6 +69,7 @@ async fn serve(loaded: LoadedIndex) -> Result<(), String> {
         show_variables: loaded.show_variables(),
         settings: c.settings(),
         line_max: c.max_line_length,
+        internal_netmask: c.internal_netmask.clone(),
     };
     let server = IndexServer::bind(
         TokioNet,
@@ -90,6 +91,28 @@ async fn serve(loaded: LoadedIndex) -> Result<(), String> {
     let pid = PidFile::create(&loaded.pid_path)
         .map_err(|e| format!("pid file {}: {e}", loaded.pid_path.display()))?;
     tracing::info!(port = c.server_port, data_dir = %c.data_dir, "index server serving");
+    let control = server.control();
+    let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+    let mut loaded = loaded;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            match cli::reload_index(&loaded) {
+                Ok((config, warnings)) => {
+                    for w in warnings {
+                        tracing::warn!("{w}");
+                    }
+                    control.reload(
+                        IndexParams::from_config(&config),
+                        config.max_connection as usize,
+                        config.internal_netmask.clone(),
+                    );
+                    daemon::raise_nofile(u64::from(config.max_connection) * 2 + 16);
+                    loaded.config = config;
+                }
+                Err(e) => tracing::error!("reload skipped, keeping the old configuration: {e}"),
+            }
+        }
+    });
     let result = server.run(stop_signal()).await.map_err(|e| e.to_string());
     drop(pid);
     result

@@ -52,6 +52,8 @@ pub struct ClusterSettings {
     pub reconstruction_bwlimit: u64,
     /// Seed of the random choice of read replicas (deterministic in the simulation).
     pub seed: u64,
+    /// `cluster-secret`: sent with `auth` before the map-changing commands this node sends the index; empty = none.
+    pub cluster_secret: String,
 }
 
 impl ClusterSettings {
@@ -513,6 +515,10 @@ pub async fn session<N: Net, S: Storage + 'static>(shared: Arc<Shared<N, S>>) {
             let Ok(mut stream) = shared.net.connect(host, *port).await else {
                 continue;
             };
+            if let Err(e) = authenticate(&shared, &mut stream).await {
+                tracing::warn!(error = %e, "index session not opened");
+                continue;
+            }
             if stream.write_all(hello.as_bytes()).await.is_err() {
                 continue;
             }
@@ -558,6 +564,7 @@ pub async fn index_call<N: Net, S: Storage + 'static>(
     for (host, port) in &shared.cluster.settings.index_servers {
         let attempt = tokio::time::timeout(shared.cluster.settings.proxy_timeout * 5, async {
             let mut s = shared.net.connect(host, *port).await?;
+            authenticate(shared, &mut s).await?;
             let mut all = Vec::new();
             for line in lines {
                 s.write_all(format!("{line}\r\n").as_bytes()).await?;
@@ -578,6 +585,32 @@ pub async fn index_call<N: Net, S: Storage + 'static>(
         }
     }
     Err(last)
+}
+
+/// Sends `auth <cluster-secret>` first when a secret is configured (the index requires it for map changes).
+async fn authenticate<N: Net, S: Storage + 'static, T>(
+    shared: &Shared<N, S>,
+    s: &mut T,
+) -> io::Result<()>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let secret = &shared.cluster.settings.cluster_secret;
+    if secret.is_empty() {
+        return Ok(());
+    }
+    s.write_all(format!("auth {secret}\r\n").as_bytes()).await?;
+    match read_reply(s, shared.settings.limits, ReplyKind::Line)
+        .await?
+        .first()
+    {
+        Some(ReplyEvent::Line(l)) if &l[..] == b"OK" => Ok(()),
+        Some(ReplyEvent::Line(l)) => Err(io::Error::other(format!(
+            "index refused cluster-secret: {}",
+            String::from_utf8_lossy(l)
+        ))),
+        _ => Err(io::Error::other("index: no answer to auth")),
+    }
 }
 
 async fn read_reply<T: tokio::io::AsyncRead + Unpin>(

@@ -189,6 +189,16 @@ async fn run_request<N: Net, S: Storage + 'static, T: AsyncWrite + Unpin>(
         }
     };
     c.info.set_op(command.op_name());
+    if is_internal(&framing, &command) && !shared.dynamic.internal_allowed(c.info.peer.ip()) {
+        tracing::warn!(peer = %c.info.peer, op = command.op_name(), "internal command refused (internal-netmask)");
+        c.reply(
+            &framing,
+            &Reply::Error(ErrorReply::Client(
+                "internal command not allowed from this address".into(),
+            )),
+        );
+        return Ok(Next::Continue);
+    }
     if !shared.settings.allow_client_version && carries_client_version(&framing, &command) {
         c.reply(&framing, &Reply::Error(ErrorReply::BadCommandLine));
         return Ok(Next::Continue);
@@ -228,6 +238,15 @@ async fn run_request<N: Net, S: Storage + 'static, T: AsyncWrite + Unpin>(
         shared.set_unhealthy();
     }
     Ok(Next::Continue)
+}
+
+/// Commands only other nodes, the index and the admin tools send (decisions.md #10).
+fn is_internal(framing: &Framing, command: &Command) -> bool {
+    matches!(framing, Framing::Text { proxy: Some(_) })
+        || matches!(
+            command,
+            Command::NodeSync { .. } | Command::Dump(_) | Command::DumpKey(_) | Command::Kill(_)
+        )
 }
 
 /// A plain client's write with Flare's explicit `<version>` token (protocol.md §4.3).

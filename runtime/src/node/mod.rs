@@ -59,6 +59,8 @@ pub struct NodeSettings {
     pub settings: Vec<(String, String)>,
     /// `replication-type = sync`: writes without `sync`/`async` wait for their slaves.
     pub sync_default: bool,
+    /// `internal-netmask` at start (SIGHUP replaces [`DynamicSettings::internal_netmask`]).
+    pub internal_netmask: Vec<flare_core::config::Cidr>,
 }
 
 /// Settings that SIGHUP may change while running.
@@ -68,6 +70,20 @@ pub struct DynamicSettings {
     pub max_connection: AtomicUsize,
     /// `net-read-timeout` in milliseconds.
     pub net_read_timeout_ms: AtomicU64,
+    /// `internal-netmask`: the address ranges internal commands are accepted from; empty = any.
+    pub internal_netmask: std::sync::RwLock<Arc<Vec<flare_core::config::Cidr>>>,
+}
+
+impl DynamicSettings {
+    /// Whether `peer` may send internal commands (decisions.md #10): replication and proxied requests (with a
+    /// `<host:port>` prefix), `node sync`, `dump`, `dump_key`, `kill`.
+    pub fn internal_allowed(&self, peer: std::net::IpAddr) -> bool {
+        let masks = self
+            .internal_netmask
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        masks.is_empty() || masks.iter().any(|m| m.contains(peer))
+    }
 }
 
 /// State shared by every connection of one node.
@@ -135,6 +151,9 @@ impl<N: Net, S: Storage + 'static> NodeServer<N, S> {
             dynamic: DynamicSettings {
                 max_connection: AtomicUsize::new(max_connection),
                 net_read_timeout_ms: AtomicU64::new(net_read_timeout.as_millis() as u64),
+                internal_netmask: std::sync::RwLock::new(Arc::new(
+                    settings.internal_netmask.clone(),
+                )),
             },
             settings,
             counters: Counters::default(),
