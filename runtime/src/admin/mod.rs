@@ -66,7 +66,11 @@ pub fn main(mut args: Vec<OsString>, shortcut: Option<&str>) -> ExitCode {
         _ => None,
     });
     if let Some(sub) = implied {
+        // Parsed as `flare-admin <sub> ...`, so usage lines name the real command.
         args.insert(1.min(args.len()), sub.into());
+        if let Some(first) = args.first_mut() {
+            *first = "flare-admin".into();
+        }
     }
     let cli = match Cli::try_parse_from(&args) {
         Ok(c) => c,
@@ -82,6 +86,8 @@ pub fn main(mut args: Vec<OsString>, shortcut: Option<&str>) -> ExitCode {
     match run(cli) {
         Ok(Status::Ok) => ExitCode::SUCCESS,
         Ok(Status::Ng) => ExitCode::from(1),
+        // A reader that went away (`flare-admin dump ... | head`) is not worth a message.
+        Err(AdminError::File { reason, .. }) if reason == "broken pipe" => ExitCode::from(1),
         Err(e) => {
             let _ = std::io::stdout().flush();
             eprintln!("{program}: {e}");

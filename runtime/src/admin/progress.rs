@@ -79,7 +79,7 @@ pub fn build_line(s: &BuildSample, elapsed: Duration) -> String {
         let rate = (s.done as f64 / elapsed.as_secs_f64()).round() as u64;
         match s.total {
             Some(t) if t > 0 => {
-                let pct = (s.done.min(t) * 100) / t;
+                let pct = s.done.min(t).saturating_mul(100) / t;
                 line.push_str(&format!(" {pct}%, {rate} items/s"));
             }
             _ => line.push_str(&format!(" {rate} items/s")),
@@ -103,7 +103,11 @@ pub fn transfer_line(
     let secs = elapsed.as_secs();
     match total {
         Some(t) => {
-            let pct = if t == 0 { 100 } else { done.min(t) * 100 / t };
+            let pct = done
+                .min(t)
+                .saturating_mul(100)
+                .checked_div(t)
+                .unwrap_or(100);
             let eta = eta_secs(done, t, elapsed).map_or("n/a".into(), |e| e.to_string());
             format!(
                 "{label}: {done}/{t} {unit_name} ({pct}%) [ETA: {eta} sec (elapsed = {secs} sec)]"
