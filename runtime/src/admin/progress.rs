@@ -44,11 +44,25 @@ pub enum Unit {
 pub struct Progress {
     started: Instant,
     bar: Option<ProgressBar>,
+    template: &'static str,
     last_line: Option<Instant>,
+    last_message: Option<Instant>,
     transfer: Option<(String, Unit, Option<u64>)>,
     done: u64,
     final_line: Option<String>,
 }
+
+// Bar layouts. Rates are computed here (whole items per second), not by indicatif, whose `{per_sec}` prints four
+// decimals.
+const BUILD_TOTAL: &str =
+    "{spinner} [{elapsed_precise}] [{wide_bar}] {pos}/{len} ({percent}%) ETA {eta} {msg}";
+const BUILD_COUNT: &str = "{spinner} [{elapsed_precise}] {pos} items {msg}";
+const ITEMS_TOTAL: &str =
+    "{spinner} {prefix} [{elapsed_precise}] [{wide_bar}] {pos}/{len} items ({percent}%) ETA {eta} {msg}";
+const ITEMS_COUNT: &str = "{spinner} {prefix} [{elapsed_precise}] {pos} items {msg}";
+const BYTES_TOTAL: &str = "{spinner} {prefix} [{elapsed_precise}] [{wide_bar}] {binary_bytes}/{binary_total_bytes} ({percent}%) {binary_bytes_per_sec} ETA {eta}";
+const BYTES_COUNT: &str =
+    "{spinner} {prefix} [{elapsed_precise}] {binary_bytes} {binary_bytes_per_sec}";
 
 /// Flare's ETA: ⌊(total − done) / (done / elapsed)⌋, `None` (shown `n/a`) while elapsed or done is 0.
 pub fn eta_secs(done: u64, total: u64, elapsed: Duration) -> Option<u64> {
@@ -120,43 +134,42 @@ pub fn transfer_line(
 impl Progress {
     /// A build display; a bar when stderr is a terminal.
     pub fn build() -> Progress {
+        Progress::new(BUILD_COUNT, None, None)
+    }
+
+    /// A transfer display labelled `label` (`dump node1:12121`), out of `total` when known.
+    pub fn transfer(label: &str, unit: Unit, total: Option<u64>) -> Progress {
+        let template = match (unit, total) {
+            (Unit::Items, Some(_)) => ITEMS_TOTAL,
+            (Unit::Items, None) => ITEMS_COUNT,
+            (Unit::Bytes, Some(_)) => BYTES_TOTAL,
+            (Unit::Bytes, None) => BYTES_COUNT,
+        };
+        let mut p = Progress::new(template, Some(label), total);
+        p.transfer = Some((label.to_string(), unit, total));
+        p
+    }
+
+    fn new(template: &'static str, prefix: Option<&str>, total: Option<u64>) -> Progress {
         let bar = io::stderr().is_terminal().then(|| {
-            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+            let bar = ProgressBar::with_draw_target(total, ProgressDrawTarget::stderr());
+            set_style(&bar, template);
+            if let Some(prefix) = prefix {
+                bar.set_prefix(prefix.to_string());
+            }
             bar.enable_steady_tick(Duration::from_millis(200));
             bar
         });
         Progress {
             started: Instant::now(),
             bar,
+            template,
             last_line: None,
+            last_message: None,
             transfer: None,
             done: 0,
             final_line: None,
         }
-    }
-
-    /// A transfer display labelled `label` (`dump node1:12121`), out of `total` when known.
-    pub fn transfer(label: &str, unit: Unit, total: Option<u64>) -> Progress {
-        let mut p = Progress::build();
-        p.transfer = Some((label.to_string(), unit, total));
-        if let Some(bar) = &p.bar {
-            let counts = match unit {
-                Unit::Items => "{human_pos}/{human_len} items ({percent}%) {per_sec}",
-                Unit::Bytes => "{bytes}/{total_bytes} ({percent}%) {bytes_per_sec}",
-            };
-            let template = match total {
-                Some(_) => {
-                    format!("{{prefix}} [{{elapsed_precise}}] [{{wide_bar}}] {counts} ETA {{eta}}")
-                }
-                None => "{prefix} [{elapsed_precise}] {spinner} {human_pos} {per_sec}".to_string(),
-            };
-            set_style(bar, &template);
-            bar.set_prefix(label.to_string());
-            if let Some(t) = total {
-                bar.set_length(t);
-            }
-        }
-        p
     }
 
     /// Time since the display started.
@@ -167,20 +180,25 @@ impl Progress {
     /// Shows a build sample: redraws the bar, or writes one plain line (the caller samples once per second).
     pub fn build_update(&mut self, s: &BuildSample) {
         let line = build_line(s, self.elapsed());
-        match &self.bar {
-            Some(bar) => {
-                let template = match s.total {
-                    Some(_) => "[{elapsed_precise}] [{wide_bar}] {pos}/{len} ({percent}%) {per_sec} ETA {eta} {msg}",
-                    None => "[{elapsed_precise}] {spinner} {pos} items {per_sec} {msg}",
-                };
-                set_style(bar, template);
+        if self.bar.is_some() {
+            self.restyle(if s.total.is_some() {
+                BUILD_TOTAL
+            } else {
+                BUILD_COUNT
+            });
+            let rate = self.rate(s.done);
+            if let Some(bar) = &self.bar {
                 if let Some(t) = s.total {
                     bar.set_length(t.max(s.done));
                 }
                 bar.set_position(s.done);
-                bar.set_message(format!("(role = {}, state = {})", s.role, s.state));
+                bar.set_message(format!(
+                    "(role = {}, state = {}) {rate} items/s",
+                    s.role, s.state
+                ));
             }
-            None => eprintln!("{line}"),
+        } else {
+            eprintln!("{line}");
         }
         self.final_line = Some(line);
     }
@@ -188,14 +206,22 @@ impl Progress {
     /// Counts a transfer forward to `done`; plain lines are written at most once per second.
     pub fn transfer_update(&mut self, done: u64) {
         self.done = done;
+        let now = Instant::now();
+        let every = |last: Option<Instant>, period: Duration| {
+            last.is_none_or(|t| now.duration_since(t) >= period)
+        };
         match &self.bar {
-            Some(bar) => bar.set_position(done),
+            Some(bar) => {
+                bar.set_position(done);
+                let items = matches!(self.transfer, Some((_, Unit::Items, _)));
+                if items && every(self.last_message, Duration::from_millis(250)) {
+                    self.last_message = Some(now);
+                    bar.set_message(format!("{} items/s", self.rate(done)));
+                }
+            }
             None => {
-                let due = self
-                    .last_line
-                    .is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
-                if due {
-                    self.last_line = Some(Instant::now());
+                if every(self.last_line, Duration::from_secs(1)) {
+                    self.last_line = Some(now);
                     if let Some(line) = self.transfer_text() {
                         eprintln!("{line}");
                     }
@@ -219,6 +245,24 @@ impl Progress {
             }
         }
         let _ = io::stderr().flush();
+    }
+
+    fn restyle(&mut self, template: &'static str) {
+        if let Some(bar) = &self.bar {
+            if self.template != template {
+                set_style(bar, template);
+            }
+        }
+        self.template = template;
+    }
+
+    fn rate(&self, done: u64) -> u64 {
+        let secs = self.elapsed().as_secs_f64();
+        if secs < 0.001 {
+            0
+        } else {
+            (done as f64 / secs).round() as u64
+        }
     }
 
     fn transfer_text(&self) -> Option<String> {
@@ -315,11 +359,12 @@ mod tests {
     #[test]
     fn bar_templates_parse() {
         for t in [
-            "[{elapsed_precise}] [{wide_bar}] {pos}/{len} ({percent}%) {per_sec} ETA {eta} {msg}",
-            "[{elapsed_precise}] {spinner} {pos} items {per_sec} {msg}",
-            "{prefix} [{elapsed_precise}] [{wide_bar}] {human_pos}/{human_len} items ({percent}%) {per_sec} ETA {eta}",
-            "{prefix} [{elapsed_precise}] [{wide_bar}] {bytes}/{total_bytes} ({percent}%) {bytes_per_sec} ETA {eta}",
-            "{prefix} [{elapsed_precise}] {spinner} {human_pos} {per_sec}",
+            BUILD_TOTAL,
+            BUILD_COUNT,
+            ITEMS_TOTAL,
+            ITEMS_COUNT,
+            BYTES_TOTAL,
+            BYTES_COUNT,
         ] {
             assert!(ProgressStyle::with_template(t).is_ok(), "{t}");
         }
