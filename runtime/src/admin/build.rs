@@ -49,6 +49,14 @@ pub fn slave(ctx: &Ctx, a: SlaveArgs) -> Result<Status> {
             println!("{key} is already a slave of partition {p}.");
             continue;
         }
+        if n.role == Role::Slave && n.partition == Some(p) && n.state == State::Prepare && !dry {
+            // An earlier run was interrupted, or the slave is rebuilding itself: wait for it again.
+            println!("{key} is being built as a slave of partition {p} already.");
+            let built = wait_build(ctx, &mut index, &n, Goal::Slave, timeout)?;
+            restore_balance(&mut index, &mut prompter, &built, b, a.retry, true)?;
+            print_nodes(&mut index, &[key])?;
+            continue;
+        }
         if n.role != Role::Proxy || n.state != State::Active {
             println!("{key} is not a proxy.");
             status = Status::Ng;
