@@ -1,0 +1,498 @@
+//! One blocking text-protocol connection to an index server or a node, following admin-tool.md §2: a 1 s connect
+//! timeout, a `version` handshake, a `--timeout` deadline on every request except `dump` and `dump_key`, and `quit`
+//! when dropped.
+//!
+//! Replies are read with core's [`ReplyReader`], so every frame rule (CRLF, `VALUE` lines followed by exactly `len`
+//! bytes, size limits) is the one the servers themselves use; anything else becomes [`AdminError::Protocol`] and the
+//! connection is not used again. The tool is a short-lived, mostly sequential program, so it uses plain blocking
+//! sockets rather than the daemons' tokio runtime; the few fan-outs (`stats` on every node) use scoped threads.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use flare_core::protocol::reply::{ReplyEvent, ReplyKind, ReplyReader, ValueBlock};
+use flare_core::protocol::{Limits, ITEM_SIZE_HARD_MAX};
+
+use super::error::{reason, AdminError, Result};
+
+/// Connect timeout (admin-tool.md §2.1).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Bytes read from the socket at a time.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// `host:port` of a server.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Endpoint {
+    /// Host name or address, exactly as given (node names are used as `stats nodes` prints them).
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+}
+
+impl Endpoint {
+    /// `host:port` with an explicit port.
+    pub fn new(host: impl Into<String>, port: u16) -> Endpoint {
+        Endpoint {
+            host: host.into(),
+            port,
+        }
+    }
+
+    /// Parses `host:port`.
+    pub fn parse(s: &str) -> Result<Endpoint> {
+        let (host, port) = s
+            .rsplit_once(':')
+            .ok_or_else(|| AdminError::Usage(format!("invalid node '{s}' (expected host:port)")))?;
+        let port = port
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p != 0 && !host.is_empty())
+            .ok_or_else(|| AdminError::Usage(format!("invalid node '{s}' (expected host:port)")))?;
+        Ok(Endpoint::new(host, port))
+    }
+
+    /// The node key (`name:port`, cluster.md §2.1).
+    pub fn key(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
+/// Where `--debug` writes the wire traffic (stderr or `--log-file`); off by default.
+#[derive(Clone, Default)]
+pub struct Trace(Option<Arc<Mutex<Box<dyn Write + Send>>>>);
+
+impl Trace {
+    /// A trace writing to `out`.
+    pub fn to(out: Box<dyn Write + Send>) -> Trace {
+        Trace(Some(Arc::new(Mutex::new(out))))
+    }
+
+    /// Logs one line (`> command` or `< reply`) exchanged with `addr`.
+    pub fn line(&self, addr: &str, direction: char, text: &[u8]) {
+        if let Some(out) = &self.0 {
+            let mut out = out.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = writeln!(
+                out,
+                "[debug] {addr} {direction} {}",
+                String::from_utf8_lossy(text)
+            );
+        }
+    }
+}
+
+impl fmt::Debug for Trace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Trace(on)"
+        } else {
+            "Trace(off)"
+        })
+    }
+}
+
+/// What every connection needs to know.
+#[derive(Clone, Debug)]
+pub struct ConnOpts {
+    /// `--timeout`: the deadline of one request (dumps have none).
+    pub timeout: Duration,
+    /// `--debug` output.
+    pub trace: Trace,
+}
+
+/// The server's `version` answer, read as flare-tools reads it (admin-tool.md §2.2).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerVersion {
+    /// `flare` unless the reply names another.
+    pub name: String,
+    /// `x.y.z` as numbers; a part that is not a number counts as 0.
+    pub numbers: Vec<u64>,
+}
+
+impl ServerVersion {
+    /// From the reply line; a line that is not `VERSION ...` is version 0.0.0.
+    pub fn parse(line: &str) -> ServerVersion {
+        let Some(text) = line.strip_prefix("VERSION ") else {
+            return ServerVersion {
+                name: "flare".into(),
+                numbers: vec![0, 0, 0],
+            };
+        };
+        let word = text.split(' ').next().unwrap_or("");
+        let parts: Vec<&str> = word.split('-').collect();
+        let (name, version) = match parts.as_slice() {
+            [name, version, ..] => (*name, *version),
+            [version] => ("flare", *version),
+            [] => ("flare", "0"),
+        };
+        ServerVersion {
+            name: name.to_string(),
+            numbers: version.split('.').map(|p| p.parse().unwrap_or(0)).collect(),
+        }
+    }
+
+    /// True when this version is at least `min` (compared part by part, missing parts as 0).
+    pub fn at_least(&self, min: &[u64]) -> bool {
+        let n = self.numbers.len().max(min.len());
+        let get = |v: &[u64], i: usize| v.get(i).copied().unwrap_or(0);
+        (0..n)
+            .map(|i| get(&self.numbers, i).cmp(&get(min, i)))
+            .find(|o| o.is_ne())
+            .is_none_or(|o| o.is_gt())
+    }
+}
+
+/// A connection to one server.
+pub struct Conn {
+    what: &'static str,
+    addr: String,
+    stream: TcpStream,
+    buf: BytesMut,
+    chunk: Vec<u8>,
+    reader: ReplyReader,
+    opts: ConnOpts,
+    /// The handshake's answer.
+    pub version: ServerVersion,
+}
+
+impl Conn {
+    /// Connects to the index server and shakes hands.
+    pub fn index(at: &Endpoint, opts: &ConnOpts) -> Result<Conn> {
+        Conn::open("index server", at, opts)
+    }
+
+    /// Connects to a node and shakes hands.
+    pub fn node(at: &Endpoint, opts: &ConnOpts) -> Result<Conn> {
+        Conn::open("node", at, opts)
+    }
+
+    /// Connects to `at` (`what` names it in errors) and sends `version` first (admin-tool.md §2.2).
+    pub fn open(what: &'static str, at: &Endpoint, opts: &ConnOpts) -> Result<Conn> {
+        let addr = at.to_string();
+        let fail = |reason: String| AdminError::Connect {
+            what,
+            addr: addr.clone(),
+            reason,
+        };
+        let addrs: Vec<_> = (at.host.as_str(), at.port)
+            .to_socket_addrs()
+            .map_err(|_| fail("cannot resolve the name".into()))?
+            .collect();
+        let mut last = fail("the name has no address".into());
+        let mut stream = None;
+        for a in addrs {
+            match TcpStream::connect_timeout(&a, CONNECT_TIMEOUT) {
+                Ok(s) => {
+                    stream = Some(s);
+                    break;
+                }
+                Err(e) => last = fail(reason(&e)),
+            }
+        }
+        let stream = stream.ok_or(last)?;
+        let _ = stream.set_nodelay(true);
+        let limits = Limits {
+            item_size_max: ITEM_SIZE_HARD_MAX,
+            ..Limits::default()
+        };
+        let mut conn = Conn {
+            what,
+            addr,
+            stream,
+            buf: BytesMut::with_capacity(READ_CHUNK),
+            chunk: vec![0; READ_CHUNK],
+            reader: ReplyReader::new(limits),
+            opts: opts.clone(),
+            version: ServerVersion::parse(""),
+        };
+        let line = conn.call_line("version")?;
+        conn.version = ServerVersion::parse(&line);
+        Ok(conn)
+    }
+
+    /// `host:port` of the server.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Sends `command` and returns its one-line reply (`OK`, `STORED`, an error line, ...).
+    pub fn call_line(&mut self, command: &str) -> Result<String> {
+        self.send_command(command)?;
+        let deadline = self.deadline();
+        match self.event(ReplyKind::Line, deadline)? {
+            ReplyEvent::Line(l) => Ok(String::from_utf8_lossy(&l).into_owned()),
+            other => Err(self.protocol(format!("unexpected {other:?}"))),
+        }
+    }
+
+    /// Sends `command` and fails unless the reply is `OK`.
+    pub fn expect_ok(&mut self, command: &str) -> Result<()> {
+        let reply = self.call_line(command)?;
+        if reply == "OK" {
+            Ok(())
+        } else {
+            Err(self.refused(command, reply))
+        }
+    }
+
+    /// Sends `command` and returns the listing lines before `END` (`stats`, `meta`); an error line fails.
+    pub fn call_lines(&mut self, command: &str) -> Result<Vec<String>> {
+        self.send_command(command)?;
+        let deadline = self.deadline();
+        let mut out = Vec::new();
+        loop {
+            match self.event(ReplyKind::Lines, deadline)? {
+                ReplyEvent::Item(l) => out.push(String::from_utf8_lossy(&l).into_owned()),
+                ReplyEvent::End => return Ok(out),
+                ReplyEvent::Line(l) => {
+                    return Err(self.refused(command, String::from_utf8_lossy(&l).into_owned()))
+                }
+                other => return Err(self.protocol(format!("unexpected {other:?}"))),
+            }
+        }
+    }
+
+    /// `stats [group]` as (name, value) pairs, in the server's order (admin-tool.md §2.4).
+    pub fn stats(&mut self, group: Option<&str>) -> Result<Vec<(String, String)>> {
+        let command = match group {
+            Some(g) => format!("stats {g}"),
+            None => "stats".to_string(),
+        };
+        let lines = self.call_lines(&command)?;
+        lines
+            .iter()
+            .map(|l| {
+                let rest = l
+                    .strip_prefix("STAT ")
+                    .ok_or_else(|| self.protocol(format!("not a STAT line: {l:?}")))?;
+                let (k, v) = rest.split_once(' ').unwrap_or((rest, ""));
+                Ok((k.to_string(), v.to_string()))
+            })
+            .collect()
+    }
+
+    /// Streams the items of a `dump ...` command to `on` (no deadline: a dump takes as long as it takes). Returns the
+    /// number of items.
+    pub fn dump(
+        &mut self,
+        command: &str,
+        mut on: impl FnMut(ValueBlock) -> Result<()>,
+    ) -> Result<u64> {
+        self.send_command(command)?;
+        let mut n = 0;
+        loop {
+            match self.event(ReplyKind::Values, None)? {
+                ReplyEvent::Value(v) => {
+                    n += 1;
+                    on(v)?;
+                }
+                ReplyEvent::End => return Ok(n),
+                ReplyEvent::Line(l) => {
+                    return Err(self.refused(command, String::from_utf8_lossy(&l).into_owned()))
+                }
+                other => return Err(self.protocol(format!("unexpected {other:?}"))),
+            }
+        }
+    }
+
+    /// Streams the keys of a `dump_key ...` command (`KEY <key>` lines, admin-tool.md §2.6) to `on`. Returns the
+    /// number of keys.
+    pub fn dump_keys(
+        &mut self,
+        command: &str,
+        mut on: impl FnMut(&[u8]) -> Result<()>,
+    ) -> Result<u64> {
+        self.send_command(command)?;
+        let mut n = 0;
+        loop {
+            match self.event(ReplyKind::Lines, None)? {
+                ReplyEvent::Item(l) => {
+                    let key = l
+                        .strip_prefix(b"KEY ")
+                        .filter(|k| !k.is_empty())
+                        .ok_or_else(|| {
+                            self.protocol(format!(
+                                "not a KEY line: {:?}",
+                                String::from_utf8_lossy(&l)
+                            ))
+                        })?;
+                    n += 1;
+                    on(key)?;
+                }
+                ReplyEvent::End => return Ok(n),
+                ReplyEvent::Line(l) => {
+                    return Err(self.refused(command, String::from_utf8_lossy(&l).into_owned()))
+                }
+                other => return Err(self.protocol(format!("unexpected {other:?}"))),
+            }
+        }
+    }
+
+    /// Writes raw request bytes (pipelined `set`s); read the replies with [`Conn::read_line`].
+    pub fn send_raw(&mut self, bytes: &[u8]) -> Result<()> {
+        self.stream.write_all(bytes).map_err(|e| self.io(&e))
+    }
+
+    /// Reads one reply line within the request timeout.
+    pub fn read_line(&mut self) -> Result<String> {
+        let deadline = self.deadline();
+        match self.event(ReplyKind::Line, deadline)? {
+            ReplyEvent::Line(l) => Ok(String::from_utf8_lossy(&l).into_owned()),
+            other => Err(self.protocol(format!("unexpected {other:?}"))),
+        }
+    }
+
+    /// An [`AdminError::Refused`] for `command` answered by `reply`.
+    pub fn refused(&self, command: &str, reply: String) -> AdminError {
+        AdminError::Refused {
+            what: self.what,
+            addr: self.addr.clone(),
+            command: command.to_string(),
+            reply,
+        }
+    }
+
+    fn send_command(&mut self, command: &str) -> Result<()> {
+        self.opts.trace.line(&self.addr, '>', command.as_bytes());
+        let mut bytes = Vec::with_capacity(command.len() + 2);
+        bytes.extend_from_slice(command.as_bytes());
+        bytes.extend_from_slice(b"\r\n");
+        self.send_raw(&bytes)
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        Some(Instant::now() + self.opts.timeout)
+    }
+
+    /// The next reply event, reading more bytes as needed until `deadline`.
+    fn event(&mut self, kind: ReplyKind, deadline: Option<Instant>) -> Result<ReplyEvent> {
+        loop {
+            match self.reader.next(&mut self.buf, kind) {
+                Ok(Some(e)) => {
+                    self.trace_event(&e);
+                    return Ok(e);
+                }
+                Ok(None) => self.fill(deadline)?,
+                Err(e) => return Err(self.protocol(e.to_string())),
+            }
+        }
+    }
+
+    fn fill(&mut self, deadline: Option<Instant>) -> Result<()> {
+        let wait = match deadline {
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(self.io(&io::Error::from(io::ErrorKind::TimedOut)));
+                }
+                Some(left)
+            }
+            None => None,
+        };
+        self.stream
+            .set_read_timeout(wait)
+            .map_err(|e| self.io(&e))?;
+        match self.stream.read(&mut self.chunk) {
+            Ok(0) => Err(self.io(&io::Error::from(io::ErrorKind::UnexpectedEof))),
+            Ok(n) => {
+                self.buf.extend_from_slice(&self.chunk[..n]);
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
+            Err(e) => Err(self.io(&e)),
+        }
+    }
+
+    fn trace_event(&self, e: &ReplyEvent) {
+        match e {
+            ReplyEvent::Line(l) | ReplyEvent::Item(l) => self.opts.trace.line(&self.addr, '<', l),
+            ReplyEvent::End => self.opts.trace.line(&self.addr, '<', b"END"),
+            ReplyEvent::Value(v) => self.opts.trace.line(&self.addr, '<', &v.key),
+            ReplyEvent::MetaValue { line, .. } => self.opts.trace.line(&self.addr, '<', line),
+        }
+    }
+
+    fn io(&self, e: &io::Error) -> AdminError {
+        AdminError::Io {
+            what: self.what,
+            addr: self.addr.clone(),
+            reason: reason(e),
+        }
+    }
+
+    fn protocol(&self, reason: String) -> AdminError {
+        AdminError::Protocol {
+            what: self.what,
+            addr: self.addr.clone(),
+            reason,
+        }
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        // admin-tool.md §2.7: say goodbye; the answer (or the close) does not matter.
+        let _ = self.stream.write_all(b"quit\r\n");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_parsing_follows_flare_tools() {
+        let v = ServerVersion::parse("VERSION flare-2.0.0");
+        assert_eq!(
+            (v.name.as_str(), v.numbers.clone()),
+            ("flare", vec![2, 0, 0])
+        );
+        assert!(v.at_least(&[1, 0, 10]) && v.at_least(&[1, 3, 1]) && v.at_least(&[2]));
+        assert!(!v.at_least(&[2, 0, 1]));
+        let bare = ServerVersion::parse("VERSION 1.3.4");
+        assert_eq!((bare.name.as_str(), bare.numbers), ("flare", vec![1, 3, 4]));
+        let odd = ServerVersion::parse("VERSION x-1.b.3 extra");
+        assert_eq!((odd.name.as_str(), odd.numbers), ("x", vec![1, 0, 3]));
+        assert_eq!(ServerVersion::parse("ERROR").numbers, vec![0, 0, 0]);
+    }
+
+    #[test]
+    fn endpoints() {
+        assert_eq!(
+            Endpoint::parse("node1:12121").unwrap(),
+            Endpoint::new("node1", 12121)
+        );
+        for bad in ["node1", "node1:", ":1", "node1:x", "node1:0", "node1:70000"] {
+            assert!(Endpoint::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_refused_connection_names_the_server() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let opts = ConnOpts {
+            timeout: Duration::from_secs(1),
+            trace: Trace::default(),
+        };
+        let e = Conn::index(&Endpoint::new("127.0.0.1", port), &opts)
+            .err()
+            .unwrap();
+        assert_eq!(
+            e.to_string(),
+            format!("cannot connect to index server 127.0.0.1:{port}: connection refused")
+        );
+    }
+}

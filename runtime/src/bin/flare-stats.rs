@@ -1,0 +1,7 @@
+//! `flare-stats`: `flare-admin stats` (the cluster's statistics table), with the same options (admin-tool.md §1).
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    flare_runtime::admin::main(std::env::args_os().collect(), Some("stats"))
+}
