@@ -104,3 +104,53 @@ fn internal_netmask_refuses_internal_commands_from_outside_and_reloads() {
         index.log()
     );
 }
+
+#[test]
+fn flare_admin_authenticates_with_the_cluster_secret() {
+    let index = Flared::index(&["--monitor-interval=1", "--cluster-secret=s3cret"]);
+    let node = Flared::node_of(index.port, &["--cluster-secret=s3cret"]);
+    let key = format!("127.0.0.1:{}", node.port);
+    assert!(wait_until(Duration::from_secs(10), || index
+        .connect()
+        .stats_nodes()
+        .contains_key(&format!("{key}:role"))));
+    let run = |secret: Option<&str>| {
+        let mut cmd = std::process::Command::new(flare_tests::binary("flare-admin"));
+        cmd.args([
+            "--index-server",
+            &index.addr(),
+            "master",
+            "--force",
+            "--activate",
+            &format!("{key}:1:0"),
+        ])
+        .env_remove("FLARE_CLUSTER_SECRET")
+        .stdin(std::process::Stdio::null());
+        if let Some(s) = secret {
+            cmd.env("FLARE_CLUSTER_SECRET", s);
+        }
+        cmd.output().unwrap()
+    };
+    let refused = run(None);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("authentication required"), "{stderr}");
+    let wrong = run(Some("nope"));
+    assert!(!wrong.status.success());
+    assert!(
+        String::from_utf8_lossy(&wrong.stderr).contains("authentication failed"),
+        "{}",
+        String::from_utf8_lossy(&wrong.stderr)
+    );
+    let ok = run(Some("s3cret"));
+    assert!(
+        ok.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&ok.stdout),
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert_eq!(
+        index.connect().stats_nodes().get(&format!("{key}:role")),
+        Some(&"master".to_string())
+    );
+}

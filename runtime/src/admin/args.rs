@@ -79,6 +79,16 @@ pub struct CommonArgs {
     /// Write --debug output to FILE instead of stderr.
     #[arg(long, global = true, value_name = "FILE")]
     pub log_file: Option<PathBuf>,
+    /// The index server's `cluster-secret`, sent with `auth` before anything else (needed for map changes when the
+    /// index has one). Prefer the environment variable: arguments are visible to other local users.
+    #[arg(
+        long,
+        global = true,
+        env = "FLARE_CLUSTER_SECRET",
+        hide_env_values = true,
+        value_name = "SECRET"
+    )]
+    pub cluster_secret: Option<String>,
 }
 
 /// The subcommands.

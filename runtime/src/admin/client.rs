@@ -107,6 +107,8 @@ pub struct ConnOpts {
     pub timeout: Duration,
     /// `--debug` output.
     pub trace: Trace,
+    /// `--cluster-secret`: sent as `auth <secret>` to the index right after the handshake.
+    pub secret: Option<String>,
 }
 
 /// The server's `version` answer, read as flare-tools reads it (admin-tool.md §2.2).
@@ -167,7 +169,19 @@ pub struct Conn {
 impl Conn {
     /// Connects to the index server and shakes hands.
     pub fn index(at: &Endpoint, opts: &ConnOpts) -> Result<Conn> {
-        Conn::open("index server", at, opts)
+        let mut conn = Conn::open("index server", at, opts)?;
+        if let Some(secret) = opts.secret.as_deref().filter(|s| !s.is_empty()) {
+            let answer = conn.call_line(&format!("auth {secret}"))?;
+            if answer != "OK" {
+                return Err(AdminError::Refused {
+                    what: "index server",
+                    addr: conn.addr.clone(),
+                    command: "auth <cluster secret>".into(),
+                    reply: answer,
+                });
+            }
+        }
+        Ok(conn)
     }
 
     /// Connects to a node and shakes hands.
@@ -486,6 +500,7 @@ mod tests {
         let opts = ConnOpts {
             timeout: Duration::from_secs(1),
             trace: Trace::default(),
+            secret: None,
         };
         let e = Conn::index(&Endpoint::new("127.0.0.1", port), &opts)
             .err()

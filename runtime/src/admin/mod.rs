@@ -116,6 +116,7 @@ fn run(cli: Cli) -> Result<Status> {
         conn: ConnOpts {
             timeout: Duration::from_secs(cli.common.timeout.max(1)),
             trace,
+            secret: cli.common.cluster_secret.clone(),
         },
         top_index: cli.index,
         env: IndexEnv::from_process(),
@@ -189,7 +190,10 @@ pub fn change(conn: &mut Conn, command: &str, retry: u32, dry_run: bool) -> Resu
     loop {
         match conn.expect_ok(command) {
             Ok(()) => return Ok(()),
-            Err(e @ AdminError::Refused { .. }) if attempt < retry => {
+            // Retrying cannot cure a refusal of who is asking (cluster-secret, internal-netmask).
+            Err(e @ AdminError::Refused { .. })
+                if attempt < retry && !is_permission_refusal(&e) =>
+            {
                 attempt += 1;
                 eprintln!("{e}; retrying in {attempt} s ({attempt}/{retry})");
                 std::thread::sleep(Duration::from_secs(u64::from(attempt)));
@@ -197,6 +201,11 @@ pub fn change(conn: &mut Conn, command: &str, retry: u32, dry_run: bool) -> Resu
             Err(e) => return Err(e),
         }
     }
+}
+
+fn is_permission_refusal(e: &AdminError) -> bool {
+    matches!(e, AdminError::Refused { reply, .. }
+        if reply.starts_with("CLIENT_ERROR authentication") || reply.contains("not allowed from this address"))
 }
 
 /// The IPv4 (else any) address `name` resolves to, for prompts and `list --numeric-hosts`; the name itself when it

@@ -446,6 +446,14 @@ pub fn apply_node_sync<N: Net, S: Storage + 'static>(
             tracing::error!(error = %e, "could not clear the store before reconstruction");
             return Err("SERVER_ERROR node sync error");
         }
+        // Progress of the copy about to start, not of the last one (tools poll it as soon as they see `prepare`).
+        *cluster
+            .reconstruction
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Reconstruction {
+            running: true,
+            ..Default::default()
+        };
     }
     *cluster.view.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(view.clone());
     retain_targets(cluster, &view);
