@@ -71,12 +71,12 @@ fn encode<N: Net, S: Storage>(shared: &Shared<N, S>, enc: &mut DescriptorEncoder
         c.bytes_written.load(Relaxed),
     )?;
     for (name, value) in c.tally_fields() {
-        counter(
-            enc,
-            &format!("flare_{name}"),
-            &format!("The stats counter {name}"),
-            value,
-        )?;
+        // `total_items` would read `flare_total_items_total`.
+        let metric = match name {
+            "total_items" => "flare_items_stored".to_string(),
+            _ => format!("flare_{name}"),
+        };
+        counter(enc, &metric, &format!("The stats counter {name}"), value)?;
     }
     shared.ops.encode("flare", enc)?;
     counter(
@@ -133,7 +133,22 @@ fn encode<N: Net, S: Storage>(shared: &Shared<N, S>, enc: &mut DescriptorEncoder
         shared.cluster.applied_seq.load(Relaxed),
     )?;
 
-    let repl = shared.cluster.replication_stats(Instant::now().into_std());
+    let mut repl = shared.cluster.replication_stats(Instant::now().into_std());
+    // The slaves of this master's partition, also before their first replicated write (zero backlog).
+    if let (flare_core::node_map::Role::Master, Some(p)) = (role, view.my_role().2) {
+        let slaves = view
+            .partitions()
+            .active
+            .get(p as usize)
+            .map(|part| part.slaves.clone())
+            .unwrap_or_default();
+        for s in slaves {
+            if !repl.iter().any(|(t, _)| *t == s) {
+                repl.push((s, Default::default()));
+            }
+        }
+        repl.sort_by(|a, b| a.0.cmp(&b.0));
+    }
     let rows = |f: &dyn Fn(&flare_core::cluster::replication::SenderStats) -> u64| {
         repl.iter()
             .map(|(t, s)| ([("slave", t.clone())], f(s)))
