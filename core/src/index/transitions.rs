@@ -173,6 +173,7 @@ pub fn set_state(
     let r = record(c, key)?;
     match (state, r.role, r.state) {
         (State::Prepare, _, _) => Err(Refusal::PrepareRefused),
+        (State::Down, Role::Slave, State::Active | State::Prepare) => Ok(take_out_slave(c, key)),
         (State::Down, _, _) => Ok(mark_down(c, key, positions)),
         (State::Active, _, State::Active) => Ok(Step::Unchanged),
         (State::Active, _, State::Down) => Ok(mark_up(c, key)),
@@ -245,9 +246,10 @@ pub fn mark_down(c: &Cluster, key: &str, positions: &BTreeMap<String, u64>) -> S
             reset_preparing_slaves(&mut next, p);
             demote(node_mut(&mut next, key), State::Down);
         }
-        // [Improve] A slave of an active partition keeps its role, partition and balance while down; when it comes
-        // back it rebuilds itself (prepare, then active) instead of returning as a proxy with stale data that an
-        // operator must clear and add again (cluster.md §5.4).
+        // [Improve] A slave of an active partition that fails or stops keeps its role, partition and balance while
+        // down; when it comes back it rebuilds itself (prepare, then active) instead of returning as a proxy with
+        // stale data that an operator must clear and add again (cluster.md §5.4). An operator's `node state X down`
+        // does not come here (see `take_out_slave`).
         (Role::Slave, _, Some(p)) if p < partition_count(&c.map) => {
             node_mut(&mut next, key).state = State::Down
         }
@@ -257,6 +259,18 @@ pub fn mark_down(c: &Cluster, key: &str, positions: &BTreeMap<String, u64>) -> S
         cluster: next,
         prior,
     }
+}
+
+/// `node state X down` on a slave, from an operator: Flare's default step (§5.2 step 4), proxy/down with no
+/// partition or balance, so a live node comes back as proxy/active within a monitor interval (§5.1).
+/// `flare-admin reconstruct` relies on it: it then runs `flush_all` and `node role X slave 0 P` (admin-tool.md §6
+/// #10). The \[Improve\] in [`mark_down`] that keeps a slave's role so it rebuilds itself when back is only for a
+/// slave that fails or stops: a slave the operator set down would come back active, be emptied by the tool's
+/// `flush_all`, and serve reads empty.
+fn take_out_slave(c: &Cluster, key: &str) -> Step {
+    let mut next = c.clone();
+    demote(node_mut(&mut next, key), State::Down);
+    changed(next)
 }
 
 /// Node up (§5.4): a down node answered a ping, or `node state X active`.
@@ -1109,6 +1123,30 @@ mod tests {
                 "node state d 12121 down",
                 Same,
             ),
+            // flare-admin reconstruct: the slave must come back as a proxy (admin-tool.md §6 #10), not as a slave
+            // that the tool's flush_all then empties.
+            (
+                "operator sets an active slave down",
+                P1_SLAVES,
+                "node state s1 12121 down",
+                Map(&[
+                    "m0 master active 0 1",
+                    "s1 proxy down - 0",
+                    "s2 slave prepare 0 0",
+                    "x proxy active - 0",
+                ]),
+            ),
+            (
+                "operator sets a preparing slave down",
+                P1_SLAVES,
+                "node state s2 12121 down",
+                Map(&[
+                    "m0 master active 0 1",
+                    "s1 slave active 0 1",
+                    "s2 proxy down - 0",
+                    "x proxy active - 0",
+                ]),
+            ),
             ("active on active", P0, "node state x 12121 active", Same),
             (
                 "down node comes up",
@@ -1342,6 +1380,31 @@ mod tests {
                 "x proxy active - 0"
             ]
         );
+    }
+
+    #[test]
+    fn a_slave_set_down_by_an_operator_comes_back_as_a_proxy() {
+        // flare-admin reconstruct (admin-tool.md §4, §6 #10): `node state X down`, 3 s for the monitor to bring X
+        // back, then `flush_all` on X and `node role X slave 0 P`, which starts a build only on a proxy. Post-mortem
+        // (flare_tools_compat e2e): X came back as an active slave, the tool emptied it, `slave 0 P` only set its
+        // balance, and the restored balance sent reads to an empty slave.
+        let c = cluster(P1_SLAVES);
+        let Ok(Step::Changed { cluster: down, .. }) =
+            run_with(&c, "node state s1 12121 down", false)
+        else {
+            panic!("s1 goes down")
+        };
+        let Step::Changed { cluster: up, .. } = mark_up(&down, "s1:12121") else {
+            panic!("s1 comes up")
+        };
+        assert_eq!(lines(&up)[1], "s1 proxy active - 0");
+        let Ok(Step::Changed {
+            cluster: rebuilt, ..
+        }) = run_with(&up, "node role s1 12121 slave 0 0", false)
+        else {
+            panic!("s1 becomes a slave again")
+        };
+        assert_eq!(lines(&rebuilt)[1], "s1 slave prepare 0 0");
     }
 
     #[test]
