@@ -181,3 +181,31 @@ fn async_writes_reach_the_slave_and_stats_show_the_backlog() {
     assert_eq!(s.set("key0", 3, 0, b"via-slave"), "STORED");
     assert_eq!(c.node(0).connect().get("key0"), Some(b"via-slave".to_vec()));
 }
+
+/// A proxy's pooled connection that the master closed while idle (its `net-read-timeout`) is not used for the next
+/// request: the first write after the idle spell is stored, not answered `SERVER_ERROR proxy error`.
+#[test]
+fn pooled_connections_closed_by_the_peer_are_not_reused() {
+    let index = Flared::index(&["--monitor-interval=1"]);
+    let master = Flared::node_of(index.port, &["--net-read-timeout=1"]);
+    let proxy = Flared::node_of(index.port, &[]);
+    let mut admin = index.connect();
+    assert_eq!(
+        admin.call(&format!("node role 127.0.0.1 {} master 1 0", master.port)),
+        "OK"
+    );
+    assert!(wait_until(Duration::from_secs(20), || {
+        proxy.connect().set("probe", 0, 0, b"x") == "STORED"
+    }));
+    let mut c = proxy.connect();
+    for round in 0..3 {
+        // Longer than the master's idle timeout (checked once a second): the pooled connection is closed by then.
+        std::thread::sleep(Duration::from_millis(2500));
+        assert_eq!(
+            c.set(&format!("k{round}"), 0, 0, b"v"),
+            "STORED",
+            "round {round}"
+        );
+        assert_eq!(c.get(&format!("k{round}")).as_deref(), Some(&b"v"[..]));
+    }
+}

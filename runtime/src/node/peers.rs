@@ -132,12 +132,20 @@ impl<N: Net> Peers<N> {
             .retain(|k, _| keep(k));
     }
 
+    /// An idle connection to `node` that is still open. Idle connections the peer has closed meanwhile (its
+    /// `net-read-timeout`, a restart) are dropped here, so a request is never sent on one and lost.
     fn checkout(&self, node: &str) -> Option<PeerConn<N::Stream>> {
-        self.pools
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get_mut(node)?
-            .pop()
+        loop {
+            let mut conn = self
+                .pools
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_mut(node)?
+                .pop()?;
+            if still_open(&mut conn.stream) {
+                return Some(conn);
+            }
+        }
     }
 
     fn checkin(&self, node: &str, conn: PeerConn<N::Stream>) {
@@ -164,6 +172,18 @@ impl<N: Net> Peers<N> {
             buf: BytesMut::with_capacity(16 * 1024),
         })
     }
+}
+
+/// Whether an idle connection is still open: nothing may be readable on it, so a readable end of stream (or stray
+/// bytes, or an error) means the peer closed it or the stream is out of step. Polls once without waiting.
+fn still_open<T: tokio::io::AsyncRead + Unpin>(stream: &mut T) -> bool {
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    let mut byte = [0u8; 1];
+    let mut buf = tokio::io::ReadBuf::new(&mut byte);
+    std::pin::Pin::new(stream)
+        .poll_read(&mut cx, &mut buf)
+        .is_pending()
 }
 
 /// Writes the request and reads one whole reply of `kind`.
