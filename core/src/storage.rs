@@ -59,6 +59,22 @@ pub trait Storage: Send + Sync {
     /// Makes every acknowledged write durable against a machine crash (fsync of the write-ahead log).
     fn sync(&self) -> Result<(), StorageError>;
 
+    /// Like [`Storage::update`], but the write may skip the write-ahead log: it may be lost in a crash until
+    /// [`Storage::persist_unlogged`] returns. For bulk loads that start again from scratch after a crash (a
+    /// reconstruction). Engines without a log write as `update` does.
+    fn update_unlogged<R>(
+        &self,
+        key: &[u8],
+        f: impl FnOnce(Option<Entry>) -> (Change, R),
+    ) -> Result<R, StorageError> {
+        self.update(key, f)
+    }
+
+    /// Makes every write made so far, [`Storage::update_unlogged`] ones included, durable.
+    fn persist_unlogged(&self) -> Result<(), StorageError> {
+        self.sync()
+    }
+
     /// Number of records that are live items (tombstones excluded; expired-but-unswept items included, like
     /// Flare's `curr_items`).
     fn item_count(&self) -> u64;
@@ -225,6 +241,16 @@ impl<T: Storage> Storage for std::sync::Arc<T> {
     }
     fn sync(&self) -> Result<(), StorageError> {
         (**self).sync()
+    }
+    fn update_unlogged<R>(
+        &self,
+        key: &[u8],
+        f: impl FnOnce(Option<Entry>) -> (Change, R),
+    ) -> Result<R, StorageError> {
+        (**self).update_unlogged(key, f)
+    }
+    fn persist_unlogged(&self) -> Result<(), StorageError> {
+        (**self).persist_unlogged()
     }
     fn item_count(&self) -> u64 {
         (**self).item_count()

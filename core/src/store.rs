@@ -328,7 +328,9 @@ impl<S: Storage> Store<S> {
     /// included (cluster.md §8.4). Returns whether it was stored.
     pub fn load_dump_item(&self, key: &[u8], item: Item, now: u64) -> Result<bool, StorageError> {
         self.maybe_flush(now)?;
-        self.storage.update(key, |cur| {
+        // Unlogged: a reconstruction interrupted by a crash starts again from an empty store, and the node makes the
+        // load durable (`Storage::persist_unlogged`) before it reports the copy done.
+        self.storage.update_unlogged(key, |cur| {
             if last_version(cur.as_ref()) >= item.version {
                 (Change::Keep, false)
             } else {

@@ -84,8 +84,26 @@ pub struct RocksStorage {
     db: std::sync::Arc<DB>,
     path: PathBuf,
     write_opts: WriteOptions,
+    /// For [`Storage::update_unlogged`]: no write-ahead log.
+    unlogged_opts: WriteOptions,
     stripes: Vec<Mutex<Shard>>,
     items: AtomicI64,
+    /// Background compactions started by `clear` (each holds the database open while it runs).
+    compactors: Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
+
+impl Drop for RocksStorage {
+    /// Closes the database for real: a compaction still running after `clear` is cancelled and waited for, so the
+    /// directory can be opened again at once (its lock is released).
+    fn drop(&mut self) {
+        let running = std::mem::take(&mut *lock(&self.compactors));
+        if running.iter().any(|t| !t.is_finished()) {
+            self.db.cancel_all_background_work(true);
+        }
+        for t in running {
+            let _ = t.join();
+        }
+    }
 }
 
 impl std::fmt::Debug for RocksStorage {
@@ -160,9 +178,12 @@ impl RocksStorage {
         .map_err(io)?;
         let mut write_opts = WriteOptions::default();
         write_opts.set_sync(options.sync_every_write);
+        let mut unlogged_opts = WriteOptions::default();
+        unlogged_opts.disable_wal(true);
         let storage = RocksStorage {
             path: dir.to_path_buf(),
             write_opts,
+            unlogged_opts,
             stripes: {
                 let n = options.mutex_slots.max(1);
                 (0..n)
@@ -170,6 +191,7 @@ impl RocksStorage {
                     .collect()
             },
             items: AtomicI64::new(0),
+            compactors: Mutex::new(Vec::new()),
             db: std::sync::Arc::new(db),
         };
         let count = storage.stored_count()?;
@@ -180,6 +202,43 @@ impl RocksStorage {
     /// The data directory.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// [`Storage::update`] with the given write options.
+    fn update_with<R>(
+        &self,
+        key: &[u8],
+        f: impl FnOnce(Option<Entry>) -> (Change, R),
+        opts: &WriteOptions,
+    ) -> Result<R, StorageError> {
+        let mut shard = self.stripe(key);
+        let cur = self.read_cached(&mut shard, key)?;
+        let was_item = matches!(cur, Some(Entry::Item(_)));
+        let (change, r) = f(cur);
+        let mut batch = WriteBatch::default();
+        let after = match change {
+            Change::Keep => return Ok(r),
+            Change::Put(e) => {
+                batch.put(key, e.encode());
+                Some(e)
+            }
+            Change::Remove => {
+                batch.delete(key);
+                None
+            }
+        };
+        let delta = i64::from(matches!(after, Some(Entry::Item(_)))) - i64::from(was_item);
+        if delta != 0 {
+            batch.merge_cf(self.meta_cf(), ITEM_COUNT_KEY, delta.to_le_bytes());
+        }
+        if let Err(e) = self.db.write_opt(batch, opts) {
+            // The write may or may not have reached RocksDB: read the key again next time.
+            shard.forget(key);
+            return Err(io(e));
+        }
+        shard.store(key, after);
+        self.items.fetch_add(delta, Relaxed);
+        Ok(r)
     }
 
     fn meta_cf(&self) -> &rocksdb::ColumnFamily {
@@ -237,34 +296,28 @@ impl Storage for RocksStorage {
         key: &[u8],
         f: impl FnOnce(Option<Entry>) -> (Change, R),
     ) -> Result<R, StorageError> {
-        let mut shard = self.stripe(key);
-        let cur = self.read_cached(&mut shard, key)?;
-        let was_item = matches!(cur, Some(Entry::Item(_)));
-        let (change, r) = f(cur);
-        let mut batch = WriteBatch::default();
-        let after = match change {
-            Change::Keep => return Ok(r),
-            Change::Put(e) => {
-                batch.put(key, e.encode());
-                Some(e)
-            }
-            Change::Remove => {
-                batch.delete(key);
-                None
-            }
-        };
-        let delta = i64::from(matches!(after, Some(Entry::Item(_)))) - i64::from(was_item);
-        if delta != 0 {
-            batch.merge_cf(self.meta_cf(), ITEM_COUNT_KEY, delta.to_le_bytes());
-        }
-        if let Err(e) = self.db.write_opt(batch, &self.write_opts) {
-            // The write may or may not have reached RocksDB: read the key again next time.
-            shard.forget(key);
-            return Err(io(e));
-        }
-        shard.store(key, after);
-        self.items.fetch_add(delta, Relaxed);
-        Ok(r)
+        self.update_with(key, f, &self.write_opts)
+    }
+
+    fn update_unlogged<R>(
+        &self,
+        key: &[u8],
+        f: impl FnOnce(Option<Entry>) -> (Change, R),
+    ) -> Result<R, StorageError> {
+        self.update_with(key, f, &self.unlogged_opts)
+    }
+
+    fn persist_unlogged(&self) -> Result<(), StorageError> {
+        // Unlogged writes live only in the memtables until they are flushed to table and blob files.
+        let cf = self
+            .db
+            .cf_handle(rocksdb::DEFAULT_COLUMN_FAMILY_NAME)
+            .expect("invariant: default family exists");
+        let mut opts = rocksdb::FlushOptions::default();
+        opts.set_wait(true);
+        self.db.flush_cf_opt(&cf, &opts).map_err(io)?;
+        self.db.flush_cf_opt(self.meta_cf(), &opts).map_err(io)?;
+        self.sync()
     }
 
     fn scan(&self, after: Option<&[u8]>, max: usize) -> Result<Vec<(Bytes, Entry)>, StorageError> {
@@ -273,7 +326,12 @@ impl Storage for RocksStorage {
             None => IteratorMode::Start,
         };
         let mut out = Vec::with_capacity(max.min(1024));
-        for row in self.db.iterator(mode) {
+        // A scan walks the whole key space (dumps, the sweeper): read ahead in large sequential reads, and keep it
+        // out of the block cache that serves gets.
+        let mut opts = rocksdb::ReadOptions::default();
+        opts.fill_cache(false);
+        opts.set_readahead_size(2 << 20);
+        for row in self.db.iterator_opt(mode, opts) {
             let (k, v) = row.map_err(io)?;
             if after.is_some_and(|a| a == &k[..]) {
                 continue;
@@ -305,9 +363,14 @@ impl Storage for RocksStorage {
         // Reclaim the space now rather than at the next compaction, off the caller's thread: a flush can come with a
         // node-map push, which must be answered at once.
         let db = self.db.clone();
-        let _ = std::thread::Builder::new()
+        let started = std::thread::Builder::new()
             .name("flared-compact".into())
             .spawn(move || db.compact_range::<&[u8], &[u8]>(None, None));
+        if let Ok(t) = started {
+            let mut all = lock(&self.compactors);
+            all.retain(|t| !t.is_finished());
+            all.push(t);
+        }
         Ok(())
     }
 

@@ -800,6 +800,16 @@ async fn reconstruct<N: Net, S: Storage + 'static>(
             break;
         }
     }
+    if ok {
+        // The copy was written without the write-ahead log (`Store::load_dump_item`): make it durable before the
+        // index is told this node holds the partition.
+        // Inline: a memtable flush of at most a few write buffers (it blocks this worker briefly; a blocking-pool
+        // hand-off would make the simulation's schedule depend on real time).
+        if let Err(e) = shared.store.storage().persist_unlogged() {
+            tracing::error!(error = %e, "could not make the reconstructed data durable");
+            ok = false;
+        }
+    }
     shared
         .cluster
         .reconstruction
