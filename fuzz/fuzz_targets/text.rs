@@ -88,7 +88,10 @@ fuzz_target!(|data: &[u8]| {
                     Framing::Text { proxy } => proxy.as_ref(),
                     Framing::Binary(_) => None,
                 };
-                if encode_request(proxy, &r.command, &mut again) {
+                // Only text requests round-trip through the text encoder: a binary request embedded in the stream
+                // (0x80 at a request start) carries fields text cannot say (an append's CAS, the opaque).
+                let text = matches!(r.framing, Framing::Text { .. });
+                if text && encode_request(proxy, &r.command, &mut again) {
                     let back = decode(&again, again.len(), dialect);
                     assert_eq!(back.len(), 1, "re-encoded {again:?}");
                     assert_eq!(&back[0], d, "round trip of {again:?}");
