@@ -50,6 +50,23 @@ impl Cluster {
             "node {i} not {role}/{state}: {:?}",
             self.index.connect().stats_nodes()
         );
+        // The index pushes its map asynchronously: a live node only acts on its new role once the push has arrived.
+        if state != "down" {
+            let version: u64 = self
+                .index
+                .connect()
+                .stat("node_map_version")
+                .parse()
+                .unwrap();
+            let ok = wait_until(Duration::from_secs(10), || {
+                self.nodes[i]
+                    .connect()
+                    .stat("node_map_version")
+                    .parse::<u64>()
+                    .is_ok_and(|v| v >= version)
+            });
+            assert!(ok, "node {i} did not get node map {version}");
+        }
     }
 
     fn client(&self, i: usize) -> Client {
