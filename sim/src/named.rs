@@ -14,6 +14,7 @@ use crate::scenario::{CrashModel, Fault, Scenario, Timed, INDEX};
 pub const NAMES: &[&str] = &[
     "swarm",
     "sync_writes_survive_master_crash",
+    "proxy_reads_match_master",
     "restart_index_during_writes",
     "slaves_added_under_load",
     "machine_crash_of_a_lone_master",
@@ -24,6 +25,7 @@ pub fn scenario(name: &str, seed: u64) -> Option<Scenario> {
     let s = match name {
         "swarm" => Scenario::swarm(seed),
         "sync_writes_survive_master_crash" => sync_writes_survive_master_crash(seed),
+        "proxy_reads_match_master" => proxy_reads_match_master(seed),
         "restart_index_during_writes" => restart_index_during_writes(seed),
         "slaves_added_under_load" => slaves_added_under_load(seed),
         "slave_added_while_master_cannot_hear_index" => {
@@ -92,6 +94,23 @@ pub fn sync_writes_survive_master_crash(seed: u64) -> Scenario {
         crash("n0", 2_000, 7_000)
             .into_iter()
             .chain(crash(&m1, 4_000, 9_000)),
+    );
+    s
+}
+
+/// The proxy loses every packet to each master in turn for a moment: reads and writes through it must work again
+/// afterwards, and return what the masters hold.
+///
+/// Regression: a peer connection whose requests timed out was kept, so every later forward of those keys timed out
+/// on it too (`SERVER_ERROR proxy error` for good).
+pub fn proxy_reads_match_master(seed: u64) -> Scenario {
+    let mut s = base("proxy_reads_match_master", seed, 2, 1, 1);
+    let m1 = s.master_of(1);
+    plan(
+        &mut s,
+        cut("n4", "n0", 1_500, 2_500)
+            .into_iter()
+            .chain(cut("n4", &m1, 3_000, 3_800)),
     );
     s
 }

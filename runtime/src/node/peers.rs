@@ -5,7 +5,9 @@
 //!
 //! Every request has a deadline (`proxy-timeout`): a forward to a node that died or hangs is answered with an error
 //! when it passes, instead of hanging (Flare waits ~18 s and then answers a false miss). A broken connection fails
-//! every request on it at once; the next request reconnects.
+//! every request on it at once; the next request reconnects. A connection whose oldest request stays unanswered for
+//! twice its deadline counts as broken too: a peer that vanished without a reset (a partition that dropped packets,
+//! a machine that died) would otherwise hold the connection, and every later request for its keys, forever.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -152,6 +154,7 @@ impl<N: Net> Peers<N> {
             self.net.clone(),
             node.to_string(),
             self.limits,
+            self.timeout,
             rx,
         ));
         tx
@@ -164,6 +167,7 @@ async fn connection_task<N: Net>(
     net: N,
     node: String,
     limits: Limits,
+    timeout: Duration,
     mut jobs: mpsc::UnboundedReceiver<Job>,
 ) {
     let Some(first) = jobs.recv().await else {
@@ -173,7 +177,12 @@ async fn connection_task<N: Net>(
         let _ = first.done.send(Err(PeerError::Protocol(node.clone())));
         return;
     };
-    let mut stream = match net.connect(host, port).await {
+    // A connect to a host that died without a trace (or behind a partition that drops packets) would wait for the
+    // kernel's SYN retries; the requests it holds have given up long before.
+    let connected = tokio::time::timeout(timeout, net.connect(host, port))
+        .await
+        .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")));
+    let mut stream = match connected {
         Ok(s) => s,
         Err(error) => {
             fail_all(&node, &error, Some(first), &mut jobs, VecDeque::new());
@@ -194,10 +203,19 @@ async fn connection_task<N: Net>(
         // Write every job that is ready, in one write.
         while let Some(job) = next.take().or_else(|| jobs.try_recv().ok()) {
             wbuf.extend_from_slice(&job.bytes);
-            pending.push_back((job.kind, job.done, Partial::default()));
+            let partial = Partial {
+                sent: Some(tokio::time::Instant::now()),
+                ..Partial::default()
+            };
+            pending.push_back((job.kind, job.done, partial));
         }
         if !wbuf.is_empty() {
-            if let Err(error) = stream.write_all(&wbuf).await {
+            let written = tokio::time::timeout(timeout, stream.write_all(&wbuf))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out"))
+                });
+            if let Err(error) = written {
                 fail_all(&node, &error, None, &mut jobs, pending);
                 return;
             }
@@ -206,7 +224,25 @@ async fn connection_task<N: Net>(
         if !open && pending.is_empty() {
             return;
         }
+        // Twice the oldest request's deadline (its requester has given up by then; a peer merely slow to answer,
+        // such as a master waiting for a sync write's slaves, is given the time to): past it the peer is gone or
+        // hung, and the connection is dropped.
+        let stalled = pending
+            .front()
+            .and_then(|(_, _, p)| p.sent)
+            .map(|t| t + timeout * 2);
+        let stall = async {
+            match stalled {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
+            _ = stall => {
+                let error = io::Error::new(io::ErrorKind::TimedOut, "no answer within the proxy timeout");
+                fail_all(&node, &error, None, &mut jobs, pending);
+                return;
+            }
             job = jobs.recv(), if open && pending.len() < 1024 => match job {
                 Some(job) => next = Some(job),
                 None if pending.is_empty() => return,
@@ -240,6 +276,8 @@ async fn connection_task<N: Net>(
 struct Partial {
     values: Vec<ValueBlock>,
     lines: Vec<Bytes>,
+    /// When the request was written.
+    sent: Option<tokio::time::Instant>,
 }
 
 /// Reads whole replies off `rbuf` and answers the oldest pending jobs with them.
