@@ -14,6 +14,7 @@ use crate::scenario::{CrashModel, Fault, Scenario, Timed, INDEX};
 pub const NAMES: &[&str] = &[
     "swarm",
     "sync_writes_survive_master_crash",
+    "slaves_converge_after_partition",
     "proxy_reads_match_master",
     "restart_index_during_writes",
     "slaves_added_under_load",
@@ -25,6 +26,7 @@ pub fn scenario(name: &str, seed: u64) -> Option<Scenario> {
     let s = match name {
         "swarm" => Scenario::swarm(seed),
         "sync_writes_survive_master_crash" => sync_writes_survive_master_crash(seed),
+        "slaves_converge_after_partition" => slaves_converge_after_partition(seed),
         "proxy_reads_match_master" => proxy_reads_match_master(seed),
         "restart_index_during_writes" => restart_index_during_writes(seed),
         "slaves_added_under_load" => slaves_added_under_load(seed),
@@ -94,6 +96,29 @@ pub fn sync_writes_survive_master_crash(seed: u64) -> Scenario {
         crash("n0", 2_000, 7_000)
             .into_iter()
             .chain(crash(&m1, 4_000, 9_000)),
+    );
+    s
+}
+
+/// The master and its slave lose every packet between them for a second, twice, without the index noticing:
+/// replication must resume, and the slave must end with exactly the master's items.
+///
+/// Regression: the replication stream waited forever on a connection that had lost packets (turmoil drops them,
+/// like a partition or a dead peer that never resets), so the slave fell behind for good and every later sync
+/// write failed.
+pub fn slaves_converge_after_partition(seed: u64) -> Scenario {
+    let mut s = base(
+        "slaves_converge_after_partition",
+        seed,
+        1,
+        1 + (seed % 2) as u32,
+        0,
+    );
+    plan(
+        &mut s,
+        cut("n0", "n1", 1_500, 2_500)
+            .into_iter()
+            .chain(cut("n0", "n1", 5_000, 5_800)),
     );
     s
 }

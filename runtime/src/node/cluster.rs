@@ -318,13 +318,21 @@ async fn stream_to<N: Net, S: Storage + 'static>(
     let mut reader = ReplyReader::new(shared.settings.limits);
     let mut rbuf = BytesMut::with_capacity(4096);
     let mut wbuf = BytesMut::new();
+    // The last time the target answered, or the stream had nothing in flight. A target that leaves messages
+    // unanswered for `stall` is gone or hung behind a connection that lost packets: reconnect and resend, instead
+    // of waiting on that connection forever (every later sync write would fail, and the slave fall behind).
+    let stall = shared.cluster.settings.proxy_timeout * 3;
+    let mut progress = Instant::now();
     loop {
         if t.stop.load(Relaxed) {
             return Ok(());
         }
-        let pause = {
+        let (pause, in_flight) = {
             let mut sender = t.sender.lock().unwrap_or_else(|e| e.into_inner());
             let now = Instant::now().into_std();
+            if sender.stats(now).in_flight == 0 {
+                progress = Instant::now();
+            }
             while let Some(q) = sender.poll_send(now) {
                 let entry = shared
                     .store
@@ -339,12 +347,22 @@ async fn stream_to<N: Net, S: Storage + 'static>(
                     None => wbuf.extend_from_slice(b"version\r\n"),
                 }
             }
-            sender.poll_timeout()
+            (sender.poll_timeout(), sender.stats(now).in_flight > 0)
         };
         if !wbuf.is_empty() {
-            stream.write_all(&wbuf).await?;
+            tokio::time::timeout(stall, stream.write_all(&wbuf))
+                .await
+                .map_err(|_| {
+                    io::Error::new(io::ErrorKind::TimedOut, format!("{node} does not read"))
+                })??;
             wbuf.clear();
         }
+        let stalled = async {
+            match in_flight {
+                true => tokio::time::sleep_until(progress + stall).await,
+                false => std::future::pending().await,
+            }
+        };
         let sleep = async {
             match pause {
                 Some(at) => tokio::time::sleep_until(Instant::from_std(at)).await,
@@ -354,10 +372,14 @@ async fn stream_to<N: Net, S: Storage + 'static>(
         tokio::select! {
             _ = t.wake.notified() => {}
             _ = sleep => {}
+            _ = stalled => {
+                return Err(io::Error::new(io::ErrorKind::TimedOut, format!("{node} stopped answering")));
+            }
             read = stream.read_buf(&mut rbuf) => {
                 if read? == 0 {
                     return Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("{node} closed")));
                 }
+                progress = Instant::now();
                 while let Some(event) = reader.next(&mut rbuf, ReplyKind::Line).map_err(io::Error::other)? {
                     let ReplyEvent::Line(line) = event else { continue };
                     // `version` (sent for a record that vanished) is answered with a VERSION line.
