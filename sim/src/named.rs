@@ -17,6 +17,7 @@ pub const NAMES: &[&str] = &[
     "slaves_converge_after_partition",
     "proxy_reads_match_master",
     "restart_index_during_writes",
+    "slave_restarts_while_index_down",
     "slaves_added_under_load",
     "machine_crash_of_a_lone_master",
 ];
@@ -29,6 +30,7 @@ pub fn scenario(name: &str, seed: u64) -> Option<Scenario> {
         "slaves_converge_after_partition" => slaves_converge_after_partition(seed),
         "proxy_reads_match_master" => proxy_reads_match_master(seed),
         "restart_index_during_writes" => restart_index_during_writes(seed),
+        "slave_restarts_while_index_down" => slave_restarts_while_index_down(seed),
         "slaves_added_under_load" => slaves_added_under_load(seed),
         "slave_added_while_master_cannot_hear_index" => {
             slave_added_while_master_cannot_hear_index(seed)
@@ -150,6 +152,31 @@ pub fn restart_index_during_writes(seed: u64) -> Scenario {
             .chain(crash(INDEX, 5_000, 8_000))
             .chain(crash("n0", 6_000, 9_500)),
     );
+    s
+}
+
+/// A slave crashes and restarts while the index is down, and is still registering when the index comes back.
+///
+/// Regression: the restarted index pushed its map to every node at once; the push waited in the slave's listen
+/// queue while it registered, and was applied after the registration, whose map had version 0: the node took its
+/// old role back (active slave) while the index had made it a proxy, and served stale reads. Found by swarm seed
+/// 375; this is its plan, simplified.
+pub fn slave_restarts_while_index_down(seed: u64) -> Scenario {
+    let mut s = base("slave_restarts_while_index_down", seed, 1, 1, 0);
+    s.keys = 16;
+    s.counters = 3;
+    s.sync_ratio = 0.5;
+    s.think_ms = (0, 5);
+    plan(
+        &mut s,
+        [
+            at(1_000, Fault::Crash(INDEX.into())),
+            at(8_400, Fault::Crash("n1".into())),
+            at(8_750, Fault::Restart("n1".into())),
+            at(8_760, Fault::Partition("n1".into(), INDEX.into())),
+        ],
+    );
+    s.fault_phase = Duration::from_millis(9_800);
     s
 }
 

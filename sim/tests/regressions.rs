@@ -39,3 +39,19 @@ fn slaves_converge_after_partition() {
         );
     }
 }
+
+/// Post-mortem. Swarm seed 375: a slave crashed and restarted while the index was down, and was still retrying its
+/// registration when the index came back. Reads through it, after the cluster had converged, returned values older
+/// than sync writes acknowledged before them. Root cause: the restarted index pushed its map (in which the node was
+/// still an active slave) to every node; the push sat in the node's listen queue while it registered, and was
+/// applied afterwards. The registration's map had version 0 (`NODE` lines carry no version), so the older push was
+/// accepted, and the node, a proxy for the index, served its stale store as an active slave. Fix
+/// (runtime/src/node/cluster.rs, `register`): read the index's `node_map_version` with `stats` on the registration
+/// connection and give the registered map that version, so an older push is refused.
+#[test]
+fn slave_restarts_while_index_down() {
+    for r in run_named("slave_restarts_while_index_down", &[0, 1, 2, 3]) {
+        // The index saw the slave restart (a live record registering again) and demoted it.
+        assert_eq!(record(&r.final_map, "n1").0, "proxy", "seed {}", r.seed);
+    }
+}

@@ -537,18 +537,30 @@ async fn read_reply<T: tokio::io::AsyncRead + Unpin>(
     }
 }
 
-/// Registers with the index server at start-up (cluster.md §4.1): `node add`, then `meta`. Returns the partition
-/// parameters and the map the index answered with.
+/// Registers with the index server at start-up (cluster.md §4.1): `node add`, then `meta`, then `stats` for the
+/// map's version. Returns the partition parameters and the map the index answered with.
+///
+/// The `NODE` lines carry no version, and a map of version 0 would accept any `node sync`, however old: a push the
+/// index started before this registration (a restarted index pushes its map to every node at once) can arrive after
+/// it, and would hand this node its previous role back (an active slave that is now a proxy, serving stale reads).
+/// So the map takes the index's `node_map_version`, read on the same connection after the `node add` reply: the
+/// version of that reply's map or a later one, whose push this node will get anyway (equal versions are accepted).
 pub async fn register<N: Net, S: Storage + 'static>(
     shared: &Shared<N, S>,
 ) -> io::Result<(PartitionParams, NodeMap)> {
     let s = &shared.cluster.settings;
     let add = format!("node add {} {}", s.server_name, s.server_port);
-    let events = index_call(shared, &[&add, "meta"], ReplyKind::Lines).await?;
+    let events = index_call(shared, &[&add, "meta", "stats"], ReplyKind::Lines).await?;
     let mut nodes = Vec::new();
     let mut params = PartitionParams::default();
+    let mut version = 0;
     for e in &events {
         match e {
+            ReplyEvent::Item(l) if l.starts_with(b"STAT ") => {
+                if let Some(v) = l.strip_prefix(b"STAT node_map_version ") {
+                    version = parse_u64(v).unwrap_or(0);
+                }
+            }
             ReplyEvent::Item(l) if l.starts_with(b"NODE ") => nodes.push(
                 parse_node_line(l)
                     .ok_or_else(|| io::Error::other("malformed NODE line from the index"))?,
@@ -563,7 +575,7 @@ pub async fn register<N: Net, S: Storage + 'static>(
             _ => {}
         }
     }
-    let map = NodeMap::from_lines(0, &nodes)
+    let map = NodeMap::from_lines(version, &nodes)
         .ok_or_else(|| io::Error::other("malformed node map from the index"))?;
     Ok((params, map))
 }
