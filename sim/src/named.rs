@@ -17,6 +17,7 @@ pub const NAMES: &[&str] = &[
     "slaves_converge_after_partition",
     "proxy_reads_match_master",
     "restart_index_during_writes",
+    "deposed_master_keeps_writing",
     "slave_restarts_while_index_down",
     "slaves_added_under_load",
     "machine_crash_of_a_lone_master",
@@ -30,6 +31,7 @@ pub fn scenario(name: &str, seed: u64) -> Option<Scenario> {
         "slaves_converge_after_partition" => slaves_converge_after_partition(seed),
         "proxy_reads_match_master" => proxy_reads_match_master(seed),
         "restart_index_during_writes" => restart_index_during_writes(seed),
+        "deposed_master_keeps_writing" => deposed_master_keeps_writing(seed),
         "slave_restarts_while_index_down" => slave_restarts_while_index_down(seed),
         "slaves_added_under_load" => slaves_added_under_load(seed),
         "slave_added_while_master_cannot_hear_index" => {
@@ -151,6 +153,37 @@ pub fn restart_index_during_writes(seed: u64) -> Scenario {
             .into_iter()
             .chain(crash(INDEX, 5_000, 8_000))
             .chain(crash("n0", 6_000, 9_500)),
+    );
+    s
+}
+
+/// Partition 0's master loses the index (but not its slave, nor the clients) long enough to be replaced: it keeps
+/// believing it is the master, and clients keep writing through it.
+///
+/// Regression: its replication reached the promoted slave, which, being master now, applied it or answered
+/// `NOT_STORED`; the deposed master counted either as replicated and acknowledged sync writes that the partition
+/// then lost (the new master kept its own, newer versions).
+///
+/// The cut lasts until the calm phase, and the calm phase only reads, so the final state is what the deposed
+/// period left: a write the deposed master acknowledged and the new master refused is then the last write of its
+/// key, and its loss shows.
+pub fn deposed_master_keeps_writing(seed: u64) -> Scenario {
+    let mut s = base(
+        "deposed_master_keeps_writing",
+        seed,
+        1,
+        1 + (seed % 2) as u32,
+        1,
+    );
+    s.keys = 3;
+    s.counters = 0;
+    s.clients = 3;
+    s.sync_ratio = 0.9;
+    s.think_ms = (0, 5);
+    s.calm_writes = false;
+    plan(
+        &mut s,
+        [at(1_000, Fault::Partition("n0".into(), INDEX.into()))],
     );
     s
 }

@@ -55,3 +55,22 @@ fn slave_restarts_while_index_down() {
         assert_eq!(record(&r.final_map, "n1").0, "proxy", "seed {}", r.seed);
     }
 }
+
+/// Post-mortem. Swarm seed 48 (partition 0's master n0 cut from the index, then n2 cut too): a sync `set` through
+/// n2 was acknowledged `STORED` after the index had demoted n2 and promoted n1, and reads after the calm phase never
+/// showed it. Root cause: n2 did not know it was deposed and replicated to n1; n1, now the master, took the
+/// replicated `set` as a local write (or refused it as not newer, `NOT_STORED`), and n2 counted either answer as
+/// replicated. Fix (core/src/cluster/mod.rs, `route_write`): replication (a path tagged `<node#seq>`) is applied only
+/// from the node the local map names as its source; from anyone else it is refused with `SERVER_ERROR replication
+/// refused`, never applied by a master nor forwarded, so a deposed master's sync writes fail instead.
+#[test]
+fn deposed_master_keeps_writing() {
+    for r in run_named("deposed_master_keeps_writing", &[0, 3, 6, 8]) {
+        assert_ne!(
+            master(&r.final_map, 0),
+            "n0",
+            "seed {}: n0 was not deposed",
+            r.seed
+        );
+    }
+}

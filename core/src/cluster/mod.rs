@@ -9,8 +9,10 @@
 //!   master when the key is moving to a new partition).
 //!
 //! A node is *fenced* by its own map: it runs a client write for a partition only while its map names it that
-//! partition's master, so a deposed master forwards instead of acknowledging (cluster.md §14 and issue 4). A newer
-//! map replaces an older one only ([`ClusterView::accepts_version`]).
+//! partition's master, so a deposed master forwards instead of acknowledging (cluster.md §14 and issue 4). It applies
+//! replication only from the node its map names as the source (a slave's master, a preparing master's sources), so a
+//! deposed master that has not heard of its demotion cannot get its sync writes acknowledged by the new master or by
+//! slaves that already follow it. A newer map replaces an older one only ([`ClusterView::accepts_version`]).
 
 use std::sync::Arc;
 
@@ -42,6 +44,10 @@ pub enum WriteRoute {
     NoPartition,
     /// The request already passed through this node: `SERVER_ERROR proxy loop`.
     Loop,
+    /// Replication (a path tagged with the sender's sequence number) from a node this map does not replicate from:
+    /// a deposed master, or a sender whose map is newer than ours. Refused (`SERVER_ERROR replication refused`), so
+    /// that the sender cannot count it as applied: a master that lost its role must not acknowledge sync writes.
+    StaleReplication,
 }
 
 /// A node's cluster view. Cheap to share behind an `Arc`; replaced whole when a new map arrives.
@@ -215,7 +221,8 @@ impl ClusterView {
         let Some(p) = self.partition_of(key) else {
             return WriteRoute::NoPartition;
         };
-        if self.is_master_of(p) {
+        let replicated = path.and_then(ProxyPath::sender_seq).is_some();
+        if self.is_master_of(p) && !replicated {
             return WriteRoute::Local;
         }
         if let Some(sender) = path.and_then(ProxyPath::sender) {
@@ -241,6 +248,12 @@ impl ClusterView {
                     return WriteRoute::Local;
                 }
             }
+        }
+        if replicated {
+            // Applying it (as a master) or forwarding it to our master would answer the sender `STORED` or
+            // `NOT_STORED`, both of which it counts as replicated: a deposed master that cannot hear the index would
+            // go on acknowledging sync writes that the partition's real master never keeps.
+            return WriteRoute::StaleReplication;
         }
         if path.is_some_and(|path| path.count(self.self_key.as_bytes()) > 0) {
             return WriteRoute::Loop;
@@ -447,6 +460,21 @@ mod tests {
         // The master's key may carry its replication sequence number.
         assert_eq!(
             cluster("s0").route_write(b"key0", Some(&path(&["m0:1#17"]))),
+            WriteRoute::Local
+        );
+        // Replication is applied only from the node this map replicates from. A deposed master (m1, here) that still
+        // replicates to the old slave or to the new master is refused, not applied nor forwarded.
+        assert_eq!(
+            cluster("s0").route_write(b"key0", Some(&path(&["m1:1#9"]))),
+            WriteRoute::StaleReplication
+        );
+        assert_eq!(
+            cluster("m0").route_write(b"key0", Some(&path(&["s0:1#9"]))),
+            WriteRoute::StaleReplication
+        );
+        // A client write forwarded by another node is still run by the master.
+        assert_eq!(
+            cluster("m0").route_write(b"key0", Some(&path(&["s0:1"]))),
             WriteRoute::Local
         );
         // A write that already passed through this node is a loop.

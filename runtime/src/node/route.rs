@@ -78,6 +78,7 @@ pub(super) async fn run<N: Net, S: Storage + 'static>(
                 }
                 WriteRoute::NoPartition => error("no partition available"),
                 WriteRoute::Loop => error("proxy loop"),
+                WriteRoute::StaleReplication => error("replication refused"),
             }
         }
     }
@@ -531,6 +532,7 @@ async fn gat<N: Net, S: Storage + 'static>(
             }
             WriteRoute::NoPartition => Vec::new(),
             WriteRoute::Loop => return error("proxy loop"),
+            WriteRoute::StaleReplication => return error("replication refused"),
         };
         items.extend(got);
     }
@@ -581,6 +583,7 @@ async fn meta<N: Net, S: Storage + 'static>(
             WriteRoute::Forward(n) => n,
             WriteRoute::NoPartition => return error("no partition available"),
             WriteRoute::Loop => return error("proxy loop"),
+            WriteRoute::StaleReplication => return error("replication refused"),
         }
     } else {
         match view.route_read(&m.key, shared.cluster.pick()) {
