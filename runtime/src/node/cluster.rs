@@ -684,7 +684,11 @@ async fn reconstruct<N: Net, S: Storage + 'static>(
     );
     let mut ok = !sources.is_empty() || role == Role::Master;
     for (source, p, n, bw) in sources {
-        if let Err(e) = pull_dump(&shared, &source, p, n, bw).await {
+        let pulled = match source_knows_me(&shared, &source, role, partition).await {
+            Ok(()) => pull_dump(&shared, &source, p, n, bw).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = pulled {
             tracing::error!(source, error = %e, "reconstruction failed");
             ok = false;
             break;
@@ -764,5 +768,54 @@ async fn pull_dump<N: Net, S: Storage + 'static>(
                 format!("{source} closed the dump"),
             ));
         }
+    }
+}
+
+/// Waits (up to 5 × proxy-timeout) until `source`'s own map names this node with the `role` and `partition` it is
+/// being built for, so that the source replicates (or forwards) every write it runs from then on to this node.
+///
+/// A dump only copies what the source holds when it is read; the writes after it reach this node only through
+/// replication, which the source does only once its map lists this node. The index pushes maps to nodes one by one
+/// and some pushes are slow (a held link, a busy node): without this check, a slave could copy its master and report
+/// itself active while the master, not yet aware of it, acknowledged sync writes without it. Those writes would be
+/// missing on the slave for good, and lost if it was later promoted.
+async fn source_knows_me<N: Net, S: Storage + 'static>(
+    shared: &Arc<Shared<N, S>>,
+    source: &str,
+    role: Role,
+    partition: u32,
+) -> io::Result<()> {
+    let (host, port) =
+        split_node(source).ok_or_else(|| io::Error::other(format!("bad node key {source}")))?;
+    let me = shared.cluster.settings.self_key();
+    let (want_role, want_partition) = (
+        format!("STAT {me}:role {}", role.name()),
+        format!("STAT {me}:partition {partition}"),
+    );
+    let timeout = shared.cluster.settings.proxy_timeout;
+    let deadline = Instant::now() + timeout * 5;
+    loop {
+        let listed = tokio::time::timeout(timeout, async {
+            let mut s = shared.net.connect(host, port).await?;
+            s.write_all(b"stats nodes\r\n").await?;
+            let events = read_reply(&mut s, shared.settings.limits, ReplyKind::Lines).await?;
+            let has = |want: &str| {
+                events
+                    .iter()
+                    .any(|e| matches!(e, ReplyEvent::Item(l) if &l[..] == want.as_bytes()))
+            };
+            Ok::<_, io::Error>(has(&want_role) && has(&want_partition))
+        })
+        .await;
+        if matches!(listed, Ok(Ok(true))) {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(io::Error::other(format!(
+                "{source} does not list this node as {} of partition {partition}",
+                role.name()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
