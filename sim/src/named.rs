@@ -21,6 +21,7 @@ pub const NAMES: &[&str] = &[
     "slave_restarts_while_index_down",
     "slaves_added_under_load",
     "slave_added_while_master_cannot_hear_index",
+    "reconstruction_ends_while_index_down",
     "machine_crash_of_a_lone_master",
 ];
 
@@ -38,6 +39,7 @@ pub fn scenario(name: &str, seed: u64) -> Option<Scenario> {
         "slave_added_while_master_cannot_hear_index" => {
             slave_added_while_master_cannot_hear_index(seed)
         }
+        "reconstruction_ends_while_index_down" => reconstruction_ends_while_index_down(seed),
         "machine_crash_of_a_lone_master" => machine_crash_of_a_lone_master(seed),
         _ => return None,
     };
@@ -250,6 +252,24 @@ pub fn slave_added_while_master_cannot_hear_index(seed: u64) -> Scenario {
             at(0, Fault::Hold("n0".into(), INDEX.into())),
             at(2_500, Fault::Release("n0".into(), INDEX.into())),
         ],
+    );
+    s
+}
+
+/// A slave is added while its master is cut off from the index (so the master never learns of it, and the slave's
+/// reconstruction gives up), and the index is down when the slave reports the outcome.
+///
+/// Regression: the node reported the end of its reconstruction once; the report failed, and the index kept the
+/// node in `prepare` for good (never served, never rebuilt): the cluster never converged. Found by swarm seed 540.
+pub fn reconstruction_ends_while_index_down(seed: u64) -> Scenario {
+    let mut s = base("reconstruction_ends_while_index_down", seed, 1, 1, 1);
+    s.slaves_under_load = true;
+    s.fault_phase = Duration::from_secs(9);
+    plan(
+        &mut s,
+        cut("n0", INDEX, 300, 4_900)
+            .into_iter()
+            .chain(crash(INDEX, 3_600, 7_600)),
     );
     s
 }

@@ -94,3 +94,17 @@ fn slave_added_while_master_cannot_hear_index() {
         );
     }
 }
+
+/// Post-mortem. Swarm seed 540 (n0 cut from the index while its slave n1 was added, then the index crashed): the
+/// calm phase never converged, n1 stayed `slave/prepare` in the index's map for the 40 s deadline. Root cause: n1's
+/// reconstruction gave up (its master did not know it) and reported `node role n1 proxy 0 -1` once, while the index
+/// was down; the report was lost and nothing retried it. Fix (runtime/src/node/cluster.rs, `reconstruct`): the end
+/// of a reconstruction (`active`, `ready` or `proxy`) is reported again every second until the index accepts it, or
+/// the node's own record shows it is no longer being built (the reports are idempotent on the index).
+#[test]
+fn reconstruction_ends_while_index_down() {
+    for r in run_named("reconstruction_ends_while_index_down", &[0, 1, 2, 3]) {
+        // The slave gave up (its master never heard of it) and the index heard so: a proxy, not a stuck `prepare`.
+        assert_eq!(record(&r.final_map, "n1").0, "proxy", "seed {}", r.seed);
+    }
+}

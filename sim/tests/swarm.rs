@@ -12,7 +12,7 @@ use flare_sim::{run, run_seeds, Scenario};
 
 /// The CI set: the first seeds, plus the ones that found bugs (see `regressions.rs`).
 const CI_SEEDS: std::ops::Range<u64> = 0..40;
-const FOUND_BUGS: &[u64] = &[48, 375, 1082];
+const FOUND_BUGS: &[u64] = &[48, 375, 540, 1082];
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().map(|v| {

@@ -705,10 +705,30 @@ async fn reconstruct<N: Net, S: Storage + 'static>(
         (true, _) => "node state <self> ready",
         (false, _) => "node role <self> proxy 0 -1",
     };
-    if let Err(e) = tell_index(&shared, report).await {
-        tracing::error!(error = %e, report, "could not report the end of reconstruction");
-    } else {
-        tracing::info!(report, "reconstruction finished");
+    // The index must hear the report, or it keeps this node in `prepare` for good (the node would neither serve
+    // nor be rebuilt). So it is retried, once a second, while the node's record still says it is being built for
+    // this role (every report is idempotent on the index).
+    loop {
+        match tell_index(&shared, report).await {
+            Ok(()) => {
+                tracing::info!(report, "reconstruction finished");
+                return;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, report, "could not report the end of reconstruction; retrying")
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let building = shared.cluster.view().me().is_some_and(|r| {
+            r.role == role && r.state == State::Prepare && r.partition == Some(partition)
+        });
+        if !building {
+            tracing::info!(
+                report,
+                "the node's role changed meanwhile; the report is dropped"
+            );
+            return;
+        }
     }
 }
 
