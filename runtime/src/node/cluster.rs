@@ -3,7 +3,7 @@
 //! Every decision (who is master, where a key goes, what a replicated message says) is made by
 //! `flare_core::cluster`; this module only moves bytes and runs tasks.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock};
@@ -80,6 +80,35 @@ pub struct Reconstruction {
     pub total: u64,
     /// True while a reconstruction runs.
     pub running: bool,
+    /// Counts the reconstructions started; one that sees a newer one started stops without reporting.
+    pub generation: u64,
+}
+
+/// How long a dump being pulled may stay silent (at least; 10 × proxy-timeout if longer) before the copy fails.
+const DUMP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Starts a new reconstruction: its progress reset, the one still running (if any) superseded. Returns its generation.
+fn begin_reconstruction<N: Net>(cluster: &Cluster<N>) -> u64 {
+    let mut r = cluster
+        .reconstruction
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    *r = Reconstruction {
+        running: true,
+        generation: r.generation + 1,
+        ..Default::default()
+    };
+    r.generation
+}
+
+/// Whether reconstruction `generation` is still the current one.
+fn current_reconstruction<N: Net>(cluster: &Cluster<N>, generation: u64) -> bool {
+    cluster
+        .reconstruction
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .generation
+        == generation
 }
 
 /// The cluster state shared by a node's connections and tasks.
@@ -91,7 +120,7 @@ pub struct Cluster<N: Net> {
     view: RwLock<Arc<ClusterView>>,
     /// Connections to peers for forwarded requests.
     pub peers: Peers<N>,
-    targets: Mutex<HashMap<String, Arc<Target>>>,
+    targets: Mutex<BTreeMap<String, Arc<Target>>>,
     seq: AtomicU64,
     rng: Mutex<rand::rngs::StdRng>,
     /// Highest replication sequence number applied from our master (this node as a slave).
@@ -120,7 +149,7 @@ impl<N: Net> Cluster<N> {
             settings,
             sync_default: AtomicBool::new(sync_default),
             view: RwLock::new(Arc::new(view)),
-            targets: Mutex::new(HashMap::new()),
+            targets: Mutex::new(BTreeMap::new()),
             seq: AtomicU64::new(0),
             applied_seq: AtomicU64::new(0),
             reconstruction: Mutex::new(Reconstruction::default()),
@@ -320,13 +349,21 @@ async fn stream_to<N: Net, S: Storage + 'static>(
     let mut reader = ReplyReader::new(shared.settings.limits);
     let mut rbuf = BytesMut::with_capacity(4096);
     let mut wbuf = BytesMut::new();
+    // The last time the target answered, or the stream had nothing in flight. A target that leaves messages
+    // unanswered for `stall` is gone or hung behind a connection that lost packets: reconnect and resend, instead
+    // of waiting on that connection forever (every later sync write would fail, and the slave fall behind).
+    let stall = shared.cluster.settings.proxy_timeout * 3;
+    let mut progress = Instant::now();
     loop {
         if t.stop.load(Relaxed) {
             return Ok(());
         }
-        let pause = {
+        let (pause, in_flight) = {
             let mut sender = t.sender.lock().unwrap_or_else(|e| e.into_inner());
             let now = Instant::now().into_std();
+            if sender.stats(now).in_flight == 0 {
+                progress = Instant::now();
+            }
             while let Some(q) = sender.poll_send(now) {
                 let entry = shared
                     .store
@@ -341,12 +378,22 @@ async fn stream_to<N: Net, S: Storage + 'static>(
                     None => wbuf.extend_from_slice(b"version\r\n"),
                 }
             }
-            sender.poll_timeout()
+            (sender.poll_timeout(), sender.stats(now).in_flight > 0)
         };
         if !wbuf.is_empty() {
-            stream.write_all(&wbuf).await?;
+            tokio::time::timeout(stall, stream.write_all(&wbuf))
+                .await
+                .map_err(|_| {
+                    io::Error::new(io::ErrorKind::TimedOut, format!("{node} does not read"))
+                })??;
             wbuf.clear();
         }
+        let stalled = async {
+            match in_flight {
+                true => tokio::time::sleep_until(progress + stall).await,
+                false => std::future::pending().await,
+            }
+        };
         let sleep = async {
             match pause {
                 Some(at) => tokio::time::sleep_until(Instant::from_std(at)).await,
@@ -356,10 +403,14 @@ async fn stream_to<N: Net, S: Storage + 'static>(
         tokio::select! {
             _ = t.wake.notified() => {}
             _ = sleep => {}
+            _ = stalled => {
+                return Err(io::Error::new(io::ErrorKind::TimedOut, format!("{node} stopped answering")));
+            }
             read = stream.read_buf(&mut rbuf) => {
                 if read? == 0 {
                     return Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("{node} closed")));
                 }
+                progress = Instant::now();
                 while let Some(event) = reader.next(&mut rbuf, ReplyKind::Line).map_err(io::Error::other)? {
                     let ReplyEvent::Line(line) = event else { continue };
                     // `version` (sent for a record that vanished) is answered with a VERSION line.
@@ -438,29 +489,28 @@ pub fn apply_node_sync<N: Net, S: Storage + 'static>(
         }
         _ => false,
     };
+    // The copy about to start supersedes any still running (its progress too: tools poll it as soon as they see
+    // `prepare`). A node that is about to copy a partition starts empty: whatever it holds is stale (a slave that was
+    // down, a deposed master). It is done before the new map is applied, so no replicated write can arrive first:
+    // until then this node refuses replication from the master (WriteRoute::NotReplica) and the master retries.
+    let generation = rebuild.then(|| begin_reconstruction(cluster));
     if rebuild {
-        // A node that is about to copy a partition starts empty: whatever it holds is stale (a slave that was down, a
-        // deposed master). It is done before the new map is applied, so no replicated write can arrive first: until
-        // then this node refuses replication from the master (WriteRoute::NotReplica) and the master retries.
         if let Err(e) = shared.store.flush_all() {
             tracing::error!(error = %e, "could not clear the store before reconstruction");
+            cluster
+                .reconstruction
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .running = false;
             return Err("SERVER_ERROR node sync error");
         }
-        // Progress of the copy about to start, not of the last one (tools poll it as soon as they see `prepare`).
-        *cluster
-            .reconstruction
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Reconstruction {
-            running: true,
-            ..Default::default()
-        };
     }
     *cluster.view.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(view.clone());
     retain_targets(cluster, &view);
     cluster.peers.retain(|k| view.node(k).is_some());
     tracing::info!(version, "node map applied");
-    if let (true, Some((role, _, Some(p)))) = (rebuild, after) {
-        tokio::spawn(reconstruct(shared.clone(), role, p));
+    if let (Some(generation), Some((role, _, Some(p)))) = (generation, after) {
+        tokio::spawn(reconstruct(shared.clone(), role, p, generation));
     }
     // A new partition was activated: the keys that moved to it leave this node (cluster.md §6.3 [Improve]; Flare
     // leaves them behind). Masters and slaves clean up on their own, so nothing is replicated.
@@ -555,7 +605,8 @@ pub fn after_registration<N: Net, S: Storage + 'static>(shared: &Arc<Shared<N, S
                     tracing::error!(error = %e, "could not clear the store before reconstruction");
                     return;
                 }
-                tokio::spawn(reconstruct(shared.clone(), r.role, p));
+                let generation = begin_reconstruction(&shared.cluster);
+                tokio::spawn(reconstruct(shared.clone(), r.role, p, generation));
             }
         }
     }
@@ -646,18 +697,30 @@ async fn read_reply<T: tokio::io::AsyncRead + Unpin>(
     }
 }
 
-/// Registers with the index server at start-up (cluster.md §4.1): `node add`, then `meta`. Returns the partition
-/// parameters and the map the index answered with.
+/// Registers with the index server at start-up (cluster.md §4.1): `node add`, then `meta`, then `stats` for the
+/// map's version. Returns the partition parameters and the map the index answered with.
+///
+/// The `NODE` lines carry no version, and a map of version 0 would accept any `node sync`, however old: a push the
+/// index started before this registration (a restarted index pushes its map to every node at once) can arrive after
+/// it, and would hand this node its previous role back (an active slave that is now a proxy, serving stale reads).
+/// So the map takes the index's `node_map_version`, read on the same connection after the `node add` reply: the
+/// version of that reply's map or a later one, whose push this node will get anyway (equal versions are accepted).
 pub async fn register<N: Net, S: Storage + 'static>(
     shared: &Shared<N, S>,
 ) -> io::Result<(PartitionParams, NodeMap)> {
     let s = &shared.cluster.settings;
     let add = format!("node add {} {}", s.server_name, s.server_port);
-    let events = index_call(shared, &[&add, "meta"], ReplyKind::Lines).await?;
+    let events = index_call(shared, &[&add, "meta", "stats"], ReplyKind::Lines).await?;
     let mut nodes = Vec::new();
     let mut params = PartitionParams::default();
+    let mut version = 0;
     for e in &events {
         match e {
+            ReplyEvent::Item(l) if l.starts_with(b"STAT ") => {
+                if let Some(v) = l.strip_prefix(b"STAT node_map_version ") {
+                    version = parse_u64(v).unwrap_or(0);
+                }
+            }
             ReplyEvent::Item(l) if l.starts_with(b"NODE ") => nodes.push(
                 parse_node_line(l)
                     .ok_or_else(|| io::Error::other("malformed NODE line from the index"))?,
@@ -672,7 +735,7 @@ pub async fn register<N: Net, S: Storage + 'static>(
             _ => {}
         }
     }
-    let map = NodeMap::from_lines(0, &nodes)
+    let map = NodeMap::from_lines(version, &nodes)
         .ok_or_else(|| io::Error::other("malformed node map from the index"))?;
     Ok((params, map))
 }
@@ -729,11 +792,27 @@ pub async fn tell_index<N: Net, S: Storage + 'static>(
 /// Pulls this node's data for its new role (cluster.md §6.2, §6.3): a slave dumps its partition from the master; the
 /// master of a preparing partition dumps the keys moving to it from every active master. Reports `active` (slave) or
 /// `ready` (new master) to the index when done, or gives the role up (`proxy`) on failure.
+///
+/// Runs again (from an empty store) when the index, having heard the report, still has this node in `prepare`: it had
+/// marked the node down meanwhile (a cut this node did not notice) and took the report for the node coming back, which
+/// for a slave means a rebuild (cluster.md §5.4). Stops without reporting when a newer reconstruction started.
 async fn reconstruct<N: Net, S: Storage + 'static>(
     shared: Arc<Shared<N, S>>,
     role: Role,
     partition: u32,
+    mut generation: u64,
 ) {
+    while let Some(next) = reconstruct_once(&shared, role, partition, generation).await {
+        generation = next;
+    }
+}
+
+async fn reconstruct_once<N: Net, S: Storage + 'static>(
+    shared: &Arc<Shared<N, S>>,
+    role: Role,
+    partition: u32,
+    generation: u64,
+) -> Option<u64> {
     let view = shared.cluster.view();
     let count = view.partition_count();
     let preparing = partition == count;
@@ -765,14 +844,6 @@ async fn reconstruct<N: Net, S: Storage + 'static>(
                 .collect()
         }
     };
-    *shared
-        .cluster
-        .reconstruction
-        .lock()
-        .unwrap_or_else(|e| e.into_inner()) = Reconstruction {
-        running: true,
-        ..Default::default()
-    };
     tracing::info!(
         ?role,
         partition,
@@ -781,20 +852,18 @@ async fn reconstruct<N: Net, S: Storage + 'static>(
     );
     let mut ok = !sources.is_empty() || role == Role::Master;
     for (source, p, n, bw) in sources {
-        if let Err(e) = pull_dump(
-            &shared,
-            &source,
-            p,
-            n,
-            bw,
-            if role == Role::Master {
-                u64::from(n)
-            } else {
-                1
-            },
-        )
-        .await
-        {
+        let pulled = match source_knows_me(shared, &source, role, partition).await {
+            Ok(()) => {
+                let parts = if role == Role::Master {
+                    u64::from(n)
+                } else {
+                    1
+                };
+                pull_dump(shared, &source, p, n, bw, parts, generation).await
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = pulled {
             tracing::error!(source, error = %e, "reconstruction failed");
             ok = false;
             break;
@@ -810,22 +879,102 @@ async fn reconstruct<N: Net, S: Storage + 'static>(
             ok = false;
         }
     }
-    shared
-        .cluster
-        .reconstruction
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .running = false;
+    {
+        let mut r = shared
+            .cluster
+            .reconstruction
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if r.generation != generation {
+            tracing::info!("reconstruction superseded by a newer one");
+            return None;
+        }
+        r.running = false;
+    }
     let report = match (ok, role) {
         (true, Role::Slave) => "node state <self> active",
         (true, _) => "node state <self> ready",
         (false, _) => "node role <self> proxy 0 -1",
     };
-    if let Err(e) = tell_index(&shared, report).await {
-        tracing::error!(error = %e, report, "could not report the end of reconstruction");
-    } else {
-        tracing::info!(report, "reconstruction finished");
+    // The index must hear the report, or it keeps this node in `prepare` for good (the node would neither serve
+    // nor be rebuilt). So it is retried, once a second, while the node's record still says it is being built for
+    // this role (every report is idempotent on the index).
+    loop {
+        if !current_reconstruction(&shared.cluster, generation) {
+            return None;
+        }
+        match tell_index(shared, report).await {
+            Ok(()) => {
+                tracing::info!(report, "reconstruction finished");
+                return rebuild_asked(shared, role, partition, generation).await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, report, "could not report the end of reconstruction; retrying")
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let building = shared.cluster.view().me().is_some_and(|r| {
+            r.role == role && r.state == State::Prepare && r.partition == Some(partition)
+        });
+        if !building {
+            tracing::info!(
+                report,
+                "the node's role changed meanwhile; the report is dropped"
+            );
+            return None;
+        }
     }
+}
+
+/// After a successful report: once this node holds the index's map of that moment, whether it still shows this node
+/// being built (the report was taken for the node coming back from `down`: the index wants it rebuilt). Returns the
+/// generation of the new reconstruction then, after emptying the store.
+async fn rebuild_asked<N: Net, S: Storage + 'static>(
+    shared: &Arc<Shared<N, S>>,
+    role: Role,
+    partition: u32,
+    generation: u64,
+) -> Option<u64> {
+    let version = index_map_version(shared).await?;
+    let deadline = Instant::now() + shared.cluster.settings.proxy_timeout * 10;
+    loop {
+        let view = shared.cluster.view();
+        if view.map().version >= version {
+            let building = view.me().is_some_and(|r| {
+                r.role == role && r.state == State::Prepare && r.partition == Some(partition)
+            });
+            if !building || !current_reconstruction(&shared.cluster, generation) {
+                return None;
+            }
+            tracing::warn!(
+                ?role,
+                partition,
+                "the index marked this node down while it was being built; rebuilding"
+            );
+            if let Err(e) = shared.store.flush_all() {
+                tracing::error!(error = %e, "could not clear the store before reconstruction");
+                return None;
+            }
+            return Some(begin_reconstruction(&shared.cluster));
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The index's `node_map_version` now, if it answers.
+async fn index_map_version<N: Net, S: Storage + 'static>(shared: &Shared<N, S>) -> Option<u64> {
+    let events = index_call(shared, &["stats"], ReplyKind::Lines)
+        .await
+        .ok()?;
+    events.iter().find_map(|e| match e {
+        ReplyEvent::Item(l) => l
+            .strip_prefix(b"STAT node_map_version ")
+            .and_then(parse_u64),
+        _ => None,
+    })
 }
 
 async fn pull_dump<N: Net, S: Storage + 'static>(
@@ -835,20 +984,36 @@ async fn pull_dump<N: Net, S: Storage + 'static>(
     n: u32,
     bwlimit: u64,
     share: u64,
+    generation: u64,
 ) -> io::Result<()> {
     let (host, port) =
         split_node(source).ok_or_else(|| io::Error::other(format!("bad node key {source}")))?;
-    let mut s = shared.net.connect(host, port).await?;
+    // A source that vanished without a reset (a cut that drops packets, a dead machine) would hold the copy, and the
+    // node in `prepare`, forever: the connect, and every read, must make progress within `idle`.
+    let idle = DUMP_IDLE_TIMEOUT.max(shared.cluster.settings.proxy_timeout * 10);
+    let timed_out = || {
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("{source}: no data for {idle:?}"),
+        )
+    };
+    let mut s = tokio::time::timeout(idle, shared.net.connect(host, port))
+        .await
+        .map_err(|_| timed_out())??;
     // The source's item count gives the progress total: all of it for a slave of its partition, about 1/n of it for
     // the master of a new partition n-1.
     s.write_all(b"stats\r\n").await?;
-    let items = read_reply(&mut s, shared.settings.limits, ReplyKind::Lines)
-        .await?
-        .iter()
-        .find_map(|e| match e {
-            ReplyEvent::Item(l) => l.strip_prefix(b"STAT curr_items ").and_then(parse_u64),
-            _ => None,
-        });
+    let items = tokio::time::timeout(
+        idle,
+        read_reply(&mut s, shared.settings.limits, ReplyKind::Lines),
+    )
+    .await
+    .map_err(|_| timed_out())??
+    .iter()
+    .find_map(|e| match e {
+        ReplyEvent::Item(l) => l.strip_prefix(b"STAT curr_items ").and_then(parse_u64),
+        _ => None,
+    });
     shared
         .cluster
         .reconstruction
@@ -874,16 +1039,21 @@ async fn pull_dump<N: Net, S: Storage + 'static>(
                         value: v.value,
                         meta: 0,
                     };
+                    {
+                        let mut r = shared
+                            .cluster
+                            .reconstruction
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner());
+                        if r.generation != generation {
+                            return Err(io::Error::other("superseded by a newer reconstruction"));
+                        }
+                        r.items += 1;
+                    }
                     shared
                         .store
                         .load_dump_item(&v.key, item, shared.now())
                         .map_err(io::Error::other)?;
-                    shared
-                        .cluster
-                        .reconstruction
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .items += 1;
                 }
                 ReplyEvent::End => return Ok(()),
                 ReplyEvent::Line(l) => {
@@ -895,11 +1065,65 @@ async fn pull_dump<N: Net, S: Storage + 'static>(
                 _ => {}
             }
         }
-        if s.read_buf(&mut buf).await? == 0 {
+        let read = tokio::time::timeout(idle, s.read_buf(&mut buf))
+            .await
+            .map_err(|_| timed_out())??;
+        if read == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 format!("{source} closed the dump"),
             ));
         }
+    }
+}
+
+/// Waits (up to 5 × proxy-timeout) until `source`'s own map names this node with the `role` and `partition` it is
+/// being built for, in a state other than `down`, so that the source replicates (or forwards) every write it runs from then on to this node.
+///
+/// A dump only copies what the source holds when it is read; the writes after it reach this node only through
+/// replication, which the source does only once its map lists this node. The index pushes maps to nodes one by one
+/// and some pushes are slow (a held link, a busy node): without this check, a slave could copy its master and report
+/// itself active while the master, not yet aware of it, acknowledged sync writes without it. Those writes would be
+/// missing on the slave for good, and lost if it was later promoted.
+async fn source_knows_me<N: Net, S: Storage + 'static>(
+    shared: &Arc<Shared<N, S>>,
+    source: &str,
+    role: Role,
+    partition: u32,
+) -> io::Result<()> {
+    let (host, port) =
+        split_node(source).ok_or_else(|| io::Error::other(format!("bad node key {source}")))?;
+    let me = shared.cluster.settings.self_key();
+    let (want_role, want_partition) = (
+        format!("STAT {me}:role {}", role.name()),
+        format!("STAT {me}:partition {partition}"),
+    );
+    let timeout = shared.cluster.settings.proxy_timeout;
+    let deadline = Instant::now() + timeout * 5;
+    loop {
+        let listed = tokio::time::timeout(timeout, async {
+            let mut s = shared.net.connect(host, port).await?;
+            s.write_all(b"stats nodes\r\n").await?;
+            let events = read_reply(&mut s, shared.settings.limits, ReplyKind::Lines).await?;
+            let has = |want: &str| {
+                events
+                    .iter()
+                    .any(|e| matches!(e, ReplyEvent::Item(l) if &l[..] == want.as_bytes()))
+            };
+            // And not as `down`: a source whose map still has this node down replicates nothing to it.
+            let down = format!("STAT {me}:state down");
+            Ok::<_, io::Error>(has(&want_role) && has(&want_partition) && !has(&down))
+        })
+        .await;
+        if matches!(listed, Ok(Ok(true))) {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(io::Error::other(format!(
+                "{source} does not list this node as {} of partition {partition}",
+                role.name()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

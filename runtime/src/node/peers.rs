@@ -11,7 +11,7 @@
 //! when it passes, instead of hanging (Flare waits ~18 s and then answers a false miss). A connection that failed or
 //! timed out is dropped, never reused.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::io;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -71,7 +71,7 @@ pub struct Peers<N: Net> {
     idle_max: usize,
     timeout: Duration,
     limits: Limits,
-    pools: Mutex<HashMap<String, Vec<PeerConn<N::Stream>>>>,
+    pools: Mutex<BTreeMap<String, Vec<PeerConn<N::Stream>>>>,
 }
 
 impl<N: Net> Peers<N> {
@@ -83,7 +83,7 @@ impl<N: Net> Peers<N> {
             idle_max: idle_max.max(IDLE_MAX),
             timeout,
             limits,
-            pools: Mutex::new(HashMap::new()),
+            pools: Mutex::new(BTreeMap::new()),
         }
     }
 

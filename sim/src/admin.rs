@@ -1,0 +1,575 @@
+//! The admin client: builds the cluster through the index (as flare-tools would), watches the index's node map
+//! while faults run, waits for the cluster to converge once they are healed, and reads the final state for the
+//! checkers.
+//!
+//! Setup (cluster.md §6): wait until every node registered; `node role <m0> master 1 0`; for each further partition
+//! `node role <m> master 1 <p>`, wait for `ready`, `node state <m> active`; for each slave `node role <s> slave 1
+//! <p>` (balance forced to 0 while it reconstructs), wait for `active`, then `node role <s> slave 1 <p>` again for
+//! its read balance. With `slaves_under_load` the slaves are added after the workload started, under faults.
+//!
+//! With [`Scenario::rebuild_slaves`], once converged, every planned slave the faults left a proxy is rebuilt
+//! (`flush_all`, `node role <s> slave 1 <p>`, wait for `active`, balance back to 1) while the workload runs, and the
+//! cluster must converge again.
+//!
+//! Convergence (calm phase, before [`Scenario::calm_limit`]): every node registered and `active`, every partition
+//! has an active master, and every node holds the index's map (same version, same records). Then the workload goes
+//! on for [`Scenario::checked_window`] (those reads must be fresh), stops, replication drains (every node's
+//! `replication_queue` is 0), and the admin reads every node's `dump` and every key through every node.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use flare_core::protocol::reply::ReplyKind;
+
+use crate::client::{Answer, TextClient};
+use crate::history::{
+    lock, map_text, now_ms, parse_stats_nodes, short, FinalState, MapView, Phase, SharedEnv,
+};
+use crate::scenario::{Planned, Scenario, INDEX, INDEX_PORT, NODE_PORT};
+use crate::workload::classify;
+
+const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+const POLL: Duration = Duration::from_millis(200);
+
+/// Runs the admin client for the whole run.
+pub async fn run_admin(s: Scenario, env: SharedEnv) -> turmoil::Result {
+    let mut admin = Admin::new(&s, env.clone());
+    if let Err(e) = admin.setup().await {
+        lock(&env).fail("setup", e);
+        admin.finish().await;
+        return Ok(());
+    }
+    {
+        let mut e = lock(&env);
+        e.workload_started_ms = Some(now_ms());
+        e.phase = Phase::Faults;
+        let line = format!("{} workload starts", now_ms());
+        e.trace(line);
+    }
+    let mut background = None;
+    if s.slaves_under_load {
+        let (s2, env2) = (s.clone(), env.clone());
+        background = Some(tokio::task::spawn_local(async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let mut a = Admin::new(&s2, env2);
+            if let Err(e) = a.add_slaves(false).await {
+                let line = format!("{} slaves under load: {e}", now_ms());
+                lock(&a.env).trace(line);
+            }
+        }));
+    }
+    admin.watch_until_calm().await;
+    // One admin at a time changes roles: the slaves still being added under load are done (or given up) first.
+    if let Some(task) = background {
+        let _ = task.await;
+    }
+    let mut converged = admin.converge().await;
+    if converged.is_ok() && s.rebuild_slaves {
+        converged = match admin.rebuild_slaves().await {
+            Ok(()) => admin.converge().await,
+            Err(e) => Err(format!("rebuilding the slaves: {e}")),
+        };
+    }
+    match converged {
+        Ok(()) => {
+            tokio::time::sleep(s.checked_window).await;
+            admin.stop_clients().await;
+            if let Err(e) = admin.verify().await {
+                lock(&env).fail("verify", e);
+            }
+        }
+        Err(e) => lock(&env).fail("convergence", e),
+    }
+    admin.finish().await;
+    Ok(())
+}
+
+struct Admin {
+    s: Scenario,
+    env: SharedEnv,
+    index: TextClient,
+    nodes: BTreeMap<String, TextClient>,
+    last_version: u64,
+    last_map: MapView,
+}
+
+impl Admin {
+    fn new(s: &Scenario, env: SharedEnv) -> Self {
+        Admin {
+            s: s.clone(),
+            env,
+            index: TextClient::new(INDEX, INDEX_PORT),
+            nodes: s
+                .nodes()
+                .into_iter()
+                .map(|n| (n.clone(), TextClient::new(&n, NODE_PORT)))
+                .collect(),
+            last_version: 0,
+            last_map: MapView::new(),
+        }
+    }
+
+    fn key(name: &str) -> String {
+        format!("{name}:{NODE_PORT}")
+    }
+
+    fn trace(&self, line: String) {
+        lock(&self.env).trace(format!("{} admin {line}", now_ms()));
+    }
+
+    async fn index_line(&mut self, line: &str) -> Result<String, String> {
+        let req = format!("{line}\r\n");
+        match self
+            .index
+            .call(req.as_bytes(), ReplyKind::Line, CALL_TIMEOUT)
+            .await
+        {
+            Ok(Answer::Line(l)) => Ok(String::from_utf8_lossy(&l).into_owned()),
+            Ok(other) => Err(format!("{line}: unexpected {other:?}")),
+            Err(e) => Err(format!("{line}: {e}")),
+        }
+    }
+
+    async fn command(&mut self, line: &str) -> Result<(), String> {
+        let answer = self.index_line(line).await?;
+        self.trace(format!("{line} -> {answer}"));
+        match answer.as_str() {
+            "OK" => Ok(()),
+            other => Err(format!("{line}: {other}")),
+        }
+    }
+
+    async fn listing(client: &mut TextClient, line: &str) -> Result<Vec<Bytes>, String> {
+        let req = format!("{line}\r\n");
+        match client
+            .call(req.as_bytes(), ReplyKind::Lines, CALL_TIMEOUT)
+            .await
+        {
+            Ok(Answer::Lines(l)) => Ok(l),
+            Ok(other) => Err(format!("{line}: unexpected {other:?}")),
+            Err(e) => Err(format!("{line}: {e}")),
+        }
+    }
+
+    async fn stats(client: &mut TextClient) -> Result<BTreeMap<String, String>, String> {
+        let lines = Self::listing(client, "stats").await?;
+        Ok(lines
+            .iter()
+            .filter_map(|l| {
+                let text = String::from_utf8_lossy(l);
+                let mut t = text.splitn(3, ' ');
+                match (t.next(), t.next(), t.next()) {
+                    (Some("STAT"), Some(k), Some(v)) => Some((k.to_string(), v.to_string())),
+                    _ => None,
+                }
+            })
+            .collect())
+    }
+
+    /// The index's map and its version. They come from two commands (`stats`, `stats nodes`), so the version is
+    /// read before and after the map, and the pair kept only when both agree.
+    async fn index_map(&mut self) -> Result<(u64, MapView), String> {
+        let mut version = self.index_version().await?;
+        for _ in 0..5 {
+            let map = parse_stats_nodes(&Self::listing(&mut self.index, "stats nodes").await?);
+            let after = self.index_version().await?;
+            if after == version {
+                return Ok((version, map));
+            }
+            version = after;
+        }
+        Err("the map keeps changing".into())
+    }
+
+    async fn index_version(&mut self) -> Result<u64, String> {
+        let stats = Self::stats(&mut self.index).await?;
+        stats
+            .get("node_map_version")
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| "no node_map_version".into())
+    }
+
+    async fn wait_map(
+        &mut self,
+        what: &str,
+        limit: Duration,
+        ok: impl Fn(&MapView) -> bool,
+    ) -> Result<(), String> {
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut last = String::from("no answer");
+        while tokio::time::Instant::now() < deadline {
+            match self.index_map().await {
+                Ok((_, map)) if ok(&map) => return Ok(()),
+                Ok((v, map)) => last = format!("v{v} {}", map_text(&map)),
+                Err(e) => last = e,
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        Err(format!(
+            "{what}: not reached in {limit:?}; last map: {last}"
+        ))
+    }
+
+    async fn wait_node(
+        &mut self,
+        name: &str,
+        what: &str,
+        ok: impl Fn(&crate::history::NodeInfo) -> bool,
+    ) -> Result<(), String> {
+        let key = Self::key(name);
+        self.wait_map(&format!("{key} {what}"), Duration::from_secs(20), |m| {
+            m.get(&key).is_some_and(&ok)
+        })
+        .await
+    }
+
+    async fn setup(&mut self) -> Result<(), String> {
+        let keys: Vec<String> = self.s.nodes().iter().map(|n| Self::key(n)).collect();
+        self.wait_map("all nodes registered", Duration::from_secs(30), |m| {
+            keys.iter().all(|k| m.contains_key(k))
+        })
+        .await?;
+        for (name, plan) in self.s.layout() {
+            let Planned::Master(p) = plan else { continue };
+            self.command(&format!("node role {name} {NODE_PORT} master 1 {p}"))
+                .await?;
+            if p > 0 {
+                self.wait_node(&name, "ready", |n| n.state == "ready")
+                    .await?;
+                self.command(&format!("node state {name} {NODE_PORT} active"))
+                    .await?;
+            }
+            self.wait_node(&name, "active master", |n| {
+                n.role == "master" && n.state == "active"
+            })
+            .await?;
+        }
+        if !self.s.slaves_under_load {
+            self.add_slaves(true).await?;
+        }
+        self.trace("cluster built".into());
+        Ok(())
+    }
+
+    /// Adds every planned slave. `strict`: a refusal or a timeout is an error (setup); otherwise it is traced and
+    /// the next slave is tried (under faults, a node may be down).
+    async fn add_slaves(&mut self, strict: bool) -> Result<(), String> {
+        for (name, plan) in self.s.layout() {
+            let Planned::Slave(p) = plan else { continue };
+            if !strict && lock(&self.env).phase >= Phase::Calm {
+                self.trace("calm phase: no more slaves added under load".into());
+                break;
+            }
+            let added = async {
+                self.command(&format!("node role {name} {NODE_PORT} slave 1 {p}"))
+                    .await?;
+                self.wait_node(&name, "active slave", |n| {
+                    n.role == "slave" && n.state == "active"
+                })
+                .await?;
+                self.command(&format!("node role {name} {NODE_PORT} slave 1 {p}"))
+                    .await?;
+                self.wait_node(&name, "read balance", |n| n.balance == 1)
+                    .await
+            }
+            .await;
+            match added {
+                Ok(()) => {}
+                Err(e) if strict => return Err(e),
+                Err(e) => self.trace(format!("slave {name} not added: {e}")),
+            }
+        }
+        Ok(())
+    }
+
+    /// Rebuilds every planned slave that the faults left a proxy, one after the other, as flare-tools' `slave`
+    /// command does (cluster.md §6.5): `flush_all` on it (its store is stale), then the slave role.
+    async fn rebuild_slaves(&mut self) -> Result<(), String> {
+        let (_, map) = self.index_map().await?;
+        for (name, plan) in self.s.layout() {
+            let Planned::Slave(p) = plan else { continue };
+            if map.get(&Self::key(&name)).is_none_or(|n| n.role != "proxy") {
+                continue;
+            }
+            let client = self.nodes.get_mut(&name).ok_or("no such node")?;
+            match client
+                .call(b"flush_all\r\n", ReplyKind::Line, CALL_TIMEOUT)
+                .await
+            {
+                Ok(Answer::Line(l)) if &l[..] == b"OK" => {}
+                other => return Err(format!("flush_all on {name}: {other:?}")),
+            }
+            self.trace(format!(
+                "flush_all on {name}: rebuilding it as a slave of partition {p}"
+            ));
+            self.command(&format!("node role {name} {NODE_PORT} slave 1 {p}"))
+                .await?;
+            self.wait_node(&name, "active slave", |n| {
+                n.role == "slave" && n.state == "active"
+            })
+            .await?;
+            self.command(&format!("node role {name} {NODE_PORT} slave 1 {p}"))
+                .await?;
+            self.wait_node(&name, "read balance", |n| n.balance == 1)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Polls the index while faults run, checking the map's invariants, until the calm phase.
+    async fn watch_until_calm(&mut self) {
+        loop {
+            if lock(&self.env).phase >= Phase::Calm {
+                return;
+            }
+            if let Ok((version, map)) = self.index_map().await {
+                self.check_map(version, map);
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Invariants of every map the index shows: versions never go back (a restarted index resumes from its
+    /// snapshot), a changed map has a new version, at most one master per partition, no partition lost, no node
+    /// forgotten.
+    fn check_map(&mut self, version: u64, map: MapView) {
+        let mut e = lock(&self.env);
+        if version < self.last_version {
+            e.fail(
+                "index map",
+                format!("version went back from {} to {version}", self.last_version),
+            );
+        }
+        if version == self.last_version && map != self.last_map && !self.last_map.is_empty() {
+            e.fail(
+                "index map",
+                format!(
+                    "map changed without a new version (v{version}): {}",
+                    map_text(&map)
+                ),
+            );
+        }
+        let mut masters: BTreeMap<i64, Vec<&String>> = BTreeMap::new();
+        for (k, n) in &map {
+            if n.role == "master" && matches!(n.state.as_str(), "active" | "down") {
+                masters.entry(n.partition).or_default().push(k);
+            }
+        }
+        for (p, m) in &masters {
+            if m.len() > 1 {
+                e.fail("index map", format!("partition {p} has masters {m:?}"));
+            }
+        }
+        let partitions = self.s.partitions as i64;
+        if masters.len() as i64 != partitions || (0..partitions).any(|p| !masters.contains_key(&p))
+        {
+            e.fail(
+                "index map",
+                format!("partitions are not 0..{partitions}: {}", map_text(&map)),
+            );
+        }
+        if map.len() != self.s.nodes().len() {
+            e.fail(
+                "index map",
+                format!("{} nodes instead of {}", map.len(), self.s.nodes().len()),
+            );
+        }
+        if map != self.last_map {
+            let seq = e.next_seq();
+            e.trace(format!("{} map v{version} {}", now_ms(), map_text(&map)));
+            e.maps.push((seq, map.clone()));
+            self.last_map = map;
+        }
+        self.last_version = version;
+    }
+
+    /// Waits until the cluster converged (see the module docs).
+    async fn converge(&mut self) -> Result<(), String> {
+        let deadline = tokio::time::Instant::now() + self.s.calm_limit;
+        let mut reason = String::from("never polled");
+        while tokio::time::Instant::now() < deadline {
+            match self.converged().await {
+                Ok(version) => {
+                    let mut e = lock(&self.env);
+                    let seq = e.next_seq();
+                    e.converged_at = Some(seq);
+                    e.trace(format!(
+                        "{} admin converged on v{version} {}",
+                        now_ms(),
+                        map_text(&self.last_map)
+                    ));
+                    return Ok(());
+                }
+                Err(r) => reason = r,
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        Err(format!(
+            "not converged {:?} after the faults were healed: {reason}",
+            self.s.calm_limit
+        ))
+    }
+
+    async fn converged(&mut self) -> Result<u64, String> {
+        let (version, map) = self.index_map().await?;
+        self.check_map(version, map.clone());
+        for name in self.s.nodes() {
+            match map.get(&Self::key(&name)) {
+                None => return Err(format!("{name} not registered")),
+                Some(n) if n.state != "active" => {
+                    return Err(format!("{name} is {}: {}", n.state, map_text(&map)))
+                }
+                Some(_) => {}
+            }
+        }
+        for p in 0..self.s.partitions as i64 {
+            if !map
+                .values()
+                .any(|n| n.role == "master" && n.state == "active" && n.partition == p)
+            {
+                return Err(format!(
+                    "partition {p} has no active master: {}",
+                    map_text(&map)
+                ));
+            }
+        }
+        for (name, client) in &mut self.nodes {
+            let stats = Self::stats(client)
+                .await
+                .map_err(|e| format!("{name}: {e}"))?;
+            let theirs: u64 = stats
+                .get("node_map_version")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            let their_map = parse_stats_nodes(&Self::listing(client, "stats nodes").await?);
+            if theirs != version || their_map != map {
+                return Err(format!(
+                    "{name} holds map v{theirs} ({}), the index v{version}",
+                    map_text(&their_map)
+                ));
+            }
+        }
+        Ok(version)
+    }
+
+    /// Ends the workload and waits for every client to stop.
+    async fn stop_clients(&mut self) {
+        lock(&self.env).phase = Phase::Stopping;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while lock(&self.env).clients_running > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if lock(&self.env).clients_running > 0 {
+            lock(&self.env).fail(
+                "clients",
+                "workload clients did not stop within 20 s".into(),
+            );
+        }
+    }
+
+    /// Waits for replication to drain, then reads the final state.
+    async fn verify(&mut self) -> Result<(), String> {
+        lock(&self.env).phase = Phase::Verify;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let mut busy = Vec::new();
+            for (name, client) in &mut self.nodes {
+                let stats = Self::stats(client)
+                    .await
+                    .map_err(|e| format!("{name}: {e}"))?;
+                let queue: u64 = stats
+                    .get("replication_queue")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                if queue > 0 {
+                    busy.push(format!("{name}:{queue}"));
+                }
+            }
+            if busy.is_empty() {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(format!(
+                    "replication did not drain in 15 s (queues {busy:?})"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let (version, map) = self.index_map().await?;
+        let mut state = FinalState {
+            map,
+            version,
+            ..FinalState::default()
+        };
+        let keys = self.s.all_keys();
+        for (name, client) in &mut self.nodes {
+            match client
+                .call(b"dump\r\n", ReplyKind::Values, Duration::from_secs(5))
+                .await
+            {
+                Ok(a) => match classify(a) {
+                    crate::history::Outcome::Values(v) => {
+                        state.dumps.insert(name.clone(), v);
+                    }
+                    other => return Err(format!("dump of {name}: {other:?}")),
+                },
+                Err(e) => return Err(format!("dump of {name}: {e}")),
+            }
+            for key in &keys {
+                let req = format!("gets {key}\r\n");
+                let got = match client
+                    .call(req.as_bytes(), ReplyKind::Values, CALL_TIMEOUT)
+                    .await
+                {
+                    Ok(a) => match classify(a) {
+                        crate::history::Outcome::Values(mut v) => v.pop(),
+                        other => return Err(format!("gets {key} through {name}: {other:?}")),
+                    },
+                    Err(e) => return Err(format!("gets {key} through {name}: {e}")),
+                };
+                state.reads.insert((name.clone(), key.clone()), got);
+            }
+            let req = format!("gets {}\r\n", keys.join(" "));
+            match client
+                .call(req.as_bytes(), ReplyKind::Values, CALL_TIMEOUT)
+                .await
+            {
+                Ok(a) => match classify(a) {
+                    crate::history::Outcome::Values(v) => {
+                        state.multi_reads.insert(name.clone(), v);
+                    }
+                    other => return Err(format!("multi-key gets through {name}: {other:?}")),
+                },
+                Err(e) => return Err(format!("multi-key gets through {name}: {e}")),
+            }
+        }
+        let (after, _) = self.index_map().await?;
+        if after != version {
+            return Err(format!(
+                "the map changed while the final state was read (v{version} → v{after})"
+            ));
+        }
+        let mut e = lock(&self.env);
+        for (name, dump) in &state.dumps {
+            let line = format!(
+                "{} final {name} {}",
+                now_ms(),
+                dump.iter()
+                    .map(|i| format!("{}/{}/{}/{}", i.key, i.flags, i.version, short(&i.value)))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
+            e.trace(line);
+        }
+        e.final_state = Some(state);
+        Ok(())
+    }
+
+    async fn finish(&mut self) {
+        if lock(&self.env).phase < Phase::Stopping {
+            self.stop_clients().await;
+        }
+        lock(&self.env).phase = Phase::Done;
+    }
+}

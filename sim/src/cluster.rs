@@ -1,0 +1,231 @@
+//! The simulated cluster's hosts: the production index and node drivers, configured as `flarei` and `flared` would
+//! configure them (from the schema defaults with sim-friendly values: monitor interval 1 s, threshold 3, proxy
+//! timeout 1 s, replication backlog 10 000), on [`SimNet`].
+//!
+//! A host is a factory turmoil calls again on every restart (`bounce`), so everything that must outlive a crash is
+//! created outside it and shared: each node's [`MemoryStorage`] and the index's [`MemorySnapshots`]. A node host
+//! also plays the part of the process supervisor (systemd): when start-up fails (the index is unreachable, say) it
+//! waits a second and starts the node again, as a restarted process would.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use flare_core::config::{IndexConfig, IndexServer as IndexAddr, KeyHashAlgorithm, NodeConfig};
+use flare_core::index::IndexParams;
+use flare_core::protocol::text::Dialect;
+use flare_core::storage::MemoryStorage;
+use flare_core::store::{Store, StoreConfig};
+use flare_runtime::index::{IndexServer, IndexSettings, MemorySnapshots};
+use flare_runtime::node::cluster::ClusterSettings;
+use flare_runtime::node::{NodeServer, NodeSettings};
+
+use crate::history::{lock, now_ms, SharedEnv};
+use crate::net::SimNet;
+use crate::scenario::{CrashModel, Scenario, INDEX, INDEX_PORT, NODE_PORT};
+
+/// The version string every simulated process reports.
+pub const VERSION_STRING: &str = "flare-2.0.0";
+
+/// The index configuration of a scenario.
+pub fn index_config(s: &Scenario) -> IndexConfig {
+    IndexConfig {
+        data_dir: "/sim/index".into(),
+        monitor_interval: Duration::from_secs(1),
+        monitor_threshold: 3,
+        monitor_read_timeout: Duration::from_millis(1000),
+        key_hash_algorithm: match s.hash {
+            "crc32" => KeyHashAlgorithm::Crc32,
+            _ => KeyHashAlgorithm::Simple,
+        },
+        max_connection: 1024,
+        version_string: VERSION_STRING.into(),
+        ..IndexConfig::default()
+    }
+}
+
+/// The configuration of node `name`.
+pub fn node_config(name: &str) -> NodeConfig {
+    NodeConfig {
+        data_dir: format!("/sim/{name}"),
+        server_name: name.into(),
+        server_port: NODE_PORT,
+        index_servers: vec![IndexAddr {
+            name: INDEX.into(),
+            port: INDEX_PORT,
+        }],
+        max_connection: 1024,
+        proxy_timeout: Duration::from_secs(1),
+        replication_backlog: 10_000,
+        version_string: VERSION_STRING.into(),
+        expiry_sweep_interval: Duration::from_secs(2),
+        ..NodeConfig::default()
+    }
+}
+
+/// `flared`'s `NodeSettings` for a configuration (mirrors `runtime/src/bin/flared.rs`).
+pub fn node_settings(c: &NodeConfig) -> NodeSettings {
+    NodeSettings {
+        listen: std::net::SocketAddr::from(([0, 0, 0, 0], c.server_port)),
+        limits: c.limits(),
+        dialect: Dialect {
+            gat_flare_syntax: c.gat_flare_syntax,
+            incr_flare_semantics: c.incr_flare_semantics,
+        },
+        version_string: c.version_string.clone(),
+        expiry_sweep_interval: c.expiry_sweep_interval,
+        // Group commit fsyncs on a blocking thread, which the simulation cannot schedule deterministically.
+        group_commit: false,
+        allow_client_version: c.allow_client_version,
+        show_variables: c.show_variables("", ""),
+        settings: c.settings(),
+        sync_default: false,
+        internal_netmask: c.internal_netmask.clone(),
+    }
+}
+
+/// `flared`'s `ClusterSettings` for a configuration, with the read-replica RNG seeded from the scenario.
+pub fn cluster_settings(c: &NodeConfig, seed: u64) -> ClusterSettings {
+    ClusterSettings {
+        server_name: c.server_name.clone(),
+        server_port: c.server_port,
+        index_servers: c
+            .index_servers
+            .iter()
+            .map(|s| (s.name.clone(), s.port))
+            .collect(),
+        proxy_concurrency: c.proxy_concurrency as usize,
+        proxy_timeout: c.proxy_timeout,
+        replication_backlog: c.replication_backlog as usize,
+        reconstruction_interval_us: c.reconstruction_interval.as_micros() as u64,
+        reconstruction_bwlimit: u64::from(c.reconstruction_bwlimit),
+        seed,
+        cluster_secret: c.cluster_secret.expose().to_string(),
+    }
+}
+
+/// `flared`'s `StoreConfig` for a configuration.
+pub fn store_config(c: &NodeConfig) -> StoreConfig {
+    StoreConfig {
+        tombstone_ttl: c.tombstone_ttl.as_secs(),
+        incr_flare_semantics: c.incr_flare_semantics,
+        binary_incr_create: c.binary_incr_create,
+        item_size_max: c.max_item_size,
+    }
+}
+
+/// Registers the index host.
+pub fn add_index(
+    sim: &mut turmoil::Sim<'_>,
+    s: &Scenario,
+    env: SharedEnv,
+    snapshots: Arc<MemorySnapshots>,
+) {
+    let c = index_config(s);
+    let params = IndexParams::from_config(&c);
+    let settings = IndexSettings {
+        listen: std::net::SocketAddr::from(([0, 0, 0, 0], INDEX_PORT)),
+        max_connection: c.max_connection as usize,
+        net_read_timeout: c.net_read_timeout,
+        version_string: c.version_string.clone(),
+        show_variables: c.show_variables("", ""),
+        settings: c.settings(),
+        line_max: c.max_line_length,
+        internal_netmask: c.internal_netmask.clone(),
+    };
+    let boots = Arc::new(AtomicU64::new(0));
+    sim.host(INDEX, move || {
+        let (params, settings, snapshots, env) = (
+            params.clone(),
+            settings.clone(),
+            snapshots.clone(),
+            env.clone(),
+        );
+        let boot = boots.fetch_add(1, Relaxed);
+        async move {
+            lock(&env).trace(format!("{} boot index #{boot}", now_ms()));
+            let server = IndexServer::bind(SimNet, params, settings, snapshots).await?;
+            server.run(std::future::pending()).await?;
+            Ok(())
+        }
+    });
+}
+
+/// A node's storage as the crash model wants it.
+pub fn new_storage(model: CrashModel) -> Arc<MemoryStorage> {
+    Arc::new(match model {
+        CrashModel::Process => MemoryStorage::new(),
+        CrashModel::Machine => MemoryStorage::losing_unsynced(),
+    })
+}
+
+/// Registers node host `name` on `storage`.
+pub fn add_node(
+    sim: &mut turmoil::Sim<'_>,
+    s: &Scenario,
+    name: &str,
+    env: SharedEnv,
+    storage: Arc<MemoryStorage>,
+) {
+    let c = node_config(name);
+    let settings = node_settings(&c);
+    let store_cfg = store_config(&c);
+    let index = name.trim_start_matches('n').parse::<u64>().unwrap_or(0);
+    let seed = s
+        .seed
+        .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        .wrapping_add(index << 32);
+    let boots = Arc::new(AtomicU64::new(0));
+    let name = name.to_string();
+    sim.host(name.clone(), move || {
+        let (c, settings, storage, env, name) = (
+            c.clone(),
+            settings.clone(),
+            storage.clone(),
+            env.clone(),
+            name.clone(),
+        );
+        let boots = boots.clone();
+        async move {
+            loop {
+                // A restarted process gets a new seed, as production's pid-based one differs per start.
+                let boot = boots.fetch_add(1, Relaxed);
+                lock(&env).trace(format!("{} boot {name} #{boot}", now_ms()));
+                let store = Store::new(storage.clone(), store_cfg);
+                let started = NodeServer::start(
+                    SimNet,
+                    store,
+                    settings.clone(),
+                    cluster_settings(&c, seed.wrapping_add(boot)),
+                    c.max_connection as usize,
+                    c.net_read_timeout,
+                )
+                .await;
+                match started {
+                    Ok(server) => {
+                        let (role, state, partition, _) = server.shared().cluster.view().my_role();
+                        lock(&env).trace(format!(
+                            "{} {name} serving as {}/{}/{}",
+                            now_ms(),
+                            role.name(),
+                            state.name(),
+                            partition.map_or(-1, i64::from)
+                        ));
+                        server
+                            .run(std::future::pending(), Duration::from_millis(500))
+                            .await?;
+                        return Ok(());
+                    }
+                    Err(e) => {
+                        lock(&env).trace(format!(
+                            "{} {name} start failed: {:?}",
+                            now_ms(),
+                            e.kind()
+                        ));
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        }
+    });
+}

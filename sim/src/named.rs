@@ -1,0 +1,290 @@
+//! Named scenarios: hard cases pinned by hand (layout, fault plan, storage model), each still varied by its seed
+//! (workload, latencies). `tests/scenarios.rs` and `tests/regressions.rs` run them on fixed seed sets;
+//! `flare-sim --scenario NAME` sweeps them.
+//!
+//! Offsets in the plans are from the start of the workload. Failure detection takes the index about 3–6 s
+//! (monitor interval 1 s × threshold 3, plus the 1 s read timeout), so a fault shorter than ~3 s goes unnoticed
+//! by the index and one longer than ~6 s leads to a failover or a demotion.
+
+use std::time::Duration;
+
+use crate::scenario::{CrashModel, Fault, Scenario, Timed, INDEX};
+
+/// Every named scenario (`swarm` is the random one).
+pub const NAMES: &[&str] = &[
+    "swarm",
+    "sync_writes_survive_master_crash",
+    "slaves_converge_after_partition",
+    "proxy_reads_match_master",
+    "restart_index_during_writes",
+    "deposed_master_keeps_writing",
+    "slave_restarts_while_index_down",
+    "slaves_added_under_load",
+    "slave_added_while_master_cannot_hear_index",
+    "reconstruction_ends_while_index_down",
+    "machine_crash_of_a_lone_master",
+];
+
+/// The scenario `name` for `seed`.
+pub fn scenario(name: &str, seed: u64) -> Option<Scenario> {
+    let s = match name {
+        "swarm" => Scenario::swarm(seed),
+        "sync_writes_survive_master_crash" => sync_writes_survive_master_crash(seed),
+        "slaves_converge_after_partition" => slaves_converge_after_partition(seed),
+        "proxy_reads_match_master" => proxy_reads_match_master(seed),
+        "restart_index_during_writes" => restart_index_during_writes(seed),
+        "deposed_master_keeps_writing" => deposed_master_keeps_writing(seed),
+        "slave_restarts_while_index_down" => slave_restarts_while_index_down(seed),
+        "slaves_added_under_load" => slaves_added_under_load(seed),
+        "slave_added_while_master_cannot_hear_index" => {
+            slave_added_while_master_cannot_hear_index(seed)
+        }
+        "reconstruction_ends_while_index_down" => reconstruction_ends_while_index_down(seed),
+        "machine_crash_of_a_lone_master" => machine_crash_of_a_lone_master(seed),
+        _ => return None,
+    };
+    Some(s)
+}
+
+fn at(ms: u64, fault: Fault) -> Timed {
+    Timed {
+        at: Duration::from_millis(ms),
+        fault,
+    }
+}
+
+fn cut(a: &str, b: &str, from: u64, to: u64) -> [Timed; 2] {
+    [
+        at(from, Fault::Partition(a.into(), b.into())),
+        at(to, Fault::Repair(a.into(), b.into())),
+    ]
+}
+
+fn crash(h: &str, from: u64, to: u64) -> [Timed; 2] {
+    [
+        at(from, Fault::Crash(h.into())),
+        at(to, Fault::Restart(h.into())),
+    ]
+}
+
+/// A base with the given layout and a busy, mostly-sync workload.
+fn base(name: &str, seed: u64, partitions: u32, slaves: u32, proxies: u32) -> Scenario {
+    let mut s = Scenario::named(name, seed);
+    s.partitions = partitions;
+    s.slaves = slaves;
+    s.proxies = proxies;
+    s.clients = 2;
+    s.keys = 8;
+    s.counters = 1;
+    s.sync_ratio = 0.8;
+    s.think_ms = (0, 10);
+    s.fault_phase = Duration::from_secs(10);
+    s
+}
+
+fn plan(s: &mut Scenario, events: impl IntoIterator<Item = Timed>) {
+    s.faults = events.into_iter().collect();
+    s.faults.sort_by_key(|t| t.at);
+}
+
+/// Masters crash (partition 0's, then partition 1's) and come back: their slaves are promoted, every sync write
+/// acknowledged before or after survives on the new masters. Odd seeds have two slaves per partition.
+pub fn sync_writes_survive_master_crash(seed: u64) -> Scenario {
+    let mut s = base(
+        "sync_writes_survive_master_crash",
+        seed,
+        2,
+        1 + (seed % 2) as u32,
+        1,
+    );
+    let m1 = s.master_of(1);
+    plan(
+        &mut s,
+        crash("n0", 2_000, 7_000)
+            .into_iter()
+            .chain(crash(&m1, 4_000, 9_000)),
+    );
+    s
+}
+
+/// The master and its slave lose every packet between them for a second, twice, without the index noticing:
+/// replication must resume, and the slave must end with exactly the master's items.
+///
+/// Regression: the replication stream waited forever on a connection that had lost packets (turmoil drops them,
+/// like a partition or a dead peer that never resets), so the slave fell behind for good and every later sync
+/// write failed.
+pub fn slaves_converge_after_partition(seed: u64) -> Scenario {
+    let mut s = base(
+        "slaves_converge_after_partition",
+        seed,
+        1,
+        1 + (seed % 2) as u32,
+        0,
+    );
+    plan(
+        &mut s,
+        cut("n0", "n1", 1_500, 2_500)
+            .into_iter()
+            .chain(cut("n0", "n1", 5_000, 5_800)),
+    );
+    s
+}
+
+/// The proxy loses every packet to each master in turn for a moment: reads and writes through it must work again
+/// afterwards, and return what the masters hold.
+///
+/// Regression: a peer connection whose requests timed out was kept, so every later forward of those keys timed out
+/// on it too (`SERVER_ERROR proxy error` for good).
+pub fn proxy_reads_match_master(seed: u64) -> Scenario {
+    let mut s = base("proxy_reads_match_master", seed, 2, 1, 1);
+    let m1 = s.master_of(1);
+    plan(
+        &mut s,
+        cut("n4", "n0", 1_500, 2_500)
+            .into_iter()
+            .chain(cut("n4", &m1, 3_000, 3_800)),
+    );
+    s
+}
+
+/// The index crashes twice under load; a master crashes while it is down (no failover until it is back).
+pub fn restart_index_during_writes(seed: u64) -> Scenario {
+    let mut s = base("restart_index_during_writes", seed, 2, 1, 1);
+    plan(
+        &mut s,
+        crash(INDEX, 1_000, 3_000)
+            .into_iter()
+            .chain(crash(INDEX, 5_000, 8_000))
+            .chain(crash("n0", 6_000, 9_500)),
+    );
+    s
+}
+
+/// Partition 0's master loses the index (but not its slave, nor the clients) long enough to be replaced: it keeps
+/// believing it is the master, and clients keep writing through it.
+///
+/// Regression: its replication reached the promoted slave, which, being master now, applied it or answered
+/// `NOT_STORED`; the deposed master counted either as replicated and acknowledged sync writes that the partition
+/// then lost (the new master kept its own, newer versions).
+///
+/// The cut lasts until the calm phase, and the calm phase only reads, so the final state is what the deposed
+/// period left: a write the deposed master acknowledged and the new master refused is then the last write of its
+/// key, and its loss shows.
+pub fn deposed_master_keeps_writing(seed: u64) -> Scenario {
+    let mut s = base(
+        "deposed_master_keeps_writing",
+        seed,
+        1,
+        1 + (seed % 2) as u32,
+        1,
+    );
+    s.keys = 3;
+    s.counters = 0;
+    s.clients = 3;
+    s.sync_ratio = 0.9;
+    s.think_ms = (0, 5);
+    s.calm_writes = false;
+    plan(
+        &mut s,
+        [at(1_000, Fault::Partition("n0".into(), INDEX.into()))],
+    );
+    s
+}
+
+/// A slave crashes and restarts while the index is down, and is still registering when the index comes back.
+///
+/// Regression: the restarted index pushed its map to every node at once; the push waited in the slave's listen
+/// queue while it registered, and was applied after the registration, whose map had version 0: the node took its
+/// old role back (active slave) while the index had made it a proxy, and served stale reads. Found by swarm seed
+/// 375; this is its plan, simplified.
+pub fn slave_restarts_while_index_down(seed: u64) -> Scenario {
+    let mut s = base("slave_restarts_while_index_down", seed, 1, 1, 0);
+    s.keys = 16;
+    s.counters = 3;
+    s.sync_ratio = 0.5;
+    s.think_ms = (0, 5);
+    plan(
+        &mut s,
+        [
+            at(1_000, Fault::Crash(INDEX.into())),
+            at(8_400, Fault::Crash("n1".into())),
+            at(8_750, Fault::Restart("n1".into())),
+            at(8_760, Fault::Partition("n1".into(), INDEX.into())),
+        ],
+    );
+    s.fault_phase = Duration::from_millis(9_800);
+    s
+}
+
+/// Slaves are added while the workload runs and nodes crash and get cut off: a slave that reports itself active
+/// after its reconstruction must hold exactly its master's items.
+pub fn slaves_added_under_load(seed: u64) -> Scenario {
+    let mut s = base("slaves_added_under_load", seed, 2, 1, 1);
+    s.slaves_under_load = true;
+    s.keys = 32;
+    s.large_ratio = 0.1;
+    plan(
+        &mut s,
+        cut("n1", "n0", 600, 900)
+            .into_iter()
+            .chain(crash("n3", 3_000, 4_000)),
+    );
+    s
+}
+
+/// A slave is added while its master's link to the index holds every message for two seconds (not long enough for
+/// the index to mark the master down): the slave gets the map, the master does not, yet.
+///
+/// Regression: the slave copied the master with `dump` and reported itself active at once; the master, unaware of
+/// it, replicated nothing to it and acknowledged sync writes without it. Those writes were missing on the slave
+/// for good (and lost after a failover to it). Found by swarm seed 1082. The calm phase only reads, so the keys
+/// written only in the gap stay different.
+pub fn slave_added_while_master_cannot_hear_index(seed: u64) -> Scenario {
+    let mut s = base("slave_added_while_master_cannot_hear_index", seed, 1, 1, 0);
+    s.slaves_under_load = true;
+    s.keys = 64;
+    s.counters = 0;
+    s.calm_writes = false;
+    s.fault_phase = Duration::from_millis(2_700);
+    plan(
+        &mut s,
+        [
+            at(0, Fault::Hold("n0".into(), INDEX.into())),
+            at(2_500, Fault::Release("n0".into(), INDEX.into())),
+        ],
+    );
+    s
+}
+
+/// A slave is added while its master is cut off from the index (so the master never learns of it, and the slave's
+/// reconstruction gives up), and the index is down when the slave reports the outcome.
+///
+/// Regression: the node reported the end of its reconstruction once; the report failed, and the index kept the
+/// node in `prepare` for good (never served, never rebuilt): the cluster never converged. Found by swarm seed 540.
+pub fn reconstruction_ends_while_index_down(seed: u64) -> Scenario {
+    let mut s = base("reconstruction_ends_while_index_down", seed, 1, 1, 1);
+    s.slaves_under_load = true;
+    s.fault_phase = Duration::from_secs(9);
+    plan(
+        &mut s,
+        cut("n0", INDEX, 300, 4_900)
+            .into_iter()
+            .chain(crash(INDEX, 3_600, 7_600)),
+    );
+    s
+}
+
+/// The negative case, as turmoil's durability tests have one: a partition with no slave, whose master loses its
+/// unsynced writes in a machine crash. Nothing survives the crash, and the sync-write checker must say so once the
+/// "no copy survived" excuse is taken away (see `tests/scenarios.rs`).
+///
+/// The crash comes late in the fault phase and the calm phase only reads, so little is written again after it.
+pub fn machine_crash_of_a_lone_master(seed: u64) -> Scenario {
+    let mut s = base("machine_crash_of_a_lone_master", seed, 1, 0, 1);
+    s.crash_model = CrashModel::Machine;
+    s.keys = 16;
+    s.calm_writes = false;
+    plan(&mut s, crash("n0", 8_000, 8_300));
+    s.fault_phase = Duration::from_millis(8_500);
+    s
+}

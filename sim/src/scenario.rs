@@ -1,0 +1,443 @@
+//! What one simulated run does, derived from one `u64` seed: the cluster layout, the workload mix, and the fault
+//! plan (swarm testing, as TigerBeetle's `options_swarm` does: the seed also picks *which kinds* of faults happen and
+//! how often, so different seeds stress different parts of the system).
+//!
+//! [`Scenario::swarm`] draws everything from the seed. Named scenarios start from it and pin what they are about
+//! (see `tests/scenarios.rs`): the layout, a fault plan written by hand, the storage model.
+
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// The index server's turmoil host name.
+pub const INDEX: &str = "index";
+/// The admin client's host name (setup, monitoring, convergence and the final read-back; never faulted).
+pub const ADMIN: &str = "admin";
+/// The index server's port.
+pub const INDEX_PORT: u16 = 12120;
+/// Every node's port.
+pub const NODE_PORT: u16 = 12121;
+
+/// The role a node is given during setup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Planned {
+    /// Master of this partition.
+    Master(u32),
+    /// Slave of this partition.
+    Slave(u32),
+    /// A proxy (forwards everything).
+    Proxy,
+}
+
+/// How a crashed node's storage behaves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CrashModel {
+    /// A process crash: the OS keeps every write (`MemoryStorage::new`).
+    Process,
+    /// A machine crash: every write since the last `sync` is lost (`MemoryStorage::losing_unsynced` + `crash`).
+    /// The nodes never sync while serving (no group commit), so a crashed node comes back empty.
+    Machine,
+}
+
+/// One fault event, at an offset from the start of the workload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Drop every message between two hosts (turmoil `partition`): connections across it stall for good, connects
+    /// are refused.
+    Partition(String, String),
+    /// Undo one [`Fault::Partition`] of the same pair.
+    Repair(String, String),
+    /// Hold every message between two hosts (turmoil `hold`): they are delivered on release, like TCP after a
+    /// short outage.
+    Hold(String, String),
+    /// Undo one [`Fault::Hold`] of the same pair (the held messages are delivered).
+    Release(String, String),
+    /// Raise the link's maximum latency.
+    Slow(String, String, Duration),
+    /// Undo one [`Fault::Slow`] of the same pair.
+    Unslow(String, String),
+    /// Crash a host (its software stops; its storage is kept per the [`CrashModel`]).
+    Crash(String),
+    /// Restart a crashed host.
+    Restart(String),
+}
+
+/// A fault at its offset from the start of the workload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Timed {
+    /// Offset from the start of the workload.
+    pub at: Duration,
+    /// What happens.
+    pub fault: Fault,
+}
+
+/// Everything a run does.
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    /// The seed: the workload, the fault plan and turmoil's own randomness derive from it.
+    pub seed: u64,
+    /// `swarm` or the named scenario (used in the replay line).
+    pub name: String,
+    /// Number of partitions.
+    pub partitions: u32,
+    /// Slaves per partition.
+    pub slaves: u32,
+    /// Proxy nodes.
+    pub proxies: u32,
+    /// Workload clients.
+    pub clients: u32,
+    /// `key-hash-algorithm`: `simple` or `crc32`.
+    pub hash: &'static str,
+    /// Keys holding token values (`k0`..).
+    pub keys: u32,
+    /// Counter keys (`c0`..), for incr/decr.
+    pub counters: u32,
+    /// Fraction of writes sent with `sync`.
+    pub sync_ratio: f64,
+    /// Fraction of writes sent with `noreply`.
+    pub noreply_ratio: f64,
+    /// Fraction of set-like writes with a large value (a few KiB).
+    pub large_ratio: f64,
+    /// Pause between a client's operations, in milliseconds (min, max).
+    pub think_ms: (u64, u64),
+    /// Link latency range in milliseconds (min, max) when no fault slows a link.
+    pub latency_ms: (u64, u64),
+    /// Length of the fault phase.
+    pub fault_phase: Duration,
+    /// Deadline for the cluster to converge once the faults are healed.
+    pub calm_limit: Duration,
+    /// After convergence the workload goes on this long (its reads are checked for freshness).
+    pub checked_window: Duration,
+    /// The fault plan (offsets within the fault phase; everything still in effect is healed when it ends).
+    pub faults: Vec<Timed>,
+    /// What a crash does to storage.
+    pub crash_model: CrashModel,
+    /// With [`CrashModel::Machine`], the sync-write checkers excuse the writes of a partition whose every copy was
+    /// lost (see `check`). Off only in the negative test that shows the checker catches such a loss.
+    pub excuse_lost_copies: bool,
+    /// The workload keeps writing in the calm phase (otherwise it only reads, and the final state is the one the
+    /// fault phase left, which later writes cannot mask).
+    pub calm_writes: bool,
+    /// After convergence, slaves that were demoted to proxies are rebuilt as flare-tools would (`flush_all`, `node
+    /// role <s> slave 1 <p>`, wait for `active`, read balance back), under load, and the cluster must converge again.
+    pub rebuild_slaves: bool,
+    /// Slaves are added after the workload started (reconstruction under load and faults).
+    pub slaves_under_load: bool,
+    /// Upper bound of the whole run in simulated time (turmoil fails the run past it).
+    pub sim_limit: Duration,
+}
+
+/// Fault kinds the swarm draws from, each with a per-seed weight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    PartitionPair,
+    IsolateNode,
+    CutFromIndex,
+    CutClient,
+    Hold,
+    Slow,
+    CrashNode,
+    QuickRestart,
+    CrashIndex,
+}
+
+const KINDS: [Kind; 9] = [
+    Kind::PartitionPair,
+    Kind::IsolateNode,
+    Kind::CutFromIndex,
+    Kind::CutClient,
+    Kind::Hold,
+    Kind::Slow,
+    Kind::CrashNode,
+    Kind::QuickRestart,
+    Kind::CrashIndex,
+];
+
+impl Scenario {
+    /// Everything drawn from `seed`.
+    pub fn swarm(seed: u64) -> Scenario {
+        let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed_f1a2_e000_0001);
+        let partitions = rng.random_range(1..=2);
+        let slaves = if rng.random_bool(0.25) { 2 } else { 1 };
+        let proxies = rng.random_range(0..=1);
+        let fault_phase = Duration::from_millis(rng.random_range(8_000..=16_000));
+        let lat_max = *[1u64, 2, 5, 10, 20]
+            .get(rng.random_range(0..5))
+            .unwrap_or(&5);
+        let mut s = Scenario {
+            seed,
+            name: "swarm".into(),
+            partitions,
+            slaves,
+            proxies,
+            clients: rng.random_range(1..=3),
+            hash: if rng.random_bool(0.5) {
+                "simple"
+            } else {
+                "crc32"
+            },
+            keys: *[4u32, 8, 16, 32].get(rng.random_range(0..4)).unwrap_or(&8),
+            counters: rng.random_range(0..=3),
+            sync_ratio: [0.2, 0.5, 0.9][rng.random_range(0..3)],
+            noreply_ratio: if rng.random_bool(0.3) { 0.05 } else { 0.0 },
+            large_ratio: if rng.random_bool(0.3) { 0.05 } else { 0.0 },
+            think_ms: (0, [5u64, 20, 50][rng.random_range(0..3)]),
+            latency_ms: (0, lat_max),
+            fault_phase,
+            calm_limit: Duration::from_secs(40),
+            checked_window: Duration::from_secs(2),
+            faults: Vec::new(),
+            crash_model: if rng.random_bool(0.2) {
+                CrashModel::Machine
+            } else {
+                CrashModel::Process
+            },
+            excuse_lost_copies: true,
+            calm_writes: true,
+            rebuild_slaves: false,
+            slaves_under_load: rng.random_bool(0.25),
+            sim_limit: Duration::from_secs(240),
+        };
+        s.faults = swarm_faults(&mut rng, &s);
+        // Drawn last, so that adding it left the earlier draws (and the scenarios of old seeds) as they were.
+        s.rebuild_slaves = rng.random_bool(0.3);
+        s
+    }
+
+    /// The swarm scenario of `seed` renamed, with no faults: a named scenario then adds its own plan.
+    pub fn named(name: &str, seed: u64) -> Scenario {
+        let mut s = Scenario::swarm(seed);
+        s.name = name.into();
+        s.faults.clear();
+        s.crash_model = CrashModel::Process;
+        s.slaves_under_load = false;
+        s.rebuild_slaves = false;
+        s
+    }
+
+    /// Node host names with the role each is given during setup: partition by partition, the master then its
+    /// slaves; the proxies last.
+    pub fn layout(&self) -> Vec<(String, Planned)> {
+        let mut out = Vec::new();
+        for p in 0..self.partitions {
+            out.push((format!("n{}", out.len()), Planned::Master(p)));
+            for _ in 0..self.slaves {
+                out.push((format!("n{}", out.len()), Planned::Slave(p)));
+            }
+        }
+        for _ in 0..self.proxies {
+            out.push((format!("n{}", out.len()), Planned::Proxy));
+        }
+        out
+    }
+
+    /// Node host names.
+    pub fn nodes(&self) -> Vec<String> {
+        self.layout().into_iter().map(|(n, _)| n).collect()
+    }
+
+    /// Workload client host names.
+    pub fn client_hosts(&self) -> Vec<String> {
+        (0..self.clients).map(|i| format!("client{i}")).collect()
+    }
+
+    /// The name of the node that is master of `p` in the setup.
+    pub fn master_of(&self, p: u32) -> String {
+        format!("n{}", p * (1 + self.slaves))
+    }
+
+    /// The keys the workload uses: token keys, then counters.
+    pub fn all_keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = (0..self.keys).map(|i| format!("k{i}")).collect();
+        keys.extend((0..self.counters).map(|i| format!("c{i}")));
+        keys
+    }
+
+    /// The command that replays this run: the swarm test with this seed, or the sweep binary for a named scenario
+    /// (which works whichever test file runs it).
+    pub fn replay_line(&self) -> String {
+        match self.name.as_str() {
+            "swarm" => format!(
+                "FLARE_SIM_SEED={} cargo test -p flare-sim --release --test swarm -- --nocapture",
+                self.seed
+            ),
+            name => format!(
+                "cargo run -p flare-sim --release -- --scenario {name} --seed {}",
+                self.seed
+            ),
+        }
+    }
+
+    /// A one-line description (printed at the start of a run, as turmoil's examples log their seed).
+    pub fn summary(&self) -> String {
+        format!(
+            "seed={} scenario={} partitions={} slaves={} proxies={} clients={} hash={} keys={}+{} sync={} \
+             latency={}..{}ms faults={} crash={:?} slaves_under_load={} rebuild_slaves={}",
+            self.seed,
+            self.name,
+            self.partitions,
+            self.slaves,
+            self.proxies,
+            self.clients,
+            self.hash,
+            self.keys,
+            self.counters,
+            self.sync_ratio,
+            self.latency_ms.0,
+            self.latency_ms.1,
+            self.faults.len(),
+            self.crash_model,
+            self.slaves_under_load,
+            self.rebuild_slaves
+        )
+    }
+}
+
+/// The swarm fault plan: per-seed weights for each kind (0, 1 or 3, so some seeds never see a kind and others see
+/// mostly one), then up to 10 episodes, each a start event and (when it ends inside the fault phase) an end event.
+fn swarm_faults(rng: &mut StdRng, s: &Scenario) -> Vec<Timed> {
+    let weights: Vec<(Kind, u32)> = KINDS
+        .iter()
+        .map(|k| (*k, [0, 1, 3][rng.random_range(0..3)]))
+        .collect();
+    let total: u32 = weights.iter().map(|(_, w)| w).sum();
+    if total == 0 {
+        return Vec::new();
+    }
+    let episodes = rng.random_range(0..=10);
+    let nodes = s.nodes();
+    let clients = s.client_hosts();
+    let mut cluster: Vec<String> = vec![INDEX.to_string()];
+    cluster.extend(nodes.iter().cloned());
+    let phase = s.fault_phase.as_millis() as u64;
+    let mut out = Vec::new();
+    for _ in 0..episodes {
+        let mut pick = rng.random_range(0..total);
+        let kind = weights
+            .iter()
+            .find(|(_, w)| {
+                if pick < *w {
+                    true
+                } else {
+                    pick -= w;
+                    false
+                }
+            })
+            .map(|(k, _)| *k)
+            .unwrap_or(Kind::PartitionPair);
+        let start = rng.random_range(0..phase);
+        let length = rng.random_range(200..=6_000);
+        let node = nodes[rng.random_range(0..nodes.len())].clone();
+        let mut episode = |begin: Fault, end: Fault| {
+            out.push(Timed {
+                at: Duration::from_millis(start),
+                fault: begin,
+            });
+            if start + length < phase {
+                out.push(Timed {
+                    at: Duration::from_millis(start + length),
+                    fault: end,
+                });
+            }
+        };
+        match kind {
+            Kind::PartitionPair | Kind::Hold | Kind::Slow => {
+                let a = cluster[rng.random_range(0..cluster.len())].clone();
+                let mut b = cluster[rng.random_range(0..cluster.len())].clone();
+                if a == b {
+                    b = if a == INDEX {
+                        node.clone()
+                    } else {
+                        INDEX.to_string()
+                    };
+                }
+                match kind {
+                    Kind::PartitionPair => {
+                        episode(Fault::Partition(a.clone(), b.clone()), Fault::Repair(a, b))
+                    }
+                    Kind::Hold => episode(Fault::Hold(a.clone(), b.clone()), Fault::Release(a, b)),
+                    _ => {
+                        let max = Duration::from_millis(rng.random_range(100..=1_500));
+                        episode(Fault::Slow(a.clone(), b.clone(), max), Fault::Unslow(a, b))
+                    }
+                }
+            }
+            Kind::IsolateNode => {
+                for other in cluster.iter().chain(&clients).filter(|h| **h != node) {
+                    episode(
+                        Fault::Partition(node.clone(), other.clone()),
+                        Fault::Repair(node.clone(), other.clone()),
+                    );
+                }
+            }
+            Kind::CutFromIndex => episode(
+                Fault::Partition(node.clone(), INDEX.into()),
+                Fault::Repair(node.clone(), INDEX.into()),
+            ),
+            Kind::CutClient => {
+                let c = clients[rng.random_range(0..clients.len())].clone();
+                episode(
+                    Fault::Partition(c.clone(), node.clone()),
+                    Fault::Repair(c, node.clone()),
+                )
+            }
+            Kind::CrashNode => episode(Fault::Crash(node.clone()), Fault::Restart(node.clone())),
+            Kind::QuickRestart => {
+                // Back before the index notices (monitor interval × threshold): registration of a live record.
+                out.push(Timed {
+                    at: Duration::from_millis(start),
+                    fault: Fault::Crash(node.clone()),
+                });
+                out.push(Timed {
+                    at: Duration::from_millis(start + rng.random_range(10..=800)),
+                    fault: Fault::Restart(node.clone()),
+                });
+            }
+            Kind::CrashIndex => episode(Fault::Crash(INDEX.into()), Fault::Restart(INDEX.into())),
+        }
+    }
+    // Stable order: by time, then by the order drawn.
+    out.sort_by_key(|t| t.at);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_seed_same_scenario() {
+        let a = Scenario::swarm(7);
+        let b = Scenario::swarm(7);
+        assert_eq!(a.summary(), b.summary());
+        assert_eq!(a.faults, b.faults);
+    }
+
+    #[test]
+    fn layout_masters_first() {
+        let mut s = Scenario::swarm(1);
+        s.partitions = 2;
+        s.slaves = 1;
+        s.proxies = 1;
+        let l = s.layout();
+        assert_eq!(
+            l,
+            vec![
+                ("n0".to_string(), Planned::Master(0)),
+                ("n1".to_string(), Planned::Slave(0)),
+                ("n2".to_string(), Planned::Master(1)),
+                ("n3".to_string(), Planned::Slave(1)),
+                ("n4".to_string(), Planned::Proxy),
+            ]
+        );
+        assert_eq!(s.master_of(1), "n2");
+    }
+
+    #[test]
+    fn seeds_vary_the_fault_mix() {
+        let mixes: std::collections::BTreeSet<usize> =
+            (0..50).map(|s| Scenario::swarm(s).faults.len()).collect();
+        assert!(mixes.len() > 5, "fault plans barely differ: {mixes:?}");
+    }
+}

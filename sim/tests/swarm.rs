@@ -1,0 +1,73 @@
+//! The random swarm: every seed is a whole scenario (layout, workload, fault mix, crash model), run through every
+//! checker. `cargo test -p flare-sim` runs a bounded set of seeds; the environment replays or widens it:
+//!
+//! - `FLARE_SIM_SEED=S`: only seed S (the replay line a failure prints);
+//! - `FLARE_SIM_SEEDS=N` (and `FLARE_SIM_START=S`): N seeds from S (for long sweeps prefer `scripts/sim-sweep`,
+//!   which runs them in parallel processes).
+
+mod common;
+
+use common::assert_all_pass;
+use flare_sim::{run, run_seeds, Scenario};
+
+/// The CI set: the first seeds, plus the ones that found bugs (see `regressions.rs`).
+const CI_SEEDS: std::ops::Range<u64> = 0..40;
+const FOUND_BUGS: &[u64] = &[48, 375, 540, 1082];
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().map(|v| {
+        v.parse()
+            .unwrap_or_else(|_| panic!("{name} must be a number, not {v:?}"))
+    })
+}
+
+fn seeds() -> Vec<u64> {
+    if let Some(s) = env_u64("FLARE_SIM_SEED") {
+        return vec![s];
+    }
+    if let Some(n) = env_u64("FLARE_SIM_SEEDS") {
+        let start = env_u64("FLARE_SIM_START").unwrap_or(0);
+        return (start..start + n).collect();
+    }
+    CI_SEEDS.chain(FOUND_BUGS.iter().copied()).collect()
+}
+
+#[test]
+fn swarm() {
+    let reports = run_seeds(&seeds(), Scenario::swarm);
+    assert_all_pass("swarm", &reports);
+    if reports.len() > 1 {
+        // The set must exercise what the checkers are about: sync writes acknowledged, and failovers (partition 0
+        // ending with another master than the one set up).
+        let acked: usize = reports.iter().map(|r| r.sync_acked).sum();
+        assert!(acked > 0, "no sync write was acknowledged");
+        let failover = |r: &&flare_sim::Report| {
+            r.final_map
+                .iter()
+                .any(|(k, n)| n.role == "master" && n.partition == 0 && k != "n0:12121")
+        };
+        assert!(
+            reports.iter().any(|r| failover(&r)),
+            "no seed had a failover"
+        );
+    }
+}
+
+#[test]
+fn same_seed_same_trace() {
+    let seeds = match env_u64("FLARE_SIM_SEED") {
+        Some(s) => vec![s],
+        None => vec![3, 30, 375],
+    };
+    for seed in seeds {
+        let s = Scenario::swarm(seed);
+        let (a, b) = (run(&s), run(&s));
+        assert_eq!(
+            a.trace_hash,
+            b.trace_hash,
+            "seed {seed} gave two different traces; replay: {}",
+            s.replay_line()
+        );
+        assert!(a.ops > 0, "seed {seed} ran no operation");
+    }
+}
