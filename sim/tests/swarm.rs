@@ -10,9 +10,18 @@ mod common;
 use common::assert_all_pass;
 use flare_sim::{run, run_seeds, Scenario};
 
-/// The CI set: the first seeds, plus the ones that found bugs (see `regressions.rs`).
+/// The CI set: the first seeds, plus the ones that found bugs (see `regressions.rs` for the named scenarios).
 const CI_SEEDS: std::ops::Range<u64> = 0..40;
-const FOUND_BUGS: &[u64] = &[48, 375, 540, 1082];
+/// Seeds that found bugs after the named scenarios were written (post-mortems in the commit that fixed them):
+/// - 0: a slave's "active" report reached the index after it had marked the slave down; the index took it for the
+///   node coming back (a rebuild, prepare), and the slave, done, stayed in prepare for good (`rebuild_asked`);
+/// - 52: a dump pulled over a connection that lost packets hung the reconstruction forever (dump idle timeout);
+/// - 229: a slave pulled its dump from a master whose map still had it down, so nothing was replicated to it
+///   (`source_knows_me` requires a state other than down);
+/// - 683, 1185: a slave still copying missed the maps in which the index marked it down and up again; its master had
+///   stopped replicating to it meanwhile, and the copy went on and reported active, missing those writes (a node in
+///   prepare that misses a map version starts its copy over).
+const FOUND_BUGS: &[u64] = &[48, 52, 229, 375, 540, 683, 1082, 1185];
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().map(|v| {

@@ -483,9 +483,14 @@ pub fn apply_node_sync<N: Net, S: Storage + 'static>(
     };
     let before = old.me().map(|r| (r.role, r.state, r.partition));
     let after = view.me().map(|r| (r.role, r.state, r.partition));
+    // A node already being built for this role goes on, unless it missed a map: in the versions it did not see, the
+    // index may have marked it down and up again (a cut between it and the index), and its source, which saw that,
+    // stopped replicating to it meanwhile; the copy running is missing those writes and must start over.
+    let contiguous = version == old.map().version.saturating_add(1);
     let rebuild = match after {
         Some((role @ (Role::Slave | Role::Master), State::Prepare, Some(p))) => {
-            !matches!(before, Some((r, State::Prepare, Some(q))) if r == role && q == p)
+            !(contiguous
+                && matches!(before, Some((r, State::Prepare, Some(q))) if r == role && q == p))
         }
         _ => false,
     };
@@ -508,7 +513,7 @@ pub fn apply_node_sync<N: Net, S: Storage + 'static>(
     *cluster.view.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(view.clone());
     retain_targets(cluster, &view);
     cluster.peers.retain(|k| view.node(k).is_some());
-    tracing::info!(version, "node map applied");
+    tracing::info!(version, node = %cluster.settings.self_key(), "node map applied");
     if let (Some(generation), Some((role, _, Some(p)))) = (generation, after) {
         tokio::spawn(reconstruct(shared.clone(), role, p, generation));
     }
@@ -847,6 +852,7 @@ async fn reconstruct_once<N: Net, S: Storage + 'static>(
     tracing::info!(
         ?role,
         partition,
+        node = %s.self_key(),
         sources = sources.len(),
         "reconstruction started"
     );
@@ -905,7 +911,7 @@ async fn reconstruct_once<N: Net, S: Storage + 'static>(
         }
         match tell_index(shared, report).await {
             Ok(()) => {
-                tracing::info!(report, "reconstruction finished");
+                tracing::info!(report, node = %shared.cluster.settings.self_key(), "reconstruction finished");
                 return rebuild_asked(shared, role, partition, generation).await;
             }
             Err(e) => {
