@@ -121,6 +121,13 @@ pub struct Store<S> {
     config: StoreConfig,
     /// Absolute time of a scheduled `flush_all`, 0 = none.
     flush_at: AtomicU64,
+    /// The lowest version a new write gets (see [`Store::raise_version_floor`]).
+    version_floor: AtomicU64,
+}
+
+/// The version of a write that changes a key whose last version is `last`: `last + 1`, and at least `floor`.
+pub fn next_version(last: u64, floor: u64) -> u64 {
+    last.saturating_add(1).max(floor)
 }
 
 /// The absolute expiry of a client exptime received at `now` (§3): 0 = never, negative = already expired, up to 30
@@ -156,7 +163,23 @@ impl<S: Storage> Store<S> {
             storage,
             config,
             flush_at: AtomicU64::new(0),
+            version_floor: AtomicU64::new(0),
         }
+    }
+
+    /// Raises (never lowers) the lowest version this store gives a new write. A cluster node raises it to
+    /// `node_map_version << 32` with each node map: a master promoted in map V then versions every write above
+    /// anything its deposed predecessor (master in a map older than V) gave, so a slave that got some of the old
+    /// master's writes the new one never had still takes the new master's writes of those keys (a slave skips a
+    /// replicated write whose version is not above its own), instead of keeping the stale item, and the refusal being
+    /// counted as replicated.
+    pub fn raise_version_floor(&self, floor: u64) {
+        self.version_floor.fetch_max(floor, Ordering::Relaxed);
+    }
+
+    /// The lowest version a new write gets.
+    pub fn version_floor(&self) -> u64 {
+        self.version_floor.load(Ordering::Relaxed)
     }
 
     /// The engine.
@@ -187,8 +210,9 @@ impl<S: Storage> Store<S> {
     pub fn store(&self, req: &StoreRequest, now: u64) -> Result<StoreOutcome, StorageError> {
         self.maybe_flush(now)?;
         let size_max = self.config.item_size_max as usize;
+        let floor = self.version_floor();
         self.storage.update(&req.key, |cur| {
-            let outcome = decide_store(req, cur.as_ref(), now, size_max);
+            let outcome = decide_store(req, cur.as_ref(), now, size_max, floor);
             match outcome {
                 StoreOutcome::Stored(ref item) => (Change::Put(Entry::Item(item.clone())), outcome),
                 _ => (Change::Keep, outcome),
@@ -208,6 +232,7 @@ impl<S: Storage> Store<S> {
     ) -> Result<DeleteOutcome, StorageError> {
         self.maybe_flush(now)?;
         let ttl = self.config.tombstone_ttl;
+        let floor = self.version_floor();
         self.storage.update(key, |cur| {
             let last = last_version(cur.as_ref());
             if version.is_some_and(|v| last > v) {
@@ -221,7 +246,7 @@ impl<S: Storage> Store<S> {
             }
             let hold_until = if hold == 0 { 0 } else { abs_exptime(hold, now) };
             let tombstone = Tombstone {
-                version: version.unwrap_or(last).max(last),
+                version: version.unwrap_or(last.max(floor)).max(last),
                 hold_until,
                 expires_at: now.saturating_add(ttl).max(hold_until),
             };
@@ -256,8 +281,9 @@ impl<S: Storage> Store<S> {
     ) -> Result<ArithOutcome, StorageError> {
         self.maybe_flush(now)?;
         let config = self.config;
+        let floor = self.version_floor();
         self.storage.update(key, |cur| {
-            let next_version = last_version(cur.as_ref()).saturating_add(1);
+            let next_version = next_version(last_version(cur.as_ref()), floor);
             let Some(item) = alive(cur.as_ref(), now) else {
                 return match create {
                     Some((initial, exptime)) if config.binary_incr_create => {
@@ -458,6 +484,7 @@ pub(crate) fn decide_store(
     cur: Option<&Entry>,
     now: u64,
     size_max: usize,
+    floor: u64,
 ) -> StoreOutcome {
     let live = alive(cur, now);
     let held = matches!(cur, Some(Entry::Tombstone(t)) if t.hold_until > now);
@@ -511,7 +538,7 @@ pub(crate) fn decide_store(
     item.version = match req.version {
         Some(v) if v <= last => return StoreOutcome::NotStored,
         Some(v) => v,
-        None => last.saturating_add(1),
+        None => next_version(last, floor),
     };
     StoreOutcome::Stored(item)
 }
@@ -712,6 +739,43 @@ mod tests {
         };
         assert!(!s.load_dump_item(b"k", old, NOW).unwrap());
         assert!(s.get(b"k", NOW).unwrap().is_none());
+    }
+
+    #[test]
+    fn version_floor_puts_new_writes_above_it() {
+        let s = store();
+        assert_eq!(
+            stored(s.store(&req(StoreMode::Set, "k", "v"), NOW).unwrap()).version,
+            1
+        );
+        // A slave that holds a newer version of `k` (from a deposed master) than the new master: the master's
+        // next write must still be above it.
+        s.raise_version_floor(7 << 32);
+        s.raise_version_floor(3 << 32); // never lowered
+        assert_eq!(s.version_floor(), 7 << 32);
+        assert_eq!(
+            stored(s.store(&req(StoreMode::Set, "k", "w"), NOW).unwrap()).version,
+            7 << 32
+        );
+        assert_eq!(
+            stored(s.store(&req(StoreMode::Append, "k", "x"), NOW).unwrap()).version,
+            (7 << 32) + 1
+        );
+        stored(s.store(&req(StoreMode::Set, "n", "5"), NOW).unwrap());
+        match s.arith(b"n", ArithOp::Incr, 1, None, NOW).unwrap() {
+            ArithOutcome::Value { value, item } => {
+                assert_eq!((value, item.version), (6, (7 << 32) + 1))
+            }
+            other => panic!("incr: {other:?}"),
+        }
+        s.raise_version_floor(9 << 32);
+        assert!(
+            matches!(s.delete(b"k", 0, None, None, NOW).unwrap(), DeleteOutcome::Deleted(t) if t.version == 9 << 32)
+        );
+        // Replicated writes keep the version they carry.
+        let mut r = req(StoreMode::Set, "r", "v");
+        r.version = Some(12);
+        assert_eq!(stored(s.store(&r, NOW).unwrap()).version, 12);
     }
 
     #[test]

@@ -79,6 +79,7 @@ fn get<S: Storage>(
     tally: &mut Tally,
     mutations: &mut Vec<Mutation>,
 ) -> Result<Reply, StorageError> {
+    let floor = store.version_floor();
     let outcome = store.storage().update(&cmd.key, |cur| {
         let cur = cur.as_ref();
         let (mut item, created) = match (alive(cur, now), cmd.vivify()) {
@@ -116,7 +117,7 @@ fn get<S: Storage>(
         won |= stale && !already_won;
         if won {
             item.meta |= Item::META_WIN_SENT;
-            match next_version(cmd, last_version(cur)) {
+            match next_version(cmd, last_version(cur), floor) {
                 Some(v) => item.version = v,
                 None => return (Change::Keep, GetOutcome::Exists),
             }
@@ -213,6 +214,7 @@ fn set<S: Storage>(
     tally: &mut Tally,
     mutations: &mut Vec<Mutation>,
 ) -> Result<Reply, StorageError> {
+    let floor = store.version_floor();
     tally.cmd_set += 1;
     let cas = cmd.compare_cas();
     // As memcached: a cas turns set and replace into cas; add ignores it; append/prepend check it (0 = no check).
@@ -256,12 +258,12 @@ fn set<S: Storage>(
                     exptime: ttl,
                     ..req.clone()
                 };
-                store::decide_store(&add, cur, now, size_max)
+                store::decide_store(&add, cur, now, size_max, floor)
             }
-            _ => store::decide_store(&req, cur, now, size_max),
+            _ => store::decide_store(&req, cur, now, size_max, floor),
         };
         match decided {
-            StoreOutcome::Stored(mut item) => match next_version(cmd, last_version(cur)) {
+            StoreOutcome::Stored(mut item) => match next_version(cmd, last_version(cur), floor) {
                 Some(v) => {
                     item.version = v;
                     (
@@ -321,6 +323,7 @@ fn delete<S: Storage>(
     tally: &mut Tally,
     mutations: &mut Vec<Mutation>,
 ) -> Result<Reply, StorageError> {
+    let floor = store.version_floor();
     let invalidate = cmd.has(&MetaFlag::Invalidate);
     let remove_value = cmd.has(&MetaFlag::RemoveValue);
     let code = if !invalidate && !remove_value {
@@ -344,7 +347,7 @@ fn delete<S: Storage>(
             if cmd.compare_cas().is_some_and(|c| c != old.version) {
                 return (Change::Keep, Err(MetaStatus::Exists));
             }
-            let Some(version) = next_version(cmd, last_version(cur)) else {
+            let Some(version) = next_version(cmd, last_version(cur), floor) else {
                 return (Change::Keep, Err(MetaStatus::Exists));
             };
             let mut item = if remove_value {
@@ -412,6 +415,7 @@ fn arith<S: Storage>(
     tally: &mut Tally,
     mutations: &mut Vec<Mutation>,
 ) -> Result<Reply, StorageError> {
+    let floor = store.version_floor();
     let op = cmd.arith_mode();
     let config = *store.config();
     let outcome = store.storage().update(&cmd.key, |cur| {
@@ -452,7 +456,7 @@ fn arith<S: Storage>(
                 (item, initial, true)
             }
         };
-        let Some(version) = next_version(cmd, last_version(cur)) else {
+        let Some(version) = next_version(cmd, last_version(cur), floor) else {
             return (Change::Keep, ArithOutcome::Failed(MetaStatus::Exists));
         };
         item.version = version;
@@ -543,11 +547,11 @@ fn debug<S: Storage>(store: &Store<S>, cmd: &MetaCommand, now: u64) -> Result<Re
 }
 
 /// The version a modified item gets: `E<cas>` when above `last`, `None` (answer `EX`) when not, else `last + 1`.
-fn next_version(cmd: &MetaCommand, last: u64) -> Option<u64> {
+fn next_version(cmd: &MetaCommand, last: u64, floor: u64) -> Option<u64> {
     match cmd.new_cas() {
         Some(e) if e > last => Some(e),
         Some(_) => None,
-        None => Some(last.saturating_add(1)),
+        None => Some(store::next_version(last, floor)),
     }
 }
 

@@ -510,6 +510,8 @@ pub fn apply_node_sync<N: Net, S: Storage + 'static>(
             return Err("SERVER_ERROR node sync error");
         }
     }
+    // Before this map takes effect: a master promoted by it versions its writes above its predecessor's.
+    shared.store.raise_version_floor(version << 32);
     *cluster.view.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(view.clone());
     retain_targets(cluster, &view);
     cluster.peers.retain(|k| view.node(k).is_some());

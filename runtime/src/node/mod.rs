@@ -224,6 +224,8 @@ impl<N: Net, S: Storage + 'static> NodeServer<N, S> {
         };
         let view = cluster::initial_view(self_key, params, map)?;
         tracing::info!(role = ?view.my_role(), partitions = view.partition_count(), "registered with the index server");
+        // See `Store::raise_version_floor`: a master's writes are versioned above those of the maps before its own.
+        shared.store.raise_version_floor(view.map().version << 32);
         shared.cluster.set_view(view);
         cluster::after_registration(&shared);
         Ok(server)

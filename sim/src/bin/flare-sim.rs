@@ -28,6 +28,18 @@ struct Args {
     worker: Option<u64>,
 }
 
+/// Log timestamps in simulated milliseconds since the host started (the trace's clock).
+struct SimTime;
+
+impl tracing_subscriber::fmt::time::FormatTime for SimTime {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        match turmoil::sim_elapsed() {
+            Some(t) => write!(w, "{:>6}", t.as_millis()),
+            None => write!(w, "     -"),
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let a = parse_args();
     // `RUST_LOG=flare_runtime=debug` prints the daemons' logs (all hosts interleaved, in simulation order).
@@ -35,7 +47,7 @@ fn main() -> ExitCode {
         tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_writer(std::io::stderr)
-            .without_time()
+            .with_timer(SimTime)
             .init();
     }
     if named::scenario(&a.scenario, 0).is_none() {
