@@ -59,12 +59,36 @@ pub async fn run_admin(s: Scenario, env: SharedEnv) -> turmoil::Result {
             }
         }));
     }
+    let mut growth = None;
+    if s.grow_partition {
+        let (s2, env2) = (s.clone(), env.clone());
+        growth = Some(tokio::task::spawn_local(async move {
+            tokio::time::sleep(s2.grow_at).await;
+            let mut a = Admin::new(&s2, env2);
+            if let Err(e) = a.grow(Phase::Calm).await {
+                a.trace(format!("partition not added under load: {e}"));
+            }
+        }));
+    }
     admin.watch_until_calm().await;
     // One admin at a time changes roles: the slaves still being added under load are done (or given up) first.
     if let Some(task) = background {
         let _ = task.await;
     }
-    let mut converged = admin.converge().await;
+    if let Some(task) = growth {
+        let _ = task.await;
+    }
+    let mut converged = Ok(());
+    if s.grow_partition {
+        // The operator finishes what the faults interrupted: the same flow, now without faults, until it is done.
+        converged = admin
+            .grow(Phase::Done)
+            .await
+            .map_err(|e| format!("adding the partition after the faults: {e}"));
+    }
+    if converged.is_ok() {
+        converged = admin.converge().await;
+    }
     if converged.is_ok() && s.rebuild_slaves {
         converged = match admin.rebuild_slaves().await {
             Ok(()) => admin.converge().await,
@@ -92,6 +116,8 @@ struct Admin {
     nodes: BTreeMap<String, TextClient>,
     last_version: u64,
     last_map: MapView,
+    /// The most partitions a map this admin saw had.
+    max_partitions: i64,
 }
 
 impl Admin {
@@ -107,6 +133,7 @@ impl Admin {
                 .collect(),
             last_version: 0,
             last_map: MapView::new(),
+            max_partitions: 0,
         }
     }
 
@@ -283,6 +310,57 @@ impl Admin {
         Ok(())
     }
 
+    /// Adds the new partition with the spare node as its master, as an operator would (cluster.md §6.3): `node role
+    /// <n> master 1 <P>` while it is a proxy (again when a fault sent it back to proxy, e.g. its preparation failed
+    /// or it went down while preparing), wait while it prepares, `node state <n> active` once it is `ready`, until
+    /// it is the active master of P. Gives up (an error) when the run reaches `until` or after the calm limit.
+    async fn grow(&mut self, until: Phase) -> Result<(), String> {
+        let Some(spare) = self.s.spare() else {
+            return Ok(());
+        };
+        let p = self.s.partitions as i64;
+        let key = Self::key(&spare);
+        let deadline = tokio::time::Instant::now() + self.s.calm_limit;
+        let mut last = String::from("never polled");
+        while tokio::time::Instant::now() < deadline && lock(&self.env).phase < until {
+            let map = match self.index_map().await {
+                Ok((_, map)) => map,
+                Err(e) => {
+                    last = e;
+                    tokio::time::sleep(POLL).await;
+                    continue;
+                }
+            };
+            let Some(n) = map.get(&key) else {
+                last = format!("{spare} not registered");
+                tokio::time::sleep(POLL).await;
+                continue;
+            };
+            last = format!("{spare} is {}/{} of {}", n.role, n.state, n.partition);
+            let step = match (n.role.as_str(), n.state.as_str()) {
+                ("master", "active") if n.partition == p => {
+                    self.trace(format!("partition {p} added, master {spare}"));
+                    return Ok(());
+                }
+                ("proxy", "active") => {
+                    self.command(&format!("node role {spare} {NODE_PORT} master 1 {p}"))
+                        .await
+                }
+                ("master", "ready") if n.partition == p => {
+                    self.command(&format!("node state {spare} {NODE_PORT} active"))
+                        .await
+                }
+                // Preparing, down, or (after a failover it cannot be part of) something unexpected: wait.
+                _ => Ok(()),
+            };
+            if let Err(e) = step {
+                self.trace(format!("growth step failed: {e}"));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        Err(format!("partition {p} not added: {last}"))
+    }
+
     /// Rebuilds every planned slave that the faults left a proxy, one after the other, as flare-tools' `slave`
     /// command does (cluster.md §6.5): `flush_all` on it (its store is stale), then the slave role.
     async fn rebuild_slaves(&mut self) -> Result<(), String> {
@@ -361,14 +439,24 @@ impl Admin {
                 e.fail("index map", format!("partition {p} has masters {m:?}"));
             }
         }
-        let partitions = self.s.partitions as i64;
-        if masters.len() as i64 != partitions || (0..partitions).any(|p| !masters.contains_key(&p))
+        // With a growth, the count goes from `partitions` to `partitions + 1` once, and never back.
+        let partitions = masters.len() as i64;
+        let allowed = self.s.partitions as i64..=self.s.final_partitions() as i64;
+        if !allowed.contains(&partitions)
+            || partitions < self.max_partitions
+            || (0..partitions).any(|p| !masters.contains_key(&p))
         {
             e.fail(
                 "index map",
-                format!("partitions are not 0..{partitions}: {}", map_text(&map)),
+                format!(
+                    "partitions are not 0..{} (at least {} seen before): {}",
+                    self.s.final_partitions(),
+                    self.max_partitions,
+                    map_text(&map)
+                ),
             );
         }
+        self.max_partitions = self.max_partitions.max(partitions);
         if map.len() != self.s.nodes().len() {
             e.fail(
                 "index map",
@@ -423,7 +511,7 @@ impl Admin {
                 Some(_) => {}
             }
         }
-        for p in 0..self.s.partitions as i64 {
+        for p in 0..self.s.final_partitions() as i64 {
             if !map
                 .values()
                 .any(|n| n.role == "master" && n.state == "active" && n.partition == p)

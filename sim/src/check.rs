@@ -8,6 +8,9 @@
 //!   that read returned.
 //! - **slaves match masters** ([`slaves_match_masters`]): in the final map, every active slave's `dump` is exactly
 //!   its master's (keys, values, flags, versions, exptimes).
+//! - **keys in their partition** ([`keys_in_their_partition`]): in the final map, every active master's and
+//!   active slave's `dump` holds only keys of its own partition (after a growth, the moved keys are gone from the
+//!   old partitions), so each key is held by exactly one partition.
 //! - **reads through any node** ([`reads_match_masters`]): every key read through every node (one `gets` per key and
 //!   one multi-key `gets`) returns exactly what the key's master holds.
 //!
@@ -52,6 +55,7 @@ pub fn check_run(s: &Scenario, env: &Env) -> Vec<Failure> {
             out.extend(sync_writes_survive(s, env, state, &masters, &by_key));
             out.extend(fresh_reads(s, env, state, &by_key));
             out.extend(slaves_match_masters(state));
+            out.extend(keys_in_their_partition(s, state));
             out.extend(reads_match_masters(s, state, &masters));
         }
         None if out.is_empty() => out.push(Failure {
@@ -230,7 +234,7 @@ fn master_item<'a>(
     masters: &BTreeMap<u32, String>,
     key: &str,
 ) -> Option<(String, Option<&'a Seen>)> {
-    let p = partition_of(r, key, s.partitions);
+    let p = partition_of(r, key, s.final_partitions());
     let master = masters.get(&p)?;
     let dump = state.dumps.get(master)?;
     Some((master.clone(), dump.iter().find(|i| i.key == key)))
@@ -358,9 +362,8 @@ pub fn sync_writes_survive(
             });
             continue;
         };
-        let p = partition_of(&r, key, s.partitions);
         for w in ops.iter().filter(|o| checked(o)) {
-            if excused.iter().any(|(q, seq)| *q == p && w.invoke < *seq) {
+            if is_excused(s, &r, &excused, key, w) {
                 continue;
             }
             if let Some(why) = lost(w, item, ops, by_key, u64::MAX) {
@@ -404,6 +407,16 @@ fn excused_partitions(s: &Scenario, env: &Env, state: &FinalState) -> Vec<(u32, 
     out
 }
 
+/// Whether the write `w` of `key` is excused by a lost copy: its partition, or (after a growth) the partition that
+/// held the key before it moved, lost every copy after `w` was sent.
+fn is_excused(s: &Scenario, r: &Resolver, excused: &[(u32, u64)], key: &str, w: &Op) -> bool {
+    let now = partition_of(r, key, s.final_partitions());
+    let before = partition_of(r, key, s.partitions);
+    excused
+        .iter()
+        .any(|(q, seq)| (*q == now || *q == before) && w.invoke < *seq)
+}
+
 /// Every read sent after convergence shows every sync write acknowledged before it was sent.
 pub fn fresh_reads(
     s: &Scenario,
@@ -428,8 +441,7 @@ pub fn fresh_reads(
         for key in &read.keys {
             let ops = by_key.get(key).map(Vec::as_slice).unwrap_or_default();
             let seen = items.iter().find(|i| &i.key == key);
-            let p = partition_of(&r, key, s.partitions);
-            let excused = |w: &Op| excused.iter().any(|(q, seq)| *q == p && w.invoke < *seq);
+            let excused = |w: &Op| is_excused(s, &r, &excused, key, w);
             for w in ops
                 .iter()
                 .filter(|w| checked(w) && w.complete < read.invoke && !excused(w))
@@ -450,6 +462,50 @@ pub fn fresh_reads(
         }
     }
     out.truncate(20);
+    out
+}
+
+/// In the final map every active master and active slave holds only keys of its own partition (under the final
+/// partition count): after a growth, the keys that moved to the new partition are gone from the old masters and
+/// their slaves (cluster.md §6.3 [Improve], `remove_moved_keys`). With [`reads_match_masters`] and the sync-write
+/// checker (which read each key from its final partition's master), every acknowledged key is then held by
+/// exactly one partition and readable through every node.
+pub fn keys_in_their_partition(s: &Scenario, state: &FinalState) -> Vec<Failure> {
+    let r = resolver(s);
+    let count = state
+        .map
+        .values()
+        .filter(|n| n.role == "master" && n.partition >= 0)
+        .map(|n| n.partition as u32 + 1)
+        .max()
+        .unwrap_or(0);
+    let mut out = Vec::new();
+    for (k, n) in &state.map {
+        if !matches!(n.role.as_str(), "master" | "slave") || n.state != "active" || n.partition < 0
+        {
+            continue;
+        }
+        let host = host_of(k);
+        let Some(dump) = state.dumps.get(&host) else {
+            continue;
+        };
+        let strays: Vec<String> = dump
+            .iter()
+            .filter(|i| partition_of(&r, &i.key, count) != n.partition as u32)
+            .map(|i| format!("{} (partition {})", i.key, partition_of(&r, &i.key, count)))
+            .collect();
+        if !strays.is_empty() {
+            out.push(Failure {
+                checker: "keys in their partition",
+                detail: format!(
+                    "{} {host} of partition {} holds keys of other partitions: {}",
+                    n.role,
+                    n.partition,
+                    strays.join(", ")
+                ),
+            });
+        }
+    }
     out
 }
 

@@ -99,3 +99,29 @@ fn machine_crash_of_a_lone_master_is_caught_without_the_excuse() {
     });
     assert_all_pass("machine_crash_of_a_lone_master", &excused);
 }
+
+#[test]
+fn partition_added_under_load() {
+    for r in run_named("partition_added_under_load", &[0, 1]) {
+        // The spare node is the active master of the new partition, and writes were checked across the growth.
+        assert_eq!(master(&r.final_map, 2), "n5", "seed {}", r.seed);
+        assert!(
+            r.sync_acked > 0,
+            "seed {}: no sync write was acknowledged",
+            r.seed
+        );
+    }
+}
+
+#[test]
+fn partition_added_under_crashes() {
+    for r in run_named("partition_added_under_crashes", &[0, 1]) {
+        assert_eq!(master(&r.final_map, 2), "n5", "seed {}", r.seed);
+        assert_ne!(
+            master(&r.final_map, 0),
+            "n0",
+            "seed {}: no failover in partition 0",
+            r.seed
+        );
+    }
+}
