@@ -7,6 +7,16 @@
 //! <p>` (balance forced to 0 while it reconstructs), wait for `active`, then `node role <s> slave 1 <p>` again for
 //! its read balance. With `slaves_under_load` the slaves are added after the workload started, under faults.
 //!
+//! With [`Scenario::grow_partition`], from [`Scenario::grow_at`] on, the spare node (a proxy at setup) is made the
+//! master of a new partition P = `partitions` while the workload runs and faults happen (cluster.md §6.3): `node
+//! role <n> master 1 <P>`, wait while it prepares, `node state <n> active` once it is `ready`; whenever a fault sent
+//! it back to proxy (its preparation failed, it went down while preparing) the role is issued again, as an operator
+//! would. After the calm phase starts the same flow runs until it is done; the cluster converges only with P
+//! active.
+//!
+//! While the run goes on, a poller reads every node's own map and version (`stats`, `stats nodes`, `stats`) every
+//! 200 ms and records them with the index's maps (`Env::held_maps`) for `check::one_master_per_version`.
+//!
 //! With [`Scenario::rebuild_slaves`], once converged, every planned slave the faults left a proxy is rebuilt
 //! (`flush_all`, `node role <s> slave 1 <p>`, wait for `active`, balance back to 1) while the workload runs, and the
 //! cluster must converge again.
@@ -70,6 +80,7 @@ pub async fn run_admin(s: Scenario, env: SharedEnv) -> turmoil::Result {
             }
         }));
     }
+    let poller = tokio::task::spawn_local(poll_held_maps(s.clone(), env.clone()));
     admin.watch_until_calm().await;
     // One admin at a time changes roles: the slaves still being added under load are done (or given up) first.
     if let Some(task) = background {
@@ -106,7 +117,50 @@ pub async fn run_admin(s: Scenario, env: SharedEnv) -> turmoil::Result {
         Err(e) => lock(&env).fail("convergence", e),
     }
     admin.finish().await;
+    let _ = poller.await;
     Ok(())
+}
+
+/// Until the final state is read, polls each node's own map (`stats` for its `node_map_version`, `stats nodes`,
+/// `stats` again; kept when both versions agree) and records it (`Env::hold_map`) for
+/// `check::one_master_per_version`. The admin host is never cut off, so an isolated node is still polled; a
+/// crashed one times out quickly and is skipped.
+async fn poll_held_maps(s: Scenario, env: SharedEnv) {
+    const TIMEOUT: Duration = Duration::from_millis(300);
+    let mut clients: Vec<(String, TextClient)> = s
+        .nodes()
+        .into_iter()
+        .map(|n| (n.clone(), TextClient::new(&n, NODE_PORT)))
+        .collect();
+    let version = |lines: &[Bytes]| {
+        lines.iter().find_map(|l| {
+            let text = String::from_utf8_lossy(l);
+            let v = text.strip_prefix("STAT node_map_version ")?;
+            v.trim().parse::<u64>().ok()
+        })
+    };
+    while lock(&env).phase < Phase::Verify {
+        for (name, client) in &mut clients {
+            let mut ask =
+                async |line: &[u8]| match client.call(line, ReplyKind::Lines, TIMEOUT).await {
+                    Ok(Answer::Lines(l)) => Some(l),
+                    _ => None,
+                };
+            let Some(before) = ask(b"stats\r\n").await.and_then(|l| version(&l)) else {
+                continue;
+            };
+            let Some(map) = ask(b"stats nodes\r\n").await.map(|l| parse_stats_nodes(&l)) else {
+                continue;
+            };
+            let Some(after) = ask(b"stats\r\n").await.and_then(|l| version(&l)) else {
+                continue;
+            };
+            if before == after {
+                lock(&env).hold_map(name, before, map);
+            }
+        }
+        tokio::time::sleep(POLL).await;
+    }
 }
 
 struct Admin {
@@ -413,6 +467,7 @@ impl Admin {
     /// forgotten.
     fn check_map(&mut self, version: u64, map: MapView) {
         let mut e = lock(&self.env);
+        e.hold_map(INDEX, version, map.clone());
         if version < self.last_version {
             e.fail(
                 "index map",
@@ -531,6 +586,12 @@ impl Admin {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0);
             let their_map = parse_stats_nodes(&Self::listing(client, "stats nodes").await?);
+            let again = Self::stats(client)
+                .await
+                .map_err(|e| format!("{name}: {e}"))?;
+            if again.get("node_map_version") == stats.get("node_map_version") {
+                lock(&self.env).hold_map(name, theirs, their_map.clone());
+            }
             if theirs != version || their_map != map {
                 return Err(format!(
                     "{name} holds map v{theirs} ({}), the index v{version}",

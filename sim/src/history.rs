@@ -300,10 +300,26 @@ pub struct Env {
     pub machine_crashes: Vec<(String, u64)>,
     /// The index maps the admin polled: (order number, map), one entry per change.
     pub maps: Vec<(u64, MapView)>,
+    /// Versioned maps as their holders showed them: the index's (`stats` + `stats nodes`, polled by the admin) and
+    /// each node's own, one entry per change of a holder's (version, map). See `check::one_master_per_version`.
+    pub held_maps: Vec<HeldMap>,
     /// The final state, once read.
     pub final_state: Option<FinalState>,
     seq: u64,
     trace_hash: u64,
+}
+
+/// A map some host held, with the version it gave it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeldMap {
+    /// `index` or a node's host name.
+    pub holder: String,
+    /// The version it showed (`stats`: `node_map_version`).
+    pub version: u64,
+    /// The map it showed (`stats nodes`), read between two equal versions.
+    pub map: MapView,
+    /// Order number when it was seen.
+    pub seq: u64,
 }
 
 /// [`Env`] shared between the hosts and the run loop.
@@ -322,10 +338,26 @@ impl Env {
             workload_started_ms: None,
             machine_crashes: Vec::new(),
             maps: Vec::new(),
+            held_maps: Vec::new(),
             final_state: None,
             seq: 0,
             trace_hash: FNV_OFFSET,
         }))
+    }
+
+    /// Records that `holder` showed `map` as its map of `version` (nothing when that is what it showed last).
+    pub fn hold_map(&mut self, holder: &str, version: u64, map: MapView) {
+        let last = self.held_maps.iter().rev().find(|h| h.holder == holder);
+        if last.is_some_and(|h| h.version == version && h.map == map) {
+            return;
+        }
+        let seq = self.next_seq();
+        self.held_maps.push(HeldMap {
+            holder: holder.to_string(),
+            version,
+            map,
+            seq,
+        });
     }
 
     /// The next order number.
