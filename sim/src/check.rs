@@ -14,6 +14,9 @@
 //! - **reads through any node** ([`reads_match_masters`]): every key read through every node (one `gets` per key and
 //!   one multi-key `gets`) returns exactly what the key's master holds.
 //!
+//! - **async loss bounded** ([`async_loss_bounded`], scenarios with [`Scenario::check_async_loss`]): the
+//!   acknowledged non-sync writes a failover lost are no more than the crashed master's replication backlog to its
+//!   successor at the crash.
 //! - **one master per partition per map version** ([`one_master_per_version`]): across every map any holder
 //!   showed with a given version (the index's, and each node's own), each partition has at most one active master.
 //!
@@ -60,6 +63,9 @@ pub fn check_run(s: &Scenario, env: &Env) -> Vec<Failure> {
             out.extend(fresh_reads(s, env, state, &by_key));
             out.extend(slaves_match_masters(state));
             out.extend(keys_in_their_partition(s, state));
+            if s.check_async_loss {
+                out.extend(async_loss_bounded(s, env, state, &masters, &by_key));
+            }
             out.extend(reads_match_masters(s, state, &masters));
         }
         None if out.is_empty() => out.push(Failure {
@@ -380,19 +386,22 @@ fn describe(w: &Op) -> String {
 
 /// Checked writes: acknowledged with success and sent with `sync`.
 fn checked(op: &Op) -> bool {
-    op.sync
-        && op.outcome.applied()
-        && matches!(
-            op.kind,
-            Kind::Set
-                | Kind::Add
-                | Kind::Replace
-                | Kind::Cas
-                | Kind::Append
-                | Kind::Prepend
-                | Kind::Delete
-                | Kind::Incr
-        )
+    op.sync && op.outcome.applied() && checked_kind(op.kind)
+}
+
+/// The write kinds whose loss [`lost`] can tell.
+fn checked_kind(kind: Kind) -> bool {
+    matches!(
+        kind,
+        Kind::Set
+            | Kind::Add
+            | Kind::Replace
+            | Kind::Cas
+            | Kind::Append
+            | Kind::Prepend
+            | Kind::Delete
+            | Kind::Incr
+    )
 }
 
 /// Every acknowledged sync write is visible in its partition's final master (see the module docs).
@@ -456,6 +465,84 @@ fn excused_partitions(s: &Scenario, env: &Env, state: &FinalState) -> Vec<(u32, 
     }
     out.sort();
     out.dedup();
+    out
+}
+
+/// The acknowledged non-sync writes a failover lost are no more than the replication backlog the crashed master
+/// reported towards its successor at the crash.
+///
+/// At the crash, the fault driver reads the master's replication state in-process (`Env::crash_lags`: what its
+/// `stats` shows as `replication:<target>:queue`, entries queued or sent and unanswered, plus `:failures`, entries
+/// dropped). An async write the master acknowledged is either applied by the slave, or one of those entries: so
+/// the writes the promoted slave lacks are at most queue + failures. The writes counted as lost are the
+/// acknowledged non-sync writes of that partition completed before the crash that the final state of the new
+/// master shows lost, by the same rule as the sync-write checker ([`lost`]): a later write that may explain the
+/// state hides a loss, so the count is a lower bound, and the check never fails a run that kept its bound. It is
+/// only sound when that crash is the only way writes were lost: scenarios enable it
+/// ([`Scenario::check_async_loss`]) for a plan with one master crash and no other fault that loses writes.
+pub fn async_loss_bounded(
+    s: &Scenario,
+    env: &Env,
+    state: &FinalState,
+    masters: &BTreeMap<u32, String>,
+    by_key: &BTreeMap<String, Vec<&Op>>,
+) -> Vec<Failure> {
+    let r = resolver(s);
+    let mut out = Vec::new();
+    for c in &env.crash_lags {
+        let (role, st, p) = &c.role;
+        if role != "master" || st != "active" || *p < 0 {
+            continue;
+        }
+        let p = *p as u32;
+        let Some(successor) = masters.get(&p).filter(|m| **m != c.host) else {
+            continue;
+        };
+        let Some(&(_, queue, dropped)) = c.targets.iter().find(|(t, _, _)| t == successor) else {
+            out.push(Failure {
+                checker: "async loss bounded",
+                detail: format!(
+                    "{successor} took over partition {p} from {} but was not its replication target at the crash",
+                    c.host
+                ),
+            });
+            continue;
+        };
+        let bound = if s.allow_reported_backlog {
+            queue as u64 + dropped
+        } else {
+            0
+        };
+        let mut lost_writes = Vec::new();
+        for (key, ops) in by_key {
+            if partition_of(&r, key, s.final_partitions()) != p {
+                continue;
+            }
+            let item = state
+                .dumps
+                .get(successor)
+                .and_then(|d| d.iter().find(|i| &i.key == key));
+            for w in ops.iter().filter(|o| {
+                !o.sync && o.outcome.applied() && o.complete < c.seq && checked_kind(o.kind)
+            }) {
+                if lost(w, item, ops, by_key, u64::MAX).is_some() {
+                    lost_writes.push(describe(w));
+                }
+            }
+        }
+        if lost_writes.len() as u64 > bound {
+            out.push(Failure {
+                checker: "async loss bounded",
+                detail: format!(
+                    "{} acknowledged async writes lost in {}'s failover to {successor}, more than the {bound} allowed \
+                     (its backlog to it at the crash: {queue} queued or unanswered, {dropped} dropped): {}",
+                    lost_writes.len(),
+                    c.host,
+                    lost_writes.iter().take(5).cloned().collect::<Vec<_>>().join("; ")
+                ),
+            });
+        }
+    }
     out
 }
 

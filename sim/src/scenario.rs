@@ -133,6 +133,13 @@ pub struct Scenario {
     pub grow_partition: bool,
     /// When the growth starts, from the start of the workload.
     pub grow_at: Duration,
+    /// Check that the acknowledged non-sync writes a failover lost are no more than the replication backlog the
+    /// crashed master had towards its successor (`check::async_loss_bounded`). Only for plans with a single master
+    /// crash and no other fault that could lose writes.
+    pub check_async_loss: bool,
+    /// The backlog the async-loss checker allows is the one reported; off (no loss allowed) only in the negative
+    /// test that shows the checker counts real losses.
+    pub allow_reported_backlog: bool,
     /// Upper bound of the whole run in simulated time (turmoil fails the run past it).
     pub sim_limit: Duration,
 }
@@ -208,6 +215,8 @@ impl Scenario {
             slaves_under_load: rng.random_bool(0.25),
             grow_partition: false,
             grow_at: Duration::ZERO,
+            check_async_loss: false,
+            allow_reported_backlog: true,
             sim_limit: Duration::from_secs(240),
         };
         s.faults = swarm_faults(&mut rng, &s);

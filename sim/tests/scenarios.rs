@@ -132,3 +132,30 @@ fn partition_added_under_crashes() {
         );
     }
 }
+
+#[test]
+fn async_loss_within_reported_backlog() {
+    run_named("async_loss_within_reported_backlog", &[0, 3]);
+    // The negative case: allowed no backlog, the checker reports the async writes the failover lost (what the master
+    // sent in the last 300 ms before its crash was lost on the wire), and nothing else fails.
+    let reports = run_seeds(&[1, 3], |seed| {
+        let mut s = named::scenario("async_loss_within_reported_backlog", seed).expect("named");
+        s.allow_reported_backlog = false;
+        s
+    });
+    for r in &reports {
+        assert!(
+            !r.passed(),
+            "seed {}: the lost async writes went uncounted",
+            r.seed
+        );
+        for f in &r.failures {
+            println!("seed {} (expected): [{}] {}", r.seed, f.checker, f.detail);
+            assert_eq!(
+                f.checker, "async loss bounded",
+                "seed {}: {}",
+                r.seed, f.detail
+            );
+        }
+    }
+}
