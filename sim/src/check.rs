@@ -476,7 +476,7 @@ fn excused_partitions(s: &Scenario, env: &Env, state: &FinalState) -> Vec<(u32, 
 /// dropped). An async write the master acknowledged is either applied by the slave, or one of those entries: so
 /// the writes the promoted slave lacks are at most queue + failures. The writes counted as lost are the
 /// acknowledged non-sync writes of that partition completed before the crash that the final state of the new
-/// master shows lost, by the same rule as the sync-write checker ([`lost`]): a later write that may explain the
+/// master shows lost, by the same rule as the sync-write checker (`lost`): a later write that may explain the
 /// state hides a loss, so the count is a lower bound, and the check never fails a run that kept its bound. It is
 /// only sound when that crash is the only way writes were lost: scenarios enable it
 /// ([`Scenario::check_async_loss`]) for a plan with one master crash and no other fault that loses writes.
@@ -606,7 +606,7 @@ pub fn fresh_reads(
 
 /// In the final map every active master and active slave holds only keys of its own partition (under the final
 /// partition count): after a growth, the keys that moved to the new partition are gone from the old masters and
-/// their slaves (cluster.md §6.3 [Improve], `remove_moved_keys`). With [`reads_match_masters`] and the sync-write
+/// their slaves (cluster.md §6.3 \[Improve\], `remove_moved_keys`). With [`reads_match_masters`] and the sync-write
 /// checker (which read each key from its final partition's master), every acknowledged key is then held by
 /// exactly one partition and readable through every node.
 pub fn keys_in_their_partition(s: &Scenario, state: &FinalState) -> Vec<Failure> {
