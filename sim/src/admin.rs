@@ -7,6 +7,16 @@
 //! <p>` (balance forced to 0 while it reconstructs), wait for `active`, then `node role <s> slave 1 <p>` again for
 //! its read balance. With `slaves_under_load` the slaves are added after the workload started, under faults.
 //!
+//! With [`Scenario::grow_partition`], from [`Scenario::grow_at`] on, the spare node (a proxy at setup) is made the
+//! master of a new partition P = `partitions` while the workload runs and faults happen (cluster.md §6.3): `node
+//! role <n> master 1 <P>`, wait while it prepares, `node state <n> active` once it is `ready`; whenever a fault sent
+//! it back to proxy (its preparation failed, it went down while preparing) the role is issued again, as an operator
+//! would. After the calm phase starts the same flow runs until it is done; the cluster converges only with P
+//! active.
+//!
+//! While the run goes on, a poller reads every node's own map and version (`stats`, `stats nodes`, `stats`) every
+//! 200 ms and records them with the index's maps (`Env::held_maps`) for `check::one_master_per_version`.
+//!
 //! With [`Scenario::rebuild_slaves`], once converged, every planned slave the faults left a proxy is rebuilt
 //! (`flush_all`, `node role <s> slave 1 <p>`, wait for `active`, balance back to 1) while the workload runs, and the
 //! cluster must converge again.
@@ -59,12 +69,37 @@ pub async fn run_admin(s: Scenario, env: SharedEnv) -> turmoil::Result {
             }
         }));
     }
+    let mut growth = None;
+    if s.grow_partition {
+        let (s2, env2) = (s.clone(), env.clone());
+        growth = Some(tokio::task::spawn_local(async move {
+            tokio::time::sleep(s2.grow_at).await;
+            let mut a = Admin::new(&s2, env2);
+            if let Err(e) = a.grow(Phase::Calm).await {
+                a.trace(format!("partition not added under load: {e}"));
+            }
+        }));
+    }
+    let poller = tokio::task::spawn_local(poll_held_maps(s.clone(), env.clone()));
     admin.watch_until_calm().await;
     // One admin at a time changes roles: the slaves still being added under load are done (or given up) first.
     if let Some(task) = background {
         let _ = task.await;
     }
-    let mut converged = admin.converge().await;
+    if let Some(task) = growth {
+        let _ = task.await;
+    }
+    let mut converged = Ok(());
+    if s.grow_partition {
+        // The operator finishes what the faults interrupted: the same flow, now without faults, until it is done.
+        converged = admin
+            .grow(Phase::Done)
+            .await
+            .map_err(|e| format!("adding the partition after the faults: {e}"));
+    }
+    if converged.is_ok() {
+        converged = admin.converge().await;
+    }
     if converged.is_ok() && s.rebuild_slaves {
         converged = match admin.rebuild_slaves().await {
             Ok(()) => admin.converge().await,
@@ -82,7 +117,50 @@ pub async fn run_admin(s: Scenario, env: SharedEnv) -> turmoil::Result {
         Err(e) => lock(&env).fail("convergence", e),
     }
     admin.finish().await;
+    let _ = poller.await;
     Ok(())
+}
+
+/// Until the final state is read, polls each node's own map (`stats` for its `node_map_version`, `stats nodes`,
+/// `stats` again; kept when both versions agree) and records it (`Env::hold_map`) for
+/// `check::one_master_per_version`. The admin host is never cut off, so an isolated node is still polled; a
+/// crashed one times out quickly and is skipped.
+async fn poll_held_maps(s: Scenario, env: SharedEnv) {
+    const TIMEOUT: Duration = Duration::from_millis(300);
+    let mut clients: Vec<(String, TextClient)> = s
+        .nodes()
+        .into_iter()
+        .map(|n| (n.clone(), TextClient::new(&n, NODE_PORT)))
+        .collect();
+    let version = |lines: &[Bytes]| {
+        lines.iter().find_map(|l| {
+            let text = String::from_utf8_lossy(l);
+            let v = text.strip_prefix("STAT node_map_version ")?;
+            v.trim().parse::<u64>().ok()
+        })
+    };
+    while lock(&env).phase < Phase::Verify {
+        for (name, client) in &mut clients {
+            let mut ask =
+                async |line: &[u8]| match client.call(line, ReplyKind::Lines, TIMEOUT).await {
+                    Ok(Answer::Lines(l)) => Some(l),
+                    _ => None,
+                };
+            let Some(before) = ask(b"stats\r\n").await.and_then(|l| version(&l)) else {
+                continue;
+            };
+            let Some(map) = ask(b"stats nodes\r\n").await.map(|l| parse_stats_nodes(&l)) else {
+                continue;
+            };
+            let Some(after) = ask(b"stats\r\n").await.and_then(|l| version(&l)) else {
+                continue;
+            };
+            if before == after {
+                lock(&env).hold_map(name, before, map);
+            }
+        }
+        tokio::time::sleep(POLL).await;
+    }
 }
 
 struct Admin {
@@ -92,6 +170,8 @@ struct Admin {
     nodes: BTreeMap<String, TextClient>,
     last_version: u64,
     last_map: MapView,
+    /// The most partitions a map this admin saw had.
+    max_partitions: i64,
 }
 
 impl Admin {
@@ -107,6 +187,7 @@ impl Admin {
                 .collect(),
             last_version: 0,
             last_map: MapView::new(),
+            max_partitions: 0,
         }
     }
 
@@ -283,6 +364,57 @@ impl Admin {
         Ok(())
     }
 
+    /// Adds the new partition with the spare node as its master, as an operator would (cluster.md §6.3): `node role
+    /// <n> master 1 <P>` while it is a proxy (again when a fault sent it back to proxy, e.g. its preparation failed
+    /// or it went down while preparing), wait while it prepares, `node state <n> active` once it is `ready`, until
+    /// it is the active master of P. Gives up (an error) when the run reaches `until` or after the calm limit.
+    async fn grow(&mut self, until: Phase) -> Result<(), String> {
+        let Some(spare) = self.s.spare() else {
+            return Ok(());
+        };
+        let p = self.s.partitions as i64;
+        let key = Self::key(&spare);
+        let deadline = tokio::time::Instant::now() + self.s.calm_limit;
+        let mut last = String::from("never polled");
+        while tokio::time::Instant::now() < deadline && lock(&self.env).phase < until {
+            let map = match self.index_map().await {
+                Ok((_, map)) => map,
+                Err(e) => {
+                    last = e;
+                    tokio::time::sleep(POLL).await;
+                    continue;
+                }
+            };
+            let Some(n) = map.get(&key) else {
+                last = format!("{spare} not registered");
+                tokio::time::sleep(POLL).await;
+                continue;
+            };
+            last = format!("{spare} is {}/{} of {}", n.role, n.state, n.partition);
+            let step = match (n.role.as_str(), n.state.as_str()) {
+                ("master", "active") if n.partition == p => {
+                    self.trace(format!("partition {p} added, master {spare}"));
+                    return Ok(());
+                }
+                ("proxy", "active") => {
+                    self.command(&format!("node role {spare} {NODE_PORT} master 1 {p}"))
+                        .await
+                }
+                ("master", "ready") if n.partition == p => {
+                    self.command(&format!("node state {spare} {NODE_PORT} active"))
+                        .await
+                }
+                // Preparing, down, or (after a failover it cannot be part of) something unexpected: wait.
+                _ => Ok(()),
+            };
+            if let Err(e) = step {
+                self.trace(format!("growth step failed: {e}"));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        Err(format!("partition {p} not added: {last}"))
+    }
+
     /// Rebuilds every planned slave that the faults left a proxy, one after the other, as flare-tools' `slave`
     /// command does (cluster.md §6.5): `flush_all` on it (its store is stale), then the slave role.
     async fn rebuild_slaves(&mut self) -> Result<(), String> {
@@ -335,6 +467,7 @@ impl Admin {
     /// forgotten.
     fn check_map(&mut self, version: u64, map: MapView) {
         let mut e = lock(&self.env);
+        e.hold_map(INDEX, version, map.clone());
         if version < self.last_version {
             e.fail(
                 "index map",
@@ -361,14 +494,24 @@ impl Admin {
                 e.fail("index map", format!("partition {p} has masters {m:?}"));
             }
         }
-        let partitions = self.s.partitions as i64;
-        if masters.len() as i64 != partitions || (0..partitions).any(|p| !masters.contains_key(&p))
+        // With a growth, the count goes from `partitions` to `partitions + 1` once, and never back.
+        let partitions = masters.len() as i64;
+        let allowed = self.s.partitions as i64..=self.s.final_partitions() as i64;
+        if !allowed.contains(&partitions)
+            || partitions < self.max_partitions
+            || (0..partitions).any(|p| !masters.contains_key(&p))
         {
             e.fail(
                 "index map",
-                format!("partitions are not 0..{partitions}: {}", map_text(&map)),
+                format!(
+                    "partitions are not 0..{} (at least {} seen before): {}",
+                    self.s.final_partitions(),
+                    self.max_partitions,
+                    map_text(&map)
+                ),
             );
         }
+        self.max_partitions = self.max_partitions.max(partitions);
         if map.len() != self.s.nodes().len() {
             e.fail(
                 "index map",
@@ -423,7 +566,7 @@ impl Admin {
                 Some(_) => {}
             }
         }
-        for p in 0..self.s.partitions as i64 {
+        for p in 0..self.s.final_partitions() as i64 {
             if !map
                 .values()
                 .any(|n| n.role == "master" && n.state == "active" && n.partition == p)
@@ -443,6 +586,12 @@ impl Admin {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0);
             let their_map = parse_stats_nodes(&Self::listing(client, "stats nodes").await?);
+            let again = Self::stats(client)
+                .await
+                .map_err(|e| format!("{name}: {e}"))?;
+            if again.get("node_map_version") == stats.get("node_map_version") {
+                lock(&self.env).hold_map(name, theirs, their_map.clone());
+            }
             if theirs != version || their_map != map {
                 return Err(format!(
                     "{name} holds map v{theirs} ({}), the index v{version}",

@@ -203,6 +203,26 @@ pub fn add_node(
                 .await;
                 match started {
                     Ok(server) => {
+                        let shared = server.shared();
+                        let probe = crate::history::LagProbe(Box::new(move || {
+                            let (role, state, partition, _) = shared.cluster.view().my_role();
+                            let targets = shared
+                                .cluster
+                                .replication_stats(std::time::Instant::now())
+                                .into_iter()
+                                .map(|(k, st)| {
+                                    let host = k.split(':').next().unwrap_or_default().to_string();
+                                    (host, st.queued + st.in_flight, st.failures)
+                                })
+                                .collect();
+                            let role = (
+                                role.name().to_string(),
+                                state.name().to_string(),
+                                partition.map_or(-1, i64::from),
+                            );
+                            (role, targets)
+                        }));
+                        lock(&env).lag_probes.insert(name.clone(), probe);
                         let (role, state, partition, _) = server.shared().cluster.view().my_role();
                         lock(&env).trace(format!(
                             "{} {name} serving as {}/{}/{}",

@@ -114,6 +114,31 @@ impl FaultDriver {
     }
 
     fn crash(&mut self, sim: &mut turmoil::Sim<'_>, env: &SharedEnv, host: &str) {
+        {
+            let mut e = lock(env);
+            if let Some((role, targets)) = e.lag_probes.remove(host).map(|p| (p.0)()) {
+                let seq = e.next_seq();
+                let line = format!(
+                    "{} {host} at its crash: {}/{}/{}, replication backlog {}",
+                    sim.elapsed().as_millis(),
+                    role.0,
+                    role.1,
+                    role.2,
+                    targets
+                        .iter()
+                        .map(|(t, q, d)| format!("{t}:{q}+{d} dropped"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                );
+                e.trace(line);
+                e.crash_lags.push(crate::history::CrashLag {
+                    host: host.to_string(),
+                    seq,
+                    role,
+                    targets,
+                });
+            }
+        }
         sim.crash(host);
         if self.crash_model == CrashModel::Machine {
             if let Some(storage) = self.storages.get(host) {

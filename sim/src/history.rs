@@ -300,10 +300,57 @@ pub struct Env {
     pub machine_crashes: Vec<(String, u64)>,
     /// The index maps the admin polled: (order number, map), one entry per change.
     pub maps: Vec<(u64, MapView)>,
+    /// Versioned maps as their holders showed them: the index's (`stats` + `stats nodes`, polled by the admin) and
+    /// each node's own, one entry per change of a holder's (version, map). See `check::one_master_per_version`.
+    pub held_maps: Vec<HeldMap>,
+    /// Each serving node's [`LagProbe`], by host name.
+    pub lag_probes: BTreeMap<String, LagProbe>,
+    /// The replication state of every node the fault driver crashed, at the crash.
+    pub crash_lags: Vec<CrashLag>,
     /// The final state, once read.
     pub final_state: Option<FinalState>,
     seq: u64,
     trace_hash: u64,
+}
+
+/// A node's replication state, read in-process at the moment the fault driver crashes it (what its `stats` would
+/// report then: `replication:<target>:queue` and `:failures`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CrashLag {
+    /// The crashed node.
+    pub host: String,
+    /// Order number at the crash.
+    pub seq: u64,
+    /// Its own view of its role: (role, state, partition or −1).
+    pub role: (String, String, i64),
+    /// Per replication target (host name): entries queued or in flight, and entries dropped so far.
+    pub targets: Vec<(String, usize, u64)>,
+}
+
+/// What a [`LagProbe`] reads: the node's (role, state, partition) and, per replication target, (host, entries
+/// queued or in flight, entries dropped).
+pub type LagReading = ((String, String, i64), Vec<(String, usize, u64)>);
+
+/// Reads a live node's role and replication state (registered by the node host when it serves).
+pub struct LagProbe(pub Box<dyn Fn() -> LagReading + Send + Sync>);
+
+impl std::fmt::Debug for LagProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LagProbe")
+    }
+}
+
+/// A map some host held, with the version it gave it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeldMap {
+    /// `index` or a node's host name.
+    pub holder: String,
+    /// The version it showed (`stats`: `node_map_version`).
+    pub version: u64,
+    /// The map it showed (`stats nodes`), read between two equal versions.
+    pub map: MapView,
+    /// Order number when it was seen.
+    pub seq: u64,
 }
 
 /// [`Env`] shared between the hosts and the run loop.
@@ -322,10 +369,28 @@ impl Env {
             workload_started_ms: None,
             machine_crashes: Vec::new(),
             maps: Vec::new(),
+            held_maps: Vec::new(),
+            lag_probes: BTreeMap::new(),
+            crash_lags: Vec::new(),
             final_state: None,
             seq: 0,
             trace_hash: FNV_OFFSET,
         }))
+    }
+
+    /// Records that `holder` showed `map` as its map of `version` (nothing when that is what it showed last).
+    pub fn hold_map(&mut self, holder: &str, version: u64, map: MapView) {
+        let last = self.held_maps.iter().rev().find(|h| h.holder == holder);
+        if last.is_some_and(|h| h.version == version && h.map == map) {
+            return;
+        }
+        let seq = self.next_seq();
+        self.held_maps.push(HeldMap {
+            holder: holder.to_string(),
+            version,
+            map,
+            seq,
+        });
     }
 
     /// The next order number.

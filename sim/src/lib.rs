@@ -20,14 +20,18 @@
 //!
 //! 1. **Setup**: the admin builds the cluster (masters, then slaves; or slaves later, under load).
 //! 2. **Faults**: the workload runs; partitions, held and slow links, node and index crashes happen as planned.
+//!    With [`Scenario::grow_partition`] the admin also adds a partition (a spare node becomes its master) meanwhile.
 //! 3. **Calm**: every fault is healed (links repaired and released, crashed hosts restarted). The workload goes on;
-//!    the cluster must converge (every node active, every partition with a master, every node holding the index's
-//!    map) before [`Scenario::calm_limit`], or the run fails.
+//!    the admin finishes a growth the faults interrupted; the cluster must converge (every node active, every
+//!    partition with a master, every node holding the index's map) before [`Scenario::calm_limit`], or the run
+//!    fails.
 //! 4. **Stopping / Verify**: after a checked window the workload stops, replication drains, and the admin reads
 //!    every node's `dump` and every key through every node.
 //!
 //! Checkers run while the run goes on (protocol errors, index-map invariants, convergence, panics) and at the end on
-//! the recorded history ([`check`]).
+//! the recorded history ([`check`]): values, sync writes surviving, fresh reads, slaves matching masters, keys in
+//! their partition only, reads through any node, one master per partition per map version (from every node's own
+//! map, polled), and in some named scenarios the async loss of a failover within the reported backlog.
 //!
 //! # Seeds
 //!

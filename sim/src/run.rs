@@ -45,6 +45,9 @@ pub struct Report {
     pub wall: Duration,
     /// The index's final map (empty when the run did not get that far).
     pub final_map: MapView,
+    /// Distinct (node, version) pairs among the maps the nodes showed as their own (`Env::held_maps`), the
+    /// evidence of the one-master-per-version checker.
+    pub held_versions: usize,
     /// The trace (kept only when the run failed, or when `FLARE_SIM_TRACE` is set, to be written out).
     pub trace: Vec<String>,
 }
@@ -180,6 +183,13 @@ pub fn run(s: &Scenario) -> Report {
             .as_ref()
             .map(|f| f.map.clone())
             .unwrap_or_default(),
+        held_versions: e
+            .held_maps
+            .iter()
+            .filter(|h| h.holder != crate::scenario::INDEX)
+            .map(|h| (h.holder.as_str(), h.version))
+            .collect::<std::collections::BTreeSet<_>>()
+            .len(),
         trace: if passed && std::env::var_os("FLARE_SIM_TRACE").is_none() {
             Vec::new()
         } else {

@@ -28,6 +28,9 @@ pub enum Planned {
     Slave(u32),
     /// A proxy (forwards everything).
     Proxy,
+    /// A spare node, a proxy at setup, that the admin makes the master of this new partition while the workload
+    /// runs ([`Scenario::grow_partition`]).
+    Grow(u32),
 }
 
 /// How a crashed node's storage behaves.
@@ -124,6 +127,19 @@ pub struct Scenario {
     pub rebuild_slaves: bool,
     /// Slaves are added after the workload started (reconstruction under load and faults).
     pub slaves_under_load: bool,
+    /// A spare node is added to the layout, and while the workload runs the admin makes it the master of a new
+    /// partition (`node role <n> master 1 <partitions>`, wait for `ready`, `node state <n> active`), retrying after
+    /// faults until the calm phase ends it. The cluster converges only once the new partition is active.
+    pub grow_partition: bool,
+    /// When the growth starts, from the start of the workload.
+    pub grow_at: Duration,
+    /// Check that the acknowledged non-sync writes a failover lost are no more than the replication backlog the
+    /// crashed master had towards its successor (`check::async_loss_bounded`). Only for plans with a single master
+    /// crash and no other fault that could lose writes.
+    pub check_async_loss: bool,
+    /// The backlog the async-loss checker allows is the one reported; off (no loss allowed) only in the negative
+    /// test that shows the checker counts real losses.
+    pub allow_reported_backlog: bool,
     /// Upper bound of the whole run in simulated time (turmoil fails the run past it).
     pub sim_limit: Duration,
 }
@@ -197,11 +213,45 @@ impl Scenario {
             calm_writes: true,
             rebuild_slaves: false,
             slaves_under_load: rng.random_bool(0.25),
+            grow_partition: false,
+            grow_at: Duration::ZERO,
+            check_async_loss: false,
+            allow_reported_backlog: true,
             sim_limit: Duration::from_secs(240),
         };
         s.faults = swarm_faults(&mut rng, &s);
         // Drawn last, so that adding it left the earlier draws (and the scenarios of old seeds) as they were.
         s.rebuild_slaves = rng.random_bool(0.3);
+        // Drawn after everything else, likewise. The spare node joins the layout only now, so the fault plan above
+        // never names it; a crash of it (or of the index) in the middle of the growth is drawn here instead.
+        if rng.random_bool(0.25) {
+            s.grow_partition = true;
+            let phase = s.fault_phase.as_millis() as u64;
+            let start = rng.random_range(0..phase / 2);
+            s.grow_at = Duration::from_millis(start);
+            let spare = s.spare().unwrap_or_default();
+            for (host, chance) in [
+                (spare, 0.4),
+                (INDEX.to_string(), 0.2),
+                (s.master_of(0), 0.2),
+            ] {
+                if rng.random_bool(chance) {
+                    let from = start + rng.random_range(0..=2_000);
+                    let to = from + rng.random_range(10..=6_000);
+                    s.faults.push(Timed {
+                        at: Duration::from_millis(from),
+                        fault: Fault::Crash(host.clone()),
+                    });
+                    if to < phase {
+                        s.faults.push(Timed {
+                            at: Duration::from_millis(to),
+                            fault: Fault::Restart(host),
+                        });
+                    }
+                }
+            }
+            s.faults.sort_by_key(|t| t.at);
+        }
         s
     }
 
@@ -213,6 +263,7 @@ impl Scenario {
         s.crash_model = CrashModel::Process;
         s.slaves_under_load = false;
         s.rebuild_slaves = false;
+        s.grow_partition = false;
         s
     }
 
@@ -229,7 +280,23 @@ impl Scenario {
         for _ in 0..self.proxies {
             out.push((format!("n{}", out.len()), Planned::Proxy));
         }
+        if self.grow_partition {
+            out.push((format!("n{}", out.len()), Planned::Grow(self.partitions)));
+        }
         out
+    }
+
+    /// The spare node that becomes the master of the new partition, with [`Scenario::grow_partition`].
+    pub fn spare(&self) -> Option<String> {
+        self.layout()
+            .into_iter()
+            .find(|(_, p)| matches!(p, Planned::Grow(_)))
+            .map(|(n, _)| n)
+    }
+
+    /// The number of partitions once the run converged (the growth, if any, done).
+    pub fn final_partitions(&self) -> u32 {
+        self.partitions + u32::from(self.grow_partition)
     }
 
     /// Node host names.
@@ -273,7 +340,7 @@ impl Scenario {
     pub fn summary(&self) -> String {
         format!(
             "seed={} scenario={} partitions={} slaves={} proxies={} clients={} hash={} keys={}+{} sync={} \
-             latency={}..{}ms faults={} crash={:?} slaves_under_load={} rebuild_slaves={}",
+             latency={}..{}ms faults={} crash={:?} slaves_under_load={} rebuild_slaves={} grow_partition={}",
             self.seed,
             self.name,
             self.partitions,
@@ -289,7 +356,8 @@ impl Scenario {
             self.faults.len(),
             self.crash_model,
             self.slaves_under_load,
-            self.rebuild_slaves
+            self.rebuild_slaves,
+            self.grow_partition
         )
     }
 }

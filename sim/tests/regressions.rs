@@ -114,3 +114,19 @@ fn reconstruction_ends_while_index_down() {
         assert_eq!(record(&r.final_map, "n1").0, "proxy", "seed {}", r.seed);
     }
 }
+
+/// Post-mortem. Swarm seeds 91 and 548 (a partition added under faults; a node of an old partition crashed, or was
+/// failed over to while crashed, around the activation): in the final state an active master (and in 548 not its
+/// slave) still held keys that had moved to the new partition. Root cause: a node removed the moved keys only when a
+/// `node sync` push raised the partition count (`apply_node_sync`); a node that was down or registering when the
+/// partition was activated registered with a map whose count had already grown, and no such push ever came. Fix
+/// (runtime/src/node/cluster.rs): the cleanup also runs when a node becomes an active master or slave of a partition
+/// (a push that makes it one, or a registration that finds it one), and the map has more than one partition.
+#[test]
+fn master_down_while_partition_activated() {
+    for r in run_named("master_down_while_partition_activated", &[91, 92]) {
+        // The promoted slave came back as partition 1's master after the new partition was activated.
+        assert_eq!(master(&r.final_map, 1), "n3", "seed {}", r.seed);
+        assert_eq!(master(&r.final_map, 2), "n4", "seed {}", r.seed);
+    }
+}

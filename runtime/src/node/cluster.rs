@@ -520,9 +520,13 @@ pub fn apply_node_sync<N: Net, S: Storage + 'static>(
         tokio::spawn(reconstruct(shared.clone(), role, p, generation));
     }
     // A new partition was activated: the keys that moved to it leave this node (cluster.md §6.3 [Improve]; Flare
-    // leaves them behind). Masters and slaves clean up on their own, so nothing is replicated.
-    if view.partition_count() > old.partition_count() && !old.is_standalone() {
-        if let Some((Role::Master | Role::Slave, State::Active, Some(p))) = after {
+    // leaves them behind). Masters and slaves clean up on their own, so nothing is replicated. A node that was not
+    // an active member of its partition when the partition was activated (a preserved master that was down, a node
+    // that was still registering) cleans up when it becomes one: the growth's push will not come again.
+    if let Some((Role::Master | Role::Slave, State::Active, Some(p))) = after {
+        let grew = view.partition_count() > old.partition_count() && !old.is_standalone();
+        let joined = !matches!(before, Some((_, State::Active, Some(q))) if q == p);
+        if (grew || joined) && view.partition_count() > 1 {
             tokio::spawn(remove_moved_keys(shared.clone(), p));
         }
     }
@@ -614,6 +618,14 @@ pub fn after_registration<N: Net, S: Storage + 'static>(shared: &Arc<Shared<N, S
                 }
                 let generation = begin_reconstruction(&shared.cluster);
                 tokio::spawn(reconstruct(shared.clone(), r.role, p, generation));
+            }
+        }
+        // An active master or slave may have missed the activation of a partition (it was down, or crashed while
+        // removing the moved keys): the push that triggers the cleanup never comes again, so it runs now.
+        if let (Role::Master | Role::Slave, State::Active, Some(p)) = (r.role, r.state, r.partition)
+        {
+            if view.partition_count() > 1 {
+                tokio::spawn(remove_moved_keys(shared.clone(), p));
             }
         }
     }
