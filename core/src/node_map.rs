@@ -229,6 +229,64 @@ impl NodeMap {
         Some(NodeMap { version, nodes })
     }
 
+    /// The map `stats nodes` shows ([`NodeMap::stats_nodes`]: `<name>:<port>:<field> <value>`), with `version`.
+    /// Fields other than the five of a record are ignored; `None` when a record lacks one or a value is malformed.
+    pub fn from_stats_nodes<'a>(
+        version: u64,
+        fields: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Option<NodeMap> {
+        #[derive(Default)]
+        struct Partial {
+            role: Option<Role>,
+            state: Option<State>,
+            partition: Option<Option<u32>>,
+            balance: Option<u32>,
+            thread_type: Option<u32>,
+        }
+        let mut partial: BTreeMap<(String, u16), Partial> = BTreeMap::new();
+        for (field, value) in fields {
+            let Some((key, name)) = field.rsplit_once(':') else {
+                continue;
+            };
+            if !matches!(
+                name,
+                "role" | "state" | "partition" | "balance" | "thread_type"
+            ) {
+                continue;
+            }
+            let (host, port) = key.rsplit_once(':')?;
+            let p = partial
+                .entry((host.to_string(), port.parse().ok()?))
+                .or_default();
+            match name {
+                "role" => p.role = Some(Role::parse(value)?),
+                "state" => p.state = Some(State::parse(value)?),
+                "partition" => {
+                    p.partition = Some(match value.parse::<i64>().ok()? {
+                        -1 => None,
+                        n => Some(u32::try_from(n).ok()?),
+                    })
+                }
+                "balance" => p.balance = Some(value.parse().ok()?),
+                _ => p.thread_type = Some(value.parse().ok()?),
+            }
+        }
+        let mut nodes = BTreeMap::new();
+        for ((name, port), p) in partial {
+            let r = NodeRecord {
+                name,
+                port,
+                role: p.role?,
+                state: p.state?,
+                partition: p.partition?,
+                balance: p.balance?,
+                thread_type: p.thread_type?,
+            };
+            nodes.insert(r.key(), r);
+        }
+        Some(NodeMap { version, nodes })
+    }
+
     /// `NODE` lines in key order.
     pub fn to_lines(&self) -> Vec<NodeLine> {
         self.nodes.values().map(NodeRecord::to_line).collect()
@@ -367,6 +425,33 @@ mod tests {
             version: 1,
             nodes: records.into_iter().map(|r| (r.key(), r)).collect(),
         }
+    }
+
+    #[test]
+    fn stats_nodes_round_trip() {
+        let mut m = map(vec![
+            rec("10.0.0.1", Role::Master, State::Active, Some(0), 1, 16),
+            rec("b", Role::Slave, State::Prepare, Some(0), 0, 17),
+            rec("c", Role::Proxy, State::Down, None, 0, 18),
+        ]);
+        m.version = 9;
+        let fields = m.stats_nodes();
+        let mut lines: Vec<(&str, &str)> = fields
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        // Other `stats` lines are ignored.
+        lines.push(("node_map_version", "9"));
+        lines.push(("10.0.0.1:12121:hit", "3"));
+        assert_eq!(NodeMap::from_stats_nodes(9, lines.iter().copied()), Some(m));
+        // A record missing a field, or a bad value, is refused.
+        assert_eq!(
+            NodeMap::from_stats_nodes(9, lines[1..].iter().copied()),
+            None
+        );
+        let mut bad = lines.clone();
+        bad[0] = ("10.0.0.1:12121:role", "boss");
+        assert_eq!(NodeMap::from_stats_nodes(9, bad), None);
     }
 
     #[test]

@@ -93,12 +93,11 @@ pub fn check_run(s: &Scenario, env: &Env) -> Vec<Failure> {
 /// checker finds violations that last, not every one; it never reports a false one, as each entry is a map a
 /// host really held under that version. Within one map, two active masters of a partition are reported too.
 ///
-/// Open finding: swarm seeds 1036, 1176 and 1970 fail it. Two nodes restart while the index is down and register
-/// at nearly the same time once it is back; one registration makes the index fail a master over (a live record
-/// registering again), and the other node's `register` (runtime/src/node/cluster.rs) labels the map of its `node
-/// add` reply, from before that change, with the `node_map_version` it reads right after, from after it. The node
-/// then holds an older map under the newer version until a later push (the push of that version reached it while
-/// it was still registering, and was refused).
+/// Found by swarm seeds 1036, 1176 and 1970 (fixed in `register`, runtime/src/node/cluster.rs): two nodes
+/// restarted while the index was down and registered at nearly the same time once it was back; one registration
+/// made the index fail a master over, and the other node labelled the map of its `node add` reply, from before that
+/// change, with the `node_map_version` it read right after, from after it. It held an older map under the newer
+/// version until a later push. Registration now reads the map as `stats nodes` between two `stats` that agree.
 pub fn one_master_per_version(held: &[HeldMap]) -> Vec<Failure> {
     // (version, partition) → master → the first holder that showed it.
     let mut masters: BTreeMap<(u64, i64), BTreeMap<String, &str>> = BTreeMap::new();

@@ -24,7 +24,11 @@ const CI_SEEDS: std::ops::Range<u64> = 0..40;
 /// - 1763: after a failover a slave held a newer version of a key (from the deposed master) than the promoted
 ///   master; it skipped the new master's writes of that key as not newer and served the stale item, and the master
 ///   counted the refusal as replicated (`Store::raise_version_floor`).
-const FOUND_BUGS: &[u64] = &[48, 52, 229, 375, 540, 683, 1082, 1185, 1763];
+/// - 1036, 1176, 1970: a registering node labelled an older map with a newer version (see
+///   `check::one_master_per_version`).
+const FOUND_BUGS: &[u64] = &[
+    48, 52, 229, 375, 540, 683, 1036, 1082, 1176, 1185, 1763, 1970,
+];
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().map(|v| {

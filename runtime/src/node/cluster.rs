@@ -716,30 +716,29 @@ async fn read_reply<T: tokio::io::AsyncRead + Unpin>(
     }
 }
 
-/// Registers with the index server at start-up (cluster.md §4.1): `node add`, then `meta`, then `stats` for the
-/// map's version. Returns the partition parameters and the map the index answered with.
+/// Registers with the index server at start-up (cluster.md §4.1): `node add`, then `meta`, then the map with its
+/// version. Returns the partition parameters and the map.
 ///
 /// The `NODE` lines carry no version, and a map of version 0 would accept any `node sync`, however old: a push the
 /// index started before this registration (a restarted index pushes its map to every node at once) can arrive after
 /// it, and would hand this node its previous role back (an active slave that is now a proxy, serving stale reads).
-/// So the map takes the index's `node_map_version`, read on the same connection after the `node add` reply: the
-/// version of that reply's map or a later one, whose push this node will get anyway (equal versions are accepted).
+/// Labelling the reply's map with the `node_map_version` read just after it is not exact either: another change
+/// (another node registering, a failover) can come in between, and this node would hold the older map under the
+/// newer version until the index pushes it again. So the map is read as `stats nodes` between two `stats`: when both
+/// show the same version, that is exactly the map of that version. (If they never agree, the reply's map under the
+/// version read after it, which the next push corrects.)
 pub async fn register<N: Net, S: Storage + 'static>(
     shared: &Shared<N, S>,
 ) -> io::Result<(PartitionParams, NodeMap)> {
     let s = &shared.cluster.settings;
     let add = format!("node add {} {}", s.server_name, s.server_port);
-    let events = index_call(shared, &[&add, "meta", "stats"], ReplyKind::Lines).await?;
+    let mut commands = vec![add.as_str(), "meta"];
+    commands.extend(VERSIONED_MAP);
+    let events = index_call(shared, &commands, ReplyKind::Lines).await?;
     let mut nodes = Vec::new();
     let mut params = PartitionParams::default();
-    let mut version = 0;
     for e in &events {
         match e {
-            ReplyEvent::Item(l) if l.starts_with(b"STAT ") => {
-                if let Some(v) = l.strip_prefix(b"STAT node_map_version ") {
-                    version = parse_u64(v).unwrap_or(0);
-                }
-            }
             ReplyEvent::Item(l) if l.starts_with(b"NODE ") => nodes.push(
                 parse_node_line(l)
                     .ok_or_else(|| io::Error::other("malformed NODE line from the index"))?,
@@ -754,9 +753,51 @@ pub async fn register<N: Net, S: Storage + 'static>(
             _ => {}
         }
     }
+    let mut read = versioned_map(&events);
+    for _ in 0..3 {
+        if let Ok(map) = read {
+            return Ok((params, map));
+        }
+        read = versioned_map(&index_call(shared, &VERSIONED_MAP, ReplyKind::Lines).await?);
+    }
+    let version = match read {
+        Ok(map) => return Ok((params, map)),
+        Err(version) => version,
+    };
     let map = NodeMap::from_lines(version, &nodes)
         .ok_or_else(|| io::Error::other("malformed node map from the index"))?;
     Ok((params, map))
+}
+
+/// `stats nodes` between two `stats`: the map and its exact version ([`versioned_map`]).
+const VERSIONED_MAP: [&str; 3] = ["stats", "stats nodes", "stats"];
+
+/// The map of the `stats nodes` between two `node_map_version`s in `events` when they agree; else the later version.
+fn versioned_map(events: &[ReplyEvent]) -> Result<NodeMap, u64> {
+    let mut versions = Vec::new();
+    let mut fields = Vec::new();
+    for e in events {
+        let ReplyEvent::Item(l) = e else { continue };
+        let Some(stat) = l.strip_prefix(b"STAT ") else {
+            continue;
+        };
+        let Ok(stat) = std::str::from_utf8(stat) else {
+            continue;
+        };
+        let Some((field, value)) = stat.split_once(' ') else {
+            continue;
+        };
+        if field == "node_map_version" {
+            versions.push(value.parse::<u64>().unwrap_or(0));
+        } else if versions.len() == 1 {
+            fields.push((field, value));
+        }
+    }
+    match versions[..] {
+        [a, b] if a == b => NodeMap::from_stats_nodes(a, fields).ok_or(b),
+        [.., b] => Err(b),
+        [] => Err(0),
+    }
 }
 
 fn apply_meta(params: &mut PartitionParams, line: &[u8]) -> io::Result<()> {
