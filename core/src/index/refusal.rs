@@ -70,6 +70,10 @@ pub enum Refusal {
         /// The active partition count, the only partition a new master can prepare.
         next: u32,
     },
+    /// A new partition while an active partition has no live master: the new master could not copy that
+    /// partition's share of keys, which the master would then drop when it comes back (data loss).
+    #[error("partition {0} has no live master to copy its keys from; bring it back or fail it over first")]
+    PartitionWithoutMaster(u32),
     /// A new master for a partition whose master is active.
     #[error("partition {partition} already has master {master}")]
     PartitionHasMaster {

@@ -551,6 +551,13 @@ fn proxy_to_master(
                 master,
             });
         }
+        // Every key moving to the new partition is copied from its current master, which drops it once the new
+        // partition is active: each active partition needs a live master now.
+        if let Some(q) = (0..count)
+            .find(|q| !matches!(master_of(&c.map, *q), Some(m) if m.state == State::Active))
+        {
+            return Err(Refusal::PartitionWithoutMaster(q));
+        }
         // The first partition has no data to copy: it is active at once.
         if count == 0 {
             State::Active
@@ -1366,6 +1373,22 @@ mod tests {
             panic!()
         };
         assert_eq!(lines(&up)[0], "m master active 0 3");
+    }
+
+    #[test]
+    fn no_new_partition_while_a_partition_has_no_live_master() {
+        // Found by swarm seed 1284: a new master prepared while partition 0's master was down copied nothing,
+        // reported ready, and the old master dropped the moved keys when it came back.
+        let c = cluster(&["m0 master down 0 1", "x proxy active - 0"]);
+        assert_eq!(
+            run_with(&c, "node role x 12121 master 1 1", false).err(),
+            Some(Refusal::PartitionWithoutMaster(0))
+        );
+        let c = cluster(&["m0 master active 0 1", "x proxy active - 0"]);
+        assert!(matches!(
+            run_with(&c, "node role x 12121 master 1 1", false),
+            Ok(Step::Changed { .. })
+        ));
     }
 
     #[test]

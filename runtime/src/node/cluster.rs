@@ -911,7 +911,25 @@ async fn reconstruct_once<N: Net, S: Storage + 'static>(
         sources = sources.len(),
         "reconstruction started"
     );
-    let mut ok = !sources.is_empty() || role == Role::Master;
+    // A new partition's master copies its share from every active partition's master: one without a live master
+    // (the index refuses to start that, but it may fail during the flow) leaves keys it cannot copy, and the old
+    // master would drop them once it is back. Give the role up instead.
+    let orphan = (role == Role::Master && preparing)
+        .then(|| {
+            view.partitions()
+                .active
+                .iter()
+                .position(|p| p.master.is_none())
+        })
+        .flatten();
+    if let Some(q) = orphan {
+        tracing::error!(
+            partition = q,
+            "partition has no master to copy from; giving the role up"
+        );
+    }
+    let mut ok = orphan.is_none() && (!sources.is_empty() || role == Role::Master);
+    let sources = if ok { sources } else { Vec::new() };
     for (source, p, n, bw) in sources {
         let pulled = match source_knows_me(shared, &source, role, partition).await {
             Ok(()) => {
