@@ -145,7 +145,10 @@ fn async_loss_within_reported_backlog() {
         s
     });
     let caught = reports.iter().filter(|r| !r.passed()).count();
-    assert!(caught >= 2, "only {caught} of 6 seeds showed lost async writes");
+    assert!(
+        caught >= 2,
+        "only {caught} of 6 seeds showed lost async writes"
+    );
     for r in &reports {
         for f in &r.failures {
             println!("seed {} (expected): [{}] {}", r.seed, f.checker, f.detail);
