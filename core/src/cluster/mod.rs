@@ -134,6 +134,24 @@ impl ClusterView {
         self.map.nodes.get(&self.self_key)
     }
 
+    /// The role and partition this node must copy (reconstruct) when `next` replaces this view, if any: it is in
+    /// `prepare` as a slave or master in `next`, and either was not in this view, or `next` does not directly follow
+    /// this view's version. In the versions a node did not see, the index may have marked it down and up again (a
+    /// cut between it and the index) while its source, which saw that, stopped replicating to it: the copy running
+    /// misses those writes and must start over.
+    pub fn starts_reconstruction(&self, next: &ClusterView) -> Option<(Role, u32)> {
+        let r = next.me()?;
+        let (Role::Slave | Role::Master, State::Prepare, Some(p)) = (r.role, r.state, r.partition)
+        else {
+            return None;
+        };
+        let contiguous = next.map.version == self.map.version.saturating_add(1);
+        let going_on = self.me().is_some_and(|b| {
+            b.role == r.role && b.state == State::Prepare && b.partition == Some(p)
+        });
+        (!(contiguous && going_on)).then_some((r.role, p))
+    }
+
     /// Role, state, partition and balance for `stats` (a standalone node is an active master of partition 0).
     pub fn my_role(&self) -> (Role, State, Option<u32>, u32) {
         match (self.standalone, self.me()) {
@@ -399,6 +417,42 @@ mod tests {
                 .map(|n| Bytes::copy_from_slice(n.as_bytes()))
                 .collect(),
         )
+    }
+
+    /// `cluster()` with s1 in `state` under map `version`.
+    fn s1_in(state: State, version: u64) -> ClusterView {
+        let mut v = cluster("s1");
+        let mut map = v.map().clone();
+        map.version = version;
+        map.nodes.get_mut("s1:1").unwrap().state = state;
+        v = v.with_map(map).unwrap();
+        v
+    }
+
+    #[test]
+    fn reconstruction_starts_on_prepare_and_restarts_after_a_missed_map() {
+        let building = Some((Role::Slave, 1));
+        // proxy/active -> slave/prepare, or down -> prepare: a copy starts.
+        assert_eq!(
+            s1_in(State::Down, 3).starts_reconstruction(&s1_in(State::Prepare, 4)),
+            building
+        );
+        // Still prepare in the next version: the copy running goes on.
+        assert_eq!(
+            s1_in(State::Prepare, 3).starts_reconstruction(&s1_in(State::Prepare, 4)),
+            None
+        );
+        // Still prepare, but versions 4..5 were never seen (the index may have marked it down and up): start over.
+        assert_eq!(
+            s1_in(State::Prepare, 3).starts_reconstruction(&s1_in(State::Prepare, 6)),
+            building
+        );
+        // Active, or not being built: nothing to copy.
+        assert_eq!(
+            s1_in(State::Prepare, 3).starts_reconstruction(&s1_in(State::Active, 9)),
+            None
+        );
+        assert_eq!(cluster("px").starts_reconstruction(&cluster("px")), None);
     }
 
     // `key0` is partition 0 and `foo` partition 1 of 2 with the simple hash (cluster.md §9.2).

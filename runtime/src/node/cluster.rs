@@ -483,23 +483,13 @@ pub fn apply_node_sync<N: Net, S: Storage + 'static>(
     };
     let before = old.me().map(|r| (r.role, r.state, r.partition));
     let after = view.me().map(|r| (r.role, r.state, r.partition));
-    // A node already being built for this role goes on, unless it missed a map: in the versions it did not see, the
-    // index may have marked it down and up again (a cut between it and the index), and its source, which saw that,
-    // stopped replicating to it meanwhile; the copy running is missing those writes and must start over.
-    let contiguous = version == old.map().version.saturating_add(1);
-    let rebuild = match after {
-        Some((role @ (Role::Slave | Role::Master), State::Prepare, Some(p))) => {
-            !(contiguous
-                && matches!(before, Some((r, State::Prepare, Some(q))) if r == role && q == p))
-        }
-        _ => false,
-    };
+    let rebuild = old.starts_reconstruction(&view);
     // The copy about to start supersedes any still running (its progress too: tools poll it as soon as they see
     // `prepare`). A node that is about to copy a partition starts empty: whatever it holds is stale (a slave that was
     // down, a deposed master). It is done before the new map is applied, so no replicated write can arrive first:
     // until then this node refuses replication from the master (WriteRoute::NotReplica) and the master retries.
-    let generation = rebuild.then(|| begin_reconstruction(cluster));
-    if rebuild {
+    let generation = rebuild.map(|_| begin_reconstruction(cluster));
+    if rebuild.is_some() {
         if let Err(e) = shared.store.flush_all() {
             tracing::error!(error = %e, "could not clear the store before reconstruction");
             cluster
@@ -516,7 +506,7 @@ pub fn apply_node_sync<N: Net, S: Storage + 'static>(
     retain_targets(cluster, &view);
     cluster.peers.retain(|k| view.node(k).is_some());
     tracing::info!(version, node = %cluster.settings.self_key(), "node map applied");
-    if let (Some(generation), Some((role, _, Some(p)))) = (generation, after) {
+    if let (Some(generation), Some((role, p))) = (generation, rebuild) {
         tokio::spawn(reconstruct(shared.clone(), role, p, generation));
     }
     // A new partition was activated: the keys that moved to it leave this node (cluster.md §6.3 [Improve]; Flare
@@ -853,26 +843,14 @@ pub async fn tell_index<N: Net, S: Storage + 'static>(
 /// master of a preparing partition dumps the keys moving to it from every active master. Reports `active` (slave) or
 /// `ready` (new master) to the index when done, or gives the role up (`proxy`) on failure.
 ///
-/// Runs again (from an empty store) when the index, having heard the report, still has this node in `prepare`: it had
-/// marked the node down meanwhile (a cut this node did not notice) and took the report for the node coming back, which
-/// for a slave means a rebuild (cluster.md §5.4). Stops without reporting when a newer reconstruction started.
+/// Stops without reporting when a newer reconstruction (`generation`) started: the node's map made it start over.
 async fn reconstruct<N: Net, S: Storage + 'static>(
     shared: Arc<Shared<N, S>>,
     role: Role,
     partition: u32,
-    mut generation: u64,
-) {
-    while let Some(next) = reconstruct_once(&shared, role, partition, generation).await {
-        generation = next;
-    }
-}
-
-async fn reconstruct_once<N: Net, S: Storage + 'static>(
-    shared: &Arc<Shared<N, S>>,
-    role: Role,
-    partition: u32,
     generation: u64,
-) -> Option<u64> {
+) {
+    let shared = &shared;
     let view = shared.cluster.view();
     let count = view.partition_count();
     let preparing = partition == count;
@@ -966,7 +944,7 @@ async fn reconstruct_once<N: Net, S: Storage + 'static>(
             .unwrap_or_else(|e| e.into_inner());
         if r.generation != generation {
             tracing::info!("reconstruction superseded by a newer one");
-            return None;
+            return;
         }
         r.running = false;
     }
@@ -980,12 +958,12 @@ async fn reconstruct_once<N: Net, S: Storage + 'static>(
     // this role (every report is idempotent on the index).
     loop {
         if !current_reconstruction(&shared.cluster, generation) {
-            return None;
+            return;
         }
         match tell_index(shared, report).await {
             Ok(()) => {
                 tracing::info!(report, node = %shared.cluster.settings.self_key(), "reconstruction finished");
-                return rebuild_asked(shared, role, partition, generation).await;
+                return;
             }
             Err(e) => {
                 tracing::error!(error = %e, report, "could not report the end of reconstruction; retrying")
@@ -1000,60 +978,9 @@ async fn reconstruct_once<N: Net, S: Storage + 'static>(
                 report,
                 "the node's role changed meanwhile; the report is dropped"
             );
-            return None;
+            return;
         }
     }
-}
-
-/// After a successful report: once this node holds the index's map of that moment, whether it still shows this node
-/// being built (the report was taken for the node coming back from `down`: the index wants it rebuilt). Returns the
-/// generation of the new reconstruction then, after emptying the store.
-async fn rebuild_asked<N: Net, S: Storage + 'static>(
-    shared: &Arc<Shared<N, S>>,
-    role: Role,
-    partition: u32,
-    generation: u64,
-) -> Option<u64> {
-    let version = index_map_version(shared).await?;
-    let deadline = Instant::now() + shared.cluster.settings.proxy_timeout * 10;
-    loop {
-        let view = shared.cluster.view();
-        if view.map().version >= version {
-            let building = view.me().is_some_and(|r| {
-                r.role == role && r.state == State::Prepare && r.partition == Some(partition)
-            });
-            if !building || !current_reconstruction(&shared.cluster, generation) {
-                return None;
-            }
-            tracing::warn!(
-                ?role,
-                partition,
-                "the index marked this node down while it was being built; rebuilding"
-            );
-            if let Err(e) = shared.store.flush_all() {
-                tracing::error!(error = %e, "could not clear the store before reconstruction");
-                return None;
-            }
-            return Some(begin_reconstruction(&shared.cluster));
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// The index's `node_map_version` now, if it answers.
-async fn index_map_version<N: Net, S: Storage + 'static>(shared: &Shared<N, S>) -> Option<u64> {
-    let events = index_call(shared, &["stats"], ReplyKind::Lines)
-        .await
-        .ok()?;
-    events.iter().find_map(|e| match e {
-        ReplyEvent::Item(l) => l
-            .strip_prefix(b"STAT node_map_version ")
-            .and_then(parse_u64),
-        _ => None,
-    })
 }
 
 async fn pull_dump<N: Net, S: Storage + 'static>(
