@@ -14,8 +14,9 @@ use flare_sim::{run, run_seeds, Scenario};
 const CI_SEEDS: std::ops::Range<u64> = 0..40;
 /// Seeds that found bugs after the named scenarios were written (post-mortems in the commit that fixed them):
 /// - 0: a slave's "active" report reached the index after it had marked the slave down; the index took it for the
-///   node coming back (a rebuild, prepare), and the slave, done, stayed in prepare for good (a node in prepare
-///   that saw itself down, or missed a map version, starts its copy over: `ClusterView::starts_reconstruction`);
+///   node coming back (a rebuild, prepare), and the slave, done, stayed in prepare for good (after a report the
+///   node checks the index's map of that moment and starts over if it is still being built: `rebuild_asked`;
+///   seeds 2628 and 2682 fail without it, even with `ClusterView::starts_reconstruction`);
 /// - 52: a dump pulled over a connection that lost packets hung the reconstruction forever (dump idle timeout);
 /// - 229: a slave pulled its dump from a master whose map still had it down, so nothing was replicated to it
 ///   (`source_knows_me` requires a state other than down);

@@ -843,14 +843,26 @@ pub async fn tell_index<N: Net, S: Storage + 'static>(
 /// master of a preparing partition dumps the keys moving to it from every active master. Reports `active` (slave) or
 /// `ready` (new master) to the index when done, or gives the role up (`proxy`) on failure.
 ///
-/// Stops without reporting when a newer reconstruction (`generation`) started: the node's map made it start over.
+/// Runs again (from an empty store) when the index, having heard the report, still has this node in `prepare`: it had
+/// marked the node down meanwhile (a cut this node did not notice) and took the report for the node coming back, which
+/// for a slave means a rebuild (cluster.md §5.4). Stops without reporting when a newer reconstruction started.
 async fn reconstruct<N: Net, S: Storage + 'static>(
     shared: Arc<Shared<N, S>>,
     role: Role,
     partition: u32,
-    generation: u64,
+    mut generation: u64,
 ) {
-    let shared = &shared;
+    while let Some(next) = reconstruct_once(&shared, role, partition, generation).await {
+        generation = next;
+    }
+}
+
+async fn reconstruct_once<N: Net, S: Storage + 'static>(
+    shared: &Arc<Shared<N, S>>,
+    role: Role,
+    partition: u32,
+    generation: u64,
+) -> Option<u64> {
     let view = shared.cluster.view();
     let count = view.partition_count();
     let preparing = partition == count;
@@ -944,7 +956,7 @@ async fn reconstruct<N: Net, S: Storage + 'static>(
             .unwrap_or_else(|e| e.into_inner());
         if r.generation != generation {
             tracing::info!("reconstruction superseded by a newer one");
-            return;
+            return None;
         }
         r.running = false;
     }
@@ -958,12 +970,12 @@ async fn reconstruct<N: Net, S: Storage + 'static>(
     // this role (every report is idempotent on the index).
     loop {
         if !current_reconstruction(&shared.cluster, generation) {
-            return;
+            return None;
         }
         match tell_index(shared, report).await {
             Ok(()) => {
                 tracing::info!(report, node = %shared.cluster.settings.self_key(), "reconstruction finished");
-                return;
+                return rebuild_asked(shared, role, partition, generation).await;
             }
             Err(e) => {
                 tracing::error!(error = %e, report, "could not report the end of reconstruction; retrying")
@@ -978,9 +990,60 @@ async fn reconstruct<N: Net, S: Storage + 'static>(
                 report,
                 "the node's role changed meanwhile; the report is dropped"
             );
-            return;
+            return None;
         }
     }
+}
+
+/// After a successful report: once this node holds the index's map of that moment, whether it still shows this node
+/// being built (the report was taken for the node coming back from `down`: the index wants it rebuilt). Returns the
+/// generation of the new reconstruction then, after emptying the store.
+async fn rebuild_asked<N: Net, S: Storage + 'static>(
+    shared: &Arc<Shared<N, S>>,
+    role: Role,
+    partition: u32,
+    generation: u64,
+) -> Option<u64> {
+    let version = index_map_version(shared).await?;
+    let deadline = Instant::now() + shared.cluster.settings.proxy_timeout * 10;
+    loop {
+        let view = shared.cluster.view();
+        if view.map().version >= version {
+            let building = view.me().is_some_and(|r| {
+                r.role == role && r.state == State::Prepare && r.partition == Some(partition)
+            });
+            if !building || !current_reconstruction(&shared.cluster, generation) {
+                return None;
+            }
+            tracing::warn!(
+                ?role,
+                partition,
+                "the index marked this node down while it was being built; rebuilding"
+            );
+            if let Err(e) = shared.store.flush_all() {
+                tracing::error!(error = %e, "could not clear the store before reconstruction");
+                return None;
+            }
+            return Some(begin_reconstruction(&shared.cluster));
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The index's `node_map_version` now, if it answers.
+async fn index_map_version<N: Net, S: Storage + 'static>(shared: &Shared<N, S>) -> Option<u64> {
+    let events = index_call(shared, &["stats"], ReplyKind::Lines)
+        .await
+        .ok()?;
+    events.iter().find_map(|e| match e {
+        ReplyEvent::Item(l) => l
+            .strip_prefix(b"STAT node_map_version ")
+            .and_then(parse_u64),
+        _ => None,
+    })
 }
 
 async fn pull_dump<N: Net, S: Storage + 'static>(
