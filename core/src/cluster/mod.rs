@@ -146,10 +146,14 @@ impl ClusterView {
             return None;
         };
         let contiguous = next.map.version == self.map.version.saturating_add(1);
-        let going_on = self.me().is_some_and(|b| {
-            b.role == r.role && b.state == State::Prepare && b.partition == Some(p)
-        });
-        (!(contiguous && going_on)).then_some((r.role, p))
+        (!(contiguous && self.building(r.role, p))).then_some((r.role, p))
+    }
+
+    /// Whether this map has this node in `prepare` as `role` of `partition` (being built for it).
+    pub fn building(&self, role: Role, partition: u32) -> bool {
+        self.me().is_some_and(|r| {
+            r.role == role && r.state == State::Prepare && r.partition == Some(partition)
+        })
     }
 
     /// Role, state, partition and balance for `stats` (a standalone node is an active master of partition 0).

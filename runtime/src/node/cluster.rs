@@ -982,9 +982,7 @@ async fn reconstruct_once<N: Net, S: Storage + 'static>(
             }
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let building = shared.cluster.view().me().is_some_and(|r| {
-            r.role == role && r.state == State::Prepare && r.partition == Some(partition)
-        });
+        let building = shared.cluster.view().building(role, partition);
         if !building {
             tracing::info!(
                 report,
@@ -1009,9 +1007,7 @@ async fn rebuild_asked<N: Net, S: Storage + 'static>(
     loop {
         let view = shared.cluster.view();
         if view.map().version >= version {
-            let building = view.me().is_some_and(|r| {
-                r.role == role && r.state == State::Prepare && r.partition == Some(partition)
-            });
+            let building = view.building(role, partition);
             if !building || !current_reconstruction(&shared.cluster, generation) {
                 return None;
             }
