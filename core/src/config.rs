@@ -24,8 +24,9 @@ use std::time::Duration;
 
 use crate::protocol::Limits;
 
-/// The default `version-string`: `flare-` and this project's version (decisions.md #1).
-pub const DEFAULT_VERSION_STRING: &str = concat!("flare-", env!("CARGO_PKG_VERSION"));
+/// The default `version-string`: this project's version alone, e.g. `2.0.0` (docs/compatibility.md, "version"):
+/// libmemcached reads digits right after `VERSION `, and Flare's Ruby tools read a one-part version as Flare's.
+pub const DEFAULT_VERSION_STRING: &str = env!("CARGO_PKG_VERSION");
 
 /// The largest value `max-item-size` accepts (protocol.md §2: 2^31−1).
 pub const MAX_ITEM_SIZE_LIMIT: i64 = i32::MAX as i64;
@@ -371,7 +372,7 @@ pub static OPTIONS: &[OptionSpec] = &[
     opt("server-port", Scope::Node, PORT, "12121", STATIC, "TCP port"),
     opt("server-socket", Scope::Both, Kind::Text, "", STATIC, "Unix socket path, in addition to TCP (optional)"),
     opt("back-log", Scope::Node, int(0, I32), "30", STATIC, "listen() backlog"),
-    opt("max-connection", Scope::Both, int(1, I32), "128", DYN, "max concurrent client connections"),
+    opt("max-connection", Scope::Both, int(1, I32), "1024", DYN, "max concurrent client connections (Flare: 128; memcached's 1024, see docs/compatibility.md)"),
     opt("net-read-timeout", Scope::Both, int(0, I32), "600", DYN,
         "seconds before an idle connection is closed (0 = never)"),
     opt("stack-size", Scope::Both, int(1, I32), "128", STATIC, "thread stack size (KiB)"),
@@ -1066,7 +1067,7 @@ impl Default for NodeConfig {
             server_port: 12121,
             server_socket: None,
             back_log: 30,
-            max_connection: 128,
+            max_connection: 1024,
             net_read_timeout: Duration::from_secs(600),
             stack_size: 128,
             thread_pool_size: 5,
@@ -1687,7 +1688,7 @@ impl Default for IndexConfig {
             data_dir: String::new(),
             daemonize: false,
             log_facility: LogFacility::Daemon,
-            max_connection: 128,
+            max_connection: 1024,
             monitor_threshold: 3,
             monitor_interval: Duration::from_secs(5),
             monitor_read_timeout: Duration::from_millis(1000),
@@ -2952,7 +2953,8 @@ thread-pool-size = 16
     }
 
     /// config.md's tables (§4, §5, §8), with our documented deviations: `log-facility` defaults to `daemon`
-    /// (§3 \[Improve\]) and `storage-type` to our engine (§5.3 "For us"); `version-string` per decisions.md #1.
+    /// (§3 \[Improve\]) and `storage-type` to our engine (§5.3 "For us"); `version-string` is the bare version (docs/compatibility.md);
+    /// `max-connection` is memcached's 1024, not Flare's 128 (docs/compatibility.md).
     #[test]
     fn defaults_match_config_md() {
         use Daemon::{Index, Node};
@@ -2960,7 +2962,7 @@ thread-pool-size = 16
             (Index, "data-dir", ""),
             (Index, "daemonize", "false"),
             (Index, "log-facility", "daemon"),
-            (Index, "max-connection", "128"),
+            (Index, "max-connection", "1024"),
             (Index, "monitor-threshold", "3"),
             (Index, "monitor-interval", "5"),
             (Index, "monitor-read-timeout", "1000"),
@@ -2983,7 +2985,7 @@ thread-pool-size = 16
             (Node, "server-port", "12121"),
             (Node, "server-socket", ""),
             (Node, "back-log", "30"),
-            (Node, "max-connection", "128"),
+            (Node, "max-connection", "1024"),
             (Node, "net-read-timeout", "600"),
             (Node, "stack-size", "128"),
             (Node, "thread-pool-size", "5"),
@@ -3024,7 +3026,7 @@ thread-pool-size = 16
             (Node, "mysql-replication-table", "flare"),
             (Node, "max-item-size", "67108864"),
             (Node, "max-key-length", "8191"),
-            (Node, "version-string", "flare-2.0.0"),
+            (Node, "version-string", "2.0.0"),
             (Node, "gat-flare-syntax", "false"),
             (Node, "gat-compat", "memcached"),
             (Node, "incr-flare-semantics", "false"),
@@ -3044,7 +3046,7 @@ thread-pool-size = 16
             (Node, "replication-failure-threshold", "0"),
             (Node, "metrics-port", "0"),
             (Node, "metrics-address", "127.0.0.1"),
-            (Index, "version-string", "flare-2.0.0"),
+            (Index, "version-string", "2.0.0"),
             (Index, "cluster-secret", ""),
             (Index, "internal-netmask", ""),
             (Index, "max-line-length", "65536"),
@@ -3216,7 +3218,7 @@ thread-pool-size = 16
             .iter()
             .any(|l| l.starts_with("mysql") || *l == "index_servers"));
         assert!(lines.contains(&"cluster_secret:         ***".to_owned()));
-        assert!(lines.contains(&"version_string:         flare-2.0.0".to_owned()));
+        assert!(lines.contains(&"version_string:         2.0.0".to_owned()));
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! - [`config`]: Flare-style `key = value` config files and the option schema of `flared` and `flarei`.
 //! - [`keys`]: key → partition, bit-exact with Flare's modular resolver and hash functions.
 //! - [`node_map`]: node records, roles, states and the partition tables derived from them.
+//! - [`node`]: a cluster node's decisions about requests: routing plans and reply merging.
 //! - [`index`]: the index server (`flarei`) as a state machine: registration, role/state changes, monitoring,
 //!   failover, node-map pushes and persistence; its command lines are parsed by [`protocol::admin`].
 #![warn(missing_docs)]
@@ -24,6 +25,7 @@ pub mod exec;
 pub mod index;
 pub mod item;
 pub mod keys;
+pub mod node;
 pub mod node_map;
 pub mod protocol;
 pub mod storage;

@@ -4,10 +4,11 @@
 //! The input (after a first byte that picks the chunk size) is fed to a [`Decoder`] in chunks. Invariants: decoding
 //! never panics, never consumes more than it was given, and returns the same requests however the input is split
 //! (checked against feeding it whole); keys are 1..=key_max bytes without space or control characters; values are
-//! within `item_size_max`; every data command re-encoded by `encode_request` parses back to the same command; every
+//! within `item_size_max`; every text request's forwarded form parses back to the command as forwarded; every
 //! reply encodes to CRLF-terminated lines.
 use bytes::BytesMut;
-use flare_core::protocol::text::{encode_request, Dialect};
+use flare_core::protocol::forward::{as_forwarded, forward};
+use flare_core::protocol::text::Dialect;
 use flare_core::protocol::{response, Command, Decoded, Decoder, Framing, Limits, Reply};
 use libfuzzer_sys::fuzz_target;
 
@@ -83,18 +84,21 @@ fuzz_target!(|data: &[u8]| {
         let (framing, reply) = match d {
             Decoded::Request(r) => {
                 check_command(&r.command);
-                let mut again = BytesMut::new();
                 let proxy = match &r.framing {
                     Framing::Text { proxy } => proxy.as_ref(),
                     Framing::Binary(_) => None,
                 };
-                // Only text requests round-trip through the text encoder: a binary request embedded in the stream
-                // (0x80 at a request start) carries fields text cannot say (an append's CAS, the opaque).
+                // Every request has a forwarded form; a text one parses back to the command as forwarded (noreply
+                // cleared, gat as gats). Binary requests carry fields text cannot say (an append's CAS): their
+                // forms are checked by core's property test of forwarding.
                 let text = matches!(r.framing, Framing::Text { .. });
-                if text && encode_request(proxy, &r.command, &mut again) {
+                let again = forward(proxy, &r.command, false).bytes;
+                if let (true, Some(want)) = (text, as_forwarded(&r.command, false)) {
                     let back = decode(&again, again.len(), dialect);
                     assert_eq!(back.len(), 1, "re-encoded {again:?}");
-                    assert_eq!(&back[0], d, "round trip of {again:?}");
+                    let Decoded::Request(got) = &back[0] else { panic!("re-encoded {again:?}: {back:?}") };
+                    assert_eq!(got.command, want, "round trip of {again:?}");
+                    assert_eq!(&got.framing, &r.framing, "round trip of {again:?}");
                 }
                 (&r.framing, Reply::Ok)
             }

@@ -497,11 +497,16 @@ async fn read_reply<T: tokio::io::AsyncRead + Unpin>(
 
 fn accept<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static>(
     ctx: &Arc<Ctx>,
-    stream: S,
+    mut stream: S,
     peer: SocketAddr,
 ) {
     if ctx.connections.load(Relaxed) >= ctx.max_connection.load(Relaxed) {
-        tracing::warn!(%peer, "max-connection reached, closing new connection");
+        tracing::warn!(%peer, "max-connection reached, refusing a new connection");
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            let refuse = flare_core::protocol::response::TOO_MANY_CONNECTIONS;
+            let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(refuse)).await;
+        });
         return;
     }
     ctx.connections.fetch_add(1, Relaxed);

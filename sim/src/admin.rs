@@ -425,6 +425,16 @@ impl Admin {
                 continue;
             }
             let client = self.nodes.get_mut(&name).ok_or("no such node")?;
+            // A connection that opens with `version`, as flare-tools' do: an operator's `flush_all` flushes this
+            // node only (a client's would flush the whole cluster).
+            client.reset();
+            match client
+                .call(b"version\r\n", ReplyKind::Line, CALL_TIMEOUT)
+                .await
+            {
+                Ok(Answer::Line(l)) if l.starts_with(b"VERSION") => {}
+                other => return Err(format!("version on {name}: {other:?}")),
+            }
             match client
                 .call(b"flush_all\r\n", ReplyKind::Line, CALL_TIMEOUT)
                 .await

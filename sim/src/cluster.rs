@@ -25,7 +25,7 @@ use crate::net::SimNet;
 use crate::scenario::{CrashModel, Scenario, INDEX, INDEX_PORT, NODE_PORT};
 
 /// The version string every simulated process reports.
-pub const VERSION_STRING: &str = "flare-2.0.0";
+pub const VERSION_STRING: &str = "2.0.0";
 
 /// The index configuration of a scenario.
 pub fn index_config(s: &Scenario) -> IndexConfig {

@@ -92,7 +92,7 @@ assert c.get("py:nr") == b"quiet"
 stats = c.stats()
 assert int(stats[b"curr_items"]) > 0
 assert int(stats[b"cmd_get"]) > 0
-assert c.version().startswith(b"flare-")
+assert c.version()[:1].isdigit(), c.version()  # libmemcached needs digits right after VERSION
 
 # flush_all empties the node
 assert c.flush_all(noreply=False) is True

@@ -63,7 +63,7 @@ fn garbage_bytes_get_errors_and_server_keeps_serving() {
     let _ = junk.stream().write_all(&bytes);
     drop(junk);
     still_serving(&node);
-    assert_eq!(c.call("version").split('-').next(), Some("VERSION flare"));
+    assert!(c.call("version").starts_with("VERSION "));
 }
 
 #[test]

@@ -209,3 +209,146 @@ fn pooled_connections_closed_by_the_peer_are_not_reused() {
         assert_eq!(c.get(&format!("k{round}")).as_deref(), Some(&b"v"[..]));
     }
 }
+
+/// A binary request (memcached's binary protocol): header, extras, key, value.
+fn binary_request(opcode: u8, key: &[u8], extras: &[u8], value: &[u8], cas: u64) -> Vec<u8> {
+    let mut p = vec![0x80, opcode];
+    p.extend_from_slice(&(key.len() as u16).to_be_bytes());
+    p.push(extras.len() as u8);
+    p.push(0);
+    p.extend_from_slice(&0u16.to_be_bytes());
+    let body = (extras.len() + key.len() + value.len()) as u32;
+    p.extend_from_slice(&body.to_be_bytes());
+    p.extend_from_slice(&0xabcd_u32.to_be_bytes());
+    p.extend_from_slice(&cas.to_be_bytes());
+    p.extend_from_slice(extras);
+    p.extend_from_slice(key);
+    p.extend_from_slice(value);
+    p
+}
+
+/// One binary reply: (status, cas, value).
+fn binary_reply(c: &mut Client) -> (u16, u64, Vec<u8>) {
+    let h = c.bytes(24);
+    assert_eq!(h[0], 0x81, "a binary reply: {h:?}");
+    let status = u16::from_be_bytes([h[6], h[7]]);
+    let body = u32::from_be_bytes([h[8], h[9], h[10], h[11]]) as usize;
+    assert_eq!(
+        &h[12..16],
+        &0xabcd_u32.to_be_bytes(),
+        "the opaque is echoed"
+    );
+    let cas = u64::from_be_bytes(h[16..24].try_into().unwrap());
+    let body = c.bytes(body);
+    let (extras, key) = (h[4] as usize, u16::from_be_bytes([h[2], h[3]]) as usize);
+    (status, cas, body[extras + key..].to_vec())
+}
+
+/// What binary clients (memjs, bmemcached, dalli, php-memcached, spymemcached) send for `incr`: an initial value
+/// and an exptime, which the text protocol cannot say. Through a proxy it used to be `SERVER_ERROR proxy failure`.
+#[test]
+fn binary_incr_with_an_initial_value_and_delete_with_a_cas_work_through_the_proxy() {
+    let c = Cluster::build(&[]);
+    let mut proxy = c.node(4).connect();
+    let incr = |delta: u64| {
+        let mut extras = delta.to_be_bytes().to_vec();
+        extras.extend_from_slice(&10u64.to_be_bytes());
+        extras.extend_from_slice(&0u32.to_be_bytes());
+        binary_request(0x05, b"foo", &extras, b"", 0)
+    };
+    // `foo` is in partition 1 (master node 2).
+    proxy.send(&incr(5));
+    let (status, cas1, value) = binary_reply(&mut proxy);
+    assert_eq!(
+        (status, &value[..]),
+        (0, &10u64.to_be_bytes()[..]),
+        "created with the initial value"
+    );
+    proxy.send(&incr(5));
+    let (status, cas2, value) = binary_reply(&mut proxy);
+    assert_eq!((status, &value[..]), (0, &15u64.to_be_bytes()[..]));
+    let on_master = c.node(2).connect().gets("foo").expect("foo on its master");
+    assert_eq!(on_master.2, b"15");
+    assert_eq!(cas2, on_master.1, "the reply carries the item's CAS");
+    assert_ne!(cas1, cas2);
+    // A binary set through the proxy answers with the new CAS too.
+    let mut extras = 0u32.to_be_bytes().to_vec();
+    extras.extend_from_slice(&0u32.to_be_bytes());
+    proxy.send(&binary_request(0x01, b"foo", &extras, b"20", 0));
+    let (status, cas3, _) = binary_reply(&mut proxy);
+    assert_eq!(status, 0);
+    assert_eq!(cas3, c.node(2).connect().gets("foo").unwrap().1);
+    // Delete with a stale CAS: exists (0x0002); with the right one: deleted.
+    proxy.send(&binary_request(0x04, b"foo", b"", b"", cas2));
+    assert_eq!(binary_reply(&mut proxy).0, 0x0002);
+    proxy.send(&binary_request(0x04, b"foo", b"", b"", cas3));
+    assert_eq!(binary_reply(&mut proxy).0, 0);
+    assert_eq!(c.node(2).connect().get("foo"), None);
+}
+
+fn items(n: &Flared) -> u64 {
+    n.connect().stat("curr_items").parse().unwrap()
+}
+
+/// A client's `flush_all` on any node flushes the whole cluster (every master, and through replication its slaves);
+/// an operator's session (opened with `version`, as Flare's tools do) and `flare-admin flush` flush one node.
+#[test]
+fn flush_all_from_a_client_flushes_the_cluster_and_an_operator_flushes_one_node() {
+    let c = Cluster::build(&[]);
+    let fill = |tag: &str| {
+        let mut p = c.node(4).connect();
+        for i in 0..100 {
+            assert_eq!(p.set(&format!("{tag}{i}"), 0, 0, b"v"), "STORED");
+        }
+        let ok = wait_until(Duration::from_secs(10), || {
+            items(c.node(0)) + items(c.node(2)) == 100
+                && items(c.node(1)) == items(c.node(0))
+                && items(c.node(3)) == items(c.node(2))
+        });
+        assert!(ok, "the writes reach every replica");
+    };
+    fill("a");
+    assert_eq!(c.node(4).connect().call("flush_all"), "OK");
+    let everywhere_empty = || (0..4).all(|i| items(c.node(i)) == 0);
+    assert!(
+        wait_until(Duration::from_secs(10), everywhere_empty),
+        "masters and slaves flushed: {:?}",
+        (0..4).map(|i| items(c.node(i))).collect::<Vec<_>>()
+    );
+    // With a delay, everywhere at its time; noreply answers nothing.
+    fill("b");
+    let mut p = c.node(4).connect();
+    p.send(b"flush_all 2 noreply\r\nversion\r\n");
+    assert!(
+        p.line().starts_with("VERSION "),
+        "noreply: no OK before VERSION"
+    );
+    assert!(items(c.node(0)) > 0, "not before its time");
+    assert!(wait_until(Duration::from_secs(10), everywhere_empty));
+    // An operator's session flushes the node it talks to, and a master's slave follows it.
+    fill("c");
+    let (m0, m1) = (items(c.node(0)), items(c.node(2)));
+    let mut operator = c.node(0).connect();
+    assert!(operator.call("version").starts_with("VERSION "));
+    assert_eq!(operator.call("flush_all"), "OK");
+    assert!(wait_until(Duration::from_secs(10), || items(c.node(0))
+        == 0
+        && items(c.node(1)) == 0));
+    assert_eq!(
+        items(c.node(2)),
+        m1,
+        "the other partition keeps its {m1} items (m0 had {m0})"
+    );
+    let out = Command::new(flare_tests::binary("flare-admin"))
+        .args(["flush", "--force", &c.node(2).addr()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(wait_until(Duration::from_secs(10), || items(c.node(2))
+        == 0
+        && items(c.node(3)) == 0));
+}

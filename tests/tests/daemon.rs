@@ -1,6 +1,6 @@
 //! Daemon behaviour: max-connection, net-read-timeout, pid file, config file, stats fields, kill, pipelining.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::process::Command;
 use std::time::Duration;
 
@@ -51,14 +51,41 @@ fn max_connection_closes_extra_connections() {
     extra
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
-    let _ = extra.write_all(b"version\r\n");
-    let mut buf = [0u8; 64];
-    let n = extra.read(&mut buf).unwrap_or(0);
-    assert_eq!(n, 0, "the 4th connection must be closed at once");
+    // memcached's answer at its limit, then the connection closes.
+    let mut got = Vec::new();
+    let _ = extra.read_to_end(&mut got);
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        "ERROR Too many open connections\r\n",
+        "the 4th connection is refused as memcached refuses it"
+    );
+    assert_eq!(held[0].stat("rejected_connections"), "1");
     drop(held);
     std::thread::sleep(Duration::from_millis(200));
     let mut c = node.connect();
-    assert!(c.call("version").starts_with("VERSION flare-"));
+    assert!(c.call("version").starts_with("VERSION 2."));
+}
+
+/// The default limit is memcached's 1024, not Flare's 128: an ordinary web farm's 200 connections all work.
+#[test]
+fn two_hundred_connections_are_served_by_default() {
+    let node = Flared::start(&[]);
+    let mut all: Vec<_> = (0..200).map(|_| node.connect()).collect();
+    for (i, c) in all.iter_mut().enumerate() {
+        assert_eq!(
+            c.set(&format!("c{i}"), 0, 0, b"x"),
+            "STORED",
+            "connection {i}"
+        );
+    }
+    assert_eq!(all[0].stat("rejected_connections"), "0");
+    let settings = all[0].stats("settings");
+    assert!(
+        settings
+            .iter()
+            .any(|(k, v)| k == "max_connection" && v == "1024"),
+        "{settings:?}"
+    );
 }
 
 #[test]

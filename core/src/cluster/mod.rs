@@ -326,6 +326,48 @@ impl ClusterView {
         out
     }
 
+    /// The nodes that receive a `flush_all` this node ran: the slaves of the partition it is master of (active or
+    /// preparing). Empty for a slave or a proxy.
+    pub fn flush_replicas(&self) -> Replicas {
+        let mut out = Replicas::default();
+        if self.standalone {
+            return out;
+        }
+        let part = match self.my_role() {
+            (Role::Master, _, Some(p), _) if self.is_master_of(p) => {
+                self.partitions.active.get(p as usize)
+            }
+            _ if self.is_preparing_master() => self.partitions.preparing.as_ref(),
+            _ => None,
+        };
+        for s in part.map(|p| &p.slaves[..]).unwrap_or_default() {
+            let active = self
+                .map
+                .nodes
+                .get(s)
+                .is_some_and(|r| r.state == State::Active);
+            out.slaves.push((s.clone(), active));
+        }
+        out
+    }
+
+    /// Whether `sender` (a node key) is the node that replicates to this one: the master of the partition (active
+    /// or preparing) this node is a slave of. A replicated `flush_all` from anyone else is refused, as a replicated
+    /// write is ([`WriteRoute::NotReplica`]).
+    pub fn replicates_to_me(&self, sender: &[u8]) -> bool {
+        let Some(me) = self.me() else { return false };
+        if me.role != Role::Slave {
+            return false;
+        }
+        let part = match me.partition {
+            Some(p) if self.is_member_of(self.partitions.active.get(p as usize)) => {
+                self.partitions.active.get(p as usize)
+            }
+            _ => self.partitions.preparing.as_ref(),
+        };
+        part.and_then(|p| p.master.as_deref()).map(str::as_bytes) == Some(sender)
+    }
+
     /// The node record of `key`.
     pub fn node(&self, key: &str) -> Option<&NodeRecord> {
         self.map.nodes.get(key)
@@ -366,14 +408,15 @@ fn weighted(readers: &[(String, u32)], pick: u32) -> Option<&str> {
     None
 }
 
+/// Views for tests: two partitions (m0 + s0; m1 + s1 in prepare) and a proxy px, every node on port 1.
 #[cfg(test)]
-mod tests {
+pub(crate) mod fixtures {
     use bytes::Bytes;
 
     use super::*;
     use crate::keys::PartitionParams;
 
-    fn rec(
+    pub(crate) fn rec(
         name: &str,
         role: Role,
         state: State,
@@ -391,7 +434,7 @@ mod tests {
         }
     }
 
-    fn view(me: &str, nodes: Vec<NodeRecord>) -> ClusterView {
+    pub(crate) fn view(me: &str, nodes: Vec<NodeRecord>) -> ClusterView {
         let map = NodeMap {
             version: 3,
             nodes: nodes.into_iter().map(|r| (r.key(), r)).collect(),
@@ -401,7 +444,7 @@ mod tests {
     }
 
     /// Two partitions: m0 (+ slave s0, balance 1) and m1 (+ slave s1 in prepare), and a proxy.
-    fn cluster(me: &str) -> ClusterView {
+    pub(crate) fn cluster(me: &str) -> ClusterView {
         view(
             me,
             vec![
@@ -414,7 +457,7 @@ mod tests {
         )
     }
 
-    fn path(nodes: &[&str]) -> ProxyPath {
+    pub(crate) fn path(nodes: &[&str]) -> ProxyPath {
         ProxyPath(
             nodes
                 .iter()
@@ -422,6 +465,12 @@ mod tests {
                 .collect(),
         )
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::*;
+    use super::*;
 
     /// `cluster()` with s1 in `state` under map `version`.
     fn s1_in(state: State, version: u64) -> ClusterView {

@@ -21,10 +21,10 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use crate::item::Entry;
-use crate::protocol::text::encode_request;
+use crate::protocol::forward::forward;
 use crate::protocol::{Command, ProxyPath, StoreMode, StoreRequest, WriteOptions};
 
 /// Pause before an entry answered with an error is sent again.
@@ -39,6 +39,15 @@ pub enum ChangeKind {
     Write,
     /// Only the exptime changed (touch, gat): a `touch` suffices while the item is still there.
     Touch,
+    /// `flush_all` at the absolute time given (0 = at once); the entry's key is empty.
+    Flush(u64),
+}
+
+impl ChangeKind {
+    /// Whether the message is built from the key's state (read from the store when it is sent).
+    pub fn reads_key(self) -> bool {
+        !matches!(self, ChangeKind::Flush(_))
+    }
 }
 
 /// One queued replication.
@@ -244,6 +253,13 @@ pub fn encode_replica(
     entry: Option<&Entry>,
     kind: ChangeKind,
 ) -> Option<Bytes> {
+    if let ChangeKind::Flush(at) = kind {
+        let command = Command::FlushAll {
+            delay: at as i64,
+            noreply: false,
+        };
+        return Some(forward(Some(path), &command, false).bytes);
+    }
     let command = match entry? {
         Entry::Item(item) if kind == ChangeKind::Touch => Command::Touch {
             key: key.clone(),
@@ -268,8 +284,7 @@ pub fn encode_replica(
             options: WriteOptions::default(),
         },
     };
-    let mut out = BytesMut::new();
-    encode_request(Some(path), &command, &mut out).then(|| out.freeze())
+    Some(forward(Some(path), &command, false).bytes)
 }
 
 #[cfg(test)]
@@ -402,5 +417,13 @@ mod tests {
             key("<m:1#9>delete k 0 8\r\n")
         );
         assert_eq!(encode_replica(&path, &k, None, ChangeKind::Write), None);
+        assert_eq!(
+            encode_replica(&path, &Bytes::new(), None, ChangeKind::Flush(0)).unwrap(),
+            key("<m:1#9>flush_all\r\n")
+        );
+        assert_eq!(
+            encode_replica(&path, &Bytes::new(), None, ChangeKind::Flush(1_800_000_000)).unwrap(),
+            key("<m:1#9>flush_all 1800000000\r\n")
+        );
     }
 }

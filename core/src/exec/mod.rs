@@ -42,15 +42,21 @@ pub enum Mutation {
         /// The new absolute exptime.
         exptime: u64,
     },
+    /// `flush_all`: every item goes, at once (`at` = `None`) or at the absolute time `at`.
+    Flush {
+        /// When, in Unix seconds; `None` = done already.
+        at: Option<u64>,
+    },
 }
 
 impl Mutation {
-    /// The key changed.
-    pub fn key(&self) -> &Bytes {
+    /// The key changed; `None` for a change of the whole store (`flush_all`).
+    pub fn key(&self) -> Option<&Bytes> {
         match self {
             Mutation::Put { key, .. }
             | Mutation::Delete { key, .. }
-            | Mutation::Touch { key, .. } => key,
+            | Mutation::Touch { key, .. } => Some(key),
+            Mutation::Flush { .. } => None,
         }
     }
 }
@@ -316,6 +322,9 @@ fn apply<S: Storage>(
         }
         Command::FlushAll { delay, noreply } => {
             store.schedule_flush(delay, now)?;
+            mutations.push(Mutation::Flush {
+                at: store::flush_deadline(delay, now),
+            });
             quiet(noreply, Reply::Ok)
         }
         Command::Verbosity { noreply } => quiet(noreply, Reply::Ok),

@@ -21,6 +21,7 @@ use bytes::{Buf, Bytes, BytesMut};
 
 pub mod admin;
 pub mod binary;
+pub mod forward;
 pub mod meta;
 pub mod reply;
 pub mod response;
@@ -473,6 +474,31 @@ impl ErrorReply {
             ErrorReply::InvalidDelta => "CLIENT_ERROR invalid numeric delta argument".into(),
             ErrorReply::Client(m) => format!("CLIENT_ERROR {m}").into(),
             ErrorReply::Server(m) => format!("SERVER_ERROR {m}").into(),
+        }
+    }
+
+    /// The error an error line stands for (the inverse of [`ErrorReply::line`]), with the fixed variants recognised:
+    /// a binary client's status code depends on them. `None` for a line that is not an error.
+    pub fn from_line(line: &[u8]) -> Option<ErrorReply> {
+        let fixed = [
+            ErrorReply::UnknownCommand,
+            ErrorReply::BadCommandLine,
+            ErrorReply::BadDataChunk,
+            ErrorReply::LineTooLong,
+            ErrorReply::KeyTooLong,
+            ErrorReply::TooLarge,
+            ErrorReply::NonNumeric,
+            ErrorReply::InvalidDelta,
+        ];
+        if let Some(e) = fixed.into_iter().find(|e| e.line().as_bytes() == line) {
+            return Some(e);
+        }
+        let text = String::from_utf8_lossy(line);
+        if let Some(m) = text.strip_prefix("SERVER_ERROR") {
+            Some(ErrorReply::Server(m.trim_start().to_string().into()))
+        } else {
+            text.strip_prefix("CLIENT_ERROR")
+                .map(|m| ErrorReply::Client(m.trim_start().to_string().into()))
         }
     }
 

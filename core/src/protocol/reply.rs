@@ -39,6 +39,19 @@ pub struct ValueBlock {
     pub value: Bytes,
 }
 
+/// A whole answer from a peer to one forwarded request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PeerReply {
+    /// A one-line answer (or the error line that ended a values/lines reply).
+    Line(Bytes),
+    /// `VALUE` blocks up to `END`.
+    Values(Vec<ValueBlock>),
+    /// Listing lines up to `END`.
+    Lines(Vec<Bytes>),
+    /// A meta answer: its status line and, for `VA`, the data block.
+    Meta(Bytes, Option<Bytes>),
+}
+
 /// One step of a reply.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ReplyEvent {
@@ -231,15 +244,11 @@ pub fn line_reply(line: &[u8]) -> Reply {
         b"TOUCHED" => Reply::Touched,
         b"OK" => Reply::Ok,
         b"END" => Reply::End,
-        b"ERROR" => Reply::Error(ErrorReply::UnknownCommand),
         _ => {
-            let text = String::from_utf8_lossy(line);
-            if let Some(m) = text.strip_prefix("SERVER_ERROR") {
-                Reply::Error(ErrorReply::Server(m.trim_start().to_string().into()))
-            } else if let Some(m) = text.strip_prefix("CLIENT_ERROR") {
-                Reply::Error(ErrorReply::Client(m.trim_start().to_string().into()))
-            } else if let Some(v) = text.strip_prefix("VERSION ") {
-                Reply::Version(v.to_string())
+            if let Some(e) = ErrorReply::from_line(line) {
+                Reply::Error(e)
+            } else if let Some(v) = line.strip_prefix(b"VERSION ") {
+                Reply::Version(String::from_utf8_lossy(v).into_owned())
             } else if let Some(n) = parse_u64(line) {
                 Reply::Number {
                     value: n,
@@ -390,7 +399,20 @@ mod tests {
         );
         assert_eq!(
             line_reply(b"CLIENT_ERROR bad data chunk"),
-            Reply::Error(ErrorReply::Client("bad data chunk".into()))
+            Reply::Error(ErrorReply::BadDataChunk),
+            "the fixed errors are recognised (a binary client's status depends on them)"
+        );
+        assert_eq!(
+            line_reply(b"CLIENT_ERROR cannot increment or decrement non-numeric value"),
+            Reply::Error(ErrorReply::NonNumeric)
+        );
+        assert_eq!(
+            line_reply(b"SERVER_ERROR object too large for cache"),
+            Reply::Error(ErrorReply::TooLarge)
+        );
+        assert_eq!(
+            line_reply(b"CLIENT_ERROR something else"),
+            Reply::Error(ErrorReply::Client("something else".into()))
         );
         assert_eq!(
             line_reply(b"ERROR"),

@@ -4,6 +4,9 @@ use bytes::{BufMut, BytesMut};
 
 use super::{Framing, Reply, ValueItem};
 
+/// What memcached sends a connection over its limit before closing it (and so does a node at `max-connection`).
+pub const TOO_MANY_CONNECTIONS: &[u8] = b"ERROR Too many open connections\r\n";
+
 /// Appends the bytes of `reply`, framed for `framing`, to `out`.
 pub fn encode(framing: &Framing, reply: &Reply, out: &mut BytesMut) {
     match framing {

@@ -112,6 +112,9 @@ pub enum Command {
     Activate(ChangeArgs),
     /// Rebuild nodes from their partition's other copies, one by one.
     Reconstruct(ReconstructArgs),
+    /// Remove every item from these nodes only (a master's slaves follow it); a client's flush_all flushes the
+    /// whole cluster instead.
+    Flush(FlushArgs),
     /// Remove down nodes from the cluster.
     Remove(RemoveArgs),
     /// Print the node map as Flare's flare.xml.
@@ -245,6 +248,16 @@ pub struct ChangeArgs {
     #[command(flatten)]
     pub index: IndexArgs,
     /// Nodes as host:port (balance: host:port:balance).
+    #[arg(required = true)]
+    pub nodes: Vec<String>,
+    #[command(flatten)]
+    pub change: ChangeOpts,
+}
+
+/// `flush`.
+#[derive(Debug, Args)]
+pub struct FlushArgs {
+    /// Nodes as host:port.
     #[arg(required = true)]
     pub nodes: Vec<String>,
     #[command(flatten)]

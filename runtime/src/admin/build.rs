@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use flare_core::node_map::{NodeRecord, Role, State};
 
-use super::args::{MasterArgs, ReconstructArgs, SlaveArgs};
+use super::args::{FlushArgs, MasterArgs, ReconstructArgs, SlaveArgs};
 use super::client::{Conn, Endpoint};
 use super::cluster::{parse_node_args, ArgForm, NodeArg, Nodes};
 use super::error::{AdminError, Result};
@@ -497,6 +497,24 @@ fn master_items(ctx: &Ctx, conn: &mut Option<(String, Conn)>, m: &NodeRecord) ->
     let stats = stats_of(ctx, &mut c, &Endpoint::new(m.name.clone(), m.port));
     *conn = c.map(|c| (m.key(), c));
     stats?.get("curr_items")?.parse().ok()
+}
+
+/// `flush host:port ...`: `flush_all` on each node alone. Every connection of this tool opens with `version`, which
+/// makes it an operator's session whose `flush_all` is local to the node (docs/compatibility.md).
+pub fn flush_nodes(ctx: &Ctx, a: FlushArgs) -> Result<Status> {
+    let args = parse_node_args(&a.nodes, ArgForm::Node)?;
+    let mut prompter = Prompter::new(a.change.force || a.change.dry_run);
+    for arg in &args {
+        let at = &arg.node;
+        let q = format!("removing every item of {at} (flush_all, this node only)");
+        if prompter.confirm(&q)? {
+            flush(ctx, at, a.change.dry_run)?;
+            if !a.change.dry_run {
+                println!("{at}: flushed");
+            }
+        }
+    }
+    Ok(Status::Ok)
 }
 
 /// `flush_all` on a node (flare-tools clears a node before it builds it; cluster.md §6.2 step 1).

@@ -131,6 +131,7 @@ fn run(cli: Cli) -> Result<Status> {
         Command::Down(a) => ops::down(&ctx, a),
         Command::Activate(a) => ops::activate(&ctx, a),
         Command::Reconstruct(a) => build::reconstruct(&ctx, a),
+        Command::Flush(a) => build::flush_nodes(&ctx, a),
         Command::Remove(a) => ops::remove(&ctx, a),
         Command::Index(a) => ops::index(&ctx, a),
         Command::Threads(a) => ops::threads(&ctx, a),

@@ -208,13 +208,17 @@ pub fn replicate<N: Net, S: Storage + 'static>(
     let mut waits = Vec::new();
     let mut failed = None;
     for m in mutations {
-        let replicas = view.replicas(m.key());
+        let (replicas, key) = match m.key() {
+            Some(k) => (view.replicas(k), k.clone()),
+            None => (view.flush_replicas(), Bytes::new()),
+        };
         if replicas.is_empty() {
             continue;
         }
         let seq = cluster.seq.fetch_add(1, Relaxed) + 1;
         let kind = match m {
             Mutation::Touch { .. } => ChangeKind::Touch,
+            Mutation::Flush { at } => ChangeKind::Flush(at.unwrap_or(0)),
             _ => ChangeKind::Write,
         };
         let now = Instant::now().into_std();
@@ -229,7 +233,7 @@ pub fn replicate<N: Net, S: Storage + 'static>(
             let queued = t.sender.lock().unwrap_or_else(|e| e.into_inner()).enqueue(
                 now,
                 seq,
-                m.key().clone(),
+                key.clone(),
                 kind,
             );
             t.wake.notify_one();
@@ -365,11 +369,14 @@ async fn stream_to<N: Net, S: Storage + 'static>(
                 progress = Instant::now();
             }
             while let Some(q) = sender.poll_send(now) {
-                let entry = shared
-                    .store
-                    .storage()
-                    .get(&q.key)
-                    .map_err(io::Error::other)?;
+                let entry = match q.kind.reads_key() {
+                    true => shared
+                        .store
+                        .storage()
+                        .get(&q.key)
+                        .map_err(io::Error::other)?,
+                    false => None,
+                };
                 let path = ProxyPath(vec![Bytes::from(format!("{self_key}#{}", q.seq))]);
                 match encode_replica(&path, &q.key, entry.as_ref(), q.kind) {
                     Some(msg) => wbuf.extend_from_slice(&msg),

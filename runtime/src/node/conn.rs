@@ -22,17 +22,23 @@ use crate::net::Net;
 /// Replies are flushed once this much is buffered, even in the middle of a pipeline.
 const WRITE_FLUSH_BYTES: usize = 1 << 20;
 
-/// Takes a new connection: closes it at once when `max-connection` is reached (as Flare does, protocol.md §1),
-/// otherwise serves it on its own task.
+/// Takes a new connection: when `max-connection` is reached, answers memcached's
+/// `ERROR Too many open connections` and closes it (Flare closes it silently), otherwise serves it on its own task.
 pub(super) fn accept<N: Net, S: Storage + 'static>(
     shared: &Arc<Shared<N, S>>,
-    stream: N::Stream,
+    mut stream: N::Stream,
     peer: SocketAddr,
 ) {
     let max = shared.dynamic.max_connection.load(Relaxed);
     if shared.registry.len() >= max {
-        tracing::warn!(%peer, max, "max-connection reached, closing new connection");
-        drop(stream);
+        tracing::warn!(%peer, max, "max-connection reached, refusing a new connection");
+        shared.counters.rejected_connections.fetch_add(1, Relaxed);
+        tokio::spawn(async move {
+            let refuse = flare_core::protocol::response::TOO_MANY_CONNECTIONS;
+            let _ =
+                tokio::time::timeout(std::time::Duration::from_secs(1), stream.write_all(refuse))
+                    .await;
+        });
         return;
     }
     shared.counters.total_connections.fetch_add(1, Relaxed);
@@ -66,6 +72,8 @@ struct Conn<'a, T> {
     result: usize,
     /// A request of the current batch wrote to storage (group commit waits before replying).
     wrote: bool,
+    /// What routing remembers of this connection (an operator's session).
+    session: flare_core::node::plan::Session,
     info: &'a ConnInfo,
 }
 
@@ -84,6 +92,7 @@ async fn serve<N: Net, S: Storage + 'static, T: AsyncRead + AsyncWrite + Unpin>(
         ops: OpTally::default(),
         result: 0,
         wrote: false,
+        session: Default::default(),
         info,
     };
     loop {
@@ -189,6 +198,7 @@ async fn run_request<N: Net, S: Storage + 'static, T: AsyncWrite + Unpin>(
         }
     };
     c.info.set_op(command.op_name());
+    c.session.observe(&command);
     if is_internal(&framing, &command) && !shared.dynamic.internal_allowed(c.info.peer.ip()) {
         tracing::warn!(peer = %c.info.peer, op = command.op_name(), "internal command refused (internal-netmask)");
         c.reply(
@@ -204,8 +214,9 @@ async fn run_request<N: Net, S: Storage + 'static, T: AsyncWrite + Unpin>(
         return Ok(Next::Continue);
     }
     let errors_before = c.tally.storage_errors;
-    if !shared.cluster.view().is_standalone() && route::is_routed(&command) {
-        let ran = route::run(shared, &framing, command, &mut c.tally).await;
+    if !shared.cluster.view().is_standalone() && flare_core::node::plan::is_routed(&command) {
+        let operator = c.session.operator();
+        let ran = route::run(shared, &framing, operator, command, &mut c.tally).await;
         if c.tally.storage_errors > errors_before {
             shared.set_unhealthy();
         }
@@ -457,6 +468,10 @@ fn general_stats<N: Net, S: Storage>(shared: &Shared<N, S>) -> Vec<(String, Stri
     put("reconstruction_items", rec.items.to_string());
     put("reconstruction_total", rec.total.to_string());
     put("meta_cmds", c.meta_cmds.load(Relaxed).to_string());
+    put(
+        "rejected_connections",
+        c.rejected_connections.load(Relaxed).to_string(),
+    );
     put("storage_errors", c.storage_errors.load(Relaxed).to_string());
     put("healthy", u8::from(shared.healthy()).to_string());
     s

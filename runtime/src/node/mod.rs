@@ -45,7 +45,7 @@ pub struct NodeSettings {
     pub limits: Limits,
     /// Text-dialect switches (Flare's gat, Flare's incr).
     pub dialect: Dialect,
-    /// The text after `VERSION ` (decisions.md #1), e.g. `flare-2.0.0`.
+    /// The text after `VERSION ` (`version-string`), e.g. `2.0.0`.
     pub version_string: String,
     /// Background expiry sweep interval; zero = off.
     pub expiry_sweep_interval: Duration,

@@ -16,25 +16,13 @@ use std::io;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use flare_core::protocol::reply::{ReplyEvent, ReplyKind, ReplyReader, ValueBlock};
+use bytes::BytesMut;
+pub use flare_core::protocol::reply::PeerReply;
+use flare_core::protocol::reply::{ReplyEvent, ReplyKind, ReplyReader};
 use flare_core::protocol::Limits;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::net::Net;
-
-/// A whole answer from a peer.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum PeerReply {
-    /// A one-line answer (or the error line that ended a values/lines reply).
-    Line(Bytes),
-    /// `VALUE` blocks up to `END`.
-    Values(Vec<ValueBlock>),
-    /// Listing lines up to `END`.
-    Lines(Vec<Bytes>),
-    /// A meta answer: its status line and, for `VA`, the data block.
-    Meta(Bytes, Option<Bytes>),
-}
 
 /// Why a forwarded request got no answer.
 #[derive(Debug, thiserror::Error)]

@@ -29,6 +29,8 @@ macro_rules! counters {
             pub total_connections: AtomicU64,
             /// Connections open now.
             pub curr_connections: AtomicU64,
+            /// Connections refused at `max-connection` (memcached's `rejected_connections`).
+            pub rejected_connections: AtomicU64,
             /// Records sent by `dump` and `dump_key`.
             pub dump_items: AtomicU64,
             /// Dumps being streamed now.
