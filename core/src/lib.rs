@@ -17,7 +17,6 @@
 //!   failover, node-map pushes and persistence; its command lines are parsed by [`protocol::admin`].
 #![warn(missing_docs)]
 
-pub mod cluster;
 pub mod config;
 pub mod conformance;
 pub mod dump;

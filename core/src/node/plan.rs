@@ -26,7 +26,7 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 
-use crate::cluster::{ClusterView, ReadRoute, WriteRoute};
+use super::view::{ClusterView, ReadRoute, WriteRoute};
 use crate::exec::Tally;
 use crate::protocol::forward::{self, Form, Forward};
 use crate::protocol::meta::{MetaCommand, MetaFlag, MetaKind};
@@ -737,7 +737,7 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::cluster::fixtures::{cluster, path, rec, view};
+    use crate::node::view::fixtures::{cluster, path, rec, view};
     use crate::node_map::{Role, State};
     use crate::protocol::meta::MetaParsed;
     use crate::protocol::reply::ValueBlock;

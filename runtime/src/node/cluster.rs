@@ -1,7 +1,7 @@
 //! The cluster side of a node's driver: the node map it holds (swapped whole on each `node sync`), registration with
 //! the index server, replication to slaves, and reconstruction (pulling a partition's data with `dump`).
 //! Every decision (who is master, where a key goes, what a replicated message says) is made by
-//! `flare_core::cluster`; this module only moves bytes and runs tasks.
+//! `flare_core::node`; this module only moves bytes and runs tasks.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -10,13 +10,13 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use flare_core::cluster::replication::{
-    encode_replica, Answer, ChangeKind, ReplicationSender, SenderStats,
-};
-use flare_core::cluster::ClusterView;
 use flare_core::exec::Mutation;
 use flare_core::item::Item;
 use flare_core::keys::{HashAlgorithm, PartitionParams, Resolver};
+use flare_core::node::replication::{
+    encode_replica, Answer, ChangeKind, ReplicationSender, SenderStats,
+};
+use flare_core::node::view::ClusterView;
 use flare_core::node_map::{NodeMap, Role, State};
 use flare_core::protocol::reply::{ReplyEvent, ReplyKind, ReplyReader};
 use flare_core::protocol::text::{parse_node_line, parse_u64};

@@ -149,7 +149,7 @@ fn encode<N: Net, S: Storage>(shared: &Shared<N, S>, enc: &mut DescriptorEncoder
         }
         repl.sort_by(|a, b| a.0.cmp(&b.0));
     }
-    let rows = |f: &dyn Fn(&flare_core::cluster::replication::SenderStats) -> u64| {
+    let rows = |f: &dyn Fn(&flare_core::node::replication::SenderStats) -> u64| {
         repl.iter()
             .map(|(t, s)| ([("slave", t.clone())], f(s)))
             .collect::<Vec<_>>()

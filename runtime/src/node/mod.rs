@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
-use flare_core::cluster::ClusterView;
+use flare_core::node::view::ClusterView;
 use flare_core::protocol::text::Dialect;
 use flare_core::protocol::Limits;
 use flare_core::storage::Storage;

@@ -18,8 +18,6 @@ use crate::keys::Resolver;
 use crate::node_map::{MapError, NodeMap, NodeRecord, Partition, Partitions, Role, State};
 use crate::protocol::ProxyPath;
 
-pub mod replication;
-
 /// Where a read goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ReadRoute {
