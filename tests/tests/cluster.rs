@@ -315,6 +315,15 @@ fn flush_all_from_a_client_flushes_the_cluster_and_an_operator_flushes_one_node(
         "masters and slaves flushed: {:?}",
         (0..4).map(|i| items(c.node(i))).collect::<Vec<_>>()
     );
+    // The slaves acknowledged the replicated flush (not retried until dropped as a failure).
+    for m in [0, 2] {
+        assert!(wait_until(Duration::from_secs(5), || c
+            .node(m)
+            .connect()
+            .stat("replication_queue")
+            == "0"));
+        assert_eq!(c.node(m).connect().stat("replication_failures"), "0");
+    }
     // With a delay, everywhere at its time; noreply answers nothing.
     fill("b");
     let mut p = c.node(4).connect();

@@ -237,12 +237,13 @@ impl ReplicationSender {
     }
 }
 
-/// Answers that mean the target holds the state sent: stored, or refused as not newer than what it has.
+/// Answers that mean the target holds the state sent: stored, or refused as not newer than what it has; `OK` for a
+/// replicated `flush_all`; `VERSION ...` for the no-op sent in place of a record that vanished.
 fn answer_ok(line: &[u8]) -> bool {
     matches!(
         line,
-        b"STORED" | b"NOT_STORED" | b"DELETED" | b"NOT_FOUND" | b"TOUCHED" | b"EXISTS"
-    )
+        b"STORED" | b"NOT_STORED" | b"DELETED" | b"NOT_FOUND" | b"TOUCHED" | b"EXISTS" | b"OK"
+    ) || line.starts_with(b"VERSION ")
 }
 
 /// The replication message for `key` whose state is now `entry` (protocol.md §9.1), prefixed with `path` (this
@@ -386,6 +387,18 @@ mod tests {
         assert_eq!(s.stats(t).failures, 1);
         t += RETRY_DELAY;
         assert_eq!(s.poll_send(t).map(|q| q.seq), Some(2));
+    }
+
+    #[test]
+    fn a_flush_and_the_no_op_are_acknowledged_by_their_answers() {
+        let (mut s, now) = sender();
+        s.enqueue(now, 1, Bytes::new(), ChangeKind::Flush(0))
+            .unwrap();
+        s.enqueue(now, 2, key("gone"), ChangeKind::Write).unwrap();
+        s.poll_send(now);
+        s.poll_send(now);
+        assert_eq!(s.handle_reply(now, b"OK"), Answer::Acked(1));
+        assert_eq!(s.handle_reply(now, b"VERSION 2.0.0"), Answer::Acked(2));
     }
 
     #[test]

@@ -420,8 +420,7 @@ async fn stream_to<N: Net, S: Storage + 'static>(
                 progress = Instant::now();
                 while let Some(event) = reader.next(&mut rbuf, ReplyKind::Line).map_err(io::Error::other)? {
                     let ReplyEvent::Line(line) = event else { continue };
-                    // `version` (sent for a record that vanished) is answered with a VERSION line.
-                    let line: &[u8] = if line.starts_with(b"VERSION") { b"STORED" } else { &line };
+                    let line: &[u8] = &line;
                     let now = Instant::now().into_std();
                     let answer = t.sender.lock().unwrap_or_else(|e| e.into_inner()).handle_reply(now, line);
                     match answer {
