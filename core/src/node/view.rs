@@ -366,6 +366,31 @@ impl ClusterView {
         part.and_then(|p| p.master.as_deref()).map(str::as_bytes) == Some(sender)
     }
 
+    /// Every node this node replicates to under this map: the slaves of the partitions it is master of (active or
+    /// preparing), and the master of a preparing partition (keys moving to it are replicated there).
+    pub fn replication_targets(&self) -> std::collections::BTreeSet<String> {
+        let mut wanted = std::collections::BTreeSet::new();
+        let parts = &self.partitions;
+        for part in parts.active.iter().chain(parts.preparing.iter()) {
+            if part.master.as_deref() == Some(self.self_key.as_str()) {
+                wanted.extend(part.slaves.iter().cloned());
+            }
+        }
+        if let Some(prep) = parts.preparing.as_ref().and_then(|p| p.master.clone()) {
+            if prep != self.self_key {
+                wanted.insert(prep);
+            }
+        }
+        wanted
+    }
+
+    /// Whether `key`, held by this node as a member of partition `p`, no longer belongs here (a new partition was
+    /// activated and the key moved to it): the moved-key cleanup removes it. False once this node is no longer a
+    /// member of `p` (the cleanup then stops).
+    pub fn moved_away(&self, key: &[u8], p: u32) -> bool {
+        self.my_role().2 == Some(p) && self.partition_of(key) != Some(p)
+    }
+
     /// The node record of `key`.
     pub fn node(&self, key: &str) -> Option<&NodeRecord> {
         self.map.nodes.get(key)

@@ -1,0 +1,297 @@
+//! The node's session with the index server, and the lease it holds through it.
+//!
+//! After registering, a node keeps one connection open to the index (`node session <name> <port>`) and renews its
+//! lease on it once a second (`node lease <name> <port> <version>`, the node-map version it holds). The index
+//! answers a killed process's closed session at once (it probes the node right away), and the lease is what makes
+//! a master safe to fail over when the index cannot tell a dead master from one cut off from it.
+//!
+//! **The lease.** A renewal sent at `t` (this node's clock) and answered `OK` gives the lease until `t + lease`.
+//! While a node is master of a partition it acknowledges a client's write only when its lease is valid at that
+//! moment (see [`super::Node::may_acknowledge`]). The lease ends:
+//! - at once when the session closes (this node stops acknowledging as soon as it sees the close, so an index that
+//!   sees the close may fail it over at once: a killed process, a node that closed its session);
+//! - at `t + lease` when renewals stop being answered (a cut between this node and the index; the index then
+//!   waits at least as long, allowing for clock rate drift, before it promotes another node: see
+//!   `crate::index`'s lease gate);
+//! - when the index refuses renewals (it has taken the master role away in a map this node has not received).
+//!
+//! Assumptions, written down: clock rates differ by at most `LEASE_DRIFT` (1%) between nodes and the index; a
+//! close of the session (FIN or RST) seen by the index comes from this node's host (no middlebox resets). An index
+//! that does not know `node lease` (answers `ERROR`) grants no leases; the node then acknowledges as Flare's nodes
+//! do, without one (logged once).
+
+use std::time::{Duration, Instant};
+
+/// How often the lease is renewed.
+pub const RENEW_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The clock rate drift the lease allows for, between any node and the index (1%).
+pub const LEASE_DRIFT: f64 = 0.01;
+
+/// How long the index waits after the last renewal it granted before a master's lease has certainly ended:
+/// `lease` stretched by the worst clock rate ratio, plus a margin for the time between a node's check and its reply
+/// reaching the wire.
+pub fn index_grace(lease: Duration) -> Duration {
+    lease.mul_f64((1.0 + LEASE_DRIFT) / (1.0 - LEASE_DRIFT)) + Duration::from_millis(100)
+}
+
+/// Where the session stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// No session; the next attempt is at `retry_at`.
+    Closed {
+        /// When to try again.
+        retry_at: Instant,
+    },
+    /// `node session` was sent; waiting for the answer.
+    Opening,
+    /// Open; a renewal is in flight since `renew_sent`, or the next one is due at `next_renew`.
+    Open {
+        /// When the renewal in flight was sent.
+        renew_sent: Option<Instant>,
+        /// When the next renewal is due.
+        next_renew: Instant,
+    },
+}
+
+/// What the index answered to a renewal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Renewal {
+    /// `OK`: the lease runs until the renewal's send time + lease.
+    Granted,
+    /// An error line: no lease now (demoted in a map this node has not received, or not a node the index knows).
+    Refused,
+    /// `ERROR`: the index does not know `node lease` (a Flare index).
+    Unsupported,
+}
+
+/// The session and the lease.
+#[derive(Clone, Debug)]
+pub struct Session {
+    /// How long a granted renewal lasts; zero: leases are off (Flare's behaviour).
+    lease: Duration,
+    phase: Phase,
+    lease_until: Option<Instant>,
+    /// The index grants no leases (a Flare index): acknowledge without one.
+    unsupported: bool,
+}
+
+/// How long to wait before reopening a closed session.
+pub const REOPEN_DELAY: Duration = Duration::from_millis(100);
+
+impl Session {
+    /// A closed session whose first attempt is due at `now`.
+    pub fn new(lease: Duration, now: Instant) -> Self {
+        Session {
+            lease,
+            phase: Phase::Closed { retry_at: now },
+            lease_until: None,
+            unsupported: false,
+        }
+    }
+
+    /// The phase.
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// Whether a write may be acknowledged at `now` by a master on this lease.
+    pub fn valid(&self, now: Instant) -> bool {
+        self.lease.is_zero() || self.unsupported || self.lease_until.is_some_and(|t| now < t)
+    }
+
+    /// When the lease ends (`None`: not held, or leases are off).
+    pub fn lease_until(&self) -> Option<Instant> {
+        if self.lease.is_zero() || self.unsupported {
+            return None;
+        }
+        self.lease_until
+    }
+
+    /// Leases are in force (configured, and granted by the index).
+    pub fn enforced(&self) -> bool {
+        !self.lease.is_zero() && !self.unsupported
+    }
+
+    /// The session is due to open at `now`: it becomes `Opening`. False when it is not closed or not due.
+    pub fn open(&mut self, now: Instant) -> bool {
+        match self.phase {
+            Phase::Closed { retry_at } if retry_at <= now => {
+                self.phase = Phase::Opening;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The answer to `node session`: open (a renewal is due at once), or closed again.
+    pub fn handle_opened(&mut self, now: Instant, ok: bool) {
+        if self.phase != Phase::Opening {
+            return;
+        }
+        self.phase = match ok {
+            true => Phase::Open {
+                renew_sent: None,
+                next_renew: now,
+            },
+            false => Phase::Closed {
+                retry_at: now + REOPEN_DELAY,
+            },
+        };
+    }
+
+    /// A renewal is due at `now`: it is sent now. False when none is due.
+    pub fn renew(&mut self, now: Instant) -> bool {
+        match self.phase {
+            Phase::Open {
+                renew_sent: None,
+                next_renew,
+            } if next_renew <= now => {
+                self.phase = Phase::Open {
+                    renew_sent: Some(now),
+                    next_renew,
+                };
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The answer to the renewal in flight.
+    pub fn handle_renewal(&mut self, renewal: Renewal) {
+        let Phase::Open {
+            renew_sent: Some(sent),
+            ..
+        } = self.phase
+        else {
+            return;
+        };
+        match renewal {
+            Renewal::Granted => self.lease_until = Some(sent + self.lease),
+            Renewal::Refused => self.lease_until = None,
+            Renewal::Unsupported => self.unsupported = true,
+        }
+        self.phase = Phase::Open {
+            renew_sent: None,
+            next_renew: sent + RENEW_INTERVAL,
+        };
+    }
+
+    /// A renewal unanswered for this long means the session is stuck (a cut that drops packets): it is closed
+    /// and opened again, and the lease runs out on its own.
+    pub fn renew_timeout(&self) -> Duration {
+        self.lease.max(RENEW_INTERVAL * 3)
+    }
+
+    /// The session is stuck at `now`: a renewal has waited longer than [`Session::renew_timeout`].
+    pub fn stuck(&self, now: Instant) -> bool {
+        matches!(self.phase, Phase::Open { renew_sent: Some(sent), .. } if now >= sent + self.renew_timeout())
+    }
+
+    /// The session closed (or failed to open): the lease ends at once.
+    pub fn handle_closed(&mut self, now: Instant) {
+        self.lease_until = None;
+        self.phase = Phase::Closed {
+            retry_at: now + REOPEN_DELAY,
+        };
+    }
+
+    /// The next time something is due: reopening, renewing, the renewal timeout, or the end of the lease (the
+    /// driver's published lease changes then).
+    pub fn next_timeout(&self) -> Option<Instant> {
+        let phase = match self.phase {
+            Phase::Closed { retry_at } => Some(retry_at),
+            Phase::Opening => None,
+            Phase::Open {
+                renew_sent: Some(sent),
+                ..
+            } => Some(sent + self.renew_timeout()),
+            Phase::Open {
+                renew_sent: None,
+                next_renew,
+            } => Some(next_renew),
+        };
+        [phase, self.lease_until()].into_iter().flatten().min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LEASE: Duration = Duration::from_secs(3);
+
+    fn open(now: Instant) -> Session {
+        let mut s = Session::new(LEASE, now);
+        assert!(s.open(now));
+        s.handle_opened(now, true);
+        s
+    }
+
+    #[test]
+    fn a_granted_renewal_lasts_from_its_send_time() {
+        let t0 = Instant::now();
+        let mut s = open(t0);
+        assert!(!s.valid(t0), "no lease before the first renewal");
+        assert!(s.renew(t0));
+        assert!(!s.renew(t0), "one renewal in flight");
+        // The answer comes late: the lease still counts from the send time.
+        s.handle_renewal(Renewal::Granted);
+        assert!(s.valid(t0 + LEASE - Duration::from_millis(1)));
+        assert!(!s.valid(t0 + LEASE));
+        assert!(s.renew(t0 + RENEW_INTERVAL), "renewed every second");
+    }
+
+    #[test]
+    fn a_closed_session_ends_the_lease_at_once() {
+        let t0 = Instant::now();
+        let mut s = open(t0);
+        s.renew(t0);
+        s.handle_renewal(Renewal::Granted);
+        let t1 = t0 + Duration::from_millis(200);
+        s.handle_closed(t1);
+        assert!(!s.valid(t1));
+        assert_eq!(s.next_timeout(), Some(t1 + REOPEN_DELAY));
+    }
+
+    #[test]
+    fn a_refused_renewal_ends_the_lease_and_unanswered_ones_run_out() {
+        let t0 = Instant::now();
+        let mut s = open(t0);
+        s.renew(t0);
+        s.handle_renewal(Renewal::Granted);
+        let t1 = t0 + RENEW_INTERVAL;
+        s.renew(t1);
+        s.handle_renewal(Renewal::Refused);
+        assert!(!s.valid(t1), "refused: demoted in a map not received yet");
+        let t2 = t1 + RENEW_INTERVAL;
+        s.renew(t2);
+        s.handle_renewal(Renewal::Granted);
+        assert!(s.valid(t2));
+        // A cut: the next renewal is never answered; the lease runs out, then the session is stuck.
+        let t3 = t2 + RENEW_INTERVAL;
+        s.renew(t3);
+        assert!(s.valid(t2 + LEASE - Duration::from_millis(1)));
+        assert!(!s.valid(t2 + LEASE));
+        assert!(!s.stuck(t3 + LEASE - Duration::from_millis(1)));
+        assert!(s.stuck(t3 + LEASE));
+    }
+
+    #[test]
+    fn without_leases_writes_are_always_acknowledged() {
+        let t0 = Instant::now();
+        assert!(Session::new(Duration::ZERO, t0).valid(t0));
+        let mut s = open(t0);
+        s.renew(t0);
+        s.handle_renewal(Renewal::Unsupported);
+        assert!(s.valid(t0 + Duration::from_secs(100)), "a Flare index grants none");
+    }
+
+    #[test]
+    fn the_index_waits_longer_than_any_lease() {
+        let g = index_grace(LEASE);
+        let stretched = LEASE.as_secs_f64() * (1.0 + LEASE_DRIFT) / (1.0 - LEASE_DRIFT);
+        assert!(g.as_secs_f64() > stretched);
+        assert!(g < LEASE * 2);
+    }
+}
