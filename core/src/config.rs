@@ -392,6 +392,8 @@ pub static OPTIONS: &[OptionSpec] = &[
     opt("key-hash-algorithm", Scope::Index, Kind::Choice(KeyHashAlgorithm::NAMES), "simple", STATIC,
         "key hash algorithm: simple, crc32, jenkins"),
     opt("index-db", Scope::Index, Kind::Text, "", STATIC, "coordinator URI: file://<dir> (default: file://<data-dir>)"),
+    opt("master-lease", Scope::Both, int(0, I32), "3000", STATIC,
+        "milliseconds a master may acknowledge writes without renewing its lease (ours; 0 = off, as Flare)"),
     // Node: index servers (§5.1).
     opt("index-servers", Scope::Node, Kind::HostPorts, "", DYN, "index servers: host:port[,host:port...]"),
     opt("index-server-name", Scope::Node, Kind::Text, "", DYN,
@@ -1047,6 +1049,9 @@ pub struct NodeConfig {
     pub storage_write_buffer: u32,
     /// `proxy-timeout` (milliseconds in the file).
     pub proxy_timeout: Duration,
+    /// `master-lease` (milliseconds in the file; ours): how long a master acknowledges writes after its last renewed
+    /// lease; zero turns leases off.
+    pub master_lease: Duration,
     /// `replication-backlog`: max queued replication writes per slave.
     pub replication_backlog: u32,
     /// `replication-failure-threshold`; zero = off.
@@ -1120,6 +1125,7 @@ impl Default for NodeConfig {
             storage_item_cache: 256,
             storage_write_buffer: 32,
             proxy_timeout: Duration::from_millis(1000),
+            master_lease: Duration::from_millis(3000),
             replication_backlog: 100_000,
             replication_failure_threshold: 0,
             metrics_port: 0,
@@ -1290,6 +1296,7 @@ impl NodeConfig {
             ),
             ("stack-size", self.stack_size.to_string()),
             ("thread-pool-size", self.thread_pool_size.to_string()),
+            ("master-lease", millis(self.master_lease)),
             ("index-servers", servers),
             ("proxy-concurrency", self.proxy_concurrency.to_string()),
             ("replication-type", self.replication_type.to_string()),
@@ -1520,6 +1527,7 @@ impl Target for NodeConfig {
             "storage-item-cache" => self.storage_item_cache = v.int()?,
             "storage-write-buffer" => self.storage_write_buffer = v.int()?,
             "proxy-timeout" => self.proxy_timeout = v.millis()?,
+            "master-lease" => self.master_lease = v.millis()?,
             "replication-backlog" => self.replication_backlog = v.int()?,
             "replication-failure-threshold" => self.replication_failure_threshold = v.int()?,
             "metrics-port" => self.metrics_port = v.int()?,
@@ -1642,6 +1650,8 @@ pub struct IndexConfig {
     pub monitor_interval: Duration,
     /// `monitor-read-timeout` (milliseconds in the file).
     pub monitor_read_timeout: Duration,
+    /// `master-lease` (milliseconds in the file; ours): failover of a master cut off from the index waits this long.
+    pub master_lease: Duration,
     /// `net-read-timeout` (seconds in the file; config.md §4 \[Improve\]); zero = never.
     pub net_read_timeout: Duration,
     /// `partition-size`.
@@ -1692,6 +1702,7 @@ impl Default for IndexConfig {
             monitor_threshold: 3,
             monitor_interval: Duration::from_secs(5),
             monitor_read_timeout: Duration::from_millis(1000),
+            master_lease: Duration::from_millis(3000),
             net_read_timeout: Duration::from_secs(600),
             partition_size: 1024,
             partition_type: PartitionType::Modular,
@@ -1841,6 +1852,7 @@ impl IndexConfig {
             ),
             ("key-hash-algorithm", self.key_hash_algorithm.to_string()),
             ("index-db", self.index_db.clone()),
+            ("master-lease", millis(self.master_lease)),
             ("max-line-length", self.max_line_length.to_string()),
             ("version-string", self.version_string.clone()),
             (
@@ -1873,6 +1885,7 @@ impl Target for IndexConfig {
             "monitor-threshold" => self.monitor_threshold = v.int()?,
             "monitor-interval" => self.monitor_interval = Duration::from_secs(v.int()?),
             "monitor-read-timeout" => self.monitor_read_timeout = v.millis()?,
+            "master-lease" => self.master_lease = v.millis()?,
             "partition-size" => self.partition_size = v.int()?,
             "partition-type" => self.partition_type = v.choice(PartitionType::from_name)?,
             "partition-modular-hint" => self.partition_modular_hint = v.int()?,
@@ -3042,6 +3055,8 @@ thread-pool-size = 16
             (Node, "storage-write-buffer", "32"),
             (Node, "max-line-length", "65536"),
             (Node, "proxy-timeout", "1000"),
+            (Node, "master-lease", "3000"),
+            (Index, "master-lease", "3000"),
             (Node, "replication-backlog", "100000"),
             (Node, "replication-failure-threshold", "0"),
             (Node, "metrics-port", "0"),
@@ -3212,7 +3227,7 @@ thread-pool-size = 16
         assert_eq!(lines[34], "cluster_replication:    0");
         assert_eq!(lines[38], "cluster_replication_mode: duplicate");
         let extras: Vec<_> = labels[NODE_SHOW.len()..].to_vec();
-        assert_eq!(extras[..2], ["log_facility", "storage_fp"]);
+        assert_eq!(extras[..3], ["log_facility", "master_lease", "storage_fp"]);
         assert!(extras.contains(&"max_item_size"));
         assert!(!extras
             .iter()

@@ -149,7 +149,12 @@ enum Input {
     },
     Open(oneshot::Sender<ConnId>),
     Closed(ConnId),
-    SessionLost(String),
+    /// A node's session connection ended; `by_peer`: the node closed or reset it.
+    SessionLost {
+        node: String,
+        conn: ConnId,
+        by_peer: bool,
+    },
     Reconfigure(IndexParams),
 }
 
@@ -290,7 +295,7 @@ impl<N: Net, P: SnapshotStore> IndexServer<N, P> {
                         Input::Push { node, version, ok } => index.handle_push_result(now, &node, version, ok),
                         Input::Open(reply) => { let _ = reply.send(index.open_connection()); }
                         Input::Closed(conn) => index.close_connection(conn),
-                        Input::SessionLost(node) => index.handle_session_lost(now, &node),
+                        Input::SessionLost { node, conn, by_peer } => index.handle_session_lost(now, &node, conn, by_peer),
                         Input::Reconfigure(params) => match index.reconfigure(now, params) {
                             Ok(()) => tracing::info!("index settings reloaded"),
                             Err(e) => tracing::error!(error = %e, "reload refused, keeping the old settings"),
@@ -565,11 +570,17 @@ async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     let mut wbuf = BytesMut::new();
     // The node whose session this connection is (it registered, or said `node session`, on it).
     let mut session: Option<String> = None;
+    // Whether the node ended the connection (end of file, reset, `quit`), not this server (read timeout, `kill`):
+    // only then does the lease granted on it end at once (core::index::lease).
+    let mut by_peer = false;
     let result = async {
         loop {
             while let Some(parsed) = parser.parse(&mut rbuf) {
                 let (reply, close) = match parsed {
-                    AdminParsed::Close => return Ok(()),
+                    AdminParsed::Close => {
+                        by_peer = true;
+                        return Ok(());
+                    }
                     AdminParsed::Error { error, close } => (Reply::Error(error), close),
                     AdminParsed::Command(AdminCommand::Index(command))
                         if command.changes_map() && !ctx.internal_allowed(peer.ip()) =>
@@ -628,16 +639,29 @@ async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
             tokio::select! {
                 _ = kill.changed() => return Ok(()),
                 read = tokio::time::timeout(timeout, stream.read_buf(&mut rbuf)) => match read {
-                    Err(_) | Ok(Ok(0)) => return Ok(()),
+                    Err(_) => return Ok(()),
+                    Ok(Ok(0)) => {
+                        by_peer = true;
+                        return Ok(());
+                    }
                     Ok(Ok(_)) => {}
-                    Ok(Err(e)) => return Err(e),
+                    Ok(Err(e)) => {
+                        by_peer = true;
+                        return Err(e);
+                    }
                 },
             }
         }
     }
     .await;
+    // A failed write is a reset by the node too.
+    by_peer |= matches!(&result, Err(e) if e.kind() != io::ErrorKind::Other);
     if let Some(node) = session {
-        let _ = ctx.inputs.send(Input::SessionLost(node));
+        let _ = ctx.inputs.send(Input::SessionLost {
+            node,
+            conn,
+            by_peer,
+        });
     }
     result
 }

@@ -40,6 +40,7 @@ pub fn index_config(s: &Scenario) -> IndexConfig {
         },
         max_connection: 1024,
         version_string: VERSION_STRING.into(),
+        master_lease: s.master_lease,
         ..IndexConfig::default()
     }
 }
@@ -81,26 +82,6 @@ pub fn node_settings(c: &NodeConfig) -> NodeSettings {
         settings: c.settings(),
         sync_default: false,
         internal_netmask: c.internal_netmask.clone(),
-    }
-}
-
-/// `flared`'s `ClusterSettings` for a configuration, with the read-replica RNG seeded from the scenario.
-pub fn cluster_settings(c: &NodeConfig, seed: u64) -> ClusterSettings {
-    ClusterSettings {
-        server_name: c.server_name.clone(),
-        server_port: c.server_port,
-        index_servers: c
-            .index_servers
-            .iter()
-            .map(|s| (s.name.clone(), s.port))
-            .collect(),
-        proxy_concurrency: c.proxy_concurrency as usize,
-        proxy_timeout: c.proxy_timeout,
-        replication_backlog: c.replication_backlog as usize,
-        reconstruction_interval_us: c.reconstruction_interval.as_micros() as u64,
-        reconstruction_bwlimit: u64::from(c.reconstruction_bwlimit),
-        seed,
-        cluster_secret: c.cluster_secret.expose().to_string(),
     }
 }
 
@@ -167,7 +148,10 @@ pub fn add_node(
     env: SharedEnv,
     storage: Arc<MemoryStorage>,
 ) {
-    let c = node_config(name);
+    let c = NodeConfig {
+        master_lease: s.master_lease,
+        ..node_config(name)
+    };
     let settings = node_settings(&c);
     let store_cfg = store_config(&c);
     let index = name.trim_start_matches('n').parse::<u64>().unwrap_or(0);
@@ -196,7 +180,7 @@ pub fn add_node(
                     SimNet,
                     store,
                     settings.clone(),
-                    cluster_settings(&c, seed.wrapping_add(boot)),
+                    ClusterSettings::from_config(&c, seed.wrapping_add(boot)),
                     c.max_connection as usize,
                     c.net_read_timeout,
                 )

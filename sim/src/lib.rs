@@ -46,6 +46,7 @@
 //! `<temp dir>/flare-sim-traces/`. `cargo test -p flare-sim` runs a bounded set of seeds; `scripts/sim-sweep N
 //! [START]` (or `cargo run -p flare-sim --release -- --seeds N --start S`) sweeps many. Every bug a seed finds
 //! becomes a named regression scenario in `tests/regressions.rs`.
+pub mod acks;
 pub mod admin;
 pub mod check;
 pub mod client;

@@ -109,6 +109,7 @@ fn align_task_ids() {
 /// Runs one scenario.
 pub fn run(s: &Scenario) -> Report {
     let _one_at_a_time = SIM_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let _acks = crate::acks::collect();
     align_task_ids();
     install_panic_hook();
     PANICS.with(|p| p.borrow_mut().clear());
@@ -163,6 +164,7 @@ pub fn run(s: &Scenario) -> Report {
         })
         .collect();
     failures.extend(check_run(s, &e));
+    failures.extend(crate::acks::one_acknowledging_master(&crate::acks::take()));
     let passed = failures.is_empty();
     Report {
         summary: s.summary(),

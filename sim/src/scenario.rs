@@ -137,6 +137,8 @@ pub struct Scenario {
     /// crashed master had towards its successor (`check::async_loss_bounded`). Only for plans with a single master
     /// crash and no other fault that could lose writes.
     pub check_async_loss: bool,
+    /// `master-lease` of the index and the nodes (zero turns leases off: Flare's behaviour).
+    pub master_lease: Duration,
     /// The backlog the async-loss checker allows is the one reported; off (no loss allowed) only in the negative
     /// test that shows the checker counts real losses.
     pub allow_reported_backlog: bool,
@@ -216,6 +218,7 @@ impl Scenario {
             grow_partition: false,
             grow_at: Duration::ZERO,
             check_async_loss: false,
+            master_lease: Duration::from_millis(3000),
             allow_reported_backlog: true,
             sim_limit: Duration::from_secs(240),
         };

@@ -130,3 +130,21 @@ fn master_down_while_partition_activated() {
         assert_eq!(master(&r.final_map, 2), "n4", "seed {}", r.seed);
     }
 }
+
+/// The real-time checker can fail: with leases off (Flare's behaviour), the master cut off from the index alone goes
+/// on acknowledging writes after its promoted slave has begun to, and `one acknowledging master` reports it.
+#[test]
+fn split_brain_without_leases_is_seen() {
+    let mut s =
+        flare_sim::named::scenario("deposed_master_keeps_writing", 0).expect("known scenario");
+    s.master_lease = std::time::Duration::ZERO;
+    let r = flare_sim::run::run(&s);
+    assert!(
+        r.failures
+            .iter()
+            .any(|f| f.checker == "one acknowledging master"),
+        "seed {}: {:?}",
+        r.seed,
+        r.failures
+    );
+}

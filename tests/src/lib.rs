@@ -77,7 +77,22 @@ impl Flared {
         let index = format!("--index-servers=127.0.0.1:{index_port}");
         let mut all = vec![index.as_str()];
         all.extend_from_slice(args);
-        Self::start_binary("flared", free_port(), &all)
+        let node = Self::start_binary("flared", free_port(), &all);
+        // Its port opens before it has registered (the index may call it back while it registers).
+        let role = format!("127.0.0.1:{}:role", node.port);
+        let index = format!("127.0.0.1:{index_port}");
+        let secret = args
+            .iter()
+            .find_map(|a| a.strip_prefix("--cluster-secret="));
+        let registered = wait_until(Duration::from_secs(20), || {
+            let mut c = Client::connect(&index);
+            if let Some(s) = secret {
+                c.call(&format!("auth {s}"));
+            }
+            c.stats_nodes().contains_key(&role)
+        });
+        assert!(registered, "the node did not register\n{}", node.log());
+        node
     }
 
     /// Starts `binary` on `port` with extra arguments and waits until it accepts connections.

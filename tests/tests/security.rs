@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use flare_tests::{wait_until, Flared};
+use flare_tests::{free_port, wait_until, Flared};
 
 #[test]
 fn cluster_secret_admits_nodes_that_know_it_and_admins_after_auth() {
@@ -40,7 +40,9 @@ fn cluster_secret_admits_nodes_that_know_it_and_admins_after_auth() {
         index.connect().stats_nodes().get(&format!("{key}:state")) == Some(&"active".to_string())
     }));
 
-    let mut stranger = Flared::node_of(index.port, &[]);
+    // Not `node_of`, which waits for the registration.
+    let stranger_index = format!("--index-servers=127.0.0.1:{}", index.port);
+    let mut stranger = Flared::start_binary("flared", free_port(), &[&stranger_index]);
     assert!(
         wait_until(Duration::from_secs(15), || !stranger.is_running()),
         "a node without the secret is refused and stops"

@@ -32,6 +32,7 @@ use crate::protocol::admin::IndexCommand;
 use crate::protocol::{ErrorReply, NodeLine, Reply};
 
 mod commands;
+pub mod lease;
 mod monitor;
 pub mod persist;
 mod push;
@@ -65,7 +66,13 @@ pub struct IndexParams {
     pub secret: Secret,
     /// Most nodes in the map: a node's `node sync` parser refuses more `NODE` lines than its `nodes_max`.
     pub nodes_max: usize,
+    /// `master-lease` (ours): the longest lease a master may count on; failover of a master cut off from the index
+    /// waits until its lease has certainly ended ([`lease`]). Zero turns leases off (Flare's behaviour).
+    pub master_lease: Duration,
 }
+
+/// `master-lease`'s default: three renewals' worth (a renewal goes out every second).
+pub const DEFAULT_MASTER_LEASE: Duration = Duration::from_secs(3);
 
 impl Default for IndexParams {
     /// Flare's defaults: interval 5 s, threshold 3, read timeout 1 s, default partitioning, no secret.
@@ -78,6 +85,7 @@ impl Default for IndexParams {
             auto_activate: false,
             secret: Secret::default(),
             nodes_max: crate::protocol::Limits::default().nodes_max,
+            master_lease: DEFAULT_MASTER_LEASE,
         }
     }
 }
@@ -98,6 +106,7 @@ impl IndexParams {
             },
             auto_activate: c.auto_activate,
             secret: c.cluster_secret.clone(),
+            master_lease: c.master_lease,
             ..IndexParams::default()
         }
     }
@@ -257,6 +266,10 @@ pub struct Index {
     conns: BTreeMap<ConnId, Conn>,
     /// Next id for a monitor or a connection (one id space: `stats threads`, `kill`).
     next_thread_id: u64,
+    /// Masters' leases and nodes' prepare epochs.
+    leases: lease::Leases,
+    /// Masters found down whose lease may still run: marked down when it has certainly ended.
+    deferred_down: BTreeMap<String, Instant>,
 }
 
 impl Index {
@@ -280,7 +293,10 @@ impl Index {
             }
             None => Cluster::default(),
         };
+        let leases = lease::Leases::new(params.master_lease, now, restored.is_some());
         let mut index = Index {
+            leases,
+            deferred_down: BTreeMap::new(),
             params,
             resolver,
             cluster,
@@ -337,8 +353,12 @@ impl Index {
                 role,
                 balance,
                 partition,
+                epoch,
             } => {
                 let key = node.key();
+                if let Some(refused) = self.stale(&key, epoch) {
+                    return refused;
+                }
                 let step = transitions::set_role(
                     &self.cluster,
                     &key,
@@ -349,8 +369,11 @@ impl Index {
                 );
                 ok(step.and_then(|s| self.commit(now, s, PushPlan::default())))
             }
-            IndexCommand::NodeState { node, state } => {
+            IndexCommand::NodeState { node, state, epoch } => {
                 let key = node.key();
+                if let Some(refused) = self.stale(&key, epoch) {
+                    return refused;
+                }
                 let positions = self.positions_for(&key);
                 let step = transitions::set_state(
                     &self.cluster,
@@ -378,6 +401,11 @@ impl Index {
                     false => CommandOutcome::refused(Refusal::NoSuchNode(node.key())),
                 }
             }
+            IndexCommand::NodeLease {
+                node,
+                version,
+                lease_ms,
+            } => self.renew_lease(now, conn, &node.key(), version, lease_ms),
             IndexCommand::Stats(group) => CommandOutcome::answer(self.stats(group)),
             IndexCommand::Kill(id) => self.kill(conn, id),
             IndexCommand::Verbosity { noreply } => {
@@ -388,6 +416,55 @@ impl Index {
                 close: true,
             },
         }
+    }
+
+    /// `SERVER_ERROR stale ...` for a node's report of a copy made for an older prepare than its current one.
+    fn stale(&self, key: &str, epoch: Option<u64>) -> Option<CommandOutcome> {
+        let current = self.leases.stale_report(key, epoch?)?;
+        tracing::warn!(
+            node = key,
+            epoch,
+            current,
+            "report for an older prepare refused"
+        );
+        Some(CommandOutcome::answer(Reply::Error(ErrorReply::Server(
+            format!(
+                "stale report: prepare of node map version {} was replaced by {current}",
+                epoch?
+            )
+            .into(),
+        ))))
+    }
+
+    /// `node lease`: grants a renewal (see [`lease`]), or refuses it.
+    fn renew_lease(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        key: &str,
+        version: u64,
+        lease_ms: Option<u64>,
+    ) -> CommandOutcome {
+        if !self.leases.enabled() {
+            return CommandOutcome::answer(Reply::Error(ErrorReply::UnknownCommand));
+        }
+        if !self.authenticated(conn) {
+            return CommandOutcome::answer(Reply::Error(ErrorReply::Client(
+                "authentication required".into(),
+            )));
+        }
+        if !self.cluster.map.nodes.contains_key(key) {
+            return CommandOutcome::refused(Refusal::NoSuchNode(key.to_owned()));
+        }
+        match self.leases.renew(now, key, conn, version, lease_ms) {
+            Ok(()) => CommandOutcome::answer(Reply::Ok),
+            Err(why) => CommandOutcome::answer(Reply::Error(ErrorReply::Server(why.into()))),
+        }
+    }
+
+    /// When `node`'s lease has certainly ended (see [`lease`]).
+    pub fn lease_ends_at(&self, node: &str) -> Instant {
+        self.leases.ends_at(node)
     }
 
     /// The result of the [`Action::Probe`] of `node`.
@@ -445,7 +522,11 @@ impl Index {
     /// The session connection of `node` (the one it registered on, kept open by our nodes) closed. A process that
     /// was killed loses its sockets at once, so this is probed right away and at a short interval until it answers
     /// or is marked down (\[Improve\]: Flare notices only by pinging, ~15 s with its defaults).
-    pub fn handle_session_lost(&mut self, now: Instant, node: &str) {
+    ///
+    /// `conn` is the connection and `by_peer` says whether the node closed (or reset) it: then the lease granted on
+    /// it ends now. A close the driver made itself (its read timeout, `kill`) ends no lease.
+    pub fn handle_session_lost(&mut self, now: Instant, node: &str, conn: ConnId, by_peer: bool) {
+        self.leases.session_closed(now, node, conn, by_peer);
         if let Some(m) = self.monitors.get_mut(node) {
             if !m.shutting_down && !m.really_down(self.params.monitor_threshold) {
                 m.suspect(now);
@@ -456,6 +537,22 @@ impl Index {
 
     /// Time passed: starts the probes (or deferred pushes) that are due.
     pub fn handle_timeout(&mut self, now: Instant) {
+        let due: Vec<String> = self
+            .deferred_down
+            .iter()
+            .filter(|(_, t)| **t <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in due {
+            self.deferred_down.remove(&key);
+            let still_down = self
+                .monitors
+                .get(&key)
+                .is_some_and(|m| m.really_down(self.params.monitor_threshold));
+            if still_down {
+                self.raise(now, &key, Verdict::Down);
+            }
+        }
         let due: Vec<String> = self
             .monitors
             .iter()
@@ -472,7 +569,8 @@ impl Index {
 
     /// The earliest probe deadline.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.monitors.values().filter_map(Monitor::next_probe).min()
+        let probes = self.monitors.values().filter_map(Monitor::next_probe);
+        probes.chain(self.deferred_down.values().copied()).min()
     }
 
     /// The next action to perform, in order.
@@ -567,6 +665,7 @@ impl Index {
         transitions::validate_map(&cluster.map, cluster.next_thread_type)
             .map_err(Refusal::Inconsistent)?;
         let version = self.cluster.map.version.saturating_add(1);
+        self.leases.follow(&self.cluster.map, &cluster.map, version);
         self.cluster = cluster;
         self.cluster.map.version = version;
         self.actions.push_back(Action::Persist(self.snapshot()));
@@ -622,9 +721,28 @@ impl Index {
     fn raise(&mut self, now: Instant, key: &str, verdict: Verdict) {
         let step = match verdict {
             Verdict::Quiet => return,
+            Verdict::Down if self.leased_master(now, key) => {
+                let until = self.leases.ends_at(key);
+                tracing::warn!(
+                    node = key,
+                    wait_ms = until.saturating_duration_since(now).as_millis() as u64,
+                    "master unreachable: failover waits until its lease has certainly ended"
+                );
+                self.deferred_down.insert(key.to_owned(), until);
+                return;
+            }
             Verdict::Down => {
+                self.deferred_down.remove(key);
                 tracing::warn!(node = key, "node down: monitor threshold reached");
                 transitions::mark_down(&self.cluster, key, &self.positions_for(key))
+            }
+            Verdict::Up if self.deferred_down.remove(key).is_some() => {
+                tracing::info!(node = key, "master answers again: failover called off");
+                // While it looked down it was left out of the pushes: it gets the maps it missed now.
+                if let Some(m) = self.monitors.get_mut(key) {
+                    m.queue_push(now, false);
+                }
+                return;
             }
             Verdict::Up => {
                 tracing::info!(node = key, "node up: answered a ping");
@@ -634,6 +752,17 @@ impl Index {
         if let Err(e) = self.commit(now, step, PushPlan::default()) {
             tracing::error!(node = key, error = %e, "monitor event not applied");
         }
+    }
+
+    /// Whether `key` is an active master that may still hold a lease at `now`.
+    fn leased_master(&self, now: Instant, key: &str) -> bool {
+        let master = self
+            .cluster
+            .map
+            .nodes
+            .get(key)
+            .is_some_and(|r| r.role == Role::Master && r.state == State::Active);
+        master && self.leases.may_hold(now, key)
     }
 
     /// The replication positions slaves reported while replicating from `master` (comparable with each other).
@@ -706,6 +835,9 @@ fn check_same_params(
         None => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod lease_tests;
 
 #[cfg(test)]
 mod tests {
@@ -792,13 +924,15 @@ mod tests {
         let ms = Duration::from_millis;
         // `a` is killed: its session closes; three quick failed probes (each answered 100 ms later, next one 100 ms
         // after that) mark it down well within a second.
-        h.index.handle_session_lost(h.now, &key("a"));
+        h.index
+            .handle_session_lost(h.now, &key("a"), ConnId(999), true);
         h.drain();
         h.run(ms(600), &set(&["a"]));
         assert_eq!(h.node(&key("a")), "proxy down -1");
         assert!(h.now - t0 < ms(1000));
         // A session lost by a live node (a network blip) costs one quick probe, then the normal interval.
-        h.index.handle_session_lost(h.now, &key("b"));
+        h.index
+            .handle_session_lost(h.now, &key("b"), ConnId(999), true);
         h.drain();
         h.run(ms(150), &BTreeSet::new());
         assert_eq!(h.node(&key("b")), "proxy active -1");

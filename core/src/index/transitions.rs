@@ -778,8 +778,9 @@ mod tests {
                 role,
                 balance,
                 partition,
+                ..
             } => set_role(c, &node.key(), role, balance, partition, &resolver()),
-            IndexCommand::NodeState { node, state } => {
+            IndexCommand::NodeState { node, state, .. } => {
                 set_state(c, &node.key(), state, auto_activate, &none)
             }
             IndexCommand::NodeRemove(node) => remove(c, &node.key()),

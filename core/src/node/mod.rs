@@ -292,6 +292,8 @@ pub struct Node {
     applied_seq: u64,
     /// The lease last published (to publish again when it changes).
     published_lease: (Option<Instant>, bool),
+    /// The partition of each sync write waiting as master (for the acknowledgement event).
+    master_waits: BTreeMap<WriteId, Option<u32>>,
 }
 
 impl Node {
@@ -329,6 +331,7 @@ impl Node {
             actions: VecDeque::new(),
             applied_seq: 0,
             published_lease: (None, false),
+            master_waits: BTreeMap::new(),
             settings,
         };
         if !standalone {
@@ -400,6 +403,7 @@ impl Node {
             self.register(now);
         }
         if self.registration == Registration::Done && !self.settings.standalone() {
+            self.session.expire(now);
             if self.session.stuck(now) {
                 self.actions.push_back(Action::SessionClose);
                 self.session.handle_closed(now);
@@ -428,10 +432,16 @@ impl Node {
             });
         }
         while let Some((write, result)) = self.targets.poll_done() {
+            let master = self.master_waits.remove(&write);
             let result = match result {
-                Ok(()) if !self.may_acknowledge(now) => Err(WriteFailure::Lease),
+                Ok(()) if master.is_some() && !self.may_acknowledge(now) => {
+                    Err(WriteFailure::Lease)
+                }
                 r => r,
             };
+            if let (Some(partition), Ok(())) = (master, &result) {
+                self.acknowledged(partition);
+            }
             self.actions.push_back(Action::WriteDone { write, result });
         }
         let lease = (self.session.lease_until(), self.enforced());
@@ -468,7 +478,10 @@ impl Node {
 
     /// `<name> <port>` of this node, as index commands name it.
     fn me(&self) -> String {
-        format!("{} {}", self.settings.server_name, self.settings.server_port)
+        format!(
+            "{} {}",
+            self.settings.server_name, self.settings.server_port
+        )
     }
 
     /// The reply of an [`Action::Call`]: one list of events per line sent, or why the call failed.
@@ -520,7 +533,8 @@ impl Node {
         let _ = now;
         self.reg_attempt += 1;
         self.reg_reads = 0;
-        let lines = registration::register_lines(&self.settings.server_name, self.settings.server_port);
+        let lines =
+            registration::register_lines(&self.settings.server_name, self.settings.server_port);
         self.index_call(Purpose::Register, lines);
     }
 
@@ -590,7 +604,9 @@ impl Node {
         tracing::info!(role = ?view.my_role(), partitions = view.partition_count(), version = view.map().version, "registered with the index server");
         // See `Store::raise_version_floor`: a master's writes are versioned above those of the maps before its own.
         self.actions
-            .push_back(Action::Store(StoreOp::RaiseVersionFloor(view.map().version << 32)));
+            .push_back(Action::Store(StoreOp::RaiseVersionFloor(
+                view.map().version << 32,
+            )));
         self.view = Arc::new(view);
         self.registration = Registration::Done;
         self.actions.push_back(Action::Publish);
@@ -627,7 +643,12 @@ impl Node {
             self.actions.push_back(Action::SessionOpen { lines });
         }
         if self.session.renew(now) {
-            let line = format!("node lease {} {}", self.me(), self.view.map().version);
+            let line = format!(
+                "node lease {} {} {}",
+                self.me(),
+                self.view.map().version,
+                self.settings.lease.as_millis()
+            );
             self.actions.push_back(Action::SessionSend { line });
         }
     }
@@ -640,7 +661,7 @@ impl Node {
         }
         self.session.handle_opened(now, ok);
         if !ok {
-            self.session.handle_closed(now);
+            self.session.handle_broken(now);
         }
         self.drive_session(now);
         self.flush(now);
@@ -664,10 +685,11 @@ impl Node {
         self.flush(now);
     }
 
-    /// The session closed or broke: the lease ends at once, and it is opened again soon.
+    /// The session closed or broke (not by this node: [`Action::SessionClose`] ended the lease already): it is
+    /// opened again soon; the lease runs to its end (see [`session`]).
     pub fn handle_session_closed(&mut self, now: Instant) {
         if !matches!(self.session.phase(), session::Phase::Closed { .. }) {
-            self.session.handle_closed(now);
+            self.session.handle_broken(now);
         }
         self.flush(now);
     }
@@ -728,6 +750,8 @@ impl Node {
                     .push_back(Action::Store(StoreOp::RemoveMovedKeys { partition: p }));
             }
         }
+        // A copy the source refused as stale starts again once this map is newer than the copy's.
+        self.restart_stale(now);
         // A renewal now carries the new version (the index grants a demoted master none until it holds the map
         // that demoted it).
         self.drive_session(now);
@@ -750,6 +774,10 @@ impl Node {
     ) -> Result<Option<WriteId>, WriteFailure> {
         let mut needs = Vec::new();
         let mut full = false;
+        let partition = mutations
+            .iter()
+            .find_map(|m| m.key())
+            .and_then(|k| self.view.partition_of(k));
         for m in mutations {
             let (replicas, key) = match m.key() {
                 Some(k) => (self.view.replicas(k), k.clone()),
@@ -771,19 +799,39 @@ impl Node {
                 }
             }
         }
+        // The lease is a master's: a proxy's or a slave's own flush (an operator's) needs none.
+        let as_master = as_master
+            && self
+                .view
+                .me()
+                .is_some_and(|r| r.role == Role::Master && r.state == State::Active);
         let result = if as_master && !self.may_acknowledge(now) {
             Err(WriteFailure::Lease)
         } else if full && sync {
             Err(WriteFailure::Replication)
         } else if sync && !needs.is_empty() {
-            Ok(Some(
-                self.targets.wait(needs, now + self.settings.proxy_timeout),
-            ))
+            let id = self.targets.wait(needs, now + self.settings.proxy_timeout);
+            if as_master {
+                self.master_waits.insert(id, partition);
+            }
+            Ok(Some(id))
         } else {
+            if as_master {
+                self.acknowledged(partition);
+            }
             Ok(None)
         };
         self.flush(now);
         result
+    }
+
+    /// This node, as master, acknowledges a client's write for `partition` now: a trace event (target
+    /// `flare::ack`) that the simulators' real-time checker collects (no two nodes acknowledge writes for one
+    /// partition in overlapping intervals of time).
+    fn acknowledged(&self, partition: Option<u32>) {
+        if let Some(p) = partition {
+            tracing::trace!(target: "flare::ack", node = %self.settings.self_key(), partition = p, version = self.view.map().version);
+        }
     }
 
     /// A replicated write from this node's master carried sequence number `seq` (this node's position).
@@ -855,5 +903,126 @@ impl Node {
     pub fn handle_dump_end(&mut self, now: Instant, pull: CallId, result: Result<(), String>) {
         self.rebuild_end(now, pull, result);
         self.flush(now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> NodeSettings {
+        NodeSettings {
+            server_name: "b".into(),
+            server_port: 1,
+            index_servers: vec![("index".into(), 12120)],
+            proxy_timeout: Duration::from_secs(1),
+            replication_backlog: 100,
+            reconstruction_interval_us: 0,
+            reconstruction_bwlimit: 0,
+            lease: Duration::from_secs(3),
+            cluster_secret: String::new(),
+        }
+    }
+
+    fn line(s: &str) -> Bytes {
+        Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    fn item(s: &str) -> ReplyEvent {
+        ReplyEvent::Item(line(s))
+    }
+
+    fn stats(version: u64) -> Vec<ReplyEvent> {
+        vec![
+            item(&format!("STAT node_map_version {version}")),
+            ReplyEvent::End,
+        ]
+    }
+
+    fn stats_nodes(nodes: &[(&str, &str, &str, i32)]) -> Vec<ReplyEvent> {
+        let mut out = Vec::new();
+        for (k, role, state, p) in nodes {
+            out.push(item(&format!("STAT {k}:role {role}")));
+            out.push(item(&format!("STAT {k}:state {state}")));
+            out.push(item(&format!("STAT {k}:partition {p}")));
+            out.push(item(&format!("STAT {k}:balance 1")));
+            out.push(item(&format!("STAT {k}:thread_type 1")));
+        }
+        out.push(ReplyEvent::End);
+        out
+    }
+
+    fn node_line(s: &str) -> NodeLine {
+        crate::protocol::text::parse_node_line(&line(s)).expect("a NODE line")
+    }
+
+    /// Answers what a node asks, as a fake index and peers that never list it (so a copy never starts), with
+    /// renewals left unanswered from `cut` on (a cut between the node and the index).
+    fn answer(n: &mut Node, now: Instant, cut: Instant) {
+        while let Some(a) = n.poll_action() {
+            match a {
+                Action::Call {
+                    call, to, lines, ..
+                } => {
+                    let reply = match (&to, lines[0].0.as_str()) {
+                        (Dest::Index, l) if l.starts_with("node add") => Ok(vec![
+                            vec![
+                                item("NODE a 1 0 0 0 1 1"),
+                                item("NODE b 1 2 0 -1 1 2"),
+                                ReplyEvent::End,
+                            ],
+                            vec![ReplyEvent::End],
+                            stats(1),
+                            stats_nodes(&[
+                                ("a:1", "master", "active", 0),
+                                ("b:1", "proxy", "active", -1),
+                            ]),
+                            stats(1),
+                        ]),
+                        (Dest::Index, _) => Ok(vec![vec![ReplyEvent::Line(line("OK"))]]),
+                        (Dest::Node(_), _) => {
+                            Ok(vec![stats_nodes(&[("a:1", "master", "active", 0)])])
+                        }
+                    };
+                    n.handle_call_reply(now, call, reply);
+                }
+                Action::SessionOpen { .. } => n.handle_session_opened(now, Ok(vec![line("OK")])),
+                Action::SessionSend { .. } if now < cut => n.handle_session_reply(now, b"OK"),
+                Action::Store(op) => n.handle_store_result(now, &op, true),
+                _ => {}
+            }
+        }
+    }
+
+    /// After `handle_timeout(now)` and its actions, nothing is due at or before `now`: a time the machine reports
+    /// but does not act on makes the driver's timer fire again at once, forever. Regressions (sim,
+    /// `deposed_master_keeps_writing` and `reconstruction_ends_while_index_down` seed 1 hung): an expired lease
+    /// stayed due, and a source check whose retry fell after its deadline reported the deadline.
+    #[test]
+    fn nothing_stays_due_after_a_timeout() {
+        let t0 = Instant::now();
+        let mut n = Node::new(settings(), t0);
+        answer(&mut n, t0, t0 + Duration::from_secs(3600));
+        assert_eq!(n.registration, Registration::Done);
+        // Made a slave of partition 0: a copy starts with a check of the source, which never lists this node.
+        let lines = [
+            node_line("NODE a 1 0 0 0 1 1"),
+            node_line("NODE b 1 1 1 0 1 2"),
+        ];
+        n.handle_node_sync(t0, 2, &lines).expect("map applied");
+        let cut = t0 + Duration::from_secs(2);
+        let mut now = t0;
+        while now < t0 + Duration::from_secs(30) {
+            now += Duration::from_millis(7);
+            answer(&mut n, now, cut);
+            if n.poll_timeout(now).is_some_and(|t| t <= now) {
+                n.handle_timeout(now);
+                answer(&mut n, now, cut);
+                let next = n.poll_timeout(now);
+                assert!(next.is_none_or(|t| t > now), "still due at {:?}", now - t0);
+            }
+        }
+        assert!(!n.may_acknowledge(now), "the lease ran out during the cut");
+        assert!(!n.rebuild_stats().running, "the copy gave up");
     }
 }

@@ -88,16 +88,27 @@ pub(super) struct Rebuild {
 pub(super) struct Rebuilds {
     current: Option<Rebuild>,
     generation: u64,
+    /// A copy whose report the index refused as stale (role, partition, epoch): it starts again from the first map
+    /// newer than its epoch that still has this node being built.
+    stale: Option<(Role, u32, u64)>,
 }
 
 impl Rebuilds {
     pub(super) fn next_timeout(&self) -> Option<Instant> {
         match &self.current.as_ref()?.step {
+            // Exactly what `rebuild_timeout` acts on (a time it ignores would make the driver's timer spin).
             Step::Checking {
-                retry_at, deadline, ..
+                call: None,
+                retry_at,
+                deadline,
             } => Some(retry_at.unwrap_or(*deadline).min(*deadline)),
+            Step::Checking { deadline, .. } => Some(*deadline),
             Step::Pulling { idle_until, .. } => Some(*idle_until),
-            Step::Reporting { retry_at, .. } => *retry_at,
+            Step::Reporting {
+                call: None,
+                retry_at,
+                ..
+            } => *retry_at,
             _ => None,
         }
     }
@@ -196,6 +207,24 @@ pub(super) fn lists(events: &[ReplyEvent], me: &str, role: Role, partition: u32)
 }
 
 impl Node {
+    /// Starts again a copy refused as stale once the view is newer than its epoch and still has this node being
+    /// built (forgets it when the view no longer does).
+    pub(super) fn restart_stale(&mut self, now: Instant) {
+        let Some((role, partition, epoch)) = self.rebuild.stale else {
+            return;
+        };
+        if !self.view.building(role, partition) {
+            self.rebuild.stale = None;
+            return;
+        }
+        let version = self.view.map().version;
+        if version > epoch {
+            self.rebuild.stale = None;
+            self.actions.push_back(Action::Store(StoreOp::FlushAll));
+            self.start_rebuild(now, role, partition, version);
+        }
+    }
+
     /// Any copy running is superseded by a newer one about to start.
     pub(super) fn supersede_rebuild(&mut self) {
         if let Some(Rebuild {
@@ -206,6 +235,7 @@ impl Node {
             self.actions.push_back(Action::AbortDump { pull: *pull });
         }
         self.rebuild.current = None;
+        self.rebuild.stale = None;
     }
 
     /// Starts copying `partition` as `role`, from the map of version `epoch` (the store was just emptied).
@@ -213,7 +243,12 @@ impl Node {
         self.supersede_rebuild();
         self.rebuild.generation += 1;
         let generation = self.rebuild.generation;
-        let found = sources(&self.view, role, partition, self.settings.reconstruction_bwlimit);
+        let found = sources(
+            &self.view,
+            role,
+            partition,
+            self.settings.reconstruction_bwlimit,
+        );
         tracing::info!(?role, partition, epoch, node = %self.settings.self_key(), "reconstruction started");
         let (sources, ok) = match found {
             Ok(s) => (s.into(), true),
@@ -241,7 +276,12 @@ impl Node {
     /// Starts the next source's check, or makes the copy durable when every source is done.
     fn next_source(&mut self, now: Instant, generation: u64) {
         let deadline = now + self.settings.proxy_timeout * 5;
-        let Some(r) = self.rebuild.current.as_mut().filter(|r| r.generation == generation) else {
+        let Some(r) = self
+            .rebuild
+            .current
+            .as_mut()
+            .filter(|r| r.generation == generation)
+        else {
             return;
         };
         if r.sources.is_empty() {
@@ -260,7 +300,12 @@ impl Node {
     }
 
     fn check_source(&mut self, now: Instant, generation: u64) {
-        let Some(r) = self.rebuild.current.as_mut().filter(|r| r.generation == generation) else {
+        let Some(r) = self
+            .rebuild
+            .current
+            .as_mut()
+            .filter(|r| r.generation == generation)
+        else {
             return;
         };
         let Step::Checking {
@@ -297,7 +342,12 @@ impl Node {
         reply: Result<Vec<Vec<ReplyEvent>>, String>,
     ) {
         let me = self.settings.self_key();
-        let Some(r) = self.rebuild.current.as_mut().filter(|r| r.generation == generation) else {
+        let Some(r) = self
+            .rebuild
+            .current
+            .as_mut()
+            .filter(|r| r.generation == generation)
+        else {
             return;
         };
         let Step::Checking { deadline, .. } = r.step else {
@@ -306,7 +356,11 @@ impl Node {
         let (role, partition) = (r.role, r.partition);
         let listed = matches!(&reply, Ok(replies) if lists(replies.iter().flatten().cloned().collect::<Vec<_>>().as_slice(), &me, role, partition));
         if listed {
-            let source = r.sources.front().cloned().expect("invariant: checking a source");
+            let source = r
+                .sources
+                .front()
+                .cloned()
+                .expect("invariant: checking a source");
             let call = CallId(self.next_call);
             r.step = Step::Counting { call };
             self.call(
@@ -317,8 +371,17 @@ impl Node {
             return;
         }
         if now >= deadline {
-            let source = r.sources.front().map(|s| s.node.clone()).unwrap_or_default();
-            tracing::error!(source, ?role, partition, "the source does not list this node; reconstruction failed");
+            let source = r
+                .sources
+                .front()
+                .map(|s| s.node.clone())
+                .unwrap_or_default();
+            tracing::error!(
+                source,
+                ?role,
+                partition,
+                "the source does not list this node; reconstruction failed"
+            );
             return self.report(now, generation, false);
         }
         r.step = Step::Checking {
@@ -336,7 +399,12 @@ impl Node {
     ) {
         let idle = DUMP_IDLE.max(self.settings.proxy_timeout * 10);
         let wait = self.settings.reconstruction_interval_us;
-        let Some(r) = self.rebuild.current.as_mut().filter(|r| r.generation == generation) else {
+        let Some(r) = self
+            .rebuild
+            .current
+            .as_mut()
+            .filter(|r| r.generation == generation)
+        else {
             return;
         };
         if !matches!(r.step, Step::Counting { .. }) {
@@ -349,7 +417,11 @@ impl Node {
                 return self.report(now, generation, false);
             }
         };
-        let source = r.sources.front().cloned().expect("invariant: counting a source");
+        let source = r
+            .sources
+            .front()
+            .cloned()
+            .expect("invariant: counting a source");
         let items = replies.iter().flatten().find_map(|e| match e {
             ReplyEvent::Item(l) => l.strip_prefix(b"STAT curr_items ").and_then(parse_u64),
             _ => None,
@@ -375,7 +447,11 @@ impl Node {
         let idle = DUMP_IDLE.max(self.settings.proxy_timeout * 10);
         match self.rebuild.current.as_mut() {
             Some(Rebuild {
-                step: Step::Pulling { pull: p, idle_until },
+                step:
+                    Step::Pulling {
+                        pull: p,
+                        idle_until,
+                    },
                 items,
                 ..
             }) if *p == pull => {
@@ -429,7 +505,12 @@ impl Node {
 
     /// Tells the index how the copy ended: `active` (slave), `ready` (new master), or the role given up.
     fn report(&mut self, now: Instant, generation: u64, ok: bool) {
-        let Some(r) = self.rebuild.current.as_mut().filter(|r| r.generation == generation) else {
+        let Some(r) = self
+            .rebuild
+            .current
+            .as_mut()
+            .filter(|r| r.generation == generation)
+        else {
             return;
         };
         if let Step::Pulling { pull, .. } = r.step {
@@ -451,7 +532,12 @@ impl Node {
 
     fn send_report(&mut self, now: Instant, generation: u64) {
         let me = self.me();
-        let Some(r) = self.rebuild.current.as_mut().filter(|r| r.generation == generation) else {
+        let Some(r) = self
+            .rebuild
+            .current
+            .as_mut()
+            .filter(|r| r.generation == generation)
+        else {
             return;
         };
         let Step::Reporting {
@@ -476,7 +562,10 @@ impl Node {
             retry_at: None,
             ok,
         };
-        self.index_call(Purpose::Report { generation }, vec![(line, ReplyKind::Line)]);
+        self.index_call(
+            Purpose::Report { generation },
+            vec![(line, ReplyKind::Line)],
+        );
     }
 
     pub(super) fn report_reply(
@@ -486,12 +575,22 @@ impl Node {
         reply: Result<Vec<Vec<ReplyEvent>>, String>,
     ) {
         let building = {
-            let Some(r) = self.rebuild.current.as_ref().filter(|r| r.generation == generation) else {
+            let Some(r) = self
+                .rebuild
+                .current
+                .as_ref()
+                .filter(|r| r.generation == generation)
+            else {
                 return;
             };
             self.view.building(r.role, r.partition)
         };
-        let Some(r) = self.rebuild.current.as_mut().filter(|r| r.generation == generation) else {
+        let Some(r) = self
+            .rebuild
+            .current
+            .as_mut()
+            .filter(|r| r.generation == generation)
+        else {
             return;
         };
         let Step::Reporting { ok, .. } = r.step else {
@@ -510,10 +609,12 @@ impl Node {
                 self.rebuild.current = None;
             }
             Ok(l) if l.starts_with(b"SERVER_ERROR stale") => {
-                // The index has this node in a newer prepare: the copy missed writes. The map of that prepare
-                // starts another copy when it arrives.
+                // The index has this node in a newer prepare: the copy missed writes. It starts again, from an
+                // empty store, as soon as this node holds a map of that prepare (perhaps already).
                 tracing::warn!(reply = %String::from_utf8_lossy(&l), "the index refused the report of an older prepare");
+                self.rebuild.stale = Some((r.role, r.partition, r.epoch));
                 self.rebuild.current = None;
+                self.restart_stale(now);
             }
             other => {
                 tracing::error!(reply = ?other, "could not report the end of reconstruction; retrying");
@@ -537,16 +638,16 @@ impl Node {
         };
         let generation = r.generation;
         match r.step {
+            // Past the deadline, with a check in flight or between two: the source never listed this node.
+            Step::Checking { deadline, .. } if now >= deadline => {
+                tracing::error!("the source does not list this node; reconstruction failed");
+                self.report(now, generation, false)
+            }
             Step::Checking {
                 call: None,
                 retry_at: Some(_),
                 ..
             } => self.check_source(now, generation),
-            Step::Checking {
-                call: Some(_),
-                deadline,
-                ..
-            } if now >= deadline => self.report(now, generation, false),
             Step::Pulling { idle_until, pull } if now >= idle_until => {
                 tracing::error!("reconstruction failed: the dump source went silent");
                 self.actions.push_back(Action::AbortDump { pull });

@@ -64,7 +64,8 @@ pub fn read_registration(replies: &[Vec<ReplyEvent>]) -> Result<Registered, Stri
     for e in replies.iter().flatten() {
         match e {
             ReplyEvent::Item(l) if l.starts_with(b"NODE ") => nodes.push(
-                parse_node_line(l).ok_or_else(|| "malformed NODE line from the index".to_string())?,
+                parse_node_line(l)
+                    .ok_or_else(|| "malformed NODE line from the index".to_string())?,
             ),
             ReplyEvent::Item(l) if l.starts_with(b"META ") => apply_meta(&mut params, l)?,
             ReplyEvent::Line(l) => {
@@ -153,7 +154,10 @@ mod tests {
     }
 
     fn stats(version: u64) -> Vec<ReplyEvent> {
-        vec![item(&format!("STAT node_map_version {version}")), ReplyEvent::End]
+        vec![
+            item(&format!("STAT node_map_version {version}")),
+            ReplyEvent::End,
+        ]
     }
 
     fn nodes() -> Vec<ReplyEvent> {
@@ -173,7 +177,11 @@ mod tests {
     fn replies(v1: u64, v2: u64) -> Vec<Vec<ReplyEvent>> {
         vec![
             vec![item("NODE a 1 0 0 0 1 16"), ReplyEvent::End],
-            vec![item("META key-hash-algorithm crc32"), item("META partition-size 512"), ReplyEvent::End],
+            vec![
+                item("META key-hash-algorithm crc32"),
+                item("META partition-size 512"),
+                ReplyEvent::End,
+            ],
             stats(v1),
             nodes(),
             stats(v2),
@@ -200,7 +208,11 @@ mod tests {
 
     #[test]
     fn a_refusal_is_an_error() {
-        let refused = vec![vec![ReplyEvent::Line(Bytes::from_static(b"SERVER_ERROR no"))]];
-        assert!(read_registration(&refused).unwrap_err().contains("refused registration"));
+        let refused = vec![vec![ReplyEvent::Line(Bytes::from_static(
+            b"SERVER_ERROR no",
+        ))]];
+        assert!(read_registration(&refused)
+            .unwrap_err()
+            .contains("refused registration"));
     }
 }

@@ -153,13 +153,14 @@ impl ReplicationSender {
     /// The next entry to send, moved into the in-flight window; `None` when disconnected, paused, the window is
     /// full or nothing is queued. The driver builds its message with [`encode_replica`] from the key's state now.
     pub fn poll_send(&mut self, now: Instant) -> Option<&Queued> {
-        if !self.connected || self.in_flight.len() >= self.window {
-            return None;
-        }
         if self.paused_until.is_some_and(|t| now < t) {
             return None;
         }
+        // A pause that has passed is over even when nothing can be sent now (its time is no longer due).
         self.paused_until = None;
+        if !self.connected || self.in_flight.len() >= self.window {
+            return None;
+        }
         let e = self.queue.pop_front()?;
         self.sent += 1;
         self.in_flight.push_back(e);

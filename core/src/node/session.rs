@@ -8,8 +8,11 @@
 //! **The lease.** A renewal sent at `t` (this node's clock) and answered `OK` gives the lease until `t + lease`.
 //! While a node is master of a partition it acknowledges a client's write only when its lease is valid at that
 //! moment (see [`super::Node::may_acknowledge`]). The lease ends:
-//! - at once when the session closes (this node stops acknowledging as soon as it sees the close, so an index that
-//!   sees the close may fail it over at once: a killed process, a node that closed its session);
+//! - at once when this node closes the session (a stuck renewal, a shutdown): it stops acknowledging before the
+//!   close goes out, so an index that sees the node close it may fail it over at once (as it does a killed
+//!   process, whose kernel closes its sockets). A session the *index* closed or that broke ends no lease early:
+//!   the index ends a lease early only for a close by the node, and an index that restarts waits a whole lease
+//!   before failing over anyone, so the lease runs to its end (writes go on across a short index restart);
 //! - at `t + lease` when renewals stop being answered (a cut between this node and the index; the index then
 //!   waits at least as long, allowing for clock rate drift, before it promotes another node: see
 //!   `crate::index`'s lease gate);
@@ -188,7 +191,22 @@ impl Session {
         matches!(self.phase, Phase::Open { renew_sent: Some(sent), .. } if now >= sent + self.renew_timeout())
     }
 
-    /// The session closed (or failed to open): the lease ends at once.
+    /// The lease ran out at `now` (no renewal answered in time): it is no longer held.
+    pub fn expire(&mut self, now: Instant) {
+        if self.lease_until.is_some_and(|t| t <= now) {
+            self.lease_until = None;
+        }
+    }
+
+    /// The session broke or the index closed it (or it failed to open): opened again soon; the lease runs to its
+    /// end (see the module header).
+    pub fn handle_broken(&mut self, now: Instant) {
+        self.phase = Phase::Closed {
+            retry_at: now + REOPEN_DELAY,
+        };
+    }
+
+    /// This node closes the session: the lease ends at once.
     pub fn handle_closed(&mut self, now: Instant) {
         self.lease_until = None;
         self.phase = Phase::Closed {
@@ -255,6 +273,22 @@ mod tests {
     }
 
     #[test]
+    fn a_broken_session_keeps_the_lease_to_its_end() {
+        let t0 = Instant::now();
+        let mut s = open(t0);
+        s.renew(t0);
+        s.handle_renewal(Renewal::Granted);
+        let t1 = t0 + Duration::from_millis(200);
+        s.handle_broken(t1);
+        assert!(
+            s.valid(t1),
+            "the index ends it early only when this node closes the session"
+        );
+        assert!(!s.valid(t0 + LEASE));
+        assert_eq!(s.next_timeout(), Some(t1 + REOPEN_DELAY));
+    }
+
+    #[test]
     fn a_refused_renewal_ends_the_lease_and_unanswered_ones_run_out() {
         let t0 = Instant::now();
         let mut s = open(t0);
@@ -278,13 +312,37 @@ mod tests {
     }
 
     #[test]
+    fn a_lease_that_ran_out_is_no_longer_due() {
+        // Regression (sim, deposed_master_keeps_writing): an expired lease kept `next_timeout` in the past, so the
+        // driver's timer fired again at once, forever.
+        let t0 = Instant::now();
+        let mut s = open(t0);
+        s.renew(t0);
+        s.handle_renewal(Renewal::Granted);
+        let t1 = t0 + RENEW_INTERVAL;
+        s.renew(t1);
+        let end = t0 + LEASE;
+        assert_eq!(s.next_timeout(), Some(end));
+        s.expire(end);
+        assert!(!s.valid(end));
+        assert!(
+            s.next_timeout().is_some_and(|t| t > end),
+            "{:?}",
+            s.next_timeout()
+        );
+    }
+
+    #[test]
     fn without_leases_writes_are_always_acknowledged() {
         let t0 = Instant::now();
         assert!(Session::new(Duration::ZERO, t0).valid(t0));
         let mut s = open(t0);
         s.renew(t0);
         s.handle_renewal(Renewal::Unsupported);
-        assert!(s.valid(t0 + Duration::from_secs(100)), "a Flare index grants none");
+        assert!(
+            s.valid(t0 + Duration::from_secs(100)),
+            "a Flare index grants none"
+        );
     }
 
     #[test]

@@ -145,12 +145,14 @@ impl Targets {
 
     fn target(&mut self, now: Instant, peer: &str) -> &mut Target {
         let backlog = self.backlog;
-        self.targets.entry(peer.to_owned()).or_insert_with(|| Target {
-            sender: ReplicationSender::new(backlog, WINDOW),
-            link: Link::Down { retry_at: now },
-            backoff: BACKOFF_MIN,
-            progress: now,
-        })
+        self.targets
+            .entry(peer.to_owned())
+            .or_insert_with(|| Target {
+                sender: ReplicationSender::new(backlog, WINDOW),
+                link: Link::Down { retry_at: now },
+                backoff: BACKOFF_MIN,
+                progress: now,
+            })
     }
 
     /// A sync write that needs `needs` acknowledged by `deadline`; its result comes out of [`Targets::poll_done`].
@@ -186,7 +188,8 @@ impl Targets {
                 Link::Up => {
                     let was_idle = t.sender.stats(now).in_flight == 0;
                     while let Some(q) = t.sender.poll_send(now) {
-                        self.actions.push_back(LinkAction::Send(peer.clone(), q.clone()));
+                        self.actions
+                            .push_back(LinkAction::Send(peer.clone(), q.clone()));
                     }
                     if was_idle {
                         t.progress = now;
@@ -313,9 +316,7 @@ impl Targets {
             Link::Up => t.sender.poll_timeout(),
             _ => None,
         });
-        links
-            .chain(self.waiters.values().map(|w| w.deadline))
-            .min()
+        links.chain(self.waiters.values().map(|w| w.deadline)).min()
     }
 
     /// Counters and lag of each target, by name.

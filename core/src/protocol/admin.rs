@@ -85,13 +85,29 @@ pub enum IndexCommand {
         balance: i64,
         /// The requested partition, −1 when left out.
         partition: i64,
+        /// Ours, after the partition: the map version of the prepare a node reports the end of (a node giving up
+        /// a copy sends `node role <self> proxy 0 -1 <epoch>`).
+        epoch: Option<u64>,
     },
-    /// `node state <name> <port> <active|prepare|down|ready>`.
+    /// `node state <name> <port> <active|prepare|down|ready> [<epoch>]`; the epoch (ours) is the map version of the
+    /// prepare a node reports the end of: the index refuses a report for an older prepare than the node's current one.
     NodeState {
         /// The node.
         node: NodeAddr,
         /// The requested state.
         state: State,
+        /// The prepare's map version, from a node's own report.
+        epoch: Option<u64>,
+    },
+    /// `node lease <name> <port> <version> [<lease-ms>]` (ours): a lease renewal, on the node's session, with the
+    /// map version it holds and the lease it counts on (see `crate::index::lease`).
+    NodeLease {
+        /// The node.
+        node: NodeAddr,
+        /// The node-map version the node holds.
+        version: u64,
+        /// The node's `master-lease` in milliseconds.
+        lease_ms: Option<u64>,
     },
     /// `node remove <name> <port>`.
     NodeRemove(NodeAddr),
@@ -159,6 +175,7 @@ impl AdminCommand {
                 IndexCommand::NodeState { .. } => "node_state",
                 IndexCommand::NodeRemove(_) => "node_remove",
                 IndexCommand::NodeSession(_) => "node_session",
+                IndexCommand::NodeLease { .. } => "node_lease",
                 IndexCommand::Shutdown(_) => "shutdown",
                 IndexCommand::Auth(_) => "auth",
                 IndexCommand::Meta => "meta",
@@ -201,13 +218,29 @@ fn index_line(c: &IndexCommand) -> String {
             role,
             balance,
             partition,
+            epoch,
         } => format!(
-            "node role {} {} {role} {balance} {partition}",
-            node.name, node.port
+            "node role {} {} {role} {balance} {partition}{}",
+            node.name,
+            node.port,
+            epoch.map(|e| format!(" {e}")).unwrap_or_default()
         ),
-        IndexCommand::NodeState { node, state } => {
-            format!("node state {} {} {state}", node.name, node.port)
-        }
+        IndexCommand::NodeState { node, state, epoch } => format!(
+            "node state {} {} {state}{}",
+            node.name,
+            node.port,
+            epoch.map(|e| format!(" {e}")).unwrap_or_default()
+        ),
+        IndexCommand::NodeLease {
+            node,
+            version,
+            lease_ms,
+        } => format!(
+            "node lease {} {} {version}{}",
+            node.name,
+            node.port,
+            lease_ms.map(|l| format!(" {l}")).unwrap_or_default()
+        ),
         IndexCommand::NodeRemove(n) => format!("node remove {} {}", n.name, n.port),
         IndexCommand::NodeSession(n) => format!("node session {} {}", n.name, n.port),
         IndexCommand::Shutdown(n) => format!("shutdown {} {}", n.name, n.port),
@@ -392,16 +425,33 @@ fn parse_node(mut t: Tokens<'_>) -> Option<IndexCommand> {
         b"state" => IndexCommand::NodeState {
             node,
             state: State::parse(std::str::from_utf8(t.next()?).ok()?)?,
+            epoch: match t.next() {
+                None => None,
+                Some(e) => Some(parse_u64(e)?),
+            },
+        },
+        b"lease" => IndexCommand::NodeLease {
+            node,
+            version: parse_u64(t.next()?)?,
+            lease_ms: match t.next() {
+                None => None,
+                Some(l) => Some(parse_u64(l)?),
+            },
         },
         b"role" => {
             let role = Role::parse(std::str::from_utf8(t.next()?).ok()?)?;
             let balance = t.next().map_or(Some(-1), parse_i64)?;
             let partition = t.next().map_or(Some(-1), parse_i64)?;
+            let epoch = match t.next() {
+                None => None,
+                Some(e) => Some(parse_u64(e)?),
+            };
             IndexCommand::NodeRole {
                 node,
                 role,
                 balance,
                 partition,
+                epoch,
             }
         }
         _ => return None,
@@ -477,6 +527,7 @@ mod tests {
                 idx(IndexCommand::NodeState {
                     node: node("a", 1),
                     state: State::Ready,
+                    epoch: None,
                 }),
             ),
             (
@@ -486,6 +537,7 @@ mod tests {
                     role: Role::Master,
                     balance: 1,
                     partition: 0,
+                    epoch: None,
                 }),
             ),
             (
@@ -495,6 +547,7 @@ mod tests {
                     role: Role::Slave,
                     balance: 3,
                     partition: -1,
+                    epoch: None,
                 }),
             ),
             (
@@ -504,6 +557,7 @@ mod tests {
                     role: Role::Proxy,
                     balance: -1,
                     partition: -1,
+                    epoch: None,
                 }),
             ),
             (
@@ -513,6 +567,33 @@ mod tests {
                     role: Role::Proxy,
                     balance: 0,
                     partition: -1,
+                    epoch: None,
+                }),
+            ),
+            (
+                "node state a 1 active 42",
+                idx(IndexCommand::NodeState {
+                    node: node("a", 1),
+                    state: State::Active,
+                    epoch: Some(42),
+                }),
+            ),
+            (
+                "node role a 1 proxy 0 -1 7",
+                idx(IndexCommand::NodeRole {
+                    node: node("a", 1),
+                    role: Role::Proxy,
+                    balance: 0,
+                    partition: -1,
+                    epoch: Some(7),
+                }),
+            ),
+            (
+                "node lease a 1 9 3000",
+                idx(IndexCommand::NodeLease {
+                    node: node("a", 1),
+                    version: 9,
+                    lease_ms: Some(3000),
                 }),
             ),
             ("meta", idx(IndexCommand::Meta)),
@@ -589,7 +670,7 @@ mod tests {
             "node role a 1",
             "node role a 1 boss",
             "node role a 1 master x",
-            "node role a 1 master 1 0 9",
+            "node role a 1 master 1 0 9 9",
             "node role a 1 master 99999999999999999999 0",
             "node state a 1 up",
             "node state a 1",

@@ -77,18 +77,20 @@ async fn serve(mut loaded: LoadedNode) -> Result<(), String> {
         .map_err(|e| format!("cannot open storage in {}: {e}", db_dir.display()))?;
     tracing::info!(path = %db_dir.display(), items = flare_core::storage::Storage::item_count(&storage), "storage open");
     let store = Store::new(storage, store_config(&config));
+    // Before the port opens: whoever sees the port open finds the pid file, and may stop the node with SIGTERM.
+    let stop = stop_signal();
+    let pid = PidFile::create(&loaded.pid_path)
+        .map_err(|e| format!("pid file {}: {e}", loaded.pid_path.display()))?;
     let server = NodeServer::start(
         TokioNet,
         store,
         settings(&loaded),
-        cluster_settings(&config),
+        ClusterSettings::from_config(&config, u64::from(std::process::id())),
         config.max_connection as usize,
         config.net_read_timeout,
     )
     .await
     .map_err(|e| format!("cannot start on port {}: {e}", config.server_port))?;
-    let pid = PidFile::create(&loaded.pid_path)
-        .map_err(|e| format!("pid file {}: {e}", loaded.pid_path.display()))?;
     let (role, state, partition, _) = server.shared().cluster.view().my_role();
     tracing::info!(
         node = %format!("{}:{}", config.server_name, config.server_port),
@@ -116,26 +118,27 @@ async fn serve(mut loaded: LoadedNode) -> Result<(), String> {
             reload(&mut loaded, &shared);
         }
     });
-    let result = server
-        .run(stop_signal(), DRAIN)
-        .await
-        .map_err(|e| e.to_string());
+    let result = server.run(stop, DRAIN).await.map_err(|e| e.to_string());
     drop(pid);
     result
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn stop_signal() {
-    let (Ok(mut term), Ok(mut int)) = (
+/// Installs the SIGTERM and SIGINT handlers now (a signal that comes while the node starts is kept), and resolves
+/// on either.
+fn stop_signal() -> impl std::future::Future<Output = ()> {
+    let handlers = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
-        _ = int.recv() => tracing::info!("SIGINT: stopping"),
+    );
+    async move {
+        let (Ok(mut term), Ok(mut int)) = handlers else {
+            tracing::error!("cannot install signal handlers; stop with SIGKILL");
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+            _ = int.recv() => tracing::info!("SIGINT: stopping"),
+        }
     }
 }
 
@@ -212,24 +215,5 @@ fn settings(loaded: &LoadedNode) -> NodeSettings {
         settings: c.settings(),
         sync_default: c.replication_type == ReplicationType::Sync,
         internal_netmask: c.internal_netmask.clone(),
-    }
-}
-
-fn cluster_settings(c: &NodeConfig) -> ClusterSettings {
-    ClusterSettings {
-        server_name: c.server_name.clone(),
-        server_port: c.server_port,
-        index_servers: c
-            .index_servers
-            .iter()
-            .map(|s| (s.name.clone(), s.port))
-            .collect(),
-        proxy_concurrency: c.proxy_concurrency as usize,
-        proxy_timeout: c.proxy_timeout,
-        replication_backlog: c.replication_backlog as usize,
-        reconstruction_interval_us: c.reconstruction_interval.as_micros() as u64,
-        reconstruction_bwlimit: u64::from(c.reconstruction_bwlimit),
-        seed: u64::from(std::process::id()),
-        cluster_secret: c.cluster_secret.expose().to_string(),
     }
 }

@@ -414,7 +414,7 @@ fn general_stats<N: Net, S: Storage>(shared: &Shared<N, S>) -> Vec<(String, Stri
     put("node_balance", balance.to_string());
     put(
         "replication_position",
-        shared.cluster.applied_seq.load(Relaxed).to_string(),
+        shared.cluster.applied_seq().to_string(),
     );
     let now = Instant::now().into_std();
     let repl = shared.cluster.replication_stats(now);
@@ -458,12 +458,7 @@ fn general_stats<N: Net, S: Storage>(shared: &Shared<N, S>) -> Vec<(String, Stri
             st.failures.to_string(),
         );
     }
-    let rec = shared
-        .cluster
-        .reconstruction
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
+    let rec = shared.cluster.rebuild_stats();
     put("reconstruction_running", u8::from(rec.running).to_string());
     put("reconstruction_items", rec.items.to_string());
     put("reconstruction_total", rec.total.to_string());

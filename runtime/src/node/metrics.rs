@@ -130,7 +130,7 @@ fn encode<N: Net, S: Storage>(shared: &Shared<N, S>, enc: &mut DescriptorEncoder
         enc,
         "flare_replication_position",
         "Sequence number of the last write replicated to this node",
-        shared.cluster.applied_seq.load(Relaxed),
+        shared.cluster.applied_seq(),
     )?;
 
     let mut repl = shared.cluster.replication_stats(Instant::now().into_std());
@@ -189,12 +189,7 @@ fn encode<N: Net, S: Storage>(shared: &Shared<N, S>, enc: &mut DescriptorEncoder
         &rows(&|s| s.sent),
     )?;
 
-    let rec = shared
-        .cluster
-        .reconstruction
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
+    let rec = shared.cluster.rebuild_stats();
     gauge(
         enc,
         "flare_reconstruction_running",

@@ -16,7 +16,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
-use flare_core::node::view::ClusterView;
 use flare_core::protocol::text::Dialect;
 use flare_core::protocol::Limits;
 use flare_core::storage::Storage;
@@ -123,13 +122,14 @@ pub struct NodeServer<N: Net, S: Storage + 'static> {
 }
 
 impl<N: Net, S: Storage + 'static> NodeServer<N, S> {
-    /// Binds the listener. Nothing is served until [`NodeServer::run`].
-    pub async fn bind(
+    /// Binds the listener and, when index servers are configured, registers with one (cluster.md §4.1: the
+    /// machine retries a few times, 0.5 s apart) and adopts the map and partition parameters it answers with. A
+    /// standalone node is the master of partition 0 on its own. Nothing is served until [`NodeServer::run`].
+    pub async fn start(
         net: N,
         store: Store<S>,
         settings: NodeSettings,
         cluster: cluster::ClusterSettings,
-        view: ClusterView,
         max_connection: usize,
         net_read_timeout: Duration,
     ) -> io::Result<Self> {
@@ -139,13 +139,8 @@ impl<N: Net, S: Storage + 'static> NodeServer<N, S> {
             wake: Notify::new(),
             synced: watch::channel(0).0,
         });
-        let cluster = cluster::Cluster::new(
-            net.clone(),
-            cluster,
-            view,
-            settings.limits,
-            settings.sync_default,
-        );
+        let cluster =
+            cluster::Cluster::new(net.clone(), cluster, settings.limits, settings.sync_default);
         let shared = Arc::new(Shared {
             store,
             dynamic: DynamicSettings {
@@ -166,69 +161,9 @@ impl<N: Net, S: Storage + 'static> NodeServer<N, S> {
             group,
             shutdown: watch::channel(false).0,
         });
+        cluster::start(&shared);
+        cluster::registered(&shared).await?;
         Ok(NodeServer { shared, listener })
-    }
-
-    /// Binds like [`NodeServer::bind`], then, when index servers are configured, registers with one (cluster.md
-    /// §4.1: up to 9 attempts 0.5 s apart) and adopts the map and partition parameters it answers with. A standalone
-    /// node is the master of partition 0 on its own.
-    pub async fn start(
-        net: N,
-        store: Store<S>,
-        settings: NodeSettings,
-        cluster: cluster::ClusterSettings,
-        max_connection: usize,
-        net_read_timeout: Duration,
-    ) -> io::Result<Self> {
-        let self_key = cluster.self_key();
-        let resolver = Arc::new(
-            flare_core::keys::Resolver::new(flare_core::keys::PartitionParams::default())
-                .map_err(io::Error::other)?,
-        );
-        let standalone = cluster.index_servers.is_empty();
-        let view = if standalone {
-            ClusterView::standalone(self_key.clone(), resolver)
-        } else {
-            ClusterView::from_map(
-                flare_core::node_map::NodeMap::default(),
-                self_key.clone(),
-                resolver,
-            )
-            .map_err(io::Error::other)?
-        };
-        let server = Self::bind(
-            net,
-            store,
-            settings,
-            cluster,
-            view,
-            max_connection,
-            net_read_timeout,
-        )
-        .await?;
-        if standalone {
-            return Ok(server);
-        }
-        let shared = server.shared.clone();
-        let mut attempt = 0;
-        let (params, map) = loop {
-            match cluster::register(&shared).await {
-                Ok(r) => break r,
-                Err(e) if attempt < 8 => {
-                    attempt += 1;
-                    tracing::warn!(error = %e, attempt, "registration with the index server failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-                Err(e) => return Err(e),
-            }
-        };
-        let view = cluster::initial_view(self_key, params, map)?;
-        tracing::info!(role = ?view.my_role(), partitions = view.partition_count(), "registered with the index server");
-        // See `Store::raise_version_floor`: a master's writes are versioned above those of the maps before its own.
-        shared.store.raise_version_floor(view.map().version << 32);
-        shared.cluster.set_view(view);
-        cluster::after_registration(&shared);
-        Ok(server)
     }
 
     /// The bound address (useful with port 0).
@@ -262,9 +197,7 @@ impl<N: Net, S: Storage + 'static> NodeServer<N, S> {
             stop.await;
             // A cluster node tells the index it is going (cluster.md §5.5) before it stops serving.
             if !shared.cluster.view().is_standalone() {
-                if let Err(e) = cluster::tell_index(&shared, "shutdown <self>").await {
-                    tracing::warn!(error = %e, "could not tell the index server about the shutdown");
-                }
+                cluster::shutdown(&shared).await;
             }
         };
         tokio::pin!(stop);

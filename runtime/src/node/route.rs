@@ -10,7 +10,10 @@ use flare_core::node::plan::{self, Answer, Finish, Origin, Part, Pending, Plan};
 use flare_core::protocol::{Command, ErrorReply, Framing, ProxyPath, ReplicationMode, Reply};
 use flare_core::storage::Storage;
 
-use super::cluster::{replicate, wait_replicated};
+use flare_core::node::targets::WriteFailure;
+use tokio::time::Instant;
+
+use super::cluster::{self, Wait};
 use super::Shared;
 use crate::net::Net;
 
@@ -32,7 +35,8 @@ pub(super) async fn run<N: Net, S: Storage + 'static>(
     command: Command,
     tally: &mut Tally,
 ) -> Ran {
-    let view = shared.cluster.view();
+    let published = shared.cluster.published();
+    let view = published.view.clone();
     let (path, binary) = match framing {
         Framing::Text { proxy } => (proxy.as_ref(), false),
         Framing::Binary(_) => (None, true),
@@ -42,12 +46,24 @@ pub(super) async fn run<N: Net, S: Storage + 'static>(
         binary,
         operator,
     };
-    if let Some(seq) = path.and_then(ProxyPath::sender_seq) {
-        shared.cluster.applied_seq.fetch_max(seq, Relaxed);
+    let replicated = path.and_then(ProxyPath::sender_seq);
+    if let Some(seq) = replicated {
+        cluster::applied(shared, seq);
     }
     let mut pick = || shared.cluster.pick();
-    let mut pending = match plan::plan(&view, origin, command, &mut pick) {
-        Plan::Local { command, write } => return local(shared, command, write, tally).await,
+    let planned = plan::plan(&view, origin, command, &mut pick);
+    // A master whose lease ended refuses a client's write instead of acknowledging it (core::node::session).
+    if let Some(reply) = published.lease_refusal(Instant::now().into_std(), &origin, &planned) {
+        return Ran::Reply {
+            reply,
+            wrote: false,
+        };
+    }
+    let as_master = replicated.is_none();
+    let mut pending = match planned {
+        Plan::Local { command, write } => {
+            return local(shared, command, write, as_master, tally).await
+        }
         Plan::Reply(reply) => {
             return Ran::Reply {
                 reply,
@@ -58,7 +74,7 @@ pub(super) async fn run<N: Net, S: Storage + 'static>(
     };
     let mut wrote = false;
     loop {
-        let answers = run_parts(shared, &pending, tally, &mut wrote).await;
+        let answers = run_parts(shared, &pending, as_master, tally, &mut wrote).await;
         match pending.finish(&shared.cluster.view(), answers, tally) {
             Finish::Done(reply) => return Ran::Reply { reply, wrote },
             Finish::Again(p) => pending = *p,
@@ -70,6 +86,7 @@ pub(super) async fn run<N: Net, S: Storage + 'static>(
 async fn run_parts<N: Net, S: Storage + 'static>(
     shared: &Arc<Shared<N, S>>,
     pending: &Pending,
+    as_master: bool,
     tally: &mut Tally,
     wrote: &mut bool,
 ) -> Vec<Answer> {
@@ -78,7 +95,7 @@ async fn run_parts<N: Net, S: Storage + 'static>(
     for (i, part) in pending.parts.iter().enumerate() {
         match part {
             Part::Local { command, write } => {
-                let answer = match local(shared, command.clone(), *write, tally).await {
+                let answer = match local(shared, command.clone(), *write, as_master, tally).await {
                     Ran::Reply { reply, wrote: w } => {
                         *wrote |= w;
                         reply
@@ -115,6 +132,7 @@ async fn local<N: Net, S: Storage + 'static>(
     shared: &Arc<Shared<N, S>>,
     command: Command,
     write: bool,
+    as_master: bool,
     tally: &mut Tally,
 ) -> Ran {
     let sync = match replication_mode(&command) {
@@ -130,14 +148,23 @@ async fn local<N: Net, S: Storage + 'static>(
                     wrote: !mutations.is_empty(),
                 };
             }
-            let waits = match replicate(shared, &mutations, sync) {
-                Ok(w) => w,
-                Err(_) => return failed_replication(),
+            let failure = match cluster::replicate(shared, &mutations, sync, as_master) {
+                Ok(Wait::None) => None,
+                Ok(Wait::Sync(rx)) => match rx.await {
+                    Ok(Ok(())) => None,
+                    Ok(Err(f)) => Some(f),
+                    Err(_) => Some(WriteFailure::Replication),
+                },
+                Err(f) => Some(f),
             };
-            if sync && !waits.is_empty() && !wait_replicated(shared, &waits).await {
-                return failed_replication();
+            match failure {
+                None => Ran::Reply { reply, wrote: true },
+                Some(WriteFailure::Lease) => Ran::Reply {
+                    reply: flare_core::node::no_lease_reply(),
+                    wrote: true,
+                },
+                Some(WriteFailure::Replication) => failed_replication(),
             }
-            Ran::Reply { reply, wrote: true }
         }
         Outcome::Close => Ran::Close,
         Outcome::Driver(c) => Ran::Driver(c),

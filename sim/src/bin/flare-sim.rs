@@ -28,28 +28,9 @@ struct Args {
     worker: Option<u64>,
 }
 
-/// Log timestamps in simulated milliseconds since the host started (the trace's clock).
-struct SimTime;
-
-impl tracing_subscriber::fmt::time::FormatTime for SimTime {
-    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
-        match turmoil::sim_elapsed() {
-            Some(t) => write!(w, "{:>6}", t.as_millis()),
-            None => write!(w, "     -"),
-        }
-    }
-}
-
 fn main() -> ExitCode {
     let a = parse_args();
-    // `RUST_LOG=flare_runtime=debug` prints the daemons' logs (all hosts interleaved, in simulation order).
-    if std::env::var_os("RUST_LOG").is_some() {
-        tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_writer(std::io::stderr)
-            .with_timer(SimTime)
-            .init();
-    }
+    // `RUST_LOG=flare_runtime=debug` prints the daemons' logs (see `flare_sim::acks::collect`).
     if named::scenario(&a.scenario, 0).is_none() {
         usage(&format!(
             "unknown scenario {}; known: {}",
