@@ -94,6 +94,11 @@ pub(super) struct Rebuilds {
 }
 
 impl Rebuilds {
+    /// The copy of `generation`, if it is still the current one.
+    fn of(&mut self, generation: u64) -> Option<&mut Rebuild> {
+        self.current.as_mut().filter(|r| r.generation == generation)
+    }
+
     pub(super) fn next_timeout(&self) -> Option<Instant> {
         match &self.current.as_ref()?.step {
             // Exactly what `rebuild_timeout` acts on (a time it ignores would make the driver's timer spin).
@@ -276,12 +281,7 @@ impl Node {
     /// Starts the next source's check, or makes the copy durable when every source is done.
     fn next_source(&mut self, now: Instant, generation: u64) {
         let deadline = now + self.settings.proxy_timeout * 5;
-        let Some(r) = self
-            .rebuild
-            .current
-            .as_mut()
-            .filter(|r| r.generation == generation)
-        else {
+        let Some(r) = self.rebuild.of(generation) else {
             return;
         };
         if r.sources.is_empty() {
@@ -300,12 +300,7 @@ impl Node {
     }
 
     fn check_source(&mut self, now: Instant, generation: u64) {
-        let Some(r) = self
-            .rebuild
-            .current
-            .as_mut()
-            .filter(|r| r.generation == generation)
-        else {
+        let Some(r) = self.rebuild.of(generation) else {
             return;
         };
         let Step::Checking {
@@ -342,12 +337,7 @@ impl Node {
         reply: Result<Vec<Vec<ReplyEvent>>, String>,
     ) {
         let me = self.settings.self_key();
-        let Some(r) = self
-            .rebuild
-            .current
-            .as_mut()
-            .filter(|r| r.generation == generation)
-        else {
+        let Some(r) = self.rebuild.of(generation) else {
             return;
         };
         let Step::Checking { deadline, .. } = r.step else {
@@ -399,12 +389,7 @@ impl Node {
     ) {
         let idle = DUMP_IDLE.max(self.settings.proxy_timeout * 10);
         let wait = self.settings.reconstruction_interval_us;
-        let Some(r) = self
-            .rebuild
-            .current
-            .as_mut()
-            .filter(|r| r.generation == generation)
-        else {
+        let Some(r) = self.rebuild.of(generation) else {
             return;
         };
         if !matches!(r.step, Step::Counting { .. }) {
@@ -505,23 +490,12 @@ impl Node {
 
     /// Tells the index how the copy ended: `active` (slave), `ready` (new master), or the role given up.
     fn report(&mut self, now: Instant, generation: u64, ok: bool) {
-        let Some(r) = self
-            .rebuild
-            .current
-            .as_mut()
-            .filter(|r| r.generation == generation)
-        else {
+        let Some(r) = self.rebuild.of(generation) else {
             return;
         };
         if let Step::Pulling { pull, .. } = r.step {
             self.actions.push_back(Action::AbortDump { pull });
         }
-        let r = self
-            .rebuild
-            .current
-            .as_mut()
-            .filter(|r| r.generation == generation)
-            .expect("invariant: checked above");
         r.step = Step::Reporting {
             call: None,
             retry_at: Some(now),
@@ -532,12 +506,7 @@ impl Node {
 
     fn send_report(&mut self, now: Instant, generation: u64) {
         let me = self.me();
-        let Some(r) = self
-            .rebuild
-            .current
-            .as_mut()
-            .filter(|r| r.generation == generation)
-        else {
+        let Some(r) = self.rebuild.of(generation) else {
             return;
         };
         let Step::Reporting {
@@ -574,23 +543,11 @@ impl Node {
         generation: u64,
         reply: Result<Vec<Vec<ReplyEvent>>, String>,
     ) {
-        let building = {
-            let Some(r) = self
-                .rebuild
-                .current
-                .as_ref()
-                .filter(|r| r.generation == generation)
-            else {
-                return;
-            };
-            self.view.building(r.role, r.partition)
+        let Some(r) = self.rebuild.of(generation) else {
+            return;
         };
-        let Some(r) = self
-            .rebuild
-            .current
-            .as_mut()
-            .filter(|r| r.generation == generation)
-        else {
+        let building = self.view.building(r.role, r.partition);
+        let Some(r) = self.rebuild.of(generation) else {
             return;
         };
         let Step::Reporting { ok, .. } = r.step else {
