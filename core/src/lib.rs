@@ -17,6 +17,7 @@
 //!   failover, node-map pushes and persistence; its command lines are parsed by [`protocol::admin`].
 #![warn(missing_docs)]
 
+pub mod access;
 pub mod config;
 pub mod conformance;
 pub mod dump;

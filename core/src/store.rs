@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::{Bytes, BytesMut};
 
+use crate::access::AccessTable;
 use crate::item::{Entry, Item, Tombstone};
 use crate::protocol::{ArithOp, StoreMode, StoreRequest};
 use crate::storage::{Change, Storage, StorageError};
@@ -123,6 +124,8 @@ pub struct Store<S> {
     flush_at: AtomicU64,
     /// The lowest version a new write gets (see [`Store::raise_version_floor`]).
     version_floor: AtomicU64,
+    /// What meta `h`/`l` report (memory only; kept up to date by [`crate::exec`]).
+    access: AccessTable,
 }
 
 /// The version of a write that changes a key whose last version is `last`: `last + 1`, and at least `floor`.
@@ -164,7 +167,13 @@ impl<S: Storage> Store<S> {
             config,
             flush_at: AtomicU64::new(0),
             version_floor: AtomicU64::new(0),
+            access: AccessTable::default(),
         }
+    }
+
+    /// The access data of the items (meta `h`, `l`; `me`).
+    pub fn access(&self) -> &AccessTable {
+        &self.access
     }
 
     /// Raises (never lowers) the lowest version this store gives a new write. A cluster node raises it to
@@ -356,13 +365,17 @@ impl<S: Storage> Store<S> {
         self.maybe_flush(now)?;
         // Unlogged: a reconstruction interrupted by a crash starts again from an empty store, and the node makes the
         // load durable (`Storage::persist_unlogged`) before it reports the copy done.
-        self.storage.update_unlogged(key, |cur| {
+        let loaded = self.storage.update_unlogged(key, |cur| {
             if last_version(cur.as_ref()) >= item.version {
                 (Change::Keep, false)
             } else {
                 (Change::Put(Entry::Item(item)), true)
             }
-        })
+        })?;
+        if loaded {
+            self.access.stored(key, now);
+        }
+        Ok(loaded)
     }
 
     /// `flush_all` now: every record goes, tombstones included (the node is usually about to be rebuilt).

@@ -357,3 +357,152 @@ pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
     f()
 }
+
+/// Debian's memcached (the reference server) on a free loopback port, without UDP, stopped (SIGKILL) on drop.
+pub struct Memcached {
+    child: Child,
+    /// Port it listens on.
+    pub port: u16,
+}
+
+impl Memcached {
+    /// Starts `memcached` with extra arguments and waits until it accepts connections.
+    pub fn start(args: &[&str]) -> Memcached {
+        assert!(
+            have("memcached"),
+            "memcached missing: run scripts/install-deps"
+        );
+        let port = free_port();
+        let mut cmd = Command::new("memcached");
+        cmd.args(["-l", "127.0.0.1", "-p", &port.to_string(), "-U", "0"]);
+        // SAFETY: geteuid(2) has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            // memcached refuses to run as root without a user to run as.
+            cmd.args(["-u", "root"]);
+        }
+        let child = cmd
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn memcached");
+        let mc = Memcached { child, port };
+        wait_for_port(port, Duration::from_secs(10)).expect("memcached did not start");
+        mc
+    }
+
+    /// `127.0.0.1:<port>`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Memcached {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What a server sent back for some raw bytes on a fresh connection, and whether it then closed the connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Exchange {
+    /// Every byte received.
+    pub reply: Vec<u8>,
+    /// The server closed the connection (or reset it).
+    pub closed: bool,
+}
+
+impl Exchange {
+    /// The reply with its `VERSION <x>` lines made equal, so a node's answers compare with memcached's.
+    pub fn normalized(&self) -> Exchange {
+        let text = String::from_utf8_lossy(&self.reply);
+        let reply = text
+            .split_inclusive("\r\n")
+            .map(|l| {
+                if l.starts_with("VERSION ") {
+                    "VERSION x\r\n"
+                } else {
+                    l
+                }
+            })
+            .collect::<String>()
+            .into_bytes();
+        Exchange {
+            reply,
+            closed: self.closed,
+        }
+    }
+}
+
+impl std::fmt::Display for Exchange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let closed = if self.closed { " (closed)" } else { "" };
+        write!(f, "{:?}{closed}", String::from_utf8_lossy(&self.reply))
+    }
+}
+
+/// Sends `bytes` then `mn\r\n` (meta no-op, which both memcached and a node answer `MN`) on a new connection to
+/// `addr`, and reads until the `MN` reply or the end of the connection: the whole answer to `bytes`, however it
+/// ends, without waiting on a timer. Input that leaves the server waiting for data (an unfinished value) needs
+/// [`exchange_idle`] instead.
+pub fn exchange(addr: &str, bytes: &[u8]) -> Exchange {
+    let mut all = bytes.to_vec();
+    all.extend_from_slice(b"mn\r\n");
+    let mut got = read_reply(addr, &all, Duration::from_secs(10), |r| {
+        r.ends_with(b"MN\r\n")
+    });
+    if !got.closed {
+        assert!(
+            got.reply.ends_with(b"MN\r\n"),
+            "{addr} did not answer the closing mn after {:?}: got {got}",
+            String::from_utf8_lossy(bytes)
+        );
+        got.reply.truncate(got.reply.len() - 4);
+    }
+    got
+}
+
+/// Sends `bytes` on a new connection to `addr` and reads until the connection ends or stays quiet for `idle`.
+pub fn exchange_idle(addr: &str, bytes: &[u8], idle: Duration) -> Exchange {
+    read_reply(addr, bytes, idle, |_| false)
+}
+
+fn read_reply(addr: &str, bytes: &[u8], idle: Duration, done: impl Fn(&[u8]) -> bool) -> Exchange {
+    let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    stream.set_read_timeout(Some(idle)).unwrap();
+    // Written from another thread: a server that answers while the request is still arriving (a long `get`) must
+    // not fill our receive buffer while we are blocked writing.
+    let mut writer = stream.try_clone().expect("clone stream");
+    let bytes = bytes.to_vec();
+    let sender = std::thread::spawn(move || {
+        let _ = writer.write_all(&bytes);
+    });
+    let mut reply = Vec::new();
+    let mut buf = vec![0; 64 * 1024];
+    let closed = loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => {
+                reply.extend_from_slice(&buf[..n]);
+                if done(&reply) {
+                    break false;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break true,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                break false
+            }
+            Err(e) => panic!("read from {addr}: {e}"),
+        }
+    };
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+    let _ = sender.join();
+    Exchange { reply, closed }
+}

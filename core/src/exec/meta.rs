@@ -16,9 +16,9 @@
 //! so that `mg` is a write too (protocol.md §11 routes only `mg` with `N`/`R`/`T`/`E` to the master). Auto-create
 //! (`mg N`, `ma N`, `ms MA N`/`MP N`) is an add: Flare's delete hold refuses it.
 //!
-//! **Not tracked.** There is no LRU and no per-read bookkeeping (a read that changes nothing never writes), so `h` is
-//! always `h0`, `l` is always `l0`, `me` reports `la=0 fetch=no cls=0`, and `u` does nothing (decisions.md #5 allows
-//! memory-only access data; we keep none).
+//! **Access data.** `h`, `l` and `me`'s `la=`/`fetch=` come from the node's in-memory [`crate::access`] table (a
+//! read still never writes to storage, decisions.md #5): `mg` reports them as they were before it and then marks the
+//! item fetched, unless `u` is given. There is no LRU: `me` reports `cls=0`.
 //!
 //! **Quiet mode (`q`)**, as memcached: `mg` hides `EN`; `ms` hides `HD`; `md` hides `HD` and `NF`; `ma` hides `HD`
 //! (or `VA`) when it changed an existing counter, but not when `N` created it. Errors are always sent.
@@ -65,6 +65,8 @@ enum GetOutcome {
         stale: bool,
         /// This request won (`W`).
         won: bool,
+        /// `N` created the item.
+        created: bool,
     },
     Miss,
     /// `E` not above the current version.
@@ -133,6 +135,7 @@ fn get<S: Storage>(
             already_won,
             stale,
             won,
+            created,
         };
         (change, hit)
     })?;
@@ -141,14 +144,15 @@ fn get<S: Storage>(
     if touched {
         tally.cmd_set += 1;
     }
-    let (item, ttl_at_t, already_won, stale, won) = match outcome {
+    let (item, ttl_at_t, already_won, stale, won, created) = match outcome {
         GetOutcome::Hit {
             item,
             ttl_at_t,
             already_won,
             stale,
             won,
-        } => (item, ttl_at_t, already_won, stale, won),
+            created,
+        } => (item, ttl_at_t, already_won, stale, won, created),
         GetOutcome::Miss => {
             tally.get_misses += 1;
             tally.touch_misses += u64::from(touched);
@@ -158,6 +162,13 @@ fn get<S: Storage>(
     };
     tally.get_hits += 1;
     tally.touch_hits += u64::from(touched);
+    if created {
+        store.access().stored(&cmd.key, now);
+    }
+    let access = match cmd.has(&MetaFlag::NoBump) {
+        true => store.access().peek(&cmd.key, now),
+        false => store.access().fetch(&cmd.key, now),
+    };
     if won {
         mutations.push(Mutation::Put {
             key: cmd.key.clone(),
@@ -177,8 +188,8 @@ fn get<S: Storage>(
             MetaFlag::ReturnTtl => Some(ReturnFlag::Ttl(ttl_at_t)),
             MetaFlag::ReturnCas => Some(ReturnFlag::Cas(item.version)),
             MetaFlag::ReturnFlags => Some(ReturnFlag::ClientFlags(item.flags)),
-            MetaFlag::ReturnLastAccess => Some(ReturnFlag::LastAccess(0)),
-            MetaFlag::ReturnHit => Some(ReturnFlag::Hit(false)),
+            MetaFlag::ReturnLastAccess => Some(ReturnFlag::LastAccess(access.idle_secs)),
+            MetaFlag::ReturnHit => Some(ReturnFlag::Hit(access.fetched)),
             other => echo_flag(cmd, other),
         })
         .collect();
@@ -528,16 +539,19 @@ fn arith<S: Storage>(
 /// `me <key> [b]`.
 fn debug<S: Storage>(store: &Store<S>, cmd: &MetaCommand, now: u64) -> Result<Reply, StorageError> {
     let reply = match store.get(&cmd.key, now)? {
-        Some(item) => MetaReply::Debug(DebugInfo {
-            key: cmd.key.clone(),
-            base64: cmd.base64,
-            exp: remaining_ttl(item.exptime, now),
-            la: 0,
-            cas: item.version,
-            fetched: false,
-            cls: 0,
-            size: item.value.len() as u64,
-        }),
+        Some(item) => {
+            let access = store.access().peek(&cmd.key, now);
+            MetaReply::Debug(DebugInfo {
+                key: cmd.key.clone(),
+                base64: cmd.base64,
+                exp: remaining_ttl(item.exptime, now),
+                la: access.idle_secs,
+                cas: item.version,
+                fetched: access.fetched,
+                cls: 0,
+                size: item.value.len() as u64,
+            })
+        }
         None => MetaReply::Status {
             status: MetaStatus::Miss,
             flags: Vec::new(),
@@ -700,7 +714,7 @@ mod tests {
                     "mg foo Oxyz t s f c k v\r\n",
                     "VA 2 Oxyz t30 s2 f7 c1 kfoo\r\nhi\r\n",
                 ),
-                ("mg foo h l u\r\n", "HD h0 l0\r\n"),
+                ("mg foo h l u\r\n", "HD h1 l0\r\n"),
                 ("mg foo P123 L7 q\r\n", "HD\r\n"),
             ],
         );
@@ -713,6 +727,53 @@ mod tests {
                 ("mg bar t v\r\n", "VA 0 t-1\r\n\r\n"),
             ],
         );
+    }
+
+    /// `h` and `l` as memcached 1.6.18 answers them (the same steps, on a real memcached: tests/tests/memcached.rs).
+    #[test]
+    fn hit_before_and_last_access_follow_reads_and_writes() {
+        let s = store();
+        let at = |secs: u64, line: &str| run_with(&s, line.as_bytes(), NOW + secs).0;
+        assert_eq!(at(0, "set k 0 0 1\r\n5\r\n"), "STORED\r\n");
+        assert_eq!(at(0, "mg k h l t\r\n"), "HD h0 l0 t-1\r\n");
+        // The second read refreshes the time, later ones leave it; `me` shows the same data.
+        assert_eq!(at(2, "mg k h l\r\n"), "HD h1 l2\r\n");
+        assert_eq!(
+            at(3, "me k\r\n"),
+            "ME k exp=-1 la=1 cas=1 fetch=yes cls=0 size=1\r\n"
+        );
+        assert_eq!(at(5, "mg k h l\r\n"), "HD h1 l3\r\n");
+        // A read more than a minute after it refreshes it.
+        assert_eq!(at(70, "get k\r\n"), "VALUE k 0 1\r\n5\r\nEND\r\n");
+        assert_eq!(at(71, "mg k h l\r\n"), "HD h1 l1\r\n");
+        // incr changes the number in place: the bits stay, the time is now.
+        assert_eq!(at(75, "incr k 1\r\n"), "6\r\n");
+        assert_eq!(at(76, "mg k h l u\r\n"), "HD h1 l1\r\n");
+        // A new value is a new item.
+        assert_eq!(at(80, "append k 0 0 1\r\nx\r\n"), "STORED\r\n");
+        assert_eq!(at(81, "mg k h l\r\n"), "HD h0 l1\r\n");
+        // `u` looks without marking it fetched; touch and gat are reads.
+        for (i, read) in [
+            "mg t u\r\n",
+            "touch t 100\r\n",
+            "gat 100 t\r\n",
+            "gets t\r\n",
+        ]
+        .iter()
+        .enumerate()
+        {
+            assert_eq!(at(90, "set t 0 0 1\r\nx\r\n"), "STORED\r\n");
+            at(90, read);
+            let want = if i == 0 { "HD h0\r\n" } else { "HD h1\r\n" };
+            assert_eq!(at(90, "mg t h\r\n"), want, "after {read:?}");
+        }
+        // A vivified item: created unfetched by this mg, fetched for the next.
+        assert_eq!(at(100, "mg v N30 h l\r\n"), "HD h0 l0 W\r\n");
+        assert_eq!(at(101, "mg v h l\r\n"), "HD h1 l1 Z\r\n");
+        // A deleted and re-created key starts over.
+        assert_eq!(at(102, "delete v\r\n"), "DELETED\r\n");
+        assert_eq!(at(103, "ms v 1\r\ny\r\n"), "HD\r\n");
+        assert_eq!(at(105, "mg v h l\r\n"), "HD h0 l2\r\n");
     }
 
     #[test]
@@ -893,7 +954,7 @@ mod tests {
         script(
             &s,
             &[
-                ("delete c 60\r\n", "DELETED\r\n"),
+                ("<m:1>delete c 60\r\n", "DELETED\r\n"),
                 ("ma c N0\r\n", "NS\r\n"),
                 ("mg c N30 v\r\n", "EN\r\n"),
                 ("ms c 1 MA N30\r\nx\r\n", "NS\r\n"),

@@ -132,12 +132,34 @@ pub fn execute<S: Storage>(
     tally: &mut Tally,
 ) -> Outcome {
     let mut mutations = Vec::new();
+    // incr/decr change a number in place, and `mg` keeps its item (a win, a new TTL) or records the one it
+    // creates itself: the item keeps its access data (crate::access).
+    use crate::protocol::meta::MetaKind;
+    let arith = match &command {
+        Command::Arith { .. } => true,
+        Command::Meta(m) => m.kind == MetaKind::Arith,
+        _ => false,
+    };
+    let in_place = arith || matches!(&command, Command::Meta(m) if m.kind == MetaKind::Get);
     let step = apply(store, command, now, tally, &mut mutations).unwrap_or_else(|e| {
         tally.storage_errors += 1;
         tracing::error!(error = %e, "storage failure");
         // Whatever was applied before the failure (an earlier key of a gat) is still replicated.
         Step::Reply(storage_error_reply(&e))
     });
+    for m in &mutations {
+        match m {
+            Mutation::Put { key, .. } if !in_place => store.access().stored(key, now),
+            Mutation::Put { key, .. } if arith => store.access().changed(key, now),
+            Mutation::Put { .. } => {}
+            Mutation::Delete { key, .. } => store.access().forget(key),
+            // touch, gat, mg T: a read that hits, for memcached.
+            Mutation::Touch { key, .. } => {
+                store.access().fetch(key, now);
+            }
+            Mutation::Flush { .. } => {}
+        }
+    }
     match step {
         Step::Reply(reply) => Outcome::Reply { reply, mutations },
         Step::Driver(command) => Outcome::Driver(command),
@@ -167,6 +189,7 @@ fn apply<S: Storage>(
                 match store.get(&key, now)? {
                     Some(item) => {
                         tally.get_hits += 1;
+                        store.access().fetch(&key, now);
                         items.push(value_item(key, item));
                     }
                     None => tally.get_misses += 1,

@@ -452,6 +452,14 @@ pub enum ErrorReply {
     NonNumeric,
     /// `CLIENT_ERROR invalid numeric delta argument`.
     InvalidDelta,
+    /// `CLIENT_ERROR invalid exptime argument`: memcached's answer to an unreadable exptime of `touch`, `gat`,
+    /// `gats` and `flush_all`.
+    InvalidExptime,
+    /// memcached's answer to a `delete` it does not accept (a hold time, an unknown option), with its two spaces.
+    DeleteUsage,
+    /// No reply at all: memcached rejects the request without a word (a malformed `flush_all ... noreply`, or,
+    /// with the connection closed, a line that looks like an HTTP request). Encoded as nothing.
+    Silent,
     /// `CLIENT_ERROR <msg>`.
     Client(Cow<'static, str>),
     /// `SERVER_ERROR <msg>`.
@@ -459,7 +467,7 @@ pub enum ErrorReply {
 }
 
 impl ErrorReply {
-    /// The reply line without its `\r\n`.
+    /// The reply line without its `\r\n` (empty for [`ErrorReply::Silent`], which sends no line).
     pub fn line(&self) -> Cow<'_, str> {
         match self {
             ErrorReply::UnknownCommand => "ERROR".into(),
@@ -472,6 +480,11 @@ impl ErrorReply {
                 "CLIENT_ERROR cannot increment or decrement non-numeric value".into()
             }
             ErrorReply::InvalidDelta => "CLIENT_ERROR invalid numeric delta argument".into(),
+            ErrorReply::InvalidExptime => "CLIENT_ERROR invalid exptime argument".into(),
+            ErrorReply::DeleteUsage => {
+                "CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]".into()
+            }
+            ErrorReply::Silent => "".into(),
             ErrorReply::Client(m) => format!("CLIENT_ERROR {m}").into(),
             ErrorReply::Server(m) => format!("SERVER_ERROR {m}").into(),
         }
@@ -489,6 +502,8 @@ impl ErrorReply {
             ErrorReply::TooLarge,
             ErrorReply::NonNumeric,
             ErrorReply::InvalidDelta,
+            ErrorReply::InvalidExptime,
+            ErrorReply::DeleteUsage,
         ];
         if let Some(e) = fixed.into_iter().find(|e| e.line().as_bytes() == line) {
             return Some(e);
@@ -510,10 +525,14 @@ impl ErrorReply {
             | ErrorReply::BadDataChunk
             | ErrorReply::LineTooLong
             | ErrorReply::KeyTooLong
-            | ErrorReply::InvalidDelta => binary::status::INVALID_ARGUMENTS,
+            | ErrorReply::InvalidDelta
+            | ErrorReply::InvalidExptime
+            | ErrorReply::DeleteUsage => binary::status::INVALID_ARGUMENTS,
             ErrorReply::TooLarge => binary::status::VALUE_TOO_LARGE,
             ErrorReply::NonNumeric => binary::status::NON_NUMERIC,
-            ErrorReply::Client(_) | ErrorReply::Server(_) => binary::status::INTERNAL_ERROR,
+            ErrorReply::Client(_) | ErrorReply::Server(_) | ErrorReply::Silent => {
+                binary::status::INTERNAL_ERROR
+            }
         }
     }
 }

@@ -2,7 +2,7 @@
 //! ends with `\r\n`.
 use bytes::{BufMut, BytesMut};
 
-use super::{Framing, Reply, ValueItem};
+use super::{ErrorReply, Framing, Reply, ValueItem};
 
 /// What memcached sends a connection over its limit before closing it (and so does a node at `max-connection`).
 pub const TOO_MANY_CONNECTIONS: &[u8] = b"ERROR Too many open connections\r\n";
@@ -61,6 +61,7 @@ pub fn encode_text(reply: &Reply, out: &mut BytesMut) {
             }
             line(out, b"END");
         }
+        Reply::Error(ErrorReply::Silent) => {}
         Reply::Error(e) => line(out, e.line().as_bytes()),
         Reply::Meta(m) => super::meta::encode(m, out),
         Reply::Raw(bytes) => out.extend_from_slice(bytes),

@@ -14,7 +14,10 @@
 //! [`Limits::item_size_max`] is answered with `SERVER_ERROR object too large for cache` and its data block skipped.
 //! A malformed known command answers `CLIENT_ERROR bad command line format` and, when its `<bytes>` could be read,
 //! skips its data block too (protocol.md §4.1 [Improve]); unknown commands and malformed admin commands answer
-//! `ERROR`, as Flare does.
+//! `ERROR`, as Flare does. Where memcached 1.6 answers otherwise, the node answers as memcached (docs/compatibility.md
+//! "Malformed commands"): a classic command without its arguments is `ERROR`, `delete` refuses a hold time unless
+//! it has Flare's version too or comes from another node, and a line that looks like an HTTP request closes the
+//! connection without a reply.
 
 use bytes::{Buf, Bytes, BytesMut};
 
@@ -106,7 +109,8 @@ impl TextParser {
                         Some((path, rest)) => (Framing::Text { proxy: Some(path) }, rest),
                         None => (Framing::TEXT, line),
                     };
-                    match self.parse_line(&rest) {
+                    let proxied = matches!(framing, Framing::Text { proxy: Some(_) });
+                    match self.parse_line(&rest, proxied) {
                         Ok(LineOutcome::Done(command)) => {
                             return Parsed::Request(Request { command, framing })
                         }
@@ -269,8 +273,8 @@ impl TextParser {
         Parsed::NeedMore
     }
 
-    /// Parses one command line (after any proxy prefix).
-    fn parse_line(&self, line: &Bytes) -> Result<LineOutcome, LineError> {
+    /// Parses one command line (after any proxy prefix; `proxied` when there was one).
+    fn parse_line(&self, line: &Bytes, proxied: bool) -> Result<LineOutcome, LineError> {
         let mut tokens = Tokens::new(line);
         let Some(name) = tokens.next() else {
             return Err(LineError::new(ErrorReply::UnknownCommand));
@@ -285,7 +289,7 @@ impl TextParser {
             b"append" => self.parse_store(line, tokens, StoreMode::Append),
             b"prepend" => self.parse_store(line, tokens, StoreMode::Prepend),
             b"cas" => self.parse_store(line, tokens, StoreMode::Cas),
-            b"delete" => done(self.parse_delete(line, tokens)?),
+            b"delete" => done(self.parse_delete(line, tokens, proxied)?),
             b"incr" => done(self.parse_arith(line, tokens, ArithOp::Incr)?),
             b"decr" => done(self.parse_arith(line, tokens, ArithOp::Decr)?),
             b"touch" => done(self.parse_touch(line, tokens)?),
@@ -328,7 +332,7 @@ impl TextParser {
                     }),
                 }
             }
-            _ => Err(LineError::new(ErrorReply::UnknownCommand)),
+            _ => Err(unknown_command(name, line)),
         }
     }
 
@@ -368,10 +372,12 @@ impl TextParser {
         mut tokens: Tokens<'_>,
         cas: bool,
     ) -> Result<Command, LineError> {
-        let bad = || LineError::new(ErrorReply::BadCommandLine);
+        let missing = || LineError::new(ErrorReply::UnknownCommand);
+        let bad_exptime = || LineError::new(ErrorReply::InvalidExptime);
         if self.dialect.gat_flare_syntax && !cas {
-            let key = self.key(line, tokens.next().ok_or_else(bad)?)?;
-            let exptime = tokens.next().and_then(parse_i64).ok_or_else(bad)?;
+            let key = self.key(line, tokens.next().ok_or_else(missing)?)?;
+            let exptime = tokens.next().ok_or_else(missing)?;
+            let exptime = parse_i64(exptime).ok_or_else(bad_exptime)?;
             let noreply = parse_noreply_only(tokens)?;
             return Ok(Command::Gat {
                 exptime,
@@ -381,11 +387,10 @@ impl TextParser {
                 noreply,
             });
         }
-        let exptime = tokens.next().and_then(parse_i64).ok_or_else(bad)?;
+        // memcached: `gat` alone is an unknown command, `gat <exptime>` without keys answers `END`.
+        let exptime = tokens.next().ok_or_else(missing)?;
+        let exptime = parse_i64(exptime).ok_or_else(bad_exptime)?;
         let keys = self.keys(line, tokens)?;
-        if keys.is_empty() {
-            return Err(bad());
-        }
         Ok(Command::Gat {
             exptime,
             keys,
@@ -403,15 +408,18 @@ impl TextParser {
         mut tokens: Tokens<'_>,
         mode: StoreMode,
     ) -> Result<LineOutcome, LineError> {
+        // Too few arguments is an unknown command, as in memcached (which counts tokens before anything else):
+        // there is no <bytes> to skip.
+        let needed = if mode == StoreMode::Cas { 5 } else { 4 };
+        if tokens.clone().take(needed).count() < needed {
+            return Err(LineError::new(ErrorReply::UnknownCommand));
+        }
         let (key, flags, exptime, bytes) =
             (tokens.next(), tokens.next(), tokens.next(), tokens.next());
         // Read <bytes> first: every later error skips the data block the client is about to send.
-        // Over Flare's hard maximum (2^31-1) the length is a parse error, as in Flare and memcached: there is no
-        // sane amount to skip.
-        let Some(len) = bytes
-            .and_then(parse_u64)
-            .filter(|l| *l <= u64::from(super::ITEM_SIZE_HARD_MAX))
-        else {
+        // A length memcached cannot add its `\r\n` to in an int (over 2^31-3) is a parse error, as in memcached:
+        // there is no sane amount to skip.
+        let Some(len) = bytes.and_then(parse_u64).filter(|l| *l <= LENGTH_MAX) else {
             return Err(LineError::new(ErrorReply::BadCommandLine));
         };
         let swallow = len.saturating_add(2);
@@ -459,21 +467,55 @@ impl TextParser {
         })
     }
 
-    /// `delete <key> [<time>] [<version>] [options]` (§4.7).
-    fn parse_delete(&self, line: &Bytes, mut tokens: Tokens<'_>) -> Result<Command, LineError> {
-        let bad = || LineError::new(ErrorReply::BadCommandLine);
-        let key = self.key(line, tokens.next().ok_or_else(bad)?)?;
-        let mut rest = tokens.peekable();
-        let numeric = |t: &&[u8]| t.first().is_some_and(|c| c.is_ascii_digit() || *c == b'-');
-        let hold = match rest.next_if(numeric) {
-            Some(t) => parse_i64(t).ok_or_else(bad)?,
-            None => 0,
+    /// `delete <key> [<time>] [<version>] [options]` (§4.7), in two dialects:
+    /// - Flare's whole form, for a proxied line (what nodes send each other: a forwarded delete, a replicated
+    ///   tombstone `delete <key> <hold> <version>`) and for any line with both a time and a version (Flare's
+    ///   explicit-version form, allowed to clients by `allow-client-version`);
+    /// - otherwise memcached 1.6's: `delete <key> [0] [noreply]` (with Flare's `sync`/`async` too), at most three
+    ///   arguments; a hold time, which memcached dropped in 1.4, or anything else answers memcached's usage line
+    ///   (nothing when the last argument is `noreply`).
+    fn parse_delete(
+        &self,
+        line: &Bytes,
+        tokens: Tokens<'_>,
+        proxied: bool,
+    ) -> Result<Command, LineError> {
+        let args: Vec<&[u8]> = tokens.collect();
+        let Some((key, rest)) = args.split_first() else {
+            return Err(LineError::new(ErrorReply::UnknownCommand));
         };
-        let version = match rest.next_if(numeric) {
-            Some(t) => Some(parse_u64(t).ok_or_else(bad)?),
-            None => None,
+        let key = self.key(line, key)?;
+        let numeric = |t: &[u8]| t.first().is_some_and(|c| c.is_ascii_digit() || *c == b'-');
+        let flare_form = proxied || (rest.len() >= 2 && numeric(rest[0]) && numeric(rest[1]));
+        let (hold, version, options) = if flare_form {
+            let mut rest = rest.iter().copied().peekable();
+            let bad = || LineError::new(ErrorReply::BadCommandLine);
+            let hold = match rest.next_if(|t| numeric(t)) {
+                Some(t) => parse_i64(t).ok_or_else(bad)?,
+                None => 0,
+            };
+            let version = match rest.next_if(|t| numeric(t)) {
+                Some(t) => Some(parse_u64(t).ok_or_else(bad)?),
+                None => None,
+            };
+            (hold, version, parse_write_options(rest)?)
+        } else {
+            if rest.len() > 2 {
+                return Err(LineError::new(ErrorReply::UnknownCommand));
+            }
+            let options = match rest.split_first() {
+                Some((&b"0", options)) => options,
+                _ => rest,
+            };
+            // As in memcached, a last `noreply` silences the usage line.
+            let refused = match rest.last() {
+                Some(&b"noreply") => ErrorReply::Silent,
+                _ => ErrorReply::DeleteUsage,
+            };
+            let options = parse_write_options(options.iter().copied())
+                .map_err(|_| LineError::new(refused))?;
+            (0, None, options)
         };
-        let options = parse_write_options(rest)?;
         Ok(Command::Delete {
             key,
             hold,
@@ -490,9 +532,9 @@ impl TextParser {
         mut tokens: Tokens<'_>,
         op: ArithOp,
     ) -> Result<Command, LineError> {
-        let bad = || LineError::new(ErrorReply::BadCommandLine);
-        let key = self.key(line, tokens.next().ok_or_else(bad)?)?;
-        let delta = tokens.next().ok_or_else(bad)?;
+        let missing = || LineError::new(ErrorReply::UnknownCommand);
+        let key = self.key(line, tokens.next().ok_or_else(missing)?)?;
+        let delta = tokens.next().ok_or_else(missing)?;
         let delta = match parse_u64(delta) {
             Some(d) => d,
             // Flare wraps a negative delta to a huge unsigned value.
@@ -513,9 +555,10 @@ impl TextParser {
 
     /// `touch <key> <exptime> [noreply]` (§4.9).
     fn parse_touch(&self, line: &Bytes, mut tokens: Tokens<'_>) -> Result<Command, LineError> {
-        let bad = || LineError::new(ErrorReply::BadCommandLine);
-        let key = self.key(line, tokens.next().ok_or_else(bad)?)?;
-        let exptime = tokens.next().and_then(parse_i64).ok_or_else(bad)?;
+        let missing = || LineError::new(ErrorReply::UnknownCommand);
+        let key = self.key(line, tokens.next().ok_or_else(missing)?)?;
+        let exptime = tokens.next().ok_or_else(missing)?;
+        let exptime = parse_i64(exptime).ok_or(LineError::new(ErrorReply::InvalidExptime))?;
         let noreply = parse_noreply_only(tokens)?;
         Ok(Command::Touch {
             key,
@@ -649,45 +692,71 @@ fn parse_noreply_only<'a>(mut tokens: impl Iterator<Item = &'a [u8]>) -> Result<
     }
 }
 
-/// `flush_all [<delay>] [noreply|async]` (§4.10): `async` is accepted and ignored, `sync` is an error.
+/// `flush_all [<delay>] [noreply]` (§4.10), as memcached 1.6 reads it: at most two arguments (more: `ERROR`),
+/// `noreply` when it is the last; the first is the delay unless it is that `noreply`, and a delay that is not a
+/// number answers `CLIENT_ERROR invalid exptime argument` (nothing with `noreply`; nothing is flushed either way). A
+/// second argument that is not `noreply` is ignored, as memcached ignores it, except Flare's `sync`, which a node
+/// refuses (a flush is never waited for on slaves).
 fn parse_flush_all(tokens: Tokens<'_>) -> Result<Command, LineError> {
-    let mut rest = tokens.peekable();
-    let delay = match rest.next_if(|t| t.first().is_some_and(|c| c.is_ascii_digit() || *c == b'-'))
-    {
-        Some(t) => parse_i64(t).ok_or(LineError::new(ErrorReply::BadCommandLine))?,
+    let args: Vec<&[u8]> = tokens.collect();
+    if args.len() > 2 {
+        return Err(LineError::new(ErrorReply::UnknownCommand));
+    }
+    if args.get(1) == Some(&&b"sync"[..]) {
+        return Err(LineError::new(ErrorReply::BadCommandLine));
+    }
+    let noreply = args.last() == Some(&&b"noreply"[..]);
+    let delay = match args.first() {
         None => 0,
+        Some(_) if noreply && args.len() == 1 => 0,
+        Some(t) => match parse_i64(t) {
+            Some(d) => d,
+            None if noreply => return Err(LineError::new(ErrorReply::Silent)),
+            None => return Err(LineError::new(ErrorReply::InvalidExptime)),
+        },
     };
-    let noreply = parse_noreply_async(rest)?;
     Ok(Command::FlushAll { delay, noreply })
 }
 
-/// `verbosity <n> [noreply|async]` (§4.11): the level is ignored. As in memcached, `verbosity noreply` (no level)
-/// is accepted silently, while a bare `verbosity` or a non-numeric level is an error.
+/// `verbosity <level> [noreply]` (§4.11), as memcached 1.6 reads it: one or two arguments (otherwise `ERROR`),
+/// `noreply` when it is the last, a level that is not a number answers `CLIENT_ERROR bad command line format`
+/// (nothing with `noreply`), a second argument that is not `noreply` is ignored. The level changes nothing.
 fn parse_verbosity(tokens: Tokens<'_>) -> Result<Command, LineError> {
-    let mut rest = tokens.peekable();
-    match rest.peek() {
-        None => return Err(LineError::new(ErrorReply::UnknownCommand)),
-        Some(&b"noreply") => {}
-        Some(level) if parse_u64(level).is_some() => {
-            rest.next();
-        }
-        Some(_) => return Err(LineError::new(ErrorReply::UnknownCommand)),
+    let args: Vec<&[u8]> = tokens.collect();
+    if args.is_empty() || args.len() > 2 {
+        return Err(LineError::new(ErrorReply::UnknownCommand));
     }
-    let noreply = parse_noreply_async(rest)?;
+    let noreply = args.last() == Some(&&b"noreply"[..]);
+    if parse_u64(args[0]).is_none() && !noreply {
+        return Err(LineError::new(ErrorReply::BadCommandLine));
+    }
     Ok(Command::Verbosity { noreply })
 }
 
-fn parse_noreply_async<'a>(tokens: impl Iterator<Item = &'a [u8]>) -> Result<bool, LineError> {
-    let mut noreply = false;
-    for t in tokens {
-        match t {
-            b"noreply" => noreply = true,
-            b"async" => {}
-            _ => return Err(LineError::new(ErrorReply::BadCommandLine)),
-        }
+/// The answer to a line whose command is unknown: `ERROR`, except that a line that looks like an HTTP request is
+/// dropped and the connection closed without a reply, as memcached 1.6 guards against cross-protocol requests. Its
+/// rule, found by testing 1.6.18: the command is at least two bytes and does not begin with a letter memcached
+/// dispatches on (`a c d g i s t`, whose unknown commands answer `ERROR` at once), and the last of the line's first
+/// 23 tokens (memcached tokenizes at most 24, the last being the rest of the line) begins with `HTTP/`.
+fn unknown_command(name: &[u8], line: &[u8]) -> LineError {
+    let dispatched = matches!(
+        name.first(),
+        Some(b'a' | b'c' | b'd' | b'g' | b'i' | b's' | b't')
+    );
+    let last = Tokens::new(line).take(HTTP_TOKENS_MAX).last();
+    if name.len() >= 2 && !dispatched && last.is_some_and(|t| t.starts_with(b"HTTP/")) {
+        return LineError::close(ErrorReply::Silent);
     }
-    Ok(noreply)
+    LineError::new(ErrorReply::UnknownCommand)
 }
+
+/// How many tokens of a line memcached looks at for its HTTP guard ([`unknown_command`]).
+const HTTP_TOKENS_MAX: usize = 23;
+
+/// The longest `<bytes>` of a storage command: memcached adds 2 (for `\r\n`) to it in an `int`, and refuses the
+/// line as `CLIENT_ERROR bad command line format` above 2^31-3. (So even with `max-item-size` at its hard maximum,
+/// 2^31-1, a text client's value is at most 2^31-3 bytes.)
+pub const LENGTH_MAX: u64 = i32::MAX as u64 - 2;
 
 fn no_args(mut tokens: Tokens<'_>, command: Command) -> Result<Command, LineError> {
     match tokens.next() {
@@ -921,7 +990,6 @@ mod tests {
             "set k 0 x 3\r\nabc\r\n",
             "set k 4294967296 0 3\r\nabc\r\n",
             "set k 0 0 3 bogus\r\nabc\r\n",
-            "cas k 0 0 3\r\nabc\r\n",
             "set k 0 0 3 1 2\r\nabc\r\n",
         ] {
             let out = decode_all(format!("{bad}get k\r\n").as_bytes(), Dialect::default());
@@ -1032,7 +1100,7 @@ mod tests {
                 }
             }
         );
-        assert_eq!(err("delete k bogus\r\n"), ErrorReply::BadCommandLine);
+        assert_eq!(err("delete k bogus\r\n"), ErrorReply::DeleteUsage);
         assert_eq!(
             cmd("incr k 18446744073709551615\r\n"),
             Command::Arith {
@@ -1048,7 +1116,7 @@ mod tests {
             err("decr k 18446744073709551616\r\n"),
             ErrorReply::InvalidDelta
         );
-        assert_eq!(err("incr k\r\n"), ErrorReply::BadCommandLine);
+        assert_eq!(err("incr k\r\n"), ErrorReply::UnknownCommand);
         assert_eq!(
             cmd("touch k 10 noreply\r\n"),
             Command::Touch {
@@ -1094,7 +1162,17 @@ mod tests {
                 noreply: false
             }
         );
-        assert_eq!(err("gat 10\r\n"), ErrorReply::BadCommandLine);
+        // memcached answers `gat <exptime>` without keys with END.
+        assert_eq!(
+            cmd("gat 10\r\n"),
+            Command::Gat {
+                exptime: 10,
+                keys: vec![],
+                cas: false,
+                flare_form: false,
+                noreply: false
+            }
+        );
         let d = Dialect {
             gat_flare_syntax: true,
             ..Default::default()
@@ -1127,14 +1205,8 @@ mod tests {
                 noreply: true
             }
         );
-        assert_eq!(
-            cmd("flush_all async\r\n"),
-            Command::FlushAll {
-                delay: 0,
-                noreply: false
-            }
-        );
-        assert_eq!(err("flush_all sync\r\n"), ErrorReply::BadCommandLine);
+        assert_eq!(err("flush_all async\r\n"), ErrorReply::InvalidExptime);
+        assert_eq!(err("flush_all 0 sync\r\n"), ErrorReply::BadCommandLine);
         assert_eq!(
             cmd("verbosity 1 noreply\r\n"),
             Command::Verbosity { noreply: true }
@@ -1272,6 +1344,258 @@ mod tests {
             &decode_all(many.as_bytes(), Dialect::default())[0],
             Decoded::Error { .. }
         ));
+    }
+
+    /// memcached 1.6.18's answers to commands without their arguments (checked against it: tests/tests/memcached.rs).
+    #[test]
+    fn missing_arguments_are_unknown_commands() {
+        for line in [
+            "get",
+            "gets",
+            "gat",
+            "gats",
+            "set",
+            "set k",
+            "set k 0",
+            "set k 0 0",
+            "add k 0 0",
+            "replace",
+            "append k",
+            "prepend k 0 0",
+            "cas",
+            "cas k",
+            "cas k 0 0 1",
+            "incr",
+            "incr k",
+            "decr k",
+            "touch",
+            "touch k",
+            "delete",
+            "verbosity",
+            "verbosity 1 2 3",
+            "flush_all 0 noreply x",
+            "delete k 0 noreply x",
+        ] {
+            assert_eq!(
+                err(&format!("{line}\r\n")),
+                ErrorReply::UnknownCommand,
+                "{line:?}"
+            );
+        }
+        // Nothing is swallowed: the data line that follows is read as a command.
+        let out = decode_all(b"cas k 0 0 1\r\nx\r\nping\r\n", Dialect::default());
+        assert_eq!(out.len(), 3, "{out:?}");
+        assert!(matches!(&out[2], Decoded::Request(r) if r.command == Command::Ping));
+    }
+
+    #[test]
+    fn delete_takes_memcacheds_form_from_clients_and_flares_from_nodes() {
+        let plain = |hold, version, noreply| Command::Delete {
+            key: b("k"),
+            hold,
+            version,
+            cas: None,
+            options: WriteOptions {
+                noreply,
+                ..Default::default()
+            },
+        };
+        assert_eq!(cmd("delete k 0\r\n"), plain(0, None, false));
+        assert_eq!(cmd("delete k 0 noreply\r\n"), plain(0, None, true));
+        assert_eq!(cmd("delete k noreply\r\n"), plain(0, None, true));
+        for bad in [
+            "delete k 10",
+            "delete k -1",
+            "delete k 00",
+            "delete k x",
+            "delete k noreply x",
+        ] {
+            assert_eq!(
+                err(&format!("{bad}\r\n")),
+                ErrorReply::DeleteUsage,
+                "{bad:?}"
+            );
+        }
+        assert_eq!(err("delete k 10 noreply\r\n"), ErrorReply::Silent);
+        // Flare's form with a version, as a client may send it (allow-client-version decides in the driver).
+        assert_eq!(cmd("delete k 10 5\r\n"), plain(10, Some(5), false));
+        // What nodes send each other: a replicated tombstone, a forwarded delete with a hold.
+        for (line, want) in [
+            (
+                "<m:1#9>delete k 1800000000 8\r\n",
+                plain(1_800_000_000, Some(8), false),
+            ),
+            ("<m:1>delete k 10\r\n", plain(10, None, false)),
+            ("<m:1>delete k 10 noreply\r\n", plain(10, None, true)),
+        ] {
+            assert_eq!(cmd(line), want, "{line:?}");
+        }
+        assert_eq!(
+            ErrorReply::DeleteUsage.line(),
+            "CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]"
+        );
+    }
+
+    #[test]
+    fn flush_all_and_verbosity_read_their_arguments_as_memcached() {
+        let flush = |delay, noreply| Command::FlushAll { delay, noreply };
+        assert_eq!(cmd("flush_all 0 0\r\n"), flush(0, false));
+        assert_eq!(cmd("flush_all 5 x\r\n"), flush(5, false));
+        assert_eq!(cmd("flush_all -1\r\n"), flush(-1, false));
+        assert_eq!(cmd("flush_all noreply\r\n"), flush(0, true));
+        assert_eq!(err("flush_all invalid\r\n"), ErrorReply::InvalidExptime);
+        assert_eq!(err("flush_all noreply 5\r\n"), ErrorReply::InvalidExptime);
+        assert_eq!(
+            err("flush_all 99999999999999999999\r\n"),
+            ErrorReply::InvalidExptime
+        );
+        // With noreply the error is not sent, and nothing is flushed.
+        assert_eq!(err("flush_all invalid noreply\r\n"), ErrorReply::Silent);
+        assert_eq!(
+            ErrorReply::InvalidExptime.line(),
+            "CLIENT_ERROR invalid exptime argument"
+        );
+        assert_eq!(
+            cmd("verbosity 1 2\r\n"),
+            Command::Verbosity { noreply: false }
+        );
+        assert_eq!(
+            cmd("verbosity invalid noreply\r\n"),
+            Command::Verbosity { noreply: true }
+        );
+        for bad in [
+            "verbosity invalid",
+            "verbosity -1",
+            "verbosity x 1",
+            "verbosity HTTP/1.1",
+        ] {
+            assert_eq!(
+                err(&format!("{bad}\r\n")),
+                ErrorReply::BadCommandLine,
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn invalid_exptimes_of_touch_and_gat() {
+        for bad in [
+            "touch k x",
+            "touch k 99999999999999999999",
+            "gat x a",
+            "gats HTTP/1.1 a",
+        ] {
+            assert_eq!(
+                err(&format!("{bad}\r\n")),
+                ErrorReply::InvalidExptime,
+                "{bad:?}"
+            );
+        }
+        let d = Dialect {
+            gat_flare_syntax: true,
+            ..Default::default()
+        };
+        assert!(matches!(
+            &decode_all(b"gat a x\r\n", d)[0],
+            Decoded::Error {
+                error: ErrorReply::InvalidExptime,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn declared_lengths_memcached_cannot_hold_are_bad_command_lines() {
+        for len in [
+            "2147483646",
+            "2147483647",
+            "2147483648",
+            "4294967296",
+            "99999999999999999999",
+        ] {
+            let line = format!("set k 0 0 {len}\r\nabc\r\nping\r\n");
+            let out = decode_all(line.as_bytes(), Dialect::default());
+            assert!(
+                matches!(
+                    &out[0],
+                    Decoded::Error {
+                        error: ErrorReply::BadCommandLine,
+                        close: false,
+                        ..
+                    }
+                ),
+                "{len}: {out:?}"
+            );
+            // Nothing swallowed: `abc` is an unknown command, then `ping`.
+            assert_eq!(out.len(), 3, "{len}: {out:?}");
+        }
+        // Just under it, over the item limit: too large, and the declared data is swallowed.
+        let mut d = Decoder::new(limits(), Dialect::default());
+        let mut buf = BytesMut::from(&b"set k 0 0 2147483645\r\nabc"[..]);
+        assert!(matches!(
+            d.decode(&mut buf),
+            Some(Decoded::Error {
+                error: ErrorReply::TooLarge,
+                ..
+            })
+        ));
+        assert!(buf.is_empty() && d.in_progress());
+    }
+
+    /// memcached 1.6.18's guard against cross-protocol requests, as found by testing it.
+    #[test]
+    fn http_request_lines_close_without_a_reply() {
+        let closes = |line: &str| {
+            matches!(
+                one(&format!("{line}\r\n")),
+                Decoded::Error {
+                    error: ErrorReply::Silent,
+                    close: true,
+                    ..
+                }
+            )
+        };
+        for line in [
+            "GET / HTTP/1.0",
+            "PUT /x HTTP/1.1",
+            "DELETE HTTP/1.1",
+            "HTTP/1.1",
+            "foo HTTP/",
+            "foo  HTTP/1.1   ",
+            "pzz HTTP/1.1",
+            "<a:1>GET / HTTP/1.1",
+        ] {
+            assert!(closes(line), "{line:?} must close");
+        }
+        let twenty_two = "xx ".repeat(22);
+        assert!(closes(&format!("{twenty_two}HTTP/1.1")));
+        assert!(closes(&format!("{twenty_two}HTTP/1.1 y z")));
+        for line in [
+            // Known commands, or a first letter memcached dispatches on, or a one-byte command.
+            "get / HTTP/1.0",
+            "azz HTTP/1.1",
+            "GETS a HTTP/1.0 x",
+            "x HTTP/1.1",
+            "foo HTTPX",
+            "foo http/1.1",
+            "foo HTTP/1.1 x",
+            "version HTTP/1.1",
+            "stats HTTP/1.1",
+            "mn HTTP/1.1",
+            "show HTTP/1.1",
+        ] {
+            assert!(!closes(line), "{line:?} must not close");
+        }
+        // Beyond memcached's 23 tokens the token it looks at is the 23rd.
+        assert!(!closes(&format!("{}HTTP/1.1", "xx ".repeat(23))));
+        // A silent error writes nothing.
+        let mut out = BytesMut::new();
+        crate::protocol::response::encode(
+            &Framing::TEXT,
+            &crate::protocol::Reply::Error(ErrorReply::Silent),
+            &mut out,
+        );
+        assert!(out.is_empty());
     }
 
     #[test]
