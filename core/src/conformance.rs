@@ -211,9 +211,9 @@ fn versions_survive_restart<H: Harness>(h: &mut H) {
         (3, 3, NOW + 100, &b"c"[..])
     );
     assert_eq!(store.get(b"gone", NOW).unwrap(), None);
-    // The tombstone survived, so the re-created key continues from version 1 + 1.
+    // The version clock's mark survived: the re-created key's version is above every version before the restart.
     match store.store(&set("gone", "y"), NOW).unwrap() {
-        StoreOutcome::Stored(i) => assert_eq!(i.version, 2),
+        StoreOutcome::Stored(i) => assert!(i.version > 4, "version {}", i.version),
         other => panic!("{other:?}"),
     }
 }

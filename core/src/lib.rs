@@ -30,6 +30,7 @@ pub mod node_map;
 pub mod protocol;
 pub mod storage;
 pub mod store;
+pub mod versions;
 
 /// This project's own version (decisions.md #1); the `version` reply carries `flare-<this>`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -81,6 +81,14 @@ pub trait Storage: Send + Sync {
 
     /// Bytes the engine uses on disk (0 for the in-memory engine).
     fn disk_bytes(&self) -> u64;
+
+    /// The persisted high-water mark of the node's version clock ([`crate::versions`]); `None` for an engine that
+    /// never had one (new, or written before the clock existed). `clear` keeps it.
+    fn version_mark(&self) -> Result<Option<u64>, StorageError>;
+
+    /// Persists a new high-water mark, ordered before every write made after it returns (same log), so a crash that
+    /// keeps a later write keeps the mark too.
+    fn save_version_mark(&self, mark: u64) -> Result<(), StorageError>;
 }
 
 /// Counts how an [`Entry`] transition changes the number of live items: +1, -1 or 0.
@@ -105,6 +113,8 @@ pub struct MemoryStorage {
 struct MemoryInner {
     map: std::collections::BTreeMap<Bytes, Entry>,
     items: u64,
+    /// The version clock's mark: never rolled back by a crash (a mark above what survived is harmless).
+    version_mark: Option<u64>,
     /// `Some` when unsynced changes are tracked: (key, record before the change), oldest first.
     undo: Option<Vec<(Bytes, Option<Entry>)>>,
 }
@@ -220,6 +230,15 @@ impl Storage for MemoryStorage {
     fn disk_bytes(&self) -> u64 {
         0
     }
+
+    fn version_mark(&self) -> Result<Option<u64>, StorageError> {
+        Ok(self.lock().version_mark)
+    }
+
+    fn save_version_mark(&self, mark: u64) -> Result<(), StorageError> {
+        self.lock().version_mark = Some(mark);
+        Ok(())
+    }
 }
 
 impl<T: Storage> Storage for std::sync::Arc<T> {
@@ -257,5 +276,11 @@ impl<T: Storage> Storage for std::sync::Arc<T> {
     }
     fn disk_bytes(&self) -> u64 {
         (**self).disk_bytes()
+    }
+    fn version_mark(&self) -> Result<Option<u64>, StorageError> {
+        (**self).version_mark()
+    }
+    fn save_version_mark(&self, mark: u64) -> Result<(), StorageError> {
+        (**self).save_version_mark(mark)
     }
 }

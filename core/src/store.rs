@@ -2,11 +2,11 @@
 //! `flush_all` do to one key (protocol.md §3, §4), with the time `now` (Unix seconds) passed in.
 //!
 //! Rules kept here, and nowhere else:
-//! - **Versions** (§4.3): every write that changes a value sets `version = last + 1`, where `last` is the version of
-//!   whatever the key holds — a live item, an expired item not yet swept, or a delete tombstone — so versions only
-//!   grow, across deletes and restarts (tombstones are persistent, cluster.md §8.4 [Improve]). A write carrying an
-//!   explicit version (replication, dumps) is stored with exactly that version, and refused with `NOT_STORED` when the
-//!   key already holds that version or a newer one.
+//! - **Versions** (§4.3): every write that changes a value or deletes a key takes a new version from the node-wide
+//!   [`VersionClock`] (memcached's CAS unique: unique across the node's keys, and growing across deletes, restarts
+//!   and failovers). A write carrying an explicit version (replication, dumps, meta `E`) is stored with exactly that
+//!   version, and refused with `NOT_STORED` when the key already holds that version or a newer one; the clock
+//!   witnesses it, so this node's own later writes are above it.
 //! - **Expiry** (§3): client exptimes are converted to absolute time on arrival ([`abs_exptime`]). Reads treat an
 //!   expired item as missing but never write; the sweeper ([`Store::sweep`]) turns expired items into tombstones and
 //!   drops tombstones whose time has passed.
@@ -17,6 +17,8 @@
 //! Each write returns the resulting item or tombstone, which is what replication sends to slaves (cluster.md §8.1).
 
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::versions::VersionClock;
 
 use bytes::{Bytes, BytesMut};
 
@@ -122,15 +124,10 @@ pub struct Store<S> {
     config: StoreConfig,
     /// Absolute time of a scheduled `flush_all`, 0 = none.
     flush_at: AtomicU64,
-    /// The lowest version a new write gets (see [`Store::raise_version_floor`]).
-    version_floor: AtomicU64,
+    /// Where every new version comes from.
+    versions: VersionClock,
     /// What meta `h`/`l` report (memory only; kept up to date by [`crate::exec`]).
     access: AccessTable,
-}
-
-/// The version of a write that changes a key whose last version is `last`: `last + 1`, and at least `floor`.
-pub fn next_version(last: u64, floor: u64) -> u64 {
-    last.saturating_add(1).max(floor)
 }
 
 /// The absolute expiry of a client exptime received at `now` (§3): 0 = never, negative = already expired, up to 30
@@ -159,16 +156,64 @@ pub fn last_version(entry: Option<&Entry>) -> u64 {
     entry.map_or(0, Entry::version)
 }
 
+/// The highest version any record of `storage` holds (a one-time scan for an engine with no version mark).
+fn highest_version<S: Storage>(storage: &S) -> Result<u64, StorageError> {
+    let mut highest = 0;
+    let mut after: Option<Bytes> = None;
+    loop {
+        let page = storage.scan(after.as_deref(), 4096)?;
+        let Some((last, _)) = page.last() else {
+            return Ok(highest);
+        };
+        after = Some(last.clone());
+        highest = page
+            .iter()
+            .map(|(_, e)| e.version())
+            .fold(highest, u64::max);
+    }
+}
+
 impl<S: Storage> Store<S> {
-    /// Semantics over `storage`.
-    pub fn new(storage: S, config: StoreConfig) -> Self {
-        Store {
+    /// Semantics over `storage`, resuming its version clock at the persisted mark. An engine written before the
+    /// clock existed has no mark: its records are scanned once for the highest version.
+    pub fn open(storage: S, config: StoreConfig) -> Result<Self, StorageError> {
+        let mark = match storage.version_mark()? {
+            Some(m) => m,
+            None => highest_version(&storage)?,
+        };
+        Ok(Store {
             storage,
             config,
             flush_at: AtomicU64::new(0),
-            version_floor: AtomicU64::new(0),
+            versions: VersionClock::resume(mark),
             access: AccessTable::default(),
-        }
+        })
+    }
+
+    /// [`Store::open`] over an engine that cannot fail to read (the in-memory one, in tests and the simulator).
+    pub fn new(storage: S, config: StoreConfig) -> Self {
+        Self::open(storage, config)
+            .expect("invariant: reading the version mark of this engine cannot fail")
+    }
+
+    /// The node-wide version clock.
+    pub fn versions(&self) -> &VersionClock {
+        &self.versions
+    }
+
+    /// Makes room on the clock for the next version this store issues (persisting a new mark if needed). Called
+    /// before each write that issues one.
+    pub fn reserve_version(&self) -> Result<(), StorageError> {
+        self.versions.reserve(|m| self.storage.save_version_mark(m))
+    }
+
+    /// Records a version that came from elsewhere (replication, dumps, meta `E`): this node's later versions are
+    /// above it. Called before the write that stores it.
+    pub fn witness_version(&self, version: u64) -> Result<(), StorageError> {
+        self.versions
+            .cover(version, |m| self.storage.save_version_mark(m))?;
+        self.versions.witness(version);
+        Ok(())
     }
 
     /// The access data of the items (meta `h`, `l`; `me`).
@@ -177,18 +222,16 @@ impl<S: Storage> Store<S> {
     }
 
     /// Raises (never lowers) the lowest version this store gives a new write. A cluster node raises it to
-    /// `node_map_version << 32` with each node map: a master promoted in map V then versions every write above
-    /// anything its deposed predecessor (master in a map older than V) gave, so a slave that got some of the old
-    /// master's writes the new one never had still takes the new master's writes of those keys (a slave skips a
-    /// replicated write whose version is not above its own), instead of keeping the stale item, and the refusal being
-    /// counted as replicated.
-    pub fn raise_version_floor(&self, floor: u64) {
-        self.version_floor.fetch_max(floor, Ordering::Relaxed);
-    }
-
-    /// The lowest version a new write gets.
-    pub fn version_floor(&self) -> u64 {
-        self.version_floor.load(Ordering::Relaxed)
+    /// [`crate::versions::epoch_floor`] of each node map's version: a master promoted in map V then versions every
+    /// write above anything its deposed predecessor (master in a map older than V) gave, so a slave that got some of
+    /// the old master's writes the new one never had still takes the new master's writes of those keys (a slave
+    /// skips a replicated write whose version is not above its own), instead of keeping the stale item, and the
+    /// refusal being counted as replicated.
+    pub fn raise_version_floor(&self, floor: u64) -> Result<(), StorageError> {
+        match floor {
+            0 => Ok(()),
+            f => self.witness_version(f - 1),
+        }
     }
 
     /// The engine.
@@ -219,9 +262,14 @@ impl<S: Storage> Store<S> {
     pub fn store(&self, req: &StoreRequest, now: u64) -> Result<StoreOutcome, StorageError> {
         self.maybe_flush(now)?;
         let size_max = self.config.item_size_max as usize;
-        let floor = self.version_floor();
+        match req.version {
+            Some(v) => self.witness_version(v)?,
+            None => self.reserve_version()?,
+        }
         self.storage.update(&req.key, |cur| {
-            let outcome = decide_store(req, cur.as_ref(), now, size_max, floor);
+            let outcome = decide_store(req, cur.as_ref(), now, size_max, |last| {
+                self.versions.issue(last)
+            });
             match outcome {
                 StoreOutcome::Stored(ref item) => (Change::Put(Entry::Item(item.clone())), outcome),
                 _ => (Change::Keep, outcome),
@@ -241,7 +289,9 @@ impl<S: Storage> Store<S> {
     ) -> Result<DeleteOutcome, StorageError> {
         self.maybe_flush(now)?;
         let ttl = self.config.tombstone_ttl;
-        let floor = self.version_floor();
+        if let Some(v) = version {
+            self.witness_version(v)?;
+        }
         self.storage.update(key, |cur| {
             let last = last_version(cur.as_ref());
             if version.is_some_and(|v| last > v) {
@@ -254,24 +304,30 @@ impl<S: Storage> Store<S> {
                 }
             }
             let hold_until = if hold == 0 { 0 } else { abs_exptime(hold, now) };
-            let tombstone = Tombstone {
-                version: version.unwrap_or(last.max(floor)).max(last),
+            // A tombstone issues no version (memcached's delete uses no CAS unique); it keeps the clock's current
+            // one, at or above the key's and the map's floor, so a slave holding a deposed master's newer write of
+            // the key still takes it. A replicated delete keeps the master's.
+            let tombstone = || Tombstone {
+                version: match version {
+                    Some(v) => v.max(last),
+                    None => last.max(self.versions.last()),
+                },
                 hold_until,
                 expires_at: now.saturating_add(ttl).max(hold_until),
             };
             match (live, cur.as_ref()) {
-                (Some(_), _) => (
-                    Change::Put(Entry::Tombstone(tombstone)),
-                    DeleteOutcome::Deleted(tombstone),
-                ),
+                (Some(_), _) => {
+                    let t = tombstone();
+                    (Change::Put(Entry::Tombstone(t)), DeleteOutcome::Deleted(t))
+                }
                 // An expired item is removed all the same (its version stays in the tombstone); a replicated delete
                 // leaves a tombstone even for a key this node never had, so an older dump item cannot bring it back.
                 (None, Some(Entry::Item(_))) => (
-                    Change::Put(Entry::Tombstone(tombstone)),
+                    Change::Put(Entry::Tombstone(tombstone())),
                     DeleteOutcome::NotFound,
                 ),
                 (None, _) if version.is_some() => (
-                    Change::Put(Entry::Tombstone(tombstone)),
+                    Change::Put(Entry::Tombstone(tombstone())),
                     DeleteOutcome::NotFound,
                 ),
                 (None, _) => (Change::Keep, DeleteOutcome::NotFound),
@@ -290,16 +346,16 @@ impl<S: Storage> Store<S> {
     ) -> Result<ArithOutcome, StorageError> {
         self.maybe_flush(now)?;
         let config = self.config;
-        let floor = self.version_floor();
+        self.reserve_version()?;
         self.storage.update(key, |cur| {
-            let next_version = next_version(last_version(cur.as_ref()), floor);
+            let last = last_version(cur.as_ref());
             let Some(item) = alive(cur.as_ref(), now) else {
                 return match create {
                     Some((initial, exptime)) if config.binary_incr_create => {
                         let item = Item {
                             flags: 0,
                             exptime: abs_exptime(exptime, now),
-                            version: next_version,
+                            version: self.versions.issue(last),
                             value: Bytes::from(initial.to_string()),
                             meta: 0,
                         };
@@ -318,7 +374,7 @@ impl<S: Storage> Store<S> {
             let item = Item {
                 flags: item.flags,
                 exptime: item.exptime,
-                version: next_version,
+                version: self.versions.issue(last),
                 value: bytes,
                 meta: 0,
             };
@@ -363,6 +419,7 @@ impl<S: Storage> Store<S> {
     /// included (cluster.md §8.4). Returns whether it was stored.
     pub fn load_dump_item(&self, key: &[u8], item: Item, now: u64) -> Result<bool, StorageError> {
         self.maybe_flush(now)?;
+        self.witness_version(item.version)?;
         // Unlogged: a reconstruction interrupted by a crash starts again from an empty store, and the node makes the
         // load durable (`Storage::persist_unlogged`) before it reports the copy done.
         let loaded = self.storage.update_unlogged(key, |cur| {
@@ -491,13 +548,13 @@ pub(crate) fn arith_value(
 }
 
 /// The decision of a storage command against what the key holds now. Shared with meta `ms`, which maps its modes
-/// onto these commands.
+/// onto these commands. `issue` gives a stored item without an explicit version its version, from the key's last.
 pub(crate) fn decide_store(
     req: &StoreRequest,
     cur: Option<&Entry>,
     now: u64,
     size_max: usize,
-    floor: u64,
+    issue: impl FnOnce(u64) -> u64,
 ) -> StoreOutcome {
     let live = alive(cur, now);
     let held = matches!(cur, Some(Entry::Tombstone(t)) if t.hold_until > now);
@@ -551,7 +608,7 @@ pub(crate) fn decide_store(
     item.version = match req.version {
         Some(v) if v <= last => return StoreOutcome::NotStored,
         Some(v) => v,
-        None => next_version(last, floor),
+        None => issue(last),
     };
     StoreOutcome::Stored(item)
 }
@@ -763,32 +820,80 @@ mod tests {
         );
         // A slave that holds a newer version of `k` (from a deposed master) than the new master: the master's
         // next write must still be above it.
-        s.raise_version_floor(7 << 32);
-        s.raise_version_floor(3 << 32); // never lowered
-        assert_eq!(s.version_floor(), 7 << 32);
+        let f = crate::versions::epoch_floor;
+        s.raise_version_floor(f(7)).unwrap();
+        s.raise_version_floor(f(3)).unwrap(); // never lowered
         assert_eq!(
             stored(s.store(&req(StoreMode::Set, "k", "w"), NOW).unwrap()).version,
-            7 << 32
+            f(7)
         );
         assert_eq!(
             stored(s.store(&req(StoreMode::Append, "k", "x"), NOW).unwrap()).version,
-            (7 << 32) + 1
+            f(7) + 1
         );
         stored(s.store(&req(StoreMode::Set, "n", "5"), NOW).unwrap());
         match s.arith(b"n", ArithOp::Incr, 1, None, NOW).unwrap() {
-            ArithOutcome::Value { value, item } => {
-                assert_eq!((value, item.version), (6, (7 << 32) + 1))
-            }
+            ArithOutcome::Value { value, item } => assert_eq!((value, item.version), (6, f(7) + 3)),
             other => panic!("incr: {other:?}"),
         }
-        s.raise_version_floor(9 << 32);
+        s.raise_version_floor(f(9)).unwrap();
         assert!(
-            matches!(s.delete(b"k", 0, None, None, NOW).unwrap(), DeleteOutcome::Deleted(t) if t.version == 9 << 32)
+            matches!(s.delete(b"k", 0, None, None, NOW).unwrap(), DeleteOutcome::Deleted(t) if t.version == f(9) - 1)
         );
         // Replicated writes keep the version they carry.
         let mut r = req(StoreMode::Set, "r", "v");
         r.version = Some(12);
         assert_eq!(stored(s.store(&r, NOW).unwrap()).version, 12);
+    }
+
+    #[test]
+    fn versions_are_unique_across_keys_as_memcached_cas_uniques_are() {
+        let s = store();
+        let a = stored(s.store(&req(StoreMode::Set, "a", "1"), NOW).unwrap()).version;
+        let b = stored(s.store(&req(StoreMode::Set, "b", "1"), NOW).unwrap()).version;
+        assert_ne!(a, b);
+        assert!(b > a);
+        // A cas with a's unique does not match b.
+        let mut cas = req(StoreMode::Cas, "b", "2");
+        cas.cas_unique = a;
+        assert_eq!(s.store(&cas, NOW).unwrap(), StoreOutcome::Exists);
+    }
+
+    #[test]
+    fn versions_grow_across_restarts_and_above_replicated_ones() {
+        let engine = std::sync::Arc::new(MemoryStorage::new());
+        let first = Store::new(engine.clone(), StoreConfig::default());
+        let v1 = stored(first.store(&req(StoreMode::Set, "a", "1"), NOW).unwrap()).version;
+        // A replicated write far ahead (a slave being promoted holds it).
+        let mut r = req(StoreMode::Set, "r", "v");
+        r.version = Some(1_000_000);
+        stored(first.store(&r, NOW).unwrap());
+        drop(first);
+        let again = Store::new(engine.clone(), StoreConfig::default());
+        let v2 = stored(again.store(&req(StoreMode::Set, "b", "1"), NOW).unwrap()).version;
+        assert!(v2 > v1 && v2 > 1_000_000, "{v1} then {v2}");
+        // flush_all keeps the clock (memcached's CAS uniques go on growing after a flush too).
+        again.flush_all().unwrap();
+        let v3 = stored(again.store(&req(StoreMode::Set, "b", "2"), NOW).unwrap()).version;
+        assert!(v3 > v2);
+    }
+
+    #[test]
+    fn an_engine_without_a_mark_resumes_above_its_records() {
+        // Written before the clock existed: records with versions, no mark.
+        let engine = MemoryStorage::new();
+        engine
+            .update(b"old", |_| {
+                let item = Item {
+                    version: 77,
+                    ..Item::default()
+                };
+                (Change::Put(Entry::Item(item)), ())
+            })
+            .unwrap();
+        let s = Store::new(engine, StoreConfig::default());
+        let v = stored(s.store(&req(StoreMode::Set, "new", "1"), NOW).unwrap()).version;
+        assert_eq!(v, 78);
     }
 
     #[test]

@@ -13,6 +13,8 @@
 //! - The number of live items is kept exactly: each write that creates or removes an item adds a ±1 merge operand to
 //!   a counter in the `meta` column family, in the same atomic batch as the record itself, so the count survives a
 //!   crash without a scan at start-up.
+//! - The version clock's high-water mark (`flare_core::versions`) is a record of the `meta` family too, written with
+//!   the items' write options, so it is in the same write-ahead log, ahead of the writes that use it.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
@@ -28,6 +30,8 @@ use rocksdb::{
 
 const META_CF: &str = "meta";
 const ITEM_COUNT_KEY: &[u8] = b"item_count";
+/// The version clock's high-water mark (`flare_core::versions`), in the `meta` family so `clear` keeps it.
+const VERSION_MARK_KEY: &[u8] = b"version_mark";
 /// Values of this size and more are kept in blob files.
 const MIN_BLOB_SIZE: u64 = 4096;
 /// Larger values are not cached: RocksDB reads them from a blob file in one go, and they would crowd out the many
@@ -391,6 +395,35 @@ impl Storage for RocksStorage {
         .iter()
         .filter_map(|p| self.db.property_int_value(*p).ok().flatten())
         .sum()
+    }
+
+    fn version_mark(&self) -> Result<Option<u64>, StorageError> {
+        let raw = self
+            .db
+            .get_cf(self.meta_cf(), VERSION_MARK_KEY)
+            .map_err(io)?;
+        match raw {
+            None => Ok(None),
+            Some(b) => match <[u8; 8]>::try_from(b.as_slice()) {
+                Ok(b) => Ok(Some(u64::from_le_bytes(b))),
+                Err(_) => Err(StorageError::Corrupt {
+                    key: "version_mark".into(),
+                    reason: format!("{} bytes, expected 8", b.len()),
+                }),
+            },
+        }
+    }
+
+    fn save_version_mark(&self, mark: u64) -> Result<(), StorageError> {
+        // The same write-ahead log as the items, written before the writes that use versions below the mark.
+        self.db
+            .put_cf_opt(
+                self.meta_cf(),
+                VERSION_MARK_KEY,
+                mark.to_le_bytes(),
+                &self.write_opts,
+            )
+            .map_err(io)
     }
 }
 

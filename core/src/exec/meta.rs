@@ -33,6 +33,7 @@ use crate::protocol::meta::{
 use crate::protocol::{ArithOp, ErrorReply, Reply, StoreMode, StoreRequest, WriteOptions};
 use crate::storage::{Change, Storage, StorageError};
 use crate::store::{self, abs_exptime, alive, last_version, DeleteOutcome, Store, StoreOutcome};
+use crate::versions::VersionClock;
 
 /// Runs one meta command at `now`, recording what it changed in `mutations`.
 pub fn execute<S: Storage>(
@@ -81,7 +82,7 @@ fn get<S: Storage>(
     tally: &mut Tally,
     mutations: &mut Vec<Mutation>,
 ) -> Result<Reply, StorageError> {
-    let floor = store.version_floor();
+    prepare_versions(store, cmd)?;
     let outcome = store.storage().update(&cmd.key, |cur| {
         let cur = cur.as_ref();
         let (mut item, created) = match (alive(cur, now), cmd.vivify()) {
@@ -119,7 +120,7 @@ fn get<S: Storage>(
         won |= stale && !already_won;
         if won {
             item.meta |= Item::META_WIN_SENT;
-            match next_version(cmd, last_version(cur), floor) {
+            match next_version(cmd, last_version(cur), store.versions()) {
                 Some(v) => item.version = v,
                 None => return (Change::Keep, GetOutcome::Exists),
             }
@@ -225,7 +226,7 @@ fn set<S: Storage>(
     tally: &mut Tally,
     mutations: &mut Vec<Mutation>,
 ) -> Result<Reply, StorageError> {
-    let floor = store.version_floor();
+    prepare_versions(store, cmd)?;
     tally.cmd_set += 1;
     let cas = cmd.compare_cas();
     // As memcached: a cas turns set and replace into cas; add ignores it; append/prepend check it (0 = no check).
@@ -251,13 +252,18 @@ fn set<S: Storage>(
     let invalidate = cmd.has(&MetaFlag::Invalidate);
     let outcome = store.storage().update(&cmd.key, |cur| {
         let cur = cur.as_ref();
+        // `E` gives the version (checked below); else a new one.
+        let issue = |last| {
+            cmd.new_cas()
+                .unwrap_or_else(|| store.versions().issue(last))
+        };
         let decided = match (alive(cur, now), cmd.vivify()) {
             // `I` with an older cas: store the value but keep the TTL and the win state, and mark it stale.
             (Some(old), _) if invalidate && mode == StoreMode::Cas && cas_unique < old.version => {
                 StoreOutcome::Stored(Item {
                     flags: req.flags,
                     exptime: old.exptime,
-                    version: 0,
+                    version: issue(last_version(cur)),
                     value: req.value.clone(),
                     meta: Item::META_STALE | (old.meta & Item::META_WIN_SENT),
                 })
@@ -269,20 +275,17 @@ fn set<S: Storage>(
                     exptime: ttl,
                     ..req.clone()
                 };
-                store::decide_store(&add, cur, now, size_max, floor)
+                store::decide_store(&add, cur, now, size_max, issue)
             }
-            _ => store::decide_store(&req, cur, now, size_max, floor),
+            _ => store::decide_store(&req, cur, now, size_max, issue),
         };
         match decided {
-            StoreOutcome::Stored(mut item) => match next_version(cmd, last_version(cur), floor) {
-                Some(v) => {
-                    item.version = v;
-                    (
-                        Change::Put(Entry::Item(item.clone())),
-                        StoreOutcome::Stored(item),
-                    )
-                }
-                None => (Change::Keep, StoreOutcome::Exists),
+            StoreOutcome::Stored(item) => match cmd.new_cas() {
+                Some(e) if e <= last_version(cur) => (Change::Keep, StoreOutcome::Exists),
+                _ => (
+                    Change::Put(Entry::Item(item.clone())),
+                    StoreOutcome::Stored(item),
+                ),
             },
             other => (Change::Keep, other),
         }
@@ -334,7 +337,7 @@ fn delete<S: Storage>(
     tally: &mut Tally,
     mutations: &mut Vec<Mutation>,
 ) -> Result<Reply, StorageError> {
-    let floor = store.version_floor();
+    prepare_versions(store, cmd)?;
     let invalidate = cmd.has(&MetaFlag::Invalidate);
     let remove_value = cmd.has(&MetaFlag::RemoveValue);
     let code = if !invalidate && !remove_value {
@@ -358,7 +361,7 @@ fn delete<S: Storage>(
             if cmd.compare_cas().is_some_and(|c| c != old.version) {
                 return (Change::Keep, Err(MetaStatus::Exists));
             }
-            let Some(version) = next_version(cmd, last_version(cur), floor) else {
+            let Some(version) = next_version(cmd, last_version(cur), store.versions()) else {
                 return (Change::Keep, Err(MetaStatus::Exists));
             };
             let mut item = if remove_value {
@@ -426,7 +429,7 @@ fn arith<S: Storage>(
     tally: &mut Tally,
     mutations: &mut Vec<Mutation>,
 ) -> Result<Reply, StorageError> {
-    let floor = store.version_floor();
+    prepare_versions(store, cmd)?;
     let op = cmd.arith_mode();
     let config = *store.config();
     let outcome = store.storage().update(&cmd.key, |cur| {
@@ -467,7 +470,7 @@ fn arith<S: Storage>(
                 (item, initial, true)
             }
         };
-        let Some(version) = next_version(cmd, last_version(cur), floor) else {
+        let Some(version) = next_version(cmd, last_version(cur), store.versions()) else {
             return (Change::Keep, ArithOutcome::Failed(MetaStatus::Exists));
         };
         item.version = version;
@@ -560,13 +563,21 @@ fn debug<S: Storage>(store: &Store<S>, cmd: &MetaCommand, now: u64) -> Result<Re
     Ok(Reply::Meta(reply))
 }
 
-/// The version a modified item gets: `E<cas>` when above `last`, `None` (answer `EX`) when not, else `last + 1`.
-fn next_version(cmd: &MetaCommand, last: u64, floor: u64) -> Option<u64> {
+/// The version a modified item gets: `E<cas>` when above `last`, `None` (answer `EX`) when not, else a new one.
+fn next_version(cmd: &MetaCommand, last: u64, versions: &VersionClock) -> Option<u64> {
     match cmd.new_cas() {
         Some(e) if e > last => Some(e),
         Some(_) => None,
-        None => Some(store::next_version(last, floor)),
+        None => Some(versions.issue(last)),
     }
+}
+
+/// Before a meta command's update: room on the clock for the version it may issue, and its `E` witnessed.
+fn prepare_versions<S: Storage>(store: &Store<S>, cmd: &MetaCommand) -> Result<(), StorageError> {
+    if let Some(e) = cmd.new_cas() {
+        store.witness_version(e)?;
+    }
+    store.reserve_version()
 }
 
 /// The key is in Flare's delete hold (protocol.md §4.4): creating it is refused like an `add`.
@@ -998,7 +1009,8 @@ mod tests {
                 ("ms n 1\r\nx\r\n", "HD\r\n"),
                 (
                     "me bg== b\r\n",
-                    "ME bg== exp=-1 la=0 cas=1 fetch=no cls=0 size=1\r\n",
+                    // CAS uniques are node-wide, as memcached's: n's is k's + 1.
+                    "ME bg== exp=-1 la=0 cas=2 fetch=no cls=0 size=1\r\n",
                 ),
                 ("me\r\n", "CLIENT_ERROR bad command line format\r\n"),
                 ("me !!! b\r\n", "CLIENT_ERROR bad command line format\r\n"),

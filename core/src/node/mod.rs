@@ -605,7 +605,7 @@ impl Node {
         // See `Store::raise_version_floor`: a master's writes are versioned above those of the maps before its own.
         self.actions
             .push_back(Action::Store(StoreOp::RaiseVersionFloor(
-                view.map().version << 32,
+                crate::versions::epoch_floor(view.map().version),
             )));
         self.view = Arc::new(view);
         self.registration = Registration::Done;
@@ -731,7 +731,9 @@ impl Node {
         }
         // Before this map takes effect: a master promoted by it versions its writes above its predecessor's.
         self.actions
-            .push_back(Action::Store(StoreOp::RaiseVersionFloor(version << 32)));
+            .push_back(Action::Store(StoreOp::RaiseVersionFloor(
+                crate::versions::epoch_floor(version),
+            )));
         self.view = Arc::new(view);
         self.actions.push_back(Action::Publish);
         let wanted = self.view.replication_targets();

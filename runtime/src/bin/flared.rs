@@ -5,6 +5,7 @@
 //! SIGTERM/SIGINT stop it gracefully (requests already read are answered, storage is synced); SIGHUP re-reads the
 //! configuration file and applies the options marked dynamic (config.md §6).
 
+use std::io::Write;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -35,7 +36,8 @@ fn main() -> ExitCode {
     match &loaded.action {
         Action::Run => {}
         Action::PrintVersion(text) | Action::PrintHelp(text) | Action::CheckConfigOk(text) => {
-            println!("{text}");
+            // A closed pipe (`--help | head`) is not an error worth a panic.
+            let _ = writeln!(std::io::stdout(), "{text}");
             return ExitCode::SUCCESS;
         }
     }
@@ -76,7 +78,12 @@ async fn serve(mut loaded: LoadedNode) -> Result<(), String> {
     let storage = RocksStorage::open(&db_dir, &rocks_options(&config))
         .map_err(|e| format!("cannot open storage in {}: {e}", db_dir.display()))?;
     tracing::info!(path = %db_dir.display(), items = flare_core::storage::Storage::item_count(&storage), "storage open");
-    let store = Store::new(storage, store_config(&config));
+    let store = Store::open(storage, store_config(&config))
+        .map_err(|e| format!("cannot read the version clock in {}: {e}", db_dir.display()))?;
+    tracing::info!(
+        version_mark = store.versions().mark(),
+        "version clock resumed"
+    );
     // Before the port opens: whoever sees the port open finds the pid file, and may stop the node with SIGTERM.
     let stop = stop_signal();
     let pid = PidFile::create(&loaded.pid_path)

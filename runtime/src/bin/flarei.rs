@@ -2,6 +2,7 @@
 //! resumes the cluster from the node map persisted in `data-dir`, monitors every node and pushes map changes.
 //! SIGTERM/SIGINT stop it; SIGHUP re-reads the configuration and applies the monitor options (config.md §6).
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use flare_core::index::IndexParams;
@@ -22,7 +23,8 @@ fn main() -> ExitCode {
     match &loaded.action {
         Action::Run => {}
         Action::PrintVersion(text) | Action::PrintHelp(text) | Action::CheckConfigOk(text) => {
-            println!("{text}");
+            // A closed pipe (`--help | head`) is not an error worth a panic.
+            let _ = writeln!(std::io::stdout(), "{text}");
             return ExitCode::SUCCESS;
         }
     }

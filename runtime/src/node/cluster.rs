@@ -324,7 +324,12 @@ fn perform<N: Net, S: Storage + 'static>(
                 };
                 m.node.handle_store_result(now, &op, ok);
             }
-            StoreOp::RaiseVersionFloor(v) => shared.store.raise_version_floor(*v),
+            StoreOp::RaiseVersionFloor(v) => {
+                // A failure is the engine's: the writes that follow fail on the same mark and answer SERVER_ERROR.
+                if let Err(e) = shared.store.raise_version_floor(*v) {
+                    tracing::error!(error = %e, floor = v, "could not persist the version clock's mark");
+                }
+            }
             StoreOp::PersistUnlogged => {
                 // Inline: a memtable flush of at most a few write buffers (a blocking-pool hand-off would make the
                 // simulation's schedule depend on real time).
