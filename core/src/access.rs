@@ -159,11 +159,13 @@ impl AccessTable {
     }
 }
 
-/// 64-bit FNV-1a: deterministic across runs and builds (the index uses its low bits, the tag its high bits).
+/// 64-bit FNV-1a (the `fnv` crate): deterministic across runs and builds (the index uses its low bits, the tag its
+/// high bits).
 fn fnv1a(key: &[u8]) -> u64 {
-    key.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
+    use std::hash::Hasher;
+    let mut h = fnv::FnvHasher::default();
+    h.write(key);
+    h.finish()
 }
 
 #[cfg(test)]
