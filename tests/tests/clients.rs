@@ -72,6 +72,38 @@ fn memccp_and_memccat_round_trip_files() {
 }
 
 #[test]
+fn memcdump_and_memcstat_work() {
+    // libmemcached 1.1's memcdump sends `version`, then `stats cachedump <class> 0` for classes 0..63.
+    assert!(
+        have("memcdump") && have("memcstat"),
+        "libmemcached-tools missing: run scripts/install-deps"
+    );
+    let node = Flared::start(&[]);
+    let mut c = node.connect();
+    let mut want: Vec<String> = (0..300).map(|i| format!("dump:{i:04}")).collect();
+    for k in &want {
+        assert_eq!(c.set(k, 0, 0, b"v"), "STORED");
+    }
+    assert_eq!(c.call("delete dump:0007"), "DELETED");
+    want.retain(|k| k != "dump:0007");
+    let servers = format!("--servers={}", node.addr());
+    let out = Command::new("memcdump").arg(&servers).output().unwrap();
+    assert!(
+        out.status.success(),
+        "memcdump: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut got: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    got.sort();
+    assert_eq!(got, want, "memcdump must list every live key once");
+    let (ok, stat) = run(Command::new("memcstat").arg(&servers));
+    assert!(ok && stat.contains("curr_items: 299"), "memcstat: {stat}");
+}
+
+#[test]
 fn memccapable_ascii_protocol_passes() {
     assert!(
         have("memccapable"),

@@ -253,3 +253,38 @@ fn meta_hit_before_and_last_access() {
         assert!(same, "{line:?}: node {got:?}, memcached {want:?}");
     }
 }
+
+#[test]
+fn stats_cachedump_errors_and_lines() {
+    let mc = Memcached::start(&[]);
+    let node = Flared::start(&[]);
+    for line in [
+        "stats cachedump",
+        "stats cachedump 1",
+        "stats cachedump x y",
+        "stats cachedump -1 0",
+        "stats cachedump 1 -5",
+        "stats cachedump 64 0",
+        "stats cachedump 99 0",
+        "stats cachedump 63 0",
+        "stats cachedump 0 0",
+    ] {
+        same(&mc, &node, format!("{line}\r\n").as_bytes());
+    }
+    // An item's line, as memcached writes it (memcached lists only what is in its cold LRU, so the item is dumped
+    // after memcached has moved it there: a second item pushes it out of the hot LRU).
+    let set = b"set some:key 0 0 5\r\nhello\r\n";
+    exchange(&node.addr(), set);
+    let got = exchange(&node.addr(), b"stats cachedump 1 0\r\n");
+    assert_eq!(
+        String::from_utf8_lossy(&got.reply),
+        "ITEM some:key [5 b; 0 s]\r\nEND\r\n"
+    );
+    exchange(&mc.addr(), set);
+    exchange(&mc.addr(), b"set other 0 0 1\r\nx\r\n");
+    let listed = flare_tests::wait_until(Duration::from_secs(5), || {
+        String::from_utf8_lossy(&exchange(&mc.addr(), b"stats cachedump 1 0\r\n").reply)
+            .contains("ITEM some:key [5 b; 0 s]\r\n")
+    });
+    assert!(listed, "memcached's own line differs");
+}

@@ -357,9 +357,64 @@ fn apply<S: Storage>(
             meta::execute(store, m, now, tally, mutations)?
         }
         Command::Quit => return Ok(Step::Close),
+        Command::CacheDump { class, limit } => cachedump(store, class, limit, now)?,
         other => return Ok(Step::Driver(other)),
     };
     Ok(Step::Reply(reply))
+}
+
+/// Most bytes of a `stats cachedump` reply, as memcached caps it.
+pub const CACHEDUMP_MAX_BYTES: usize = 2 * 1024 * 1024;
+
+/// `stats cachedump <class> <limit>`: memcached's `ITEM <key> [<bytes> b; <exptime> s]` lines then `END`. Every item
+/// is in class 1 (there are no slab classes here); the other classes are empty. Live items in key order, at most
+/// `limit` (0 = no count limit) and at most [`CACHEDUMP_MAX_BYTES`], read a page at a time.
+fn cachedump<S: Storage>(
+    store: &store::Store<S>,
+    class: u8,
+    limit: u32,
+    now: u64,
+) -> Result<Reply, StorageError> {
+    use std::io::Write;
+    const PAGE: usize = 1024;
+    let mut out = Vec::new();
+    let mut listed = 0u64;
+    let most = if limit == 0 {
+        u64::MAX
+    } else {
+        u64::from(limit)
+    };
+    let mut after: Option<Bytes> = None;
+    'pages: while class == 1 && listed < most {
+        let page = store.storage().scan(after.as_deref(), PAGE)?;
+        let Some((last, _)) = page.last() else {
+            break;
+        };
+        after = Some(last.clone());
+        for (key, entry) in &page {
+            let Some(item) = store::alive(Some(entry), now) else {
+                continue;
+            };
+            let start = out.len();
+            out.extend_from_slice(b"ITEM ");
+            out.extend_from_slice(key);
+            let _ = write!(out, " [{} b; {} s]\r\n", item.value.len(), item.exptime);
+            // memcached stops before a line that would take the reply (with its END) past the cap.
+            if out.len() + 5 > CACHEDUMP_MAX_BYTES {
+                out.truncate(start);
+                break 'pages;
+            }
+            listed += 1;
+            if listed == most {
+                break 'pages;
+            }
+        }
+        if page.len() < PAGE {
+            break;
+        }
+    }
+    out.extend_from_slice(b"END\r\n");
+    Ok(Reply::Raw(Bytes::from(out)))
 }
 
 fn quiet(noreply: bool, reply: Reply) -> Reply {
@@ -377,5 +432,55 @@ fn value_item(key: Bytes, item: Item) -> ValueItem {
         flags: item.flags,
         version: item.version,
         value: item.value,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{StoreRequest, WriteOptions};
+    use crate::storage::MemoryStorage;
+    use crate::store::{Store, StoreConfig};
+
+    const NOW: u64 = 1_800_000_000;
+
+    fn dump(store: &Store<MemoryStorage>, class: u8, limit: u32) -> String {
+        match cachedump(store, class, limit, NOW).unwrap() {
+            Reply::Raw(b) => String::from_utf8(b.to_vec()).unwrap(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn cachedump_lists_live_items_in_class_one_within_the_limits() {
+        let store = Store::new(MemoryStorage::new(), StoreConfig::default());
+        let set = |k: &str, exptime: i64| StoreRequest {
+            mode: StoreMode::Set,
+            key: Bytes::copy_from_slice(k.as_bytes()),
+            flags: 0,
+            exptime,
+            value: Bytes::from_static(b"abc"),
+            cas_unique: 0,
+            version: None,
+            options: WriteOptions::default(),
+        };
+        for (k, e) in [("a", 0), ("b", 100), ("c", -1), ("d", 0)] {
+            store.store(&set(k, e), NOW).unwrap();
+        }
+        store.delete(b"d", 0, None, None, NOW).unwrap();
+        let b_exp = NOW + 100;
+        assert_eq!(
+            dump(&store, 1, 0),
+            format!("ITEM a [3 b; 0 s]\r\nITEM b [3 b; {b_exp} s]\r\nEND\r\n")
+        );
+        assert_eq!(dump(&store, 1, 1), "ITEM a [3 b; 0 s]\r\nEND\r\n");
+        assert_eq!(dump(&store, 2, 0), "END\r\n");
+        // The 2 MB cap holds however many keys there are.
+        for i in 0..40_000 {
+            store.store(&set(&format!("{i:0>60}"), 0), NOW).unwrap();
+        }
+        let big = dump(&store, 1, 0);
+        assert!(big.len() <= CACHEDUMP_MAX_BYTES && big.len() > CACHEDUMP_MAX_BYTES - 100);
+        assert!(big.ends_with("]\r\nEND\r\n"));
     }
 }

@@ -31,7 +31,7 @@ use crate::exec::Tally;
 use crate::protocol::forward::{self, Form, Forward};
 use crate::protocol::meta::{MetaCommand, MetaFlag, MetaKind};
 use crate::protocol::reply::PeerReply;
-use crate::protocol::{Command, ErrorReply, ProxyPath, Reply, ValueItem};
+use crate::protocol::{Command, ErrorReply, Framing, ProxyPath, Reply, ValueItem};
 
 /// What to do with a request.
 #[derive(Debug)]
@@ -139,7 +139,8 @@ pub struct Origin<'a> {
 }
 
 /// What a node remembers of one client connection for routing: whether it is an operator's session, which is the
-/// case when its first request was `version` (the handshake of Flare's tools and of `flare-admin`).
+/// case when its first request was a text `version` line (the handshake of Flare's tools and of `flare-admin`). A
+/// binary Version first is a client library's handshake (dalli opens every connection with one), not an operator.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Session {
     seen: bool,
@@ -148,10 +149,11 @@ pub struct Session {
 
 impl Session {
     /// Notes a request of the connection, in order.
-    pub fn observe(&mut self, command: &Command) {
+    pub fn observe(&mut self, framing: &Framing, command: &Command) {
         if !self.seen {
             self.seen = true;
-            self.operator = matches!(command, Command::Version);
+            self.operator =
+                matches!(command, Command::Version) && matches!(framing, Framing::Text { .. });
         }
     }
 
@@ -1043,23 +1045,37 @@ mod tests {
 
     #[test]
     fn an_operators_flush_all_flushes_this_node_only() {
-        let mut s = Session::default();
-        s.observe(&Command::Version);
-        s.observe(&Command::FlushAll {
+        let flush = Command::FlushAll {
             delay: 0,
             noreply: false,
-        });
+        };
+        let mut s = Session::default();
+        s.observe(&Framing::TEXT, &Command::Version);
+        s.observe(&Framing::TEXT, &flush);
         assert!(
             s.operator(),
             "Flare's tools open every connection with version"
         );
         let mut client = Session::default();
-        client.observe(&Command::Get {
-            keys: vec![b("a")],
-            cas: false,
-        });
-        client.observe(&Command::Version);
+        client.observe(
+            &Framing::TEXT,
+            &Command::Get {
+                keys: vec![b("a")],
+                cas: false,
+            },
+        );
+        client.observe(&Framing::TEXT, &Command::Version);
         assert!(!client.operator());
+        // dalli's handshake: a binary Version first (found by the client matrix: its flush_all through a proxy
+        // flushed nothing).
+        let mut dalli = Session::default();
+        let header = crate::protocol::BinaryHeader {
+            opcode: 0x0b,
+            opaque: 0,
+        };
+        dalli.observe(&Framing::Binary(header), &Command::Version);
+        dalli.observe(&Framing::Binary(header), &flush);
+        assert!(!dalli.operator());
         let origin = Origin {
             operator: true,
             ..Origin::default()

@@ -123,7 +123,11 @@ fn reply_kind(command: &Command, form: Form) -> ReplyKind {
         (_, Form::Meta) => ReplyKind::Meta,
         (Command::Get { .. } | Command::Gat { .. } | Command::Dump(_), _) => ReplyKind::Values,
         (
-            Command::Stats(_) | Command::ShowVariables | Command::Keys { .. } | Command::DumpKey(_),
+            Command::Stats(_)
+            | Command::CacheDump { .. }
+            | Command::ShowVariables
+            | Command::Keys { .. }
+            | Command::DumpKey(_),
             _,
         ) => ReplyKind::Lines,
         _ => ReplyKind::Line,
@@ -263,6 +267,11 @@ fn text_form(command: &Command, out: &mut BytesMut) {
         Command::Keys { prefixes, limit } => {
             out.put_slice(b"keys");
             prefixes.iter().for_each(|p| word(out, p));
+            number(out, *limit);
+        }
+        Command::CacheDump { class, limit } => {
+            out.put_slice(b"stats cachedump");
+            number(out, *class);
             number(out, *limit);
         }
         Command::ShowVariables => out.put_slice(b"show variables"),
@@ -602,6 +611,7 @@ mod tests {
                 prefixes: vec![b("a"), b("b")],
                 limit: 3,
             },
+            Command::CacheDump { class: 1, limit: 0 },
             Command::ShowVariables,
             Command::Kill(12),
             Command::Shutdown {
@@ -647,6 +657,7 @@ mod tests {
             Command::Dump(_) => "dump",
             Command::DumpKey(_) => "dump_key",
             Command::Keys { .. } => "keys",
+            Command::CacheDump { .. } => "cachedump",
             Command::ShowVariables => "show",
             Command::Kill(_) => "kill",
             Command::Shutdown { .. } => "shutdown",

@@ -358,6 +358,14 @@ pub enum Command {
         /// Most keys to return (> 0).
         limit: u64,
     },
+    /// `stats cachedump <class> <limit>` (memcached's; libmemcached's `memcdump` lists keys with it): the keys of
+    /// slab class `class` (every item is in class 1 here), at most `limit` of them (0 = as many as fit in 2 MB).
+    CacheDump {
+        /// Slab class, 0..=63.
+        class: u8,
+        /// Most keys to list; 0 = no count limit.
+        limit: u32,
+    },
     /// `show variables`.
     ShowVariables,
     /// `kill <thread id>`.
@@ -410,6 +418,7 @@ impl Command {
             Command::Ping => "ping",
             Command::Dump(_) | Command::DumpKey(_) => "dump",
             Command::Keys { .. } => "keys",
+            Command::CacheDump { .. } => "stats",
             Command::ShowVariables => "show",
             Command::Kill(_) => "kill",
             Command::Shutdown { .. } => "shutdown",

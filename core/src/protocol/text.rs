@@ -765,8 +765,24 @@ fn no_args(mut tokens: Tokens<'_>, command: Command) -> Result<Command, LineErro
     }
 }
 
-/// `stats [items|slabs|sizes|settings|nodes|threads [request|slave|queue]]` (§4.12).
+/// `stats [items|slabs|sizes|settings|nodes|threads [request|slave|queue]]` (§4.12), and memcached's
+/// `stats cachedump <class> <limit>` with its errors (words after the limit are ignored, as memcached does).
 fn parse_stats(mut tokens: Tokens<'_>) -> Result<Command, LineError> {
+    let mut ahead = tokens.clone();
+    if ahead.next() == Some(&b"cachedump"[..]) {
+        let (Some(class), Some(limit)) = (ahead.next(), ahead.next()) else {
+            return Err(LineError::new(ErrorReply::Client(
+                "bad command line".into(),
+            )));
+        };
+        let bad = || LineError::new(ErrorReply::BadCommandLine);
+        let class = parse_u32(class).ok_or_else(bad)?;
+        let limit = parse_u32(limit).ok_or_else(bad)?;
+        return match u8::try_from(class) {
+            Ok(class) if class < 64 => Ok(Command::CacheDump { class, limit }),
+            _ => Err(LineError::new(ErrorReply::Client("Illegal slab id".into()))),
+        };
+    }
     let group = match (tokens.next(), tokens.next(), tokens.next()) {
         (None, _, _) => StatsGroup::General,
         (Some(b"items"), None, _) => StatsGroup::Items,
@@ -894,6 +910,29 @@ mod tests {
         let mut all = decode_all(input.as_bytes(), Dialect::default());
         assert_eq!(all.len(), 1, "{input:?} gave {all:?}");
         all.remove(0)
+    }
+
+    #[test]
+    fn stats_cachedump_as_memcached_parses_it() {
+        assert_eq!(
+            cmd("stats cachedump 1 0\r\n"),
+            Command::CacheDump { class: 1, limit: 0 }
+        );
+        assert_eq!(
+            cmd("stats cachedump 63 7 ignored\r\n"),
+            Command::CacheDump {
+                class: 63,
+                limit: 7
+            }
+        );
+        let short = ErrorReply::Client("bad command line".into());
+        assert_eq!(err("stats cachedump\r\n"), short);
+        assert_eq!(err("stats cachedump 1\r\n"), short);
+        assert_eq!(err("stats cachedump x 0\r\n"), ErrorReply::BadCommandLine);
+        assert_eq!(err("stats cachedump 1 -5\r\n"), ErrorReply::BadCommandLine);
+        let illegal = ErrorReply::Client("Illegal slab id".into());
+        assert_eq!(err("stats cachedump 64 0\r\n"), illegal);
+        assert_eq!(err("stats cachedump 4294967295 0\r\n"), illegal);
     }
 
     fn cmd(input: &str) -> Command {

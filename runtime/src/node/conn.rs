@@ -198,7 +198,7 @@ async fn run_request<N: Net, S: Storage + 'static, T: AsyncWrite + Unpin>(
         }
     };
     c.info.set_op(command.op_name());
-    c.session.observe(&command);
+    c.session.observe(&framing, &command);
     if is_internal(&framing, &command) && !shared.dynamic.internal_allowed(c.info.peer.ip()) {
         tracing::warn!(peer = %c.info.peer, op = command.op_name(), "internal command refused (internal-netmask)");
         c.reply(

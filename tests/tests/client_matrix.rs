@@ -1,0 +1,301 @@
+//! The client matrix: memcached client libraries nobody here wrote (dalli, pylibmc in text and binary mode,
+//! python-binary-memcached, php-memcached in text and binary mode, Perl Cache::Memcached and Cache::Memcached::Fast,
+//! gomemcache, spymemcached in text and binary mode, memjs) run the same checks (`tests/clients/README.md`) against
+//! Debian's memcached, a standalone node and the proxy of a two-partition cluster. Each must pass everything on all
+//! three; memcached's run shows the check itself is right. The clients come from `scripts/install-deps`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use flare_tests::{have, target_dir, wait_until, Client, Flared, Memcached};
+
+fn clients_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("clients")
+}
+
+/// One client library in one protocol mode, and the checks its script runs.
+struct Lib {
+    name: &'static str,
+    /// The command line without the port.
+    command: Vec<String>,
+    env: Vec<(&'static str, String)>,
+    checks: &'static [&'static str],
+}
+
+const ALL: &[&str] = &[
+    "set_get",
+    "get_multi",
+    "cas_unique_across_keys",
+    "cas_round_trip",
+    "counter",
+    "add_delete",
+    "flush_all",
+    "version",
+];
+
+fn need(cond: bool, what: &str) {
+    assert!(cond, "{what} missing: run scripts/install-deps");
+}
+
+/// Builds what needs building (the Go and Java programs) into a temporary directory and lists the libraries.
+fn libraries(build: &Path) -> Vec<Lib> {
+    let dir = clients_dir();
+    let script = |f: &str| dir.join(f).display().to_string();
+    let s = |v: &str| v.to_string();
+    need(have("php"), "php (php-cli, php-memcached)");
+    need(have("ruby"), "ruby (ruby-dalli)");
+    need(have("perl"), "perl");
+    need(
+        have("go"),
+        "go (golang-go, golang-github-bradfitz-gomemcache-dev)",
+    );
+    need(have("javac"), "javac");
+    need(have("node"), "node");
+    need(
+        Path::new("/usr/bin/python3").exists(),
+        "/usr/bin/python3 (python3-pylibmc)",
+    );
+
+    let go_bin = build.join("gomatrix");
+    let out = Command::new("go")
+        .args(["build", "-o"])
+        .arg(&go_bin)
+        .arg(dir.join("matrix.go"))
+        .env("GOPATH", "/usr/share/gocode")
+        .env("GO111MODULE", "off")
+        .env("GOCACHE", build.join("gocache"))
+        .output()
+        .expect("go build");
+    assert!(
+        out.status.success(),
+        "go build: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let spy = "/usr/share/java/spymemcached.jar";
+    need(Path::new(spy).exists(), spy);
+    let out = Command::new("javac")
+        .arg("-d")
+        .arg(build)
+        .args(["-cp", spy])
+        .arg(dir.join("Matrix.java"))
+        .output()
+        .expect("javac");
+    assert!(
+        out.status.success(),
+        "javac: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let classpath = format!("{spy}:{}", build.display());
+
+    let node_modules = target_dir().join("clients").join("node_modules");
+    need(
+        node_modules.join("memjs").exists(),
+        "memjs (npm, under target/clients)",
+    );
+
+    let no_cas_unique = &[
+        "set_get",
+        "get_multi",
+        "cas_round_trip",
+        "counter",
+        "add_delete",
+        "flush_all",
+    ];
+    let mut libs = vec![
+        Lib {
+            name: "pylibmc text",
+            command: vec![
+                s("/usr/bin/python3"),
+                script("matrix.py"),
+                s("pylibmc-text"),
+            ],
+            env: vec![],
+            checks: ALL,
+        },
+        Lib {
+            name: "pylibmc binary",
+            command: vec![
+                s("/usr/bin/python3"),
+                script("matrix.py"),
+                s("pylibmc-binary"),
+            ],
+            env: vec![],
+            checks: ALL,
+        },
+        Lib {
+            name: "python-binary-memcached",
+            command: vec![s("python3"), script("matrix.py"), s("bmemcached")],
+            env: vec![],
+            checks: ALL,
+        },
+        Lib {
+            name: "dalli",
+            command: vec![s("ruby"), script("matrix.rb")],
+            env: vec![],
+            checks: ALL,
+        },
+        Lib {
+            name: "Cache::Memcached",
+            command: vec![s("perl"), script("matrix.pl"), s("plain")],
+            env: vec![],
+            checks: &["set_get", "get_multi", "counter", "add_delete", "flush_all"],
+        },
+        Lib {
+            name: "Cache::Memcached::Fast",
+            command: vec![s("perl"), script("matrix.pl"), s("fast")],
+            env: vec![],
+            checks: ALL,
+        },
+        Lib {
+            name: "gomemcache",
+            command: vec![go_bin.display().to_string()],
+            env: vec![],
+            checks: no_cas_unique,
+        },
+        Lib {
+            name: "memjs",
+            command: vec![s("node"), script("matrix.js")],
+            env: vec![("NODE_PATH", node_modules.display().to_string())],
+            checks: &["set_get", "counter", "add_delete", "flush_all", "version"],
+        },
+    ];
+    for mode in ["text", "binary"] {
+        libs.push(Lib {
+            name: if mode == "text" {
+                "php-memcached text"
+            } else {
+                "php-memcached binary"
+            },
+            command: vec![s("php"), script("matrix.php"), s(mode)],
+            env: vec![],
+            checks: ALL,
+        });
+        libs.push(Lib {
+            name: if mode == "text" {
+                "spymemcached text"
+            } else {
+                "spymemcached binary"
+            },
+            command: vec![s("java"), s("-cp"), classpath.clone(), s("Matrix"), s(mode)],
+            env: vec![],
+            checks: ALL,
+        });
+    }
+    libs
+}
+
+/// Runs one library against `port`: the problems found (empty when every expected check printed `ok`).
+fn run(lib: &Lib, port: u16) -> Vec<String> {
+    let mut cmd = Command::new(&lib.command[0]);
+    cmd.args(&lib.command[1..]).arg(port.to_string());
+    for (k, v) in &lib.env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap_or_else(|e| panic!("{}: {e}", lib.name));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let mut problems: Vec<String> = stdout
+        .lines()
+        .filter(|l| !l.starts_with("ok "))
+        .map(|l| format!("{}: {l}", lib.name))
+        .collect();
+    for check in lib.checks {
+        if !stdout.lines().any(|l| l == format!("ok {check}")) && problems.is_empty() {
+            problems.push(format!("{}: check {check} did not run", lib.name));
+        }
+    }
+    if !out.status.success() && problems.is_empty() {
+        problems.push(format!(
+            "{}: exit {:?}: {}",
+            lib.name,
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    problems
+}
+
+/// Index + two masters (partitions 0 and 1) + a proxy node. Reads are not sent to slaves: there are none (stale
+/// reads from async slaves are the replication issue's).
+struct TwoPartitions {
+    index: Flared,
+    nodes: Vec<Flared>,
+}
+
+impl TwoPartitions {
+    fn build() -> TwoPartitions {
+        let index = Flared::index(&["--monitor-interval=1"]);
+        let nodes: Vec<Flared> = (0..3).map(|_| Flared::node_of(index.port, &[])).collect();
+        let c = TwoPartitions { index, nodes };
+        c.role(0, "master 1 0");
+        c.wait_state(0, "active");
+        c.role(1, "master 1 1");
+        c.wait_state(1, "ready");
+        let line = format!("node state 127.0.0.1 {} active", c.nodes[1].port);
+        assert_eq!(c.index.connect().call(&line), "OK");
+        c.wait_state(1, "active");
+        let version = c.index.connect().stat("node_map_version");
+        for n in &c.nodes {
+            let ok = wait_until(Duration::from_secs(10), || {
+                n.connect().stat("node_map_version") == version
+            });
+            assert!(ok, "node {} stuck on an older node map", n.port);
+        }
+        c
+    }
+
+    fn role(&self, i: usize, line: &str) {
+        let cmd = format!("node role 127.0.0.1 {} {line}", self.nodes[i].port);
+        assert_eq!(self.index.connect().call(&cmd), "OK", "{cmd}");
+    }
+
+    fn wait_state(&self, i: usize, state: &str) {
+        let key = format!("127.0.0.1:{}:state", self.nodes[i].port);
+        let ok = wait_until(Duration::from_secs(20), || {
+            let mut admin: Client = self.index.connect();
+            admin.stats_nodes().get(&key).map(String::as_str) == Some(state)
+        });
+        assert!(ok, "node {i} did not become {state}");
+    }
+
+    fn proxy(&self) -> u16 {
+        self.nodes[2].port
+    }
+}
+
+#[test]
+fn every_client_library_passes_against_memcached_a_node_and_a_proxy() {
+    let build = tempfile::tempdir().expect("temp dir");
+    let libs = libraries(build.path());
+    let memcached = Memcached::start(&[]);
+    let node = Flared::start(&[]);
+    let cluster = TwoPartitions::build();
+    let mut problems = Vec::new();
+    let mut runs = 0;
+    for (target, port) in [
+        ("memcached", memcached.port),
+        ("node", node.port),
+        ("proxy", cluster.proxy()),
+    ] {
+        for lib in &libs {
+            runs += 1;
+            problems.extend(
+                run(lib, port)
+                    .into_iter()
+                    .map(|p| format!("[{target}] {p}")),
+            );
+        }
+    }
+    eprintln!(
+        "client matrix: {} libraries x 3 targets = {runs} runs, {} problems",
+        libs.len(),
+        problems.len()
+    );
+    assert!(
+        problems.is_empty(),
+        "{}\n--- proxy log ---\n{}",
+        problems.join("\n"),
+        cluster.nodes[2].log()
+    );
+}
