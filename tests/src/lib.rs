@@ -450,8 +450,13 @@ impl std::fmt::Display for Exchange {
 pub fn exchange(addr: &str, bytes: &[u8]) -> Exchange {
     let mut all = bytes.to_vec();
     all.extend_from_slice(b"mn\r\n");
+    // The input's own `mn` lines are answered `MN` too: wait for every one, or the first could be taken for ours.
+    let own = bytes
+        .split(|&c| c == b'\n')
+        .filter(|l| l == b"mn\r" || l == b"mn" || l.starts_with(b"mn "))
+        .count();
     let mut got = read_reply(addr, &all, Duration::from_secs(10), |r| {
-        r.ends_with(b"MN\r\n")
+        r.ends_with(b"MN\r\n") && r.windows(4).filter(|w| w == b"MN\r\n").count() > own
     });
     if !got.closed {
         assert!(
@@ -505,4 +510,26 @@ fn read_reply(addr: &str, bytes: &[u8], idle: Duration, done: impl Fn(&[u8]) -> 
     let _ = stream.shutdown(std::net::Shutdown::Both);
     let _ = sender.join();
     Exchange { reply, closed }
+}
+
+/// The keys and the set commands of a multi-get as large as the one that found the line limit: 18,725 keys on one
+/// 187 KB line.
+pub fn big_get() -> (Vec<u8>, Vec<u8>) {
+    let keys: Vec<String> = (0..18_725).map(|i| format!("key:{i:05}")).collect();
+    let mut sets = Vec::new();
+    for (i, k) in keys.iter().enumerate() {
+        // Every third key is left unset: misses are part of the answer.
+        if i % 3 != 0 {
+            sets.extend_from_slice(
+                format!("set {k} {i} 0 {}\r\nv{i}\r\n", 1 + i.to_string().len()).as_bytes(),
+            );
+        }
+    }
+    let mut get = b"get".to_vec();
+    for k in &keys {
+        get.push(b' ');
+        get.extend_from_slice(k.as_bytes());
+    }
+    get.extend_from_slice(b"\r\n");
+    (sets, get)
 }

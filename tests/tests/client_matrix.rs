@@ -299,3 +299,26 @@ fn every_client_library_passes_against_memcached_a_node_and_a_proxy() {
         cluster.nodes[2].log()
     );
 }
+
+#[test]
+fn a_get_of_18725_keys_through_a_proxy_is_answered_as_memcached_does() {
+    let memcached = Memcached::start(&[]);
+    let cluster = TwoPartitions::build();
+    let proxy = format!("127.0.0.1:{}", cluster.proxy());
+    let (sets, get) = flare_tests::big_get();
+    for addr in [memcached.addr(), proxy.clone()] {
+        flare_tests::exchange(&addr, &sets);
+    }
+    let want = flare_tests::exchange(&memcached.addr(), &get);
+    let got = flare_tests::exchange(&proxy, &get);
+    let values = |r: &[u8]| r.windows(6).filter(|w| w == b"VALUE ").count();
+    assert_eq!(values(&want.reply), 12_483);
+    assert!(
+        got == want,
+        "proxy: {} bytes, {} values, closed {}; memcached: {} bytes",
+        got.reply.len(),
+        values(&got.reply),
+        got.closed,
+        want.reply.len()
+    );
+}

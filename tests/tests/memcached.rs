@@ -288,3 +288,44 @@ fn stats_cachedump_errors_and_lines() {
     });
     assert!(listed, "memcached's own line differs");
 }
+
+#[test]
+fn a_get_of_18725_keys_on_one_line_is_answered_as_memcached_does() {
+    let mc = Memcached::start(&[]);
+    let node = Flared::start(&[]);
+    let (sets, get) = flare_tests::big_get();
+    assert!(get.len() > 180_000);
+    for addr in [mc.addr(), node.addr()] {
+        exchange(&addr, &sets);
+    }
+    let values = |e: &Exchange| e.reply.windows(6).filter(|w| w == b"VALUE ").count();
+    // Compared byte for byte, but reported briefly (the replies are 300 KB).
+    let want = exchange(&mc.addr(), &get);
+    let got = exchange(&node.addr(), &get);
+    assert_eq!(values(&want), 12_483, "memcached's own answer");
+    if got != want {
+        let at = got.reply.iter().zip(&want.reply).position(|(a, b)| a != b);
+        panic!(
+            "node: {} bytes, {} values, closed {}; memcached: {} bytes; first difference at {at:?}",
+            got.reply.len(),
+            values(&got),
+            got.closed,
+            want.reply.len()
+        );
+    }
+    // gets, and (where memcached closes the connection: it streams only get and gets) gat and gats, and the
+    // connection goes on serving.
+    for verb in ["gets", "gat 0", "gats 0"] {
+        let mut line = get.clone();
+        line.splice(0..3, verb.bytes());
+        line.extend_from_slice(b"get key:00001\r\n");
+        let a = exchange(&node.addr(), &line);
+        assert!(!a.closed, "{verb}");
+        assert_eq!(values(&a), 12_483 + 1, "{verb}");
+        let tail = "END\r\nVALUE key:00001 1 2\r\nv1\r\nEND\r\n";
+        assert!(
+            String::from_utf8_lossy(&a.reply[a.reply.len() - 60..]).contains(tail),
+            "{verb}: the next request is answered after the END"
+        );
+    }
+}

@@ -665,13 +665,15 @@ mod tests {
         let mut tally = Tally::default();
         while let Some(decoded) = decoder.decode(&mut buf) {
             match decoded {
-                Decoded::Request(r) => match exec::execute(s, r.command, now, &mut tally) {
-                    Outcome::Reply { reply, mutations } => {
-                        response::encode(&r.framing, &reply, &mut out);
-                        all.extend(mutations);
+                Decoded::Request(r) | Decoded::Part(r) => {
+                    match exec::execute(s, r.command, now, &mut tally) {
+                        Outcome::Reply { reply, mutations } => {
+                            response::encode(&r.framing, &reply, &mut out);
+                            all.extend(mutations);
+                        }
+                        other => panic!("unexpected outcome {other:?}"),
                     }
-                    other => panic!("unexpected outcome {other:?}"),
-                },
+                }
                 Decoded::Error { framing, error, .. } => {
                     response::encode(&framing, &Reply::Error(error), &mut out)
                 }

@@ -602,11 +602,28 @@ pub enum Reply {
     Raw(Bytes),
 }
 
+impl Reply {
+    /// The reply to a part of a streamed retrieval line ([`Decoded::Part`]): its values without the `END` that only
+    /// the line's last part sends. Other replies (an error) are sent as they are.
+    pub fn continued(self) -> Reply {
+        match self {
+            Reply::Values { items, cas, .. } => Reply::Values {
+                items,
+                cas,
+                end: false,
+            },
+            other => other,
+        }
+    }
+}
+
 /// One decoder step.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decoded {
     /// A whole request.
     Request(Request),
+    /// A part of a long retrieval line: run it, and encode its reply [`Reply::continued`] (no `END`).
+    Part(Request),
     /// A rejected request: send `error` framed as `framing`; the bad bytes have been (or will be) skipped.
     /// `close`: close the connection after the reply (the stream cannot be resynchronised).
     Error {
@@ -658,6 +675,9 @@ pub enum Parsed {
     NeedMore,
     /// A whole request; its bytes are consumed.
     Request(Request),
+    /// A part of a retrieval line too long to hold at once (`get` with thousands of keys): run it as a request, but
+    /// its reply must not end the line's answer ([`Reply::continued`]); the line's last part comes as a `Request`.
+    Part(Request),
     /// A rejected request. The parser consumed its header; `swallow` more bytes (a data block the client is still
     /// sending) must be discarded before the next request.
     Rejected {
@@ -716,6 +736,7 @@ impl Decoder {
         match parsed {
             Parsed::NeedMore => None,
             Parsed::Request(r) => Some(Decoded::Request(r)),
+            Parsed::Part(r) => Some(Decoded::Part(r)),
             Parsed::Rejected {
                 framing,
                 error,

@@ -10,7 +10,9 @@
 //! - inside `node sync`, the `NODE` lines read so far.
 //!
 //! Limits are checked before buffering: a line longer than [`Limits::line_max`] is answered with
-//! `CLIENT_ERROR line too long` and the connection closed (the stream cannot be resynchronised); a value over
+//! `CLIENT_ERROR line too long` and the connection closed (the stream cannot be resynchronised), except a retrieval
+//! line (`get`, `gets`, `gat`, `gats`), whose keys are handed out in parts as they arrive ([`Parsed::Part`]), so
+//! a multi-get of any number of keys is answered with memory bounded by one part; a value over
 //! [`Limits::item_size_max`] is answered with `SERVER_ERROR object too large for cache` and its data block skipped.
 //! A malformed known command answers `CLIENT_ERROR bad command line format` and, when its `<bytes>` could be read,
 //! skips its data block too (protocol.md §4.1 [Improve]); unknown commands and malformed admin commands answer
@@ -57,6 +59,17 @@ enum State {
         pending: Pending,
         len: usize,
     },
+    /// Inside a retrieval line (`get`, `gets`, `gat`, `gats`) longer than [`Limits::line_max`]: its head (verb,
+    /// exptime) is consumed and its keys are handed out a part at a time as they arrive ([`Parsed::Part`]), the
+    /// last part (at the line's end) as a plain request, so memory is bounded by one part, not the line.
+    Retrieval {
+        framing: Framing,
+        cas: bool,
+        /// `Some(exptime)` for `gat`/`gats`.
+        gat: Option<i64>,
+    },
+    /// A streamed retrieval line was refused part-way: the rest of it is discarded.
+    SkipLine,
     /// `node sync <version>` was consumed; `NODE` lines until `END` are awaited.
     NodeSync {
         framing: Framing,
@@ -102,8 +115,18 @@ impl TextParser {
                 State::Line => {
                     let line = match self.take_line(buf) {
                         Ok(Some(line)) => line,
-                        Ok(None) => return self.incomplete_line(buf),
-                        Err(TooLong) => return self.line_too_long(buf),
+                        Ok(None) if buf.len() <= self.limits.line_max + 1 => {
+                            return Parsed::NeedMore
+                        }
+                        // `+ 1` above leaves room for the `\r` of a line of exactly `line_max` bytes.
+                        Ok(None) | Err(TooLong) => match self.start_retrieval(buf) {
+                            Ok(Some(state)) => {
+                                self.state = state;
+                                continue;
+                            }
+                            Ok(None) => return self.line_too_long(buf),
+                            Err(e) => return self.refuse_streamed(buf, Framing::TEXT, e),
+                        },
                     };
                     let (framing, rest) = match split_proxy(&line) {
                         Some((path, rest)) => (Framing::Text { proxy: Some(path) }, rest),
@@ -175,6 +198,34 @@ impl TextParser {
                     };
                     return Parsed::Request(Request { command, framing });
                 }
+                State::Retrieval { framing, cas, gat } => {
+                    match self.retrieval_part(buf, cas, gat) {
+                        Ok(Some((command, last))) => {
+                            let request = Request {
+                                command,
+                                framing: framing.clone(),
+                            };
+                            if last {
+                                return Parsed::Request(request);
+                            }
+                            self.state = State::Retrieval { framing, cas, gat };
+                            return Parsed::Part(request);
+                        }
+                        Ok(None) => {
+                            self.state = State::Retrieval { framing, cas, gat };
+                            return Parsed::NeedMore;
+                        }
+                        Err(e) => return self.refuse_streamed(buf, framing, e),
+                    }
+                }
+                State::SkipLine => match memchr::memchr(b'\n', buf) {
+                    Some(i) => buf.advance(i + 1),
+                    None => {
+                        buf.clear();
+                        self.state = State::SkipLine;
+                        return Parsed::NeedMore;
+                    }
+                },
                 State::NodeSync {
                     framing,
                     version,
@@ -235,14 +286,14 @@ impl TextParser {
         match memchr::memchr(b'\n', &buf[from..]) {
             Some(i) => {
                 self.scanned = 0;
-                let mut line = buf.split_to(from + i + 1);
-                line.truncate(from + i);
-                if line.last() == Some(&b'\r') {
-                    line.truncate(line.len() - 1);
-                }
-                if line.len() > self.limits.line_max {
+                let end = from + i;
+                let cr = usize::from(end > 0 && buf[end - 1] == b'\r');
+                if end - cr > self.limits.line_max {
+                    // Left in the buffer: a retrieval line is streamed from it.
                     return Err(TooLong);
                 }
+                let mut line = buf.split_to(end + 1);
+                line.truncate(end - cr);
                 Ok(Some(line.freeze()))
             }
             None => {
@@ -271,6 +322,144 @@ impl TextParser {
             return self.line_too_long(buf);
         }
         Parsed::NeedMore
+    }
+
+    /// At a line longer than the cap: when it is a retrieval line (memcached's `get`, `gets`, `gat`, `gats`, after
+    /// an optional proxy prefix) whose head has arrived, consumes the head and returns the streaming state; `None`
+    /// for any other line (too long).
+    fn start_retrieval(&mut self, buf: &mut BytesMut) -> Result<Option<State>, LineError> {
+        self.scanned = 0;
+        let head_max = self.limits.line_max.min(buf.len());
+        let (framing, skip) = match buf.first() {
+            Some(b'<') => match memchr::memchr(b'>', &buf[..head_max]) {
+                Some(close) => {
+                    let prefix = Bytes::copy_from_slice(&buf[..close + 1]);
+                    let (path, _) =
+                        split_proxy(&prefix).expect("invariant: starts with < and has >");
+                    (Framing::Text { proxy: Some(path) }, close + 1)
+                }
+                None => return Ok(None),
+            },
+            _ => (Framing::TEXT, 0),
+        };
+        let head = &buf[skip..head_max];
+        let mut tokens = Tokens::new(head);
+        let (cas, gat) = match tokens.next() {
+            Some(b"get") => (false, false),
+            Some(b"gets") => (true, false),
+            Some(b"gat") if !self.dialect.gat_flare_syntax => (false, true),
+            Some(b"gats") => (true, true),
+            _ => return Ok(None),
+        };
+        let gat = match gat {
+            false => None,
+            true => {
+                let exptime = tokens
+                    .next()
+                    .ok_or(LineError::new(ErrorReply::UnknownCommand))?;
+                Some(parse_i64(exptime).ok_or(LineError::new(ErrorReply::InvalidExptime))?)
+            }
+        };
+        // The head ends at the last token read, which a space ends (the line is longer than the cap).
+        let consumed = head.len() - tokens.rest.len();
+        buf.advance(skip + consumed);
+        Ok(Some(State::Retrieval { framing, cas, gat }))
+    }
+
+    /// The next part of a streamed retrieval line: `(command, last)`, or `None` until a whole key has arrived. A
+    /// part ends at a space and holds at most `keys_per_get_max` keys in at most half a line's worth of bytes, so
+    /// each part forwarded to another node fits in one line.
+    fn retrieval_part(
+        &mut self,
+        buf: &mut BytesMut,
+        cas: bool,
+        gat: Option<i64>,
+    ) -> Result<Option<(Command, bool)>, LineError> {
+        let part_bytes = (self.limits.line_max / 2).max(self.limits.key_max + 1);
+        let window = &buf[..buf.len().min(part_bytes + 2)];
+        let newline = memchr::memchr(b'\n', window);
+        let mut region = &window[..newline.unwrap_or(window.len())];
+        if newline.is_some() && region.last() == Some(&b'\r') {
+            region = &region[..region.len() - 1];
+        }
+        // Whole keys in the region: a key is whole when a space or the line's end follows it.
+        let (mut pos, mut count, mut full) = (0, 0, false);
+        while count < self.limits.keys_per_get_max.max(1) {
+            let Some(start) = region[pos..].iter().position(|&c| c != b' ') else {
+                pos = region.len();
+                break;
+            };
+            match memchr::memchr(b' ', &region[pos + start..]) {
+                Some(len) => pos += start + len,
+                None if newline.is_some() => pos = region.len(),
+                None => break,
+            }
+            count += 1;
+            full = count == self.limits.keys_per_get_max.max(1);
+        }
+        let (end, last) = match newline {
+            Some(nl) if !full || region[pos..].iter().all(|&c| c == b' ') => (nl, true),
+            _ if count > 0 => (pos, false),
+            _ if buf.len() > self.limits.key_max + 1 => {
+                return Err(LineError::new(ErrorReply::BadCommandLine))
+            }
+            _ => return Ok(None),
+        };
+        // The keys before a bad one go out as a part of their own; the bad one is refused at the next call.
+        let (mut end, mut last) = (end, last);
+        let text_end = end - usize::from(last && end > 0 && buf[end - 1] == b'\r');
+        let mut scan = Tokens::new(&buf[..text_end]);
+        let mut first = true;
+        while let Some(token) = scan.next() {
+            if let Err(e) = check_key(token, &self.limits) {
+                if first {
+                    return Err(LineError::new(e));
+                }
+                end = (text_end - scan.rest.len()) - token.len();
+                last = false;
+                break;
+            }
+            first = false;
+        }
+        let mut chunk = buf.split_to(end).freeze();
+        if last {
+            buf.advance(1);
+            if chunk.last() == Some(&b'\r') {
+                chunk.truncate(chunk.len() - 1);
+            }
+        }
+        let keys = self.keys(&chunk, Tokens::new(&chunk))?;
+        if keys.is_empty() && !last {
+            return Ok(None);
+        }
+        let command = match gat {
+            None => Command::Get { keys, cas },
+            Some(exptime) => Command::Gat {
+                exptime,
+                keys,
+                cas,
+                flare_form: false,
+                noreply: false,
+            },
+        };
+        Ok(Some((command, last)))
+    }
+
+    /// A streamed retrieval line refused part-way: the error, then the rest of the line is discarded.
+    fn refuse_streamed(&mut self, buf: &mut BytesMut, framing: Framing, e: LineError) -> Parsed {
+        self.state = State::SkipLine;
+        if let Some(i) = memchr::memchr(b'\n', buf) {
+            buf.advance(i + 1);
+            self.state = State::Line;
+        } else {
+            buf.clear();
+        }
+        Parsed::Rejected {
+            framing,
+            error: e.error,
+            swallow: 0,
+            close: false,
+        }
     }
 
     /// Parses one command line (after any proxy prefix; `proxied` when there was one).
@@ -910,6 +1099,130 @@ mod tests {
         let mut all = decode_all(input.as_bytes(), Dialect::default());
         assert_eq!(all.len(), 1, "{input:?} gave {all:?}");
         all.remove(0)
+    }
+
+    /// Decodes `input` fed `step` bytes at a time.
+    fn decode_fed(input: &[u8], step: usize) -> Vec<Decoded> {
+        let mut d = Decoder::new(limits(), Dialect::default());
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        for chunk in input.chunks(step) {
+            buf.extend_from_slice(chunk);
+            while let Some(x) = d.decode(&mut buf) {
+                out.push(x);
+            }
+        }
+        out
+    }
+
+    /// The keys of a streamed retrieval line's parts, checking that only the last is a whole request.
+    fn streamed_keys(out: &[Decoded]) -> Vec<Bytes> {
+        let (last, parts) = out.split_last().expect("something decoded");
+        let mut keys = Vec::new();
+        for d in parts {
+            let Decoded::Part(r) = d else {
+                panic!("a part expected, got {d:?}")
+            };
+            match &r.command {
+                Command::Get { keys: k, .. } | Command::Gat { keys: k, .. } => {
+                    assert!(!k.is_empty() && k.len() <= limits().keys_per_get_max);
+                    keys.extend(k.iter().cloned())
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        let Decoded::Request(r) = last else {
+            panic!("the last part must be a request: {last:?}")
+        };
+        match &r.command {
+            Command::Get { keys: k, .. } | Command::Gat { keys: k, .. } => {
+                keys.extend(k.iter().cloned())
+            }
+            other => panic!("{other:?}"),
+        }
+        keys
+    }
+
+    #[test]
+    fn a_retrieval_line_longer_than_the_cap_is_streamed_in_parts() {
+        let want: Vec<Bytes> = (0..100).map(|i| Bytes::from(format!("k{i:03}"))).collect();
+        let line = |verb: &str| {
+            let mut l = verb.to_string();
+            for k in &want {
+                l.push(' ');
+                l.push_str(std::str::from_utf8(k).unwrap());
+            }
+            l + "\r\nversion\r\n"
+        };
+        for step in [1, 7, 64, 100_000] {
+            let out = decode_fed(line("get").as_bytes(), step);
+            let (version, out) = out.split_last().unwrap();
+            assert!(matches!(version, Decoded::Request(r) if r.command == Command::Version));
+            assert_eq!(streamed_keys(out), want, "fed {step} bytes at a time");
+            assert!(out.iter().all(|d| matches!(d,
+                Decoded::Part(r) | Decoded::Request(r) if matches!(r.command, Command::Get { cas: false, .. }))));
+            // gats keeps its exptime and cas in every part.
+            let out = decode_fed(line("gats 30").as_bytes(), step);
+            assert_eq!(streamed_keys(&out[..out.len() - 1]), want);
+            assert!(out[..out.len() - 1].iter().all(|d| matches!(d,
+                Decoded::Part(r) | Decoded::Request(r)
+                    if matches!(r.command, Command::Gat { exptime: 30, cas: true, .. }))));
+        }
+        // A proxied line keeps its path in every part.
+        let out = decode_all(
+            format!("<h:1>{}", line("gets")).as_bytes(),
+            Dialect::default(),
+        );
+        assert!(out[..out.len() - 1].iter().all(|d| matches!(d,
+            Decoded::Part(r) | Decoded::Request(r) if matches!(&r.framing, Framing::Text { proxy: Some(p) } if p.0.len() == 1))));
+    }
+
+    #[test]
+    fn a_streamed_line_with_a_bad_key_is_refused_and_skipped() {
+        let mut input = String::from("get");
+        for i in 0..60 {
+            input.push_str(&format!(" key{i:02}"));
+        }
+        input.push_str(" this-key-is-far-too-long-for-the-limit");
+        for i in 60..80 {
+            input.push_str(&format!(" key{i:02}"));
+        }
+        input.push_str("\r\nversion\r\n");
+        for step in [1, 50, 100_000] {
+            let out = decode_fed(input.as_bytes(), step);
+            let error = out
+                .iter()
+                .position(|d| matches!(d, Decoded::Error { close: false, .. }))
+                .unwrap_or_else(|| panic!("no error in {out:?}"));
+            assert!(out[..error].iter().all(|d| matches!(d, Decoded::Part(_))));
+            // Every key before the bad one was handed out.
+            let before: Vec<Bytes> = out[..error]
+                .iter()
+                .flat_map(|d| match d {
+                    Decoded::Part(r) => match &r.command {
+                        Command::Get { keys, .. } => keys.clone(),
+                        _ => vec![],
+                    },
+                    _ => vec![],
+                })
+                .collect();
+            let want: Vec<Bytes> = (0..60).map(|i| Bytes::from(format!("key{i:02}"))).collect();
+            assert_eq!(before, want, "fed {step} bytes at a time");
+            assert!(
+                matches!(&out[error + 1..], [Decoded::Request(r)] if r.command == Command::Version),
+                "{out:?}"
+            );
+        }
+        // Any other line over the cap still closes the connection.
+        let long = format!("set {} 0 0 1\r\n", "k".repeat(300));
+        assert!(matches!(
+            one(&long),
+            Decoded::Error {
+                error: ErrorReply::LineTooLong,
+                close: true,
+                ..
+            }
+        ));
     }
 
     #[test]

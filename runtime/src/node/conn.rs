@@ -74,6 +74,8 @@ struct Conn<'a, T> {
     wrote: bool,
     /// What routing remembers of this connection (an operator's session).
     session: flare_core::node::plan::Session,
+    /// The request being answered is a part of a streamed retrieval line: its reply is sent `continued`.
+    part: bool,
     info: &'a ConnInfo,
 }
 
@@ -86,6 +88,7 @@ async fn serve<N: Net, S: Storage + 'static, T: AsyncRead + AsyncWrite + Unpin>(
     let mut rbuf = BytesMut::with_capacity(16 * 1024);
     let mut shutdown = shared.shutdown.subscribe();
     let mut c = Conn {
+        part: false,
         stream,
         wbuf: BytesMut::with_capacity(16 * 1024),
         tally: Tally::default(),
@@ -141,7 +144,11 @@ impl<T> Conn<'_, T> {
     /// Encodes a reply into the write buffer and notes its result.
     fn reply(&mut self, framing: &Framing, reply: &Reply) {
         self.result = result_index(reply);
-        encode(framing, reply, &mut self.wbuf);
+        if self.part {
+            encode(framing, &reply.clone().continued(), &mut self.wbuf);
+        } else {
+            encode(framing, reply, &mut self.wbuf);
+        }
     }
 }
 
@@ -172,7 +179,7 @@ async fn handle<N: Net, S: Storage + 'static, T: AsyncWrite + Unpin>(
 ) -> io::Result<Next> {
     let start = std::time::Instant::now();
     let op = match &decoded {
-        Decoded::Request(r) => op_index(&r.command),
+        Decoded::Request(r) | Decoded::Part(r) => op_index(&r.command),
         Decoded::Error { .. } => crate::metrics::OPS.len() - 1,
     };
     c.result = 0;
@@ -186,8 +193,9 @@ async fn run_request<N: Net, S: Storage + 'static, T: AsyncWrite + Unpin>(
     decoded: Decoded,
     c: &mut Conn<'_, T>,
 ) -> io::Result<Next> {
+    c.part = matches!(decoded, Decoded::Part(_));
     let (framing, command) = match decoded {
-        Decoded::Request(r) => (r.framing, r.command),
+        Decoded::Request(r) | Decoded::Part(r) => (r.framing, r.command),
         Decoded::Error {
             framing,
             error,
