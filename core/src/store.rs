@@ -94,6 +94,8 @@ pub enum ArithOutcome {
     NotFound,
     /// The stored value is not a decimal number.
     NonNumeric,
+    /// The binary protocol's CAS did not match.
+    Exists,
 }
 
 /// Result of touch (and of one gat key).
@@ -342,6 +344,7 @@ impl<S: Storage> Store<S> {
         op: ArithOp,
         delta: u64,
         create: Option<(u64, i64)>,
+        cas: Option<u64>,
         now: u64,
     ) -> Result<ArithOutcome, StorageError> {
         self.maybe_flush(now)?;
@@ -368,6 +371,11 @@ impl<S: Storage> Store<S> {
                     _ => (Change::Keep, ArithOutcome::NotFound),
                 };
             };
+            // The binary protocol's CAS, in memcached's do_add_delta order: an empty value is not a number, then a
+            // non-zero CAS is compared, then the number is read.
+            if cas.is_some_and(|c| c != 0 && c != item.version) && !item.value.is_empty() {
+                return (Change::Keep, ArithOutcome::Exists);
+            }
             let Some((value, bytes)) = arith_value(&item.value, op, delta, &config) else {
                 return (Change::Keep, ArithOutcome::NonNumeric);
             };
@@ -445,7 +453,12 @@ impl<S: Storage> Store<S> {
     /// call replaces an earlier pending one, as memcached keeps a single flush time.
     pub fn schedule_flush(&self, delay: i64, now: u64) -> Result<(), StorageError> {
         match flush_deadline(delay, now) {
-            None => self.flush_all(),
+            None => {
+                // memcached's immediate flush takes a CAS unique (its `oldest_cas`); a delayed one does not.
+                self.reserve_version()?;
+                self.versions.issue(0);
+                self.flush_all()
+            }
             Some(at) => {
                 self.flush_at.store(at, Ordering::Relaxed);
                 Ok(())
@@ -832,7 +845,7 @@ mod tests {
             f(7) + 1
         );
         stored(s.store(&req(StoreMode::Set, "n", "5"), NOW).unwrap());
-        match s.arith(b"n", ArithOp::Incr, 1, None, NOW).unwrap() {
+        match s.arith(b"n", ArithOp::Incr, 1, None, None, NOW).unwrap() {
             ArithOutcome::Value { value, item } => assert_eq!((value, item.version), (6, f(7) + 3)),
             other => panic!("incr: {other:?}"),
         }
@@ -925,12 +938,12 @@ mod tests {
     fn incr_decr_memcached_rules() {
         let s = store();
         assert_eq!(
-            s.arith(b"n", ArithOp::Incr, 1, None, NOW).unwrap(),
+            s.arith(b"n", ArithOp::Incr, 1, None, None, NOW).unwrap(),
             ArithOutcome::NotFound
         );
         stored(s.store(&req(StoreMode::Set, "n", "10"), NOW).unwrap());
         let ArithOutcome::Value { value, item } =
-            s.arith(b"n", ArithOp::Decr, 1, None, NOW).unwrap()
+            s.arith(b"n", ArithOp::Decr, 1, None, None, NOW).unwrap()
         else {
             panic!()
         };
@@ -939,7 +952,7 @@ mod tests {
             (9, &b"9 "[..], 2, 5)
         );
         assert!(matches!(
-            s.arith(b"n", ArithOp::Decr, 100, None, NOW).unwrap(),
+            s.arith(b"n", ArithOp::Decr, 100, None, None, NOW).unwrap(),
             ArithOutcome::Value { value: 0, .. }
         ));
         stored(
@@ -947,17 +960,18 @@ mod tests {
                 .unwrap(),
         );
         assert!(matches!(
-            s.arith(b"n", ArithOp::Incr, 2, None, NOW).unwrap(),
+            s.arith(b"n", ArithOp::Incr, 2, None, None, NOW).unwrap(),
             ArithOutcome::Value { value: 1, .. }
         ));
         stored(s.store(&req(StoreMode::Set, "n", "12abc"), NOW).unwrap());
         assert_eq!(
-            s.arith(b"n", ArithOp::Incr, 1, None, NOW).unwrap(),
+            s.arith(b"n", ArithOp::Incr, 1, None, None, NOW).unwrap(),
             ArithOutcome::NonNumeric
         );
         // The binary protocol creates a missing counter.
         assert!(matches!(
-            s.arith(b"c", ArithOp::Incr, 5, Some((42, 0)), NOW).unwrap(),
+            s.arith(b"c", ArithOp::Incr, 5, Some((42, 0)), None, NOW)
+                .unwrap(),
             ArithOutcome::Value { value: 42, .. }
         ));
     }
@@ -973,7 +987,7 @@ mod tests {
         );
         stored(s.store(&req(StoreMode::Set, "n", "abc"), NOW).unwrap());
         assert!(matches!(
-            s.arith(b"n", ArithOp::Incr, 7, None, NOW).unwrap(),
+            s.arith(b"n", ArithOp::Incr, 7, None, None, NOW).unwrap(),
             ArithOutcome::Value { value: 7, .. }
         ));
         stored(
@@ -981,7 +995,7 @@ mod tests {
                 .unwrap(),
         );
         assert!(matches!(
-            s.arith(b"n", ArithOp::Incr, 2, None, NOW).unwrap(),
+            s.arith(b"n", ArithOp::Incr, 2, None, None, NOW).unwrap(),
             ArithOutcome::Value {
                 value: u64::MAX,
                 ..

@@ -6,9 +6,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
-use flare_tests::{have, target_dir, wait_until, Client, Flared, Memcached};
+use flare_tests::{have, target_dir, Flared, Memcached, TwoPartitions};
 
 fn clients_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("clients")
@@ -214,54 +213,6 @@ fn run(lib: &Lib, port: u16) -> Vec<String> {
         ));
     }
     problems
-}
-
-/// Index + two masters (partitions 0 and 1) + a proxy node. Reads are not sent to slaves: there are none (stale
-/// reads from async slaves are the replication issue's).
-struct TwoPartitions {
-    index: Flared,
-    nodes: Vec<Flared>,
-}
-
-impl TwoPartitions {
-    fn build() -> TwoPartitions {
-        let index = Flared::index(&["--monitor-interval=1"]);
-        let nodes: Vec<Flared> = (0..3).map(|_| Flared::node_of(index.port, &[])).collect();
-        let c = TwoPartitions { index, nodes };
-        c.role(0, "master 1 0");
-        c.wait_state(0, "active");
-        c.role(1, "master 1 1");
-        c.wait_state(1, "ready");
-        let line = format!("node state 127.0.0.1 {} active", c.nodes[1].port);
-        assert_eq!(c.index.connect().call(&line), "OK");
-        c.wait_state(1, "active");
-        let version = c.index.connect().stat("node_map_version");
-        for n in &c.nodes {
-            let ok = wait_until(Duration::from_secs(10), || {
-                n.connect().stat("node_map_version") == version
-            });
-            assert!(ok, "node {} stuck on an older node map", n.port);
-        }
-        c
-    }
-
-    fn role(&self, i: usize, line: &str) {
-        let cmd = format!("node role 127.0.0.1 {} {line}", self.nodes[i].port);
-        assert_eq!(self.index.connect().call(&cmd), "OK", "{cmd}");
-    }
-
-    fn wait_state(&self, i: usize, state: &str) {
-        let key = format!("127.0.0.1:{}:state", self.nodes[i].port);
-        let ok = wait_until(Duration::from_secs(20), || {
-            let mut admin: Client = self.index.connect();
-            admin.stats_nodes().get(&key).map(String::as_str) == Some(state)
-        });
-        assert!(ok, "node {i} did not become {state}");
-    }
-
-    fn proxy(&self) -> u16 {
-        self.nodes[2].port
-    }
 }
 
 #[test]

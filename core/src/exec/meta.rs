@@ -20,7 +20,7 @@
 //! read still never writes to storage, decisions.md #5): `mg` reports them as they were before it and then marks the
 //! item fetched, unless `u` is given. There is no LRU: `me` reports `cls=0`.
 //!
-//! **Quiet mode (`q`)**, as memcached: `mg` hides `EN`; `ms` hides `HD`; `md` hides `HD` and `NF`; `ma` hides `HD`
+//! **Quiet mode (`q`)**, as memcached 1.6.18: `mg` hides `EN`; `ms` hides `HD`; `md` hides `HD`; `ma` hides `HD`
 //! (or `VA`) when it changed an existing counter, but not when `N` created it. Errors are always sent.
 
 use bytes::Bytes;
@@ -119,10 +119,14 @@ fn get<S: Storage>(
         // The first reader of a stale item wins the recache.
         won |= stale && !already_won;
         if won {
+            // As memcached 1.6.18: handing out the win of an existing item changes no CAS; an item `N` creates
+            // gets a new one (a newer memcached's `E` sets either).
             item.meta |= Item::META_WIN_SENT;
-            match next_version(cmd, last_version(cur), store.versions()) {
-                Some(v) => item.version = v,
-                None => return (Change::Keep, GetOutcome::Exists),
+            match cmd.new_cas() {
+                Some(e) if e > last_version(cur) => item.version = e,
+                Some(_) => return (Change::Keep, GetOutcome::Exists),
+                None if created => item.version = store.versions().issue(last_version(cur)),
+                None => {}
             }
         }
         let change = if won || cmd.ttl().is_some() {
@@ -170,7 +174,8 @@ fn get<S: Storage>(
         true => store.access().peek(&cmd.key, now),
         false => store.access().fetch(&cmd.key, now),
     };
-    if won {
+    // A win on an existing item is this node's alone (its version is unchanged, so a slave could not take it).
+    if created || (won && cmd.new_cas().is_some()) {
         mutations.push(Mutation::Put {
             key: cmd.key.clone(),
             item: item.clone(),
@@ -404,7 +409,8 @@ fn delete<S: Storage>(
         MetaStatus::NotFound => tally.delete_misses += 1,
         _ => {}
     }
-    let quiet = cmd.quiet() && matches!(code, MetaStatus::Done | MetaStatus::NotFound);
+    // memcached 1.6.18's quiet md hides `HD` only: `NF` is sent.
+    let quiet = cmd.quiet() && code == MetaStatus::Done;
     Ok(quiet_if(quiet, status(code, echo(cmd))))
 }
 
@@ -436,7 +442,11 @@ fn arith<S: Storage>(
         let cur = cur.as_ref();
         let (mut item, value, created) = match alive(cur, now) {
             Some(old) => {
-                // memcached's do_add_delta compares only a non-zero cas.
+                // memcached's do_add_delta: an empty value is not a number, then a non-zero cas is compared, then
+                // the number is read.
+                if old.value.is_empty() {
+                    return (Change::Keep, ArithOutcome::NonNumeric);
+                }
                 if cmd
                     .compare_cas()
                     .is_some_and(|c| c != 0 && c != old.version)
@@ -846,7 +856,7 @@ mod tests {
                 ("ms k 1 E100\r\nb\r\n", "EX\r\n"),
                 ("ms k 1 c\r\nb\r\n", "HD c101\r\n"),
                 ("md k I E200\r\n", "HD\r\n"),
-                ("mg k c\r\n", "HD c201 X W\r\n"),
+                ("mg k c\r\n", "HD c200 X W\r\n"),
                 ("ma n N0 E7 c\r\n", "HD c7\r\n"),
                 ("ma n E7\r\n", "EX\r\n"),
             ],
@@ -860,7 +870,7 @@ mod tests {
             &s,
             &[
                 ("md k\r\n", "NF\r\n"),
-                ("md k q\r\n", ""),
+                ("md k q\r\n", "NF\r\n"),
                 ("ms k 1\r\na\r\n", "HD\r\n"),
                 ("md k C9 k O1\r\n", "EX kk O1\r\n"),
                 ("md k C9 q\r\n", "EX\r\n"),
@@ -883,15 +893,16 @@ mod tests {
             &[
                 ("ms k 2 T100\r\nv1\r\n", "HD\r\n"),
                 ("md k I T30\r\n", "HD\r\n"),
-                ("mg k v c t\r\n", "VA 2 c3 t30 X W\r\nv1\r\n"),
-                ("mg k v c\r\n", "VA 2 c3 Z X\r\nv1\r\n"),
+                // As memcached 1.6.18: `md I` takes a new CAS, the win does not.
+                ("mg k v c t\r\n", "VA 2 c2 t30 X W\r\nv1\r\n"),
+                ("mg k v c\r\n", "VA 2 c2 Z X\r\nv1\r\n"),
                 // A set with the cas from before the invalidation stores, but stays stale with its TTL.
                 ("ms k 2 C1 I\r\nv2\r\n", "HD\r\n"),
-                ("mg k v c t\r\n", "VA 2 c4 t30 Z X\r\nv2\r\n"),
+                ("mg k v c t\r\n", "VA 2 c3 t30 Z X\r\nv2\r\n"),
                 // I with a newer cas is a plain mismatch.
                 ("ms k 2 C9 I\r\nv3\r\n", "EX\r\n"),
                 // The matching cas stores a fresh item: no longer stale.
-                ("ms k 2 C4 T50\r\nv4\r\n", "HD\r\n"),
+                ("ms k 2 C3 T50\r\nv4\r\n", "HD\r\n"),
                 ("mg k v t\r\n", "VA 2 t50\r\nv4\r\n"),
                 ("md nope I\r\n", "NF\r\n"),
             ],
@@ -913,8 +924,8 @@ mod tests {
                 ("mg k s N30 q\r\n", "HD s0 Z\r\n"),
                 ("ms k 3 T20\r\nnew\r\n", "HD\r\n"),
                 ("mg k v R10\r\n", "VA 3\r\nnew\r\n"),
-                ("mg k c R30\r\n", "HD c4 W\r\n"),
-                ("mg k c R30\r\n", "HD c4 Z\r\n"),
+                ("mg k c R30\r\n", "HD c3 W\r\n"),
+                ("mg k c R30\r\n", "HD c3 Z\r\n"),
                 ("ms k 3\r\nnew\r\n", "HD\r\n"),
                 // No TTL: R never wins.
                 ("mg k R30\r\n", "HD\r\n"),
@@ -987,7 +998,7 @@ mod tests {
                 ("mg k v f t c\r\n", "VA 0 f0 t-1 c2\r\n\r\n"),
                 ("md k x F3 T9 I\r\n", "HD\r\n"),
                 // Handing out the win is a change too: a new version.
-                ("mg k f t c\r\n", "HD f3 t9 c4 X W\r\n"),
+                ("mg k f t c\r\n", "HD f3 t9 c3 X W\r\n"),
             ],
         );
     }
@@ -1114,9 +1125,10 @@ mod tests {
         script(
             &s,
             &[
-                ("ms k\r\n", "CLIENT_ERROR bad data chunk\r\n"),
-                ("ms k abc\r\n", "CLIENT_ERROR bad data chunk\r\n"),
-                ("ms k -1\r\n", "CLIENT_ERROR bad data chunk\r\n"),
+                // As memcached 1.6.18 answers them (checked against Debian's).
+                ("ms k\r\n", "CLIENT_ERROR bad command line format\r\n"),
+                ("ms k abc\r\n", "CLIENT_ERROR bad command line format\r\n"),
+                ("ms k -1\r\n", "CLIENT_ERROR bad command line format\r\n"),
                 (
                     "ms k 2\r\nabc\r\n",
                     "CLIENT_ERROR bad data chunk\r\nERROR\r\n",
@@ -1199,13 +1211,14 @@ mod tests {
             }]
         );
         let (_, m) = run_with(&s, b"md k I\r\nmg k\r\nmg k\r\n", NOW);
-        let [Mutation::Put { item: stale, .. }, Mutation::Put { item: won, .. }] = &m[..] else {
+        let [Mutation::Put { item: stale, .. }] = &m[..] else {
             panic!("{m:?}")
         };
         assert_eq!((stale.meta, stale.version), (Item::META_STALE, 2));
-        assert_eq!(
-            (won.meta, won.version),
-            (Item::META_STALE | Item::META_WIN_SENT, 3)
+        // The win is recorded here, with the version unchanged, and not replicated.
+        let won = s.storage().get(b"k").unwrap().unwrap();
+        assert!(
+            matches!(won, Entry::Item(i) if i.meta == Item::META_STALE | Item::META_WIN_SENT && i.version == 2)
         );
         let (_, m) = run_with(
             &s,

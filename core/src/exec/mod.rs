@@ -299,9 +299,10 @@ fn apply<S: Storage>(
             key,
             delta,
             create,
+            cas,
             options,
         } => {
-            let outcome = store.arith(&key, op, delta, create, now)?;
+            let outcome = store.arith(&key, op, delta, create, cas, now)?;
             let (hits, misses) = match op {
                 ArithOp::Incr => (&mut tally.incr_hits, &mut tally.incr_misses),
                 ArithOp::Decr => (&mut tally.decr_hits, &mut tally.decr_misses),
@@ -318,6 +319,7 @@ fn apply<S: Storage>(
                     Reply::NotFound
                 }
                 ArithOutcome::NonNumeric => Reply::Error(ErrorReply::NonNumeric),
+                ArithOutcome::Exists => Reply::Exists,
             };
             quiet(options.noreply, reply)
         }
@@ -334,7 +336,10 @@ fn apply<S: Storage>(
                         key,
                         exptime: item.exptime,
                     });
-                    Reply::Touched
+                    Reply::Touched {
+                        flags: item.flags,
+                        version: item.version,
+                    }
                 }
                 TouchOutcome::NotFound => {
                     tally.touch_misses += 1;

@@ -64,6 +64,21 @@ pub mod status {
     pub const UNKNOWN_COMMAND: u16 = 0x0081;
     /// Internal error.
     pub const INTERNAL_ERROR: u16 = 0x0084;
+
+    /// memcached's body text for an error status (its `write_bin_error`); `None` for a status it never sends,
+    /// whose body is the node's own message.
+    pub fn memcached_text(status: u16) -> Option<&'static [u8]> {
+        Some(match status {
+            KEY_NOT_FOUND => b"Not found",
+            KEY_EXISTS => b"Data exists for key.",
+            VALUE_TOO_LARGE => b"Too large.",
+            INVALID_ARGUMENTS => b"Invalid arguments",
+            ITEM_NOT_STORED => b"Not stored.",
+            NON_NUMERIC => b"Non-numeric server-side value for incr or decr",
+            UNKNOWN_COMMAND => b"Unknown command",
+            _ => return None,
+        })
+    }
 }
 
 /// The opcodes a node understands (protocol.md §10).
@@ -179,6 +194,7 @@ impl Header {
         Framing::Binary(BinaryHeader {
             opcode: self.opcode,
             opaque: self.opaque,
+            key: None,
         })
     }
 }
@@ -271,6 +287,8 @@ impl BinaryParser {
                 }
                 buf.advance(HEADER_LEN);
                 if let Err(error) = self.check_header(&h) {
+                    // memcached closes the connection after a malformed packet's Invalid arguments; a node skips
+                    // the packet and goes on serving the connection (docs/compatibility.md).
                     return Parsed::Rejected {
                         framing: h.framing(),
                         error,
@@ -289,10 +307,16 @@ impl BinaryParser {
         self.pending = None;
         let body = buf.split_to(body_len).freeze();
         match build(&header, body) {
-            Ok(command) => Parsed::Request(Request {
-                command,
-                framing: header.framing(),
-            }),
+            Ok(command) => {
+                let mut framing = header.framing();
+                // memcached's GetK miss names the key.
+                if let (Framing::Binary(h), Command::Get { keys, .. }) = (&mut framing, &command) {
+                    if matches!(h.opcode, opcode::GETK | opcode::GETKQ) {
+                        h.key = keys.first().cloned();
+                    }
+                }
+                Parsed::Request(Request { command, framing })
+            }
             Err(error) => Parsed::Rejected {
                 framing: header.framing(),
                 error,
@@ -397,6 +421,7 @@ fn build(h: &Header, mut body: Bytes) -> Result<Command, ErrorReply> {
                 key: key.clone(),
                 delta,
                 create: (exptime != u32::MAX).then_some((initial, i64::from(exptime))),
+                cas: (h.cas != 0).then_some(h.cas),
                 options: WriteOptions::default(),
             }
         }
@@ -512,36 +537,54 @@ pub fn encode_reply(header: &BinaryHeader, reply: &Reply, out: &mut BytesMut) {
             put_packet(header, &p, out);
         }
     };
-    let miss = |out: &mut BytesMut| {
-        if !is_quiet_get(op) {
-            put_packet(
-                header,
-                &Packet::status(status::KEY_NOT_FOUND, b"Not found"),
-                out,
-            );
+    let miss = |out: &mut BytesMut| match &header.key {
+        // memcached's GetK miss: the key, no text.
+        Some(key) if !is_quiet_get(op) => {
+            let mut p = Packet::status(status::KEY_NOT_FOUND, b"");
+            p.key = key;
+            put_packet(header, &p, out);
         }
+        _ if !is_quiet_get(op) => put_packet(
+            header,
+            &Packet::status(status::KEY_NOT_FOUND, b"Not found"),
+            out,
+        ),
+        _ => {}
     };
     match reply {
         // memcached answers a (non-quiet) Quit before closing; the command layer has nothing to say for it.
         Reply::Nothing if op == opcode::QUIT => success(0, b"", out),
         Reply::Nothing => {}
         Reply::Stored { version } => success(*version, b"", out),
-        Reply::Deleted | Reply::Touched | Reply::Ok => success(0, b"", out),
+        Reply::Deleted | Reply::Ok => success(0, b"", out),
+        // memcached answers a Touch with the item's flags (as extras) and CAS.
+        Reply::Touched { flags, version } if !quiet => {
+            let flags = flags.to_be_bytes();
+            let p = Packet {
+                status: status::SUCCESS,
+                cas: *version,
+                extras: &flags,
+                key: &[],
+                value: &[],
+            };
+            put_packet(header, &p, out);
+        }
+        Reply::Touched { .. } => {}
         // As memcached answers them: a failed add means the key exists, a failed replace that it is missing.
         Reply::NotStored if matches!(op, opcode::ADD | opcode::ADDQ) => put_packet(
             header,
-            &Packet::status(status::KEY_EXISTS, b"Key exists"),
+            &Packet::status(status::KEY_EXISTS, b"Data exists for key."),
             out,
         ),
         Reply::NotStored if matches!(op, opcode::REPLACE | opcode::REPLACEQ) => miss(out),
         Reply::NotStored => put_packet(
             header,
-            &Packet::status(status::ITEM_NOT_STORED, b"Item not stored"),
+            &Packet::status(status::ITEM_NOT_STORED, b"Not stored."),
             out,
         ),
         Reply::Exists => put_packet(
             header,
-            &Packet::status(status::KEY_EXISTS, b"Key exists"),
+            &Packet::status(status::KEY_EXISTS, b"Data exists for key."),
             out,
         ),
         Reply::NotFound => miss(out),
@@ -573,11 +616,12 @@ pub fn encode_reply(header: &BinaryHeader, reply: &Reply, out: &mut BytesMut) {
             put_packet(header, &Packet::status(status::SUCCESS, b""), out);
         }
         Reply::Lines(lines) => success(0, lines.join("\r\n").as_bytes(), out),
-        Reply::Error(e) => put_packet(
-            header,
-            &Packet::status(e.binary_status(), e.line().as_bytes()),
-            out,
-        ),
+        Reply::Error(e) => {
+            let code = e.binary_status();
+            let line = e.line();
+            let text = status::memcached_text(code).unwrap_or(line.as_bytes());
+            put_packet(header, &Packet::status(code, text), out)
+        }
         Reply::Meta(_) => put_packet(
             header,
             &Packet::status(status::INTERNAL_ERROR, b"Internal error"),
@@ -636,14 +680,21 @@ mod tests {
     }
 
     fn framing(op: u8, opaque: u32) -> Framing {
-        Framing::Binary(BinaryHeader { opcode: op, opaque })
+        Framing::Binary(BinaryHeader {
+            opcode: op,
+            opaque,
+            key: None,
+        })
     }
 
     fn req(op: u8, opaque: u32, command: Command) -> Decoded {
-        Decoded::Request(Request {
-            command,
-            framing: framing(op, opaque),
-        })
+        let mut framing = framing(op, opaque);
+        if let (Framing::Binary(h), Command::Get { keys, .. }) = (&mut framing, &command) {
+            if matches!(op, GETK | GETKQ) {
+                h.key = keys.first().cloned();
+            }
+        }
+        Decoded::Request(Request { command, framing })
     }
 
     fn err(op: u8, opaque: u32, error: ErrorReply) -> Decoded {
@@ -808,6 +859,7 @@ mod tests {
                         key: b(b"n"),
                         delta: 5,
                         create: Some((10, 0)),
+                        cas: None,
                         options: WriteOptions::default(),
                     },
                 ),
@@ -822,6 +874,7 @@ mod tests {
                         key: b(b"n"),
                         delta: u64::MAX,
                         create: None,
+                        cas: None,
                         options: WriteOptions::default(),
                     },
                 ),
@@ -836,6 +889,7 @@ mod tests {
                         key: b(b"n"),
                         delta: 1,
                         create: Some((2, 3)),
+                        cas: None,
                         options: WriteOptions::default(),
                     },
                 ),
@@ -850,6 +904,7 @@ mod tests {
                         key: b(b"n"),
                         delta: 1,
                         create: Some((2, 3)),
+                        cas: None,
                         options: WriteOptions::default(),
                     },
                 ),
@@ -1183,7 +1238,16 @@ mod tests {
 
     fn enc(op: u8, opaque: u32, reply: &Reply) -> Vec<u8> {
         let mut out = BytesMut::new();
-        encode_reply(&BinaryHeader { opcode: op, opaque }, reply, &mut out);
+        let key = matches!(op, GETK | GETKQ).then(|| Bytes::from_static(b"key"));
+        encode_reply(
+            &BinaryHeader {
+                opcode: op,
+                opaque,
+                key,
+            },
+            reply,
+            &mut out,
+        );
         out.to_vec()
     }
 
@@ -1246,7 +1310,8 @@ mod tests {
         let nf = |op, opaque| resp(op, 1, opaque, 0, b"", b"", b"Not found");
         for r in [values(vec![]), Reply::End, Reply::NotFound] {
             assert_eq!(enc(GET, 1, &r), nf(GET, 1));
-            assert_eq!(enc(GETK, 2, &r), nf(GETK, 2));
+            // memcached's GetK miss: the key, no text.
+            assert_eq!(enc(GETK, 2, &r), resp(GETK, 1, 2, 0, b"", b"key", b""));
             assert_eq!(enc(GAT, 3, &r), nf(GAT, 3));
             assert!(enc(GETQ, 4, &r).is_empty());
             assert!(enc(GETKQ, 5, &r).is_empty());
@@ -1263,7 +1328,7 @@ mod tests {
         // memcached's statuses: a failed add is "exists", a failed replace "not found", append "not stored".
         assert_eq!(
             enc(ADD, 4, &Reply::NotStored),
-            resp(ADD, 2, 4, 0, b"", b"", b"Key exists")
+            resp(ADD, 2, 4, 0, b"", b"", b"Data exists for key.")
         );
         assert_eq!(
             enc(REPLACE, 4, &Reply::NotStored),
@@ -1271,11 +1336,11 @@ mod tests {
         );
         assert_eq!(
             enc(APPEND, 4, &Reply::NotStored),
-            resp(APPEND, 5, 4, 0, b"", b"", b"Item not stored")
+            resp(APPEND, 5, 4, 0, b"", b"", b"Not stored.")
         );
         assert_eq!(
             enc(SETQ, 4, &Reply::Exists),
-            resp(SETQ, 2, 4, 0, b"", b"", b"Key exists")
+            resp(SETQ, 2, 4, 0, b"", b"", b"Data exists for key.")
         );
         assert_eq!(
             enc(REPLACEQ, 4, &Reply::NotFound),
@@ -1287,8 +1352,15 @@ mod tests {
         );
         assert!(enc(DELETEQ, 5, &Reply::Deleted).is_empty());
         assert_eq!(
-            enc(TOUCH, 5, &Reply::Touched),
-            resp(TOUCH, 0, 5, 0, b"", b"", b"")
+            enc(
+                TOUCH,
+                5,
+                &Reply::Touched {
+                    flags: 9,
+                    version: 77
+                }
+            ),
+            resp(TOUCH, 0, 5, 77, &9u32.to_be_bytes(), b"", b"")
         );
     }
 
@@ -1312,25 +1384,30 @@ mod tests {
                 0,
                 b"",
                 b"",
-                b"CLIENT_ERROR cannot increment or decrement non-numeric value"
+                b"Non-numeric server-side value for incr or decr"
             )
         );
     }
 
     #[test]
     fn encode_errors_use_their_status() {
-        let e = |error: ErrorReply, st: u16| {
-            let line = error.line().into_owned();
+        // The body is memcached's text for the status (checked against memcached 1.6.18), or the node's own
+        // message for a status memcached never sends.
+        let e = |error: ErrorReply, st: u16, text: &str| {
             assert_eq!(
                 enc(SETQ, 77, &Reply::Error(error)),
-                resp(SETQ, st, 77, 0, b"", b"", line.as_bytes())
+                resp(SETQ, st, 77, 0, b"", b"", text.as_bytes())
             );
         };
-        e(ErrorReply::UnknownCommand, 0x81);
-        e(ErrorReply::BadCommandLine, 0x04);
-        e(ErrorReply::KeyTooLong, 0x04);
-        e(ErrorReply::TooLarge, 0x03);
-        e(ErrorReply::Server("i/o error".into()), 0x84);
+        e(ErrorReply::UnknownCommand, 0x81, "Unknown command");
+        e(ErrorReply::BadCommandLine, 0x04, "Invalid arguments");
+        e(ErrorReply::KeyTooLong, 0x04, "Invalid arguments");
+        e(ErrorReply::TooLarge, 0x03, "Too large.");
+        e(
+            ErrorReply::Server("i/o error".into()),
+            0x84,
+            "SERVER_ERROR i/o error",
+        );
     }
 
     #[test]
@@ -1376,7 +1453,7 @@ mod tests {
         crate::protocol::response::encode(framing, &Reply::Error(error.clone()), &mut out);
         assert_eq!(
             out.to_vec(),
-            resp(0x20, 0x81, 0xabcd, 0, b"", b"", b"ERROR")
+            resp(0x20, 0x81, 0xabcd, 0, b"", b"", b"Unknown command")
         );
     }
 

@@ -108,7 +108,7 @@ pub fn as_forwarded(command: &Command, versions: bool) -> Option<Command> {
 /// Whether `command` goes in the meta form.
 fn needs_meta(command: &Command, versions: bool) -> bool {
     match command {
-        Command::Arith { create, .. } => create.is_some() || versions,
+        Command::Arith { create, cas, .. } => create.is_some() || cas.is_some() || versions,
         Command::Delete { cas, .. } => cas.is_some(),
         Command::Store(s) => {
             let cas_text = s.mode == StoreMode::Cas;
@@ -304,7 +304,10 @@ fn text_form(command: &Command, out: &mut BytesMut) {
         Command::Meta(m) => {
             // Without `q` the peer always answers; the forwarding node suppresses what `q` would have hidden.
             let mut first = true;
-            for t in Tokens::new(&m.line).filter(|t| *t != b"q") {
+            // The command and the key stay, whatever they spell (a key may be `q`); flags lose `q`.
+            let kept = if m.kind == MetaKind::NoOp { 1 } else { 2 };
+            let tokens = Tokens::new(&m.line).enumerate();
+            for (_, t) in tokens.filter(|(i, t)| *i < kept || *t != b"q") {
                 if !first {
                     out.put_u8(b' ');
                 }
@@ -374,6 +377,7 @@ fn meta_form(command: &Command, out: &mut BytesMut) {
             key: k,
             delta,
             create,
+            cas,
             ..
         } => {
             out.put_slice(b"ma");
@@ -386,6 +390,9 @@ fn meta_form(command: &Command, out: &mut BytesMut) {
             if let Some((initial, exptime)) = create {
                 flag(out, b'N', Some((*exptime).into()));
                 flag(out, b'J', Some((*initial).into()));
+            }
+            if let Some(c) = cas {
+                flag(out, b'C', Some((*c).into()));
             }
             out.put_slice(b" v");
             b64
@@ -482,7 +489,9 @@ fn meta_answer(command: &Command, line: &[u8], data: Option<&[u8]>) -> Reply {
     match (command, status) {
         (Command::Store(_), b"HD") => Reply::Stored { version },
         (Command::Store(_), b"NS") => Reply::NotStored,
-        (Command::Store(_) | Command::Delete { .. }, b"EX") => Reply::Exists,
+        (Command::Store(_) | Command::Delete { .. } | Command::Arith { .. }, b"EX") => {
+            Reply::Exists
+        }
         (Command::Store(_) | Command::Delete { .. } | Command::Arith { .. }, b"NF") => {
             Reply::NotFound
         }
@@ -585,6 +594,7 @@ mod tests {
                 key: b("n"),
                 delta: u64::MAX,
                 create: None,
+                cas: None,
                 options: WriteOptions::default(),
             },
             Command::Touch {
@@ -709,6 +719,7 @@ mod tests {
             key: b("n"),
             delta: 2,
             create: Some((10, 0)),
+            cas: None,
             options: WriteOptions::default(),
         };
         let f = forward(None, &arith, false);
@@ -787,6 +798,12 @@ mod tests {
         match reply {
             Reply::Stored { .. } if !versions => Reply::Stored { version: 0 },
             Reply::Number { value, .. } if !versions => Reply::Number { value, version: 0 },
+            // A forwarded touch is answered with a text `TOUCHED`: a binary client through a proxy gets no flags
+            // or CAS in its Touch reply (docs/compatibility.md).
+            Reply::Touched { .. } => Reply::Touched {
+                flags: 0,
+                version: 0,
+            },
             Reply::Values {
                 mut items,
                 cas: false,
@@ -866,13 +883,15 @@ mod tests {
                 op,
                 key(),
                 prop_oneof![0..3u64, Just(u64::MAX)],
-                proptest::option::of((0..20u64, exptime()))
+                proptest::option::of((0..20u64, exptime())),
+                proptest::option::of(0..6u64),
             )
-                .prop_map(|(op, key, delta, create)| Command::Arith {
+                .prop_map(|(op, key, delta, create, cas)| Command::Arith {
                     op,
                     key,
                     delta,
                     create,
+                    cas,
                     options: WriteOptions::default(),
                 }),
             (key(), exptime()).prop_map(|(key, exptime)| Command::Touch {

@@ -124,12 +124,14 @@ fn split_seq(element: &[u8]) -> (&[u8], Option<u64>) {
 }
 
 /// The parts of a binary request header that the reply needs (protocol.md §10).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BinaryHeader {
     /// The request opcode (quiet variants included).
     pub opcode: u8,
     /// Echoed in every reply (a fix over Flare, which never echoes it).
     pub opaque: u32,
+    /// The key of a GetK, which memcached's miss reply carries.
+    pub key: Option<Bytes>,
 }
 
 impl BinaryHeader {
@@ -313,6 +315,8 @@ pub enum Command {
         delta: u64,
         /// Binary protocol: create the item with this initial value and exptime on a miss.
         create: Option<(u64, i64)>,
+        /// Binary protocol: the CAS the item must have (memcached checks it; `Exists` when it differs).
+        cas: Option<u64>,
         /// `noreply`, `sync`, `async`.
         options: WriteOptions,
     },
@@ -565,8 +569,14 @@ pub enum Reply {
     NotFound,
     /// `DELETED`.
     Deleted,
-    /// `TOUCHED`.
-    Touched,
+    /// `TOUCHED`; the binary reply carries the item's flags and version, as memcached's does (0 when the answer
+    /// came from another node as a text `TOUCHED`).
+    Touched {
+        /// The item's client flags.
+        flags: u32,
+        /// The item's version.
+        version: u64,
+    },
     /// `OK`.
     Ok,
     /// `END` alone.

@@ -241,7 +241,10 @@ pub fn line_reply(line: &[u8]) -> Reply {
         b"EXISTS" => Reply::Exists,
         b"NOT_FOUND" => Reply::NotFound,
         b"DELETED" => Reply::Deleted,
-        b"TOUCHED" => Reply::Touched,
+        b"TOUCHED" => Reply::Touched {
+            flags: 0,
+            version: 0,
+        },
         b"OK" => Reply::Ok,
         b"END" => Reply::End,
         _ => {

@@ -29,7 +29,7 @@ pub fn encode_text(reply: &Reply, out: &mut BytesMut) {
         Reply::Exists => line(out, b"EXISTS"),
         Reply::NotFound => line(out, b"NOT_FOUND"),
         Reply::Deleted => line(out, b"DELETED"),
-        Reply::Touched => line(out, b"TOUCHED"),
+        Reply::Touched { .. } => line(out, b"TOUCHED"),
         Reply::Ok => line(out, b"OK"),
         Reply::End => line(out, b"END"),
         Reply::Values { items, cas, end } => {

@@ -155,7 +155,7 @@ impl TextParser {
                         Err(e) => {
                             return Parsed::Rejected {
                                 framing,
-                                error: e.error,
+                                error: silenced(&rest, e.error),
                                 swallow: e.swallow,
                                 close: e.close,
                             }
@@ -179,9 +179,15 @@ impl TextParser {
                     let ok = &buf[..2] == b"\r\n";
                     buf.advance(2);
                     if !ok {
+                        // memcached's `noreply` silences this error too.
+                        let quiet = matches!(&pending, Pending::Store(s) if s.options.noreply);
                         return Parsed::Rejected {
                             framing,
-                            error: ErrorReply::BadDataChunk,
+                            error: if quiet {
+                                ErrorReply::Silent
+                            } else {
+                                ErrorReply::BadDataChunk
+                            },
                             swallow: 0,
                             close: false,
                         };
@@ -722,6 +728,16 @@ impl TextParser {
         op: ArithOp,
     ) -> Result<Command, LineError> {
         let missing = || LineError::new(ErrorReply::UnknownCommand);
+        // memcached takes `incr <key> <delta> [noreply]`: more arguments are `ERROR` before anything is read,
+        // unless they are all Flare's write options (`noreply sync`).
+        let rest: Vec<&[u8]> = tokens.clone().skip(2).collect();
+        if rest.len() > 1
+            && !rest
+                .iter()
+                .all(|t| matches!(*t, b"noreply" | b"sync" | b"async"))
+        {
+            return Err(missing());
+        }
         let key = self.key(line, tokens.next().ok_or_else(missing)?)?;
         let delta = tokens.next().ok_or_else(missing)?;
         let delta = match parse_u64(delta) {
@@ -732,12 +748,16 @@ impl TextParser {
             }
             None => return Err(LineError::new(ErrorReply::InvalidDelta)),
         };
-        let options = parse_write_options(tokens)?;
+        // memcached ignores a single last word that is not `noreply`.
+        let options = parse_write_options(
+            tokens.filter(|t| rest.len() > 1 || matches!(*t, b"noreply" | b"sync" | b"async")),
+        )?;
         Ok(Command::Arith {
             op,
             key,
             delta,
             create: None,
+            cas: None,
             options,
         })
     }
@@ -745,10 +765,15 @@ impl TextParser {
     /// `touch <key> <exptime> [noreply]` (§4.9).
     fn parse_touch(&self, line: &Bytes, mut tokens: Tokens<'_>) -> Result<Command, LineError> {
         let missing = || LineError::new(ErrorReply::UnknownCommand);
+        // memcached takes `touch <key> <exptime> [noreply]`: more arguments are `ERROR` before anything is read.
+        if tokens.clone().count() > 3 {
+            return Err(missing());
+        }
         let key = self.key(line, tokens.next().ok_or_else(missing)?)?;
         let exptime = tokens.next().ok_or_else(missing)?;
         let exptime = parse_i64(exptime).ok_or(LineError::new(ErrorReply::InvalidExptime))?;
-        let noreply = parse_noreply_only(tokens)?;
+        // memcached looks only for a last `noreply`; another word there is ignored.
+        let noreply = tokens.next() == Some(&b"noreply"[..]);
         Ok(Command::Touch {
             key,
             exptime,
@@ -905,6 +930,33 @@ fn parse_flush_all(tokens: Tokens<'_>) -> Result<Command, LineError> {
         },
     };
     Ok(Command::FlushAll { delay, noreply })
+}
+
+/// memcached reads a last `noreply` token of the commands that take one before it checks their arguments, and
+/// then sends no error either: a refused line of those commands ending in `noreply` is answered with nothing (a
+/// missing argument, which memcached finds first, still answers `ERROR`).
+fn silenced(line: &[u8], error: ErrorReply) -> ErrorReply {
+    const TAKE_NOREPLY: &[&[u8]] = &[
+        b"set",
+        b"add",
+        b"replace",
+        b"append",
+        b"prepend",
+        b"cas",
+        b"incr",
+        b"decr",
+        b"delete",
+        b"touch",
+        b"verbosity",
+        b"flush_all",
+    ];
+    let mut tokens = Tokens::new(line);
+    let first = tokens.next();
+    match (first, tokens.last(), &error) {
+        (_, _, ErrorReply::UnknownCommand) => error,
+        (Some(name), Some(b"noreply"), _) if TAKE_NOREPLY.contains(&name) => ErrorReply::Silent,
+        _ => error,
+    }
 }
 
 /// `verbosity <level> [noreply]` (§4.11), as memcached 1.6 reads it: one or two arguments (otherwise `ERROR`),
@@ -1460,6 +1512,7 @@ mod tests {
                 key: b("k"),
                 delta: u64::MAX,
                 create: None,
+                cas: None,
                 options: WriteOptions::default()
             }
         );
@@ -1477,7 +1530,15 @@ mod tests {
                 noreply: true
             }
         );
-        assert_eq!(err("touch k 10 sync\r\n"), ErrorReply::BadCommandLine);
+        // memcached ignores a last word that is not `noreply`.
+        assert_eq!(
+            cmd("touch k 10 sync\r\n"),
+            Command::Touch {
+                key: b("k"),
+                exptime: 10,
+                noreply: false
+            }
+        );
     }
 
     #[test]

@@ -201,6 +201,7 @@ async fn run_request<N: Net, S: Storage + 'static, T: AsyncWrite + Unpin>(
             error,
             close,
         } => {
+            c.session.observe_refused();
             c.reply(&framing, &Reply::Error(error));
             return Ok(if close { Next::Close } else { Next::Continue });
         }
