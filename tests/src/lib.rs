@@ -448,6 +448,19 @@ impl std::fmt::Display for Exchange {
 /// ends, without waiting on a timer. Input that leaves the server waiting for data (an unfinished value) needs
 /// [`exchange_idle`] instead.
 pub fn exchange(addr: &str, bytes: &[u8]) -> Exchange {
+    let (got, complete) = exchange_or_idle(addr, bytes, Duration::from_secs(10));
+    assert!(
+        complete || got.closed,
+        "{addr} did not answer the closing mn after {:?}: got {got}",
+        String::from_utf8_lossy(bytes)
+    );
+    got
+}
+
+/// [`exchange`], for input that may leave a server out of step (a data block of the wrong length): when the closing
+/// `MN` does not come, whatever arrived before the connection stayed quiet for `idle` is the answer. The flag says
+/// whether the `MN` came (it is then cut off the answer).
+pub fn exchange_or_idle(addr: &str, bytes: &[u8], idle: Duration) -> (Exchange, bool) {
     let mut all = bytes.to_vec();
     all.extend_from_slice(b"mn\r\n");
     // The input's own `mn` lines are answered `MN` too: wait for every one, or the first could be taken for ours.
@@ -455,35 +468,10 @@ pub fn exchange(addr: &str, bytes: &[u8]) -> Exchange {
         .split(|&c| c == b'\n')
         .filter(|l| l == b"mn\r" || l == b"mn" || l.starts_with(b"mn "))
         .count();
-    let mut got = read_reply(addr, &all, Duration::from_secs(10), |r| {
-        r.ends_with(b"MN\r\n") && r.windows(4).filter(|w| w == b"MN\r\n").count() > own
-    });
-    if !got.closed {
-        assert!(
-            got.reply.ends_with(b"MN\r\n"),
-            "{addr} did not answer the closing mn after {:?}: got {got}",
-            String::from_utf8_lossy(bytes)
-        );
-        got.reply.truncate(got.reply.len() - 4);
-    }
-    got
-}
-
-/// [`exchange`], for input that may leave a server out of step (a data block of the wrong length): when the closing
-/// `MN` does not come, whatever arrived before the connection stayed quiet for `idle` is the answer. The flag says
-/// whether the `MN` came.
-pub fn exchange_or_idle(addr: &str, bytes: &[u8], idle: Duration) -> (Exchange, bool) {
-    let mut all = bytes.to_vec();
-    all.extend_from_slice(b"mn\r\n");
-    let own = bytes
-        .split(|&c| c == b'\n')
-        .filter(|l| l == b"mn\r" || l == b"mn" || l.starts_with(b"mn "))
-        .count();
-    let mut got = read_reply(addr, &all, idle, |r| {
-        r.ends_with(b"MN\r\n") && r.windows(4).filter(|w| w == b"MN\r\n").count() > own
-    });
-    let complete = got.reply.ends_with(b"MN\r\n")
-        && got.reply.windows(4).filter(|w| w == b"MN\r\n").count() > own;
+    let ours =
+        |r: &[u8]| r.ends_with(b"MN\r\n") && r.windows(4).filter(|w| w == b"MN\r\n").count() > own;
+    let mut got = read_reply(addr, &all, idle, ours);
+    let complete = ours(&got.reply);
     if complete {
         got.reply.truncate(got.reply.len() - 4);
     }
