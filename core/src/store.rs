@@ -379,12 +379,13 @@ impl<S: Storage> Store<S> {
             let Some((value, bytes)) = arith_value(&item.value, op, delta, &config) else {
                 return (Change::Keep, ArithOutcome::NonNumeric);
             };
+            // memcached rewrites the number in place: the item keeps its meta state (stale, win sent).
             let item = Item {
                 flags: item.flags,
                 exptime: item.exptime,
                 version: self.versions.issue(last),
                 value: bytes,
-                meta: 0,
+                meta: item.meta,
             };
             let out = ArithOutcome::Value {
                 value,

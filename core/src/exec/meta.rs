@@ -457,9 +457,9 @@ fn arith<S: Storage>(
                 else {
                     return (Change::Keep, ArithOutcome::NonNumeric);
                 };
+                // Rewritten in place, as memcached does: the meta state (stale, win sent) stays.
                 let item = Item {
                     value: bytes,
-                    meta: 0,
                     ..old.clone()
                 };
                 (item, value, false)
@@ -905,6 +905,24 @@ mod tests {
                 ("ms k 2 C3 T50\r\nv4\r\n", "HD\r\n"),
                 ("mg k v t\r\n", "VA 2 t50\r\nv4\r\n"),
                 ("md nope I\r\n", "NF\r\n"),
+            ],
+        );
+    }
+
+    /// memcached rewrites a number in place: an invalidated item stays stale through `ma` and `incr` (found by the
+    /// differential test through a proxy, seed 3; checked against memcached 1.6.18).
+    #[test]
+    fn arithmetic_keeps_an_item_stale() {
+        let s = store();
+        script(
+            &s,
+            &[
+                ("ms stk 1\r\n5\r\n", "HD\r\n"),
+                ("md stk I\r\n", "HD\r\n"),
+                ("ma stk\r\n", "HD\r\n"),
+                ("incr stk 1\r\n", "7\r\n"),
+                ("mg stk v\r\n", "VA 1 X W\r\n7\r\n"),
+                ("mg stk v\r\n", "VA 1 Z X\r\n7\r\n"),
             ],
         );
     }
