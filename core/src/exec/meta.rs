@@ -28,7 +28,8 @@ use bytes::Bytes;
 use crate::exec::{Mutation, Tally};
 use crate::item::{Entry, Item};
 use crate::protocol::meta::{
-    DebugInfo, MetaCommand, MetaFlag, MetaKind, MetaReply, MetaSetMode, MetaStatus, ReturnFlag,
+    hidden_by_quiet, DebugInfo, MetaCommand, MetaFlag, MetaKind, MetaReply, MetaSetMode,
+    MetaStatus, ReturnFlag,
 };
 use crate::protocol::{ArithOp, ErrorReply, Reply, StoreMode, StoreRequest, WriteOptions};
 use crate::storage::{Change, Storage, StorageError};
@@ -161,7 +162,8 @@ fn get<S: Storage>(
         GetOutcome::Miss => {
             tally.get_misses += 1;
             tally.touch_misses += u64::from(touched);
-            return Ok(quiet_if(cmd.quiet(), status(MetaStatus::Miss, echo(cmd))));
+            let quiet = cmd.quiet() && hidden_by_quiet(cmd.kind, MetaStatus::Miss.code());
+            return Ok(quiet_if(quiet, status(MetaStatus::Miss, echo(cmd))));
         }
         GetOutcome::Exists => return Ok(status(MetaStatus::Exists, echo(cmd))),
     };
@@ -329,7 +331,7 @@ fn set<S: Storage>(
         })
         .collect();
     Ok(quiet_if(
-        cmd.quiet() && code == MetaStatus::Done,
+        cmd.quiet() && hidden_by_quiet(cmd.kind, code.code()),
         status(code, flags),
     ))
 }
@@ -409,8 +411,7 @@ fn delete<S: Storage>(
         MetaStatus::NotFound => tally.delete_misses += 1,
         _ => {}
     }
-    // memcached 1.6.18's quiet md hides `HD` only: `NF` is sent.
-    let quiet = cmd.quiet() && code == MetaStatus::Done;
+    let quiet = cmd.quiet() && hidden_by_quiet(cmd.kind, code.code());
     Ok(quiet_if(quiet, status(code, echo(cmd))))
 }
 
@@ -546,7 +547,14 @@ fn arith<S: Storage>(
         }
     };
     // memcached's quiet ma hides the reply of an update, not of an auto-create.
-    Ok(quiet_if(cmd.quiet() && !created, Reply::Meta(reply)))
+    let code: &[u8] = match &reply {
+        MetaReply::Value { .. } => b"VA",
+        _ => b"HD",
+    };
+    Ok(quiet_if(
+        cmd.quiet() && !created && hidden_by_quiet(cmd.kind, code),
+        Reply::Meta(reply),
+    ))
 }
 
 /// `me <key> [b]`.

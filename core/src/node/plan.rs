@@ -676,19 +676,11 @@ fn retry(view: &ClusterView, key: &[u8], parts: Vec<Part>, retried: bool) -> Opt
     }
 }
 
-/// A peer's meta answer, relayed as it is unless `q` hides it (memcached 1.6.18's quiet mode, as
-/// `crate::exec::meta` applies it: `mg` hides misses, `ms` and `md` hide `HD`, `ma` hides `HD` and `VA`).
+/// A peer's meta answer, relayed as it is unless `q` hides it ([`crate::protocol::meta::hidden_by_quiet`]).
 fn meta_reply(m: &MetaCommand, line: Bytes, data: Option<Bytes>) -> Reply {
     let status = line.split(|&c| c == b' ').next().unwrap_or_default();
-    let hidden = m.quiet()
-        && match m.kind {
-            MetaKind::Get => status == b"EN",
-            MetaKind::Set | MetaKind::Delete => status == b"HD",
-            // An update's number too; one `N` created is sent by memcached, which the peer's answer cannot tell
-            // apart (docs/compatibility.md).
-            MetaKind::Arith => status == b"HD" || status == b"VA",
-            _ => false,
-        };
+    // An `ma` answer for an item `N` created is hidden too: the peer's answer does not say (docs/compatibility.md).
+    let hidden = m.quiet() && crate::protocol::meta::hidden_by_quiet(m.kind, status);
     if hidden {
         return Reply::Nothing;
     }

@@ -529,6 +529,19 @@ pub enum MetaStatus {
     Exists,
 }
 
+/// Whether `q` hides an answer with this two-letter code (memcached 1.6.18's quiet mode): `mg` a miss (`EN`), `ms`
+/// and `md` `HD`, `ma` `HD` and `VA` (of an update: memcached sends the answer for an item `N` created, which only
+/// the node that ran it knows). Every other answer, errors included, is sent. The one rule for the node that runs
+/// a command (`crate::exec::meta`) and the node that forwarded it (`crate::node::plan`).
+pub fn hidden_by_quiet(kind: MetaKind, code: &[u8]) -> bool {
+    match kind {
+        MetaKind::Get => code == b"EN",
+        MetaKind::Set | MetaKind::Delete => code == b"HD",
+        MetaKind::Arith => code == b"HD" || code == b"VA",
+        _ => false,
+    }
+}
+
 impl MetaStatus {
     /// The two-letter code.
     pub fn code(self) -> &'static [u8; 2] {
