@@ -415,7 +415,7 @@ fn binary_exchange(addr: &str, input: &[u8]) -> Exchange {
 /// so a text value block (`VALUE`, meta `VA`) is compared without them (a node always pads).
 fn without_padding(e: &Exchange) -> Exchange {
     if e.reply.first() == Some(&0x81) {
-        return e.clone();
+        return binary_without_padding(e);
     }
     let text = String::from_utf8_lossy(&e.reply).into_owned();
     let lines: Vec<&str> = text.split_inclusive("\r\n").collect();
@@ -448,6 +448,39 @@ fn without_padding(e: &Exchange) -> Exchange {
     }
     Exchange {
         reply: out.into_bytes(),
+        closed: e.closed,
+    }
+}
+
+/// [`without_padding`] for binary Get answers: a value of digits and spaces loses the spaces.
+fn binary_without_padding(e: &Exchange) -> Exchange {
+    let r = &e.reply;
+    let mut out = Vec::with_capacity(r.len());
+    let mut at = 0;
+    while at + 24 <= r.len() && r[at] == 0x81 {
+        let body = u32::from_be_bytes(r[at + 8..at + 12].try_into().unwrap()) as usize;
+        let end = (at + 24 + body).min(r.len());
+        let (keylen, extlen) = (
+            u16::from_be_bytes([r[at + 2], r[at + 3]]) as usize,
+            r[at + 4] as usize,
+        );
+        let value_at = (at + 24 + extlen + keylen).min(end);
+        let value = &r[value_at..end];
+        let get = matches!(r[at + 1], 0x00 | 0x09 | 0x0c | 0x0d);
+        let digits = value.iter().take_while(|c| c.is_ascii_digit()).count();
+        if get && digits > 0 && digits < value.len() && value[digits..].iter().all(|&c| c == b' ') {
+            let mut header = r[at..at + 24].to_vec();
+            header[8..12].copy_from_slice(&((body - (value.len() - digits)) as u32).to_be_bytes());
+            out.extend_from_slice(&header);
+            out.extend_from_slice(&r[at + 24..value_at + digits]);
+        } else {
+            out.extend_from_slice(&r[at..end]);
+        }
+        at = end;
+    }
+    out.extend_from_slice(&r[at.min(r.len())..]);
+    Exchange {
+        reply: out,
         closed: e.closed,
     }
 }

@@ -729,13 +729,13 @@ impl TextParser {
     ) -> Result<Command, LineError> {
         let missing = || LineError::new(ErrorReply::UnknownCommand);
         // memcached takes `incr <key> <delta> [noreply]`: more arguments are `ERROR` before anything is read,
-        // unless they are all Flare's write options (`noreply sync`).
+        // except Flare's pair of write options (`noreply` and one of `sync`, `async`, in either order).
         let rest: Vec<&[u8]> = tokens.clone().skip(2).collect();
-        if rest.len() > 1
-            && !rest
-                .iter()
-                .all(|t| matches!(*t, b"noreply" | b"sync" | b"async"))
-        {
+        let flare_pair = matches!(
+            rest[..],
+            [b"noreply", b"sync" | b"async"] | [b"sync" | b"async", b"noreply"]
+        );
+        if rest.len() > 1 && !flare_pair {
             return Err(missing());
         }
         let key = self.key(line, tokens.next().ok_or_else(missing)?)?;

@@ -400,6 +400,27 @@ fn delete_incr_touch() {
         ErrorReply::InvalidDelta
     );
     assert_eq!(err("incr k\r\n"), ErrorReply::UnknownCommand);
+    // Too many words is memcached's ERROR, before the delta is read (found by the differential test, seed 5);
+    // Flare's `noreply sync` pair stays.
+    assert_eq!(
+        err("incr -1 zz noreply noreply\r\n"),
+        ErrorReply::UnknownCommand
+    );
+    assert_eq!(
+        err("incr k 1 noreply noreply\r\n"),
+        ErrorReply::UnknownCommand
+    );
+    assert!(matches!(
+        cmd("incr k 1 noreply sync\r\n"),
+        Command::Arith {
+            delta: 1,
+            options: WriteOptions {
+                noreply: true,
+                replication: ReplicationMode::Sync
+            },
+            ..
+        }
+    ));
     assert_eq!(
         cmd("touch k 10 noreply\r\n"),
         Command::Touch {
