@@ -246,6 +246,14 @@ mod tests {
         s
     }
 
+    /// An open session whose first renewal, sent at `now`, was granted.
+    fn leased(now: Instant) -> Session {
+        let mut s = open(now);
+        s.renew(now);
+        s.handle_renewal(Renewal::Granted);
+        s
+    }
+
     #[test]
     fn a_granted_renewal_lasts_from_its_send_time() {
         let t0 = Instant::now();
@@ -263,9 +271,7 @@ mod tests {
     #[test]
     fn a_closed_session_ends_the_lease_at_once() {
         let t0 = Instant::now();
-        let mut s = open(t0);
-        s.renew(t0);
-        s.handle_renewal(Renewal::Granted);
+        let mut s = leased(t0);
         let t1 = t0 + Duration::from_millis(200);
         s.handle_closed(t1);
         assert!(!s.valid(t1));
@@ -275,9 +281,7 @@ mod tests {
     #[test]
     fn a_broken_session_keeps_the_lease_to_its_end() {
         let t0 = Instant::now();
-        let mut s = open(t0);
-        s.renew(t0);
-        s.handle_renewal(Renewal::Granted);
+        let mut s = leased(t0);
         let t1 = t0 + Duration::from_millis(200);
         s.handle_broken(t1);
         assert!(
@@ -291,9 +295,7 @@ mod tests {
     #[test]
     fn a_refused_renewal_ends_the_lease_and_unanswered_ones_run_out() {
         let t0 = Instant::now();
-        let mut s = open(t0);
-        s.renew(t0);
-        s.handle_renewal(Renewal::Granted);
+        let mut s = leased(t0);
         let t1 = t0 + RENEW_INTERVAL;
         s.renew(t1);
         s.handle_renewal(Renewal::Refused);
@@ -316,9 +318,7 @@ mod tests {
         // Regression (sim, deposed_master_keeps_writing): an expired lease kept `next_timeout` in the past, so the
         // driver's timer fired again at once, forever.
         let t0 = Instant::now();
-        let mut s = open(t0);
-        s.renew(t0);
-        s.handle_renewal(Renewal::Granted);
+        let mut s = leased(t0);
         let t1 = t0 + RENEW_INTERVAL;
         s.renew(t1);
         let end = t0 + LEASE;
