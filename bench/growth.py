@@ -8,7 +8,7 @@
   3. adding a partition to that 1 GB cluster while a client writes and reads continuously through a proxy: the fraction
      of client operations that failed, and the time from `node role ... master B 1` to `ready` (then to active).
 
-Usage: bench/growth.py [RUNS=5] [--items N] [--value-bytes B]   (builds nothing: run `cargo build --release` first)
+Usage: bench/growth.py [RUNS=5] [--items N] [--value-bytes B] [--failover-only]   (builds nothing: run `cargo build --release` first)
 """
 import argparse
 import os
@@ -223,6 +223,7 @@ def main():
     ap.add_argument("runs", nargs="?", type=int, default=5)
     ap.add_argument("--items", type=int, default=100_000)
     ap.add_argument("--value-bytes", type=int, default=10_000)
+    ap.add_argument("--failover-only", action="store_true", help="measure the failover alone")
     a = ap.parse_args()
     for b in ("flarei", "flared"):
         if not os.path.exists(os.path.join(BIN, b)):
@@ -232,6 +233,8 @@ def main():
     print(f"failover (kill -9 of a master -> slave promoted, default monitor settings, {len(f)} runs): "
           f"median {statistics.median(f) * 1000:.0f} ms, max {max(f) * 1000:.0f} ms; all: "
           + ", ".join(f"{x * 1000:.0f}" for x in f))
+    if a.failover_only:
+        return
     runs = max(3, a.runs // 2 + 1)
     t, loaded = construction(runs, a.items, a.value_bytes)
     print(f"slave construction ({loaded} items x {a.value_bytes} B = {gb:.1f} GB, {len(t)} runs): "

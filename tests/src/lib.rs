@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod netns;
+
 /// The workspace's target directory (where `cargo build --bins` put the daemons).
 pub fn target_dir() -> PathBuf {
     if let Ok(dir) = std::env::var("CARGO_TARGET_DIR") {
@@ -59,6 +61,10 @@ pub struct Flared {
     pub args: Vec<String>,
     /// `flared` or `flarei`.
     pub binary: &'static str,
+    /// The address it is reached at and its `server-name` (127.0.0.1 unless started in a network namespace).
+    pub host: String,
+    /// The network namespace it runs in ([`netns::Net`]); None: the test's own.
+    pub netns: Option<String>,
 }
 
 impl Flared {
@@ -97,6 +103,18 @@ impl Flared {
 
     /// Starts `binary` on `port` with extra arguments and waits until it accepts connections.
     pub fn start_binary(binary: &'static str, port: u16, args: &[&str]) -> Flared {
+        Self::start_at(None, "127.0.0.1", binary, port, args)
+    }
+
+    /// Starts `binary` in network namespace `netns` (None: this one) as `host:port` and waits until it accepts
+    /// connections there.
+    pub fn start_at(
+        netns: Option<&str>,
+        host: &str,
+        binary: &'static str,
+        port: u16,
+        args: &[&str],
+    ) -> Flared {
         let data_dir = tempfile::Builder::new()
             .prefix(&format!("{binary}-test-"))
             .tempdir()
@@ -107,6 +125,8 @@ impl Flared {
             data_dir,
             args: args.iter().map(|s| s.to_string()).collect(),
             binary,
+            host: host.to_string(),
+            netns: netns.map(str::to_string),
         };
         node.spawn();
         node
@@ -120,10 +140,19 @@ impl Flared {
             .append(true)
             .open(self.data_dir.path().join(format!("{}.log", self.binary)))
             .expect("log file");
-        let child = Command::new(binary(self.binary))
+        // `ip netns exec` execs the daemon itself: the child's pid is the daemon's.
+        let mut command = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(binary(self.binary));
+                c
+            }
+            None => Command::new(binary(self.binary)),
+        };
+        let child = command
             .arg(format!("--data-dir={}", self.data_dir.path().display()))
             .arg(format!("--server-port={}", self.port))
-            .arg("--server-name=127.0.0.1")
+            .arg(format!("--server-name={}", self.host))
             .arg("-s")
             .args(&self.args)
             .stdin(Stdio::null())
@@ -132,13 +161,13 @@ impl Flared {
             .spawn()
             .expect("spawn flared");
         self.child = Some(child);
-        wait_for_port(self.port, Duration::from_secs(20))
+        wait_for_addr(&self.addr(), Duration::from_secs(20))
             .unwrap_or_else(|e| panic!("{} did not start: {e}\n{}", self.binary, self.log()));
     }
 
-    /// `127.0.0.1:<port>`.
+    /// `<host>:<port>`.
     pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.host, self.port)
     }
 
     /// A new client connection.
@@ -199,14 +228,19 @@ impl Drop for Flared {
 
 /// Waits until something accepts TCP connections on 127.0.0.1:`port`.
 pub fn wait_for_port(port: u16, limit: Duration) -> Result<(), String> {
+    wait_for_addr(&format!("127.0.0.1:{port}"), limit)
+}
+
+/// Waits until something accepts TCP connections on `addr` (`host:port`).
+pub fn wait_for_addr(addr: &str, limit: Duration) -> Result<(), String> {
     let started = Instant::now();
     while started.elapsed() < limit {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        if TcpStream::connect(addr).is_ok() {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    Err(format!("nothing listens on port {port} after {limit:?}"))
+    Err(format!("nothing listens on {addr} after {limit:?}"))
 }
 
 /// A blocking text-protocol client for tests.
