@@ -2433,10 +2433,10 @@ thread-pool-size = 16
 
     #[test]
     fn shipped_samples_load_without_warnings() {
-        let (node, warnings) = node_file(include_str!("../../etc/flared.conf")).unwrap();
+        let (node, warnings) = node_file(include_str!("../../../etc/flared.conf")).unwrap();
         assert!(warnings.is_empty(), "{warnings:?}");
         assert_eq!(node.storage_type, StorageType::RocksDb);
-        let (index, warnings) = index_file(include_str!("../../etc/flarei.conf")).unwrap();
+        let (index, warnings) = index_file(include_str!("../../../etc/flarei.conf")).unwrap();
         assert!(warnings.is_empty(), "{warnings:?}");
         assert_eq!(index.server_port, 12120);
     }
