@@ -1,0 +1,188 @@
+//! Building and rendering, shared by [`NodeConfig`](super::NodeConfig) and [`IndexConfig`](super::IndexConfig): the
+//! [`Target`] trait and the generic [`build`] (defaults, then every entry, then the cross-option rules), the
+//! "accepted for compatibility" warnings, the `stats settings` / `show variables` rendering and the reload
+//! [`Changes`].
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::file::{check_duplicates, Entry};
+use super::schema::{spec, spec_any, OptionSpec, NO_EFFECT};
+use super::values::{parse_value, Cidr, Problem, Value};
+use super::{ConfigError, Daemon};
+
+/// What a reload (SIGHUP) changes, by option name (config.md §6).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Changed dynamic options: applied.
+    pub applied: Vec<&'static str>,
+    /// Changed options that need a restart: ignored, the running value stays.
+    pub ignored: Vec<&'static str>,
+}
+
+impl Changes {
+    /// Whether nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.applied.is_empty() && self.ignored.is_empty()
+    }
+
+    /// One warning per ignored change (config.md §6 \[Improve\]).
+    pub fn warnings(&self) -> Vec<String> {
+        self.ignored
+            .iter()
+            .map(|name| format!("option '{name}' changed but is not dynamic: restart to apply it; keeping the running value"))
+            .collect()
+    }
+}
+
+/// A typed configuration the generic [`build`] fills in.
+pub(super) trait Target: Default {
+    /// Which daemon's options apply.
+    const DAEMON: Daemon;
+
+    /// Applies one checked value; returns a warning to show the user, if any.
+    fn set(
+        &mut self,
+        spec: &'static OptionSpec,
+        value: &Value<'_>,
+    ) -> Result<Option<String>, Problem>;
+
+    /// Rules spanning several options, after every entry is applied.
+    fn finish(&mut self, entries: &[Entry]) -> Result<(), ConfigError>;
+}
+
+/// Defaults, then every entry in order, then the cross-option rules. The warnings are those of [`Target::set`] and
+/// [`no_effect`], each prefixed with where the option was given.
+pub(super) fn build<T: Target>(entries: &[Entry]) -> Result<(T, Vec<String>), ConfigError> {
+    check_duplicates(entries)?;
+    let mut config = T::default();
+    let mut warnings = Vec::new();
+    for entry in entries {
+        let Some(spec) = spec(T::DAEMON, &entry.name) else {
+            return Err(match spec_any(&entry.name) {
+                Some(_) => ConfigError::WrongDaemon {
+                    location: entry.location.clone(),
+                    name: entry.name.clone(),
+                    daemon: T::DAEMON,
+                },
+                None => ConfigError::UnknownOption {
+                    location: entry.location.clone(),
+                    name: entry.name.clone(),
+                },
+            });
+        };
+        let value = parse_value(spec, entry.value.as_deref()).map_err(|p| p.into_error(entry))?;
+        let warning = config.set(spec, &value).map_err(|p| p.into_error(entry))?;
+        for warning in warning.into_iter().chain(no_effect(spec, &value)) {
+            warnings.push(format!("{}{warning}", entry.location.prefix()));
+        }
+    }
+    config.finish(entries)?;
+    Ok((config, warnings))
+}
+
+/// The warning for an option of [`NO_EFFECT`] given with a value other than its default. An option without a
+/// default of its own (`cluster-replication-concurrency` follows `proxy-concurrency`) warns whenever given.
+fn no_effect(spec: &OptionSpec, value: &Value<'_>) -> Option<String> {
+    let default = parse_value(spec, Some(spec.default)).ok();
+    (NO_EFFECT.contains(&spec.name) && default.as_ref() != Some(value)).then(|| {
+        format!(
+            "option '{}' is accepted for compatibility, has no effect",
+            spec.name
+        )
+    })
+}
+
+pub(super) fn millis(d: Duration) -> String {
+    d.as_millis().to_string()
+}
+
+pub(super) fn netmasks(list: &[Cidr]) -> String {
+    list.iter()
+        .map(Cidr::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The secret itself, or `***` when set and not to be revealed.
+pub(super) fn secret(secret: &str, reveal: bool) -> String {
+    match (secret.is_empty(), reveal) {
+        (false, false) => "***".to_owned(),
+        _ => secret.to_owned(),
+    }
+}
+
+pub(super) fn owned(pairs: Vec<(&'static str, String)>) -> Vec<(String, String)> {
+    pairs.into_iter().map(|(n, v)| (n.to_owned(), v)).collect()
+}
+
+pub(super) fn settings_of(pairs: Vec<(&'static str, String)>) -> Vec<(String, String)> {
+    pairs
+        .into_iter()
+        .map(|(n, v)| (n.replace('-', "_"), v))
+        .collect()
+}
+
+/// `name:` padded to `width`, then the value; a label longer than the column gets one space (Flare's layout:
+/// a label of exactly `width` characters, such as `reconstruction_interval:`, touches its value).
+fn show_line(width: usize, name: &str, value: &str) -> String {
+    let label = format!("{name}:");
+    if label.len() > width {
+        format!("{label} {value}")
+    } else {
+        format!("{label:<width$}{value}")
+    }
+}
+
+/// Flare's lines in `order` (a label is an option name with underscores unless `special` renders it), then every
+/// other option not `hidden`, in schema order.
+pub(super) fn show(
+    width: usize,
+    order: &[&str],
+    pairs: Vec<(&'static str, String)>,
+    special: impl Fn(&str) -> Option<String>,
+    hidden: impl Fn(&str) -> bool,
+) -> Vec<String> {
+    let by_name: BTreeMap<String, &str> = pairs
+        .iter()
+        .map(|(n, v)| (n.replace('-', "_"), v.as_str()))
+        .collect();
+    let mut lines: Vec<String> = order
+        .iter()
+        .map(|label| {
+            let value = special(label)
+                .unwrap_or_else(|| by_name.get(*label).copied().unwrap_or_default().to_owned());
+            show_line(width, label, &value)
+        })
+        .collect();
+    lines.extend(
+        pairs
+            .iter()
+            .filter(|(name, _)| !hidden(name) && !order.contains(&name.replace('-', "_").as_str()))
+            .map(|(name, value)| show_line(width, &name.replace('-', "_"), value)),
+    );
+    lines
+}
+
+/// Options whose rendered values differ, by the schema's dynamic flag.
+pub(super) fn changes(
+    daemon: Daemon,
+    old: Vec<(&'static str, String)>,
+    new: Vec<(&'static str, String)>,
+) -> Changes {
+    let mut result = Changes::default();
+    for ((name, before), (_, after)) in old.into_iter().zip(new) {
+        if before == after {
+            continue;
+        }
+        if spec(daemon, name).is_some_and(|s| s.dynamic) {
+            result.applied.push(name);
+        } else {
+            result.ignored.push(name);
+        }
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests;
