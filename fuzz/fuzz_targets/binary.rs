@@ -68,7 +68,7 @@ fn replies(command: &Command) -> Vec<Reply> {
         Reply::Exists,
         Reply::NotFound,
         Reply::Deleted,
-        Reply::Touched,
+        Reply::Touched { flags: 3, version: 7 },
         Reply::Ok,
         Reply::End,
         Reply::Values {
@@ -147,7 +147,7 @@ fuzz_target!(|data: &[u8]| {
             };
             consumed += before - buf.len();
             let framing = match &decoded {
-                Decoded::Request(r) => &r.framing,
+                Decoded::Request(r) | Decoded::Part(r) => &r.framing,
                 Decoded::Error { framing, .. } => framing,
             };
             if matches!(framing, Framing::Binary(_)) {
@@ -157,7 +157,7 @@ fuzz_target!(|data: &[u8]| {
                 );
             }
             match decoded {
-                Decoded::Request(r) => {
+                Decoded::Request(r) | Decoded::Part(r) => {
                     if matches!(r.framing, Framing::Binary(_)) {
                         check_command(&r.command);
                         for reply in replies(&r.command) {

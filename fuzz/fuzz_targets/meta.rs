@@ -216,7 +216,7 @@ fuzz_target!(|data: &[u8]| {
             consumed += before - buf.len();
             let Some(decoded) = decoded else { break };
             match decoded {
-                Decoded::Request(r) => {
+                Decoded::Request(r) | Decoded::Part(r) => {
                     let Command::Meta(m) = r.command else {
                         continue;
                     };
