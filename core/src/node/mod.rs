@@ -42,11 +42,17 @@ use crate::protocol::reply::{ReplyEvent, ReplyKind, ValueBlock};
 use crate::protocol::{ErrorReply, NodeLine, ProxyPath, Reply};
 
 pub mod plan;
+#[cfg(test)]
+mod properties;
 mod rebuild;
 pub mod registration;
+#[cfg(test)]
+mod regressions;
 pub mod replication;
 pub mod session;
 pub mod targets;
+#[cfg(test)]
+pub(crate) mod testkit;
 pub mod view;
 
 use plan::{Origin, Plan};
@@ -739,8 +745,9 @@ impl Node {
         let wanted = self.view.replication_targets();
         self.targets.retain(|k| wanted.contains(k));
         tracing::info!(version, node = %self.settings.self_key(), "node map applied");
-        if let Some((role, p)) = rebuild {
-            self.start_rebuild(now, role, p, version);
+        match rebuild {
+            Some((role, p)) => self.start_rebuild(now, role, p, version),
+            None => self.drop_unwanted_rebuild(),
         }
         // A new partition was activated: the keys that moved to it leave this node (cluster.md §6.3 [Improve]). A
         // node that was not an active member of its partition then cleans up when it becomes one.

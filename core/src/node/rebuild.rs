@@ -230,6 +230,21 @@ impl Node {
         }
     }
 
+    /// A copy the view no longer asks for stops: this node left `prepare` for the role and partition it was
+    /// copying (the index gave the role up, marked it down, or made it active after its report). Its items would
+    /// land in a store nobody builds any more, and its report would speak for a prepare that ended. Found by the
+    /// node's property test (`properties.rs`): a copy went on pulling and reported `active` after a push made the
+    /// node the partition's active master.
+    pub(super) fn drop_unwanted_rebuild(&mut self) {
+        let Some(r) = self.rebuild.current.as_ref() else {
+            return;
+        };
+        if !self.view.building(r.role, r.partition) {
+            tracing::info!(role = ?r.role, partition = r.partition, "the map no longer has this node being built; the copy stops");
+            self.supersede_rebuild();
+        }
+    }
+
     /// Any copy running is superseded by a newer one about to start.
     pub(super) fn supersede_rebuild(&mut self) {
         if let Some(Rebuild {

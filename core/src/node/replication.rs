@@ -94,6 +94,9 @@ pub enum Answer {
     Retry,
     /// The target refused it too often; it was dropped.
     Dropped(u64),
+    /// The answer to a message sent after a refused one: that message is sent again after the pause (in order),
+    /// so this answer, still on the wire, is not the new one's and is ignored.
+    Owed,
     /// An answer with nothing in flight: the connection is out of sync and must be closed.
     Unexpected,
 }
@@ -110,6 +113,8 @@ pub struct ReplicationSender {
     acked_seq: u64,
     failures: u64,
     sent: u64,
+    /// Answers still due on this connection for messages given up after a refusal (see [`Answer::Owed`]).
+    owed: usize,
 }
 
 impl ReplicationSender {
@@ -125,6 +130,7 @@ impl ReplicationSender {
             acked_seq: 0,
             failures: 0,
             sent: 0,
+            owed: 0,
         }
     }
 
@@ -169,6 +175,11 @@ impl ReplicationSender {
 
     /// The target's answer to the oldest message in flight.
     pub fn handle_reply(&mut self, now: Instant, line: &[u8]) -> Answer {
+        // Answers come in the order the messages were sent: those owed for messages given up come first.
+        if self.owed > 0 {
+            self.owed -= 1;
+            return Answer::Owed;
+        }
         let Some(mut e) = self.in_flight.pop_front() else {
             return Answer::Unexpected;
         };
@@ -182,8 +193,12 @@ impl ReplicationSender {
             self.acked_seq = self.acked_seq.max(e.seq);
             return Answer::Dropped(e.seq);
         }
-        // Keep the order: this entry and everything sent after it go back to the front of the queue.
+        // Keep the order: this entry and everything sent after it go back to the front of the queue. The messages
+        // sent after it are still answered on this connection: those answers are owed, not the resent ones'.
+        // (Found by the node's property test: a resent entry took the answer of a later message sent before the
+        // refusal, and a sync write was acknowledged without the slave holding it.)
         let later: Vec<Queued> = self.in_flight.drain(..).collect();
+        self.owed += later.len();
         for q in later.into_iter().rev() {
             self.queue.push_front(q);
         }
@@ -196,6 +211,7 @@ impl ReplicationSender {
     /// message as a no-op, by versions).
     pub fn handle_disconnect(&mut self) {
         self.connected = false;
+        self.owed = 0;
         while let Some(q) = self.in_flight.pop_back() {
             self.queue.push_front(q);
         }
@@ -373,6 +389,11 @@ mod tests {
         );
         assert!(s.poll_send(now).is_none(), "paused");
         assert_eq!(s.poll_timeout(), Some(now + RETRY_DELAY));
+        assert_eq!(
+            s.handle_reply(now, b"STORED"),
+            Answer::Owed,
+            "2's first answer"
+        );
         let mut t = now;
         let mut answer = Answer::Retry;
         while answer == Answer::Retry {
@@ -388,6 +409,30 @@ mod tests {
         assert_eq!(s.stats(t).failures, 1);
         t += RETRY_DELAY;
         assert_eq!(s.poll_send(t).map(|q| q.seq), Some(2));
+    }
+
+    /// The answers to messages sent after a refused one are still on the wire when the entries are sent again; a
+    /// resent entry must not take one of them as its own.
+    #[test]
+    fn answers_owed_after_a_refusal_are_not_taken_by_the_resent_entries() {
+        let (mut s, now) = sender();
+        s.enqueue(now, 1, key("a"), ChangeKind::Write).unwrap();
+        s.enqueue(now, 2, key("b"), ChangeKind::Write).unwrap();
+        s.poll_send(now);
+        s.poll_send(now);
+        assert_eq!(
+            s.handle_reply(now, b"SERVER_ERROR not a replica of the sender"),
+            Answer::Retry
+        );
+        let t = now + RETRY_DELAY;
+        assert_eq!(s.poll_send(t).map(|q| q.seq), Some(1), "1 sent again");
+        // 2's answer to its first sending arrives now: it is not 1's.
+        assert_eq!(s.handle_reply(t, b"STORED"), Answer::Owed);
+        assert_eq!(s.acked_seq(), 0);
+        assert_eq!(s.handle_reply(t, b"STORED"), Answer::Acked(1));
+        assert_eq!(s.poll_send(t).map(|q| q.seq), Some(2));
+        assert_eq!(s.handle_reply(t, b"STORED"), Answer::Acked(2));
+        assert!(s.is_idle());
     }
 
     #[test]

@@ -239,7 +239,7 @@ impl Targets {
                 let peer = peer.to_owned();
                 self.fail_waiters(|needs| needs.iter().any(|(p, s)| *p == peer && *s == seq));
             }
-            Answer::Retry => {}
+            Answer::Retry | Answer::Owed => {}
             Answer::Unexpected => {
                 t.link = Link::Closing;
                 self.actions.push_back(LinkAction::Close(peer.to_owned()));
