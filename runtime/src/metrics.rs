@@ -16,11 +16,12 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
+use flare_core::node::stats::{Metric, MetricKind, Samples, Value};
 use flare_core::protocol::meta::{MetaReply, MetaStatus};
 use flare_core::protocol::{Command, Reply, StoreMode};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
-    DescriptorEncoder, EncodeGaugeValue, EncodeLabelSet, NoLabelSet,
+    DescriptorEncoder, EncodeGaugeValue, EncodeLabelSet, MetricEncoder, NoLabelSet,
 };
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
@@ -301,14 +302,67 @@ pub fn gauge_family<L: EncodeLabelSet, V: EncodeGaugeValue>(
     Ok(())
 }
 
-/// `process_cpu_seconds_total`, `process_resident_memory_bytes`, `process_open_fds`, `process_start_time_seconds`.
-pub fn process(enc: &mut DescriptorEncoder, uptime: Duration) -> fmt::Result {
+/// Writes metrics given as data ([`Metric`]); a labelled one without rows is left out.
+pub fn write_metrics(enc: &mut DescriptorEncoder, metrics: &[Metric]) -> fmt::Result {
+    for m in metrics {
+        let kind = match m.kind {
+            MetricKind::Counter => MetricType::Counter,
+            MetricKind::Gauge => MetricType::Gauge,
+        };
+        let rows = match &m.samples {
+            Samples::One(v) => {
+                write_value(
+                    enc.encode_descriptor(&m.name, &m.help, None, kind)?,
+                    m.kind,
+                    v,
+                )?;
+                continue;
+            }
+            Samples::Labelled(rows) if rows.is_empty() => continue,
+            Samples::Labelled(rows) => rows,
+        };
+        let mut family = enc.encode_descriptor(&m.name, &m.help, None, kind)?;
+        for (labels, v) in rows {
+            write_value(family.encode_family(labels)?, m.kind, v)?;
+        }
+    }
+    Ok(())
+}
+
+fn write_value(mut enc: MetricEncoder<'_>, kind: MetricKind, v: &Value) -> fmt::Result {
+    match (kind, *v) {
+        (MetricKind::Counter, Value::Int(v)) => {
+            enc.encode_counter::<NoLabelSet, u64, u64>(&v, None)
+        }
+        (MetricKind::Counter, Value::Float(v)) => {
+            enc.encode_counter::<NoLabelSet, f64, f64>(&v, None)
+        }
+        (MetricKind::Gauge, Value::Int(v)) => enc.encode_gauge(&v),
+        (MetricKind::Gauge, Value::Float(v)) => enc.encode_gauge(&v),
+    }
+}
+
+/// This process's user and system CPU time.
+fn cpu_times() -> (libc::timeval, libc::timeval) {
     // SAFETY: getrusage only writes into the zeroed struct we own.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: RUSAGE_SELF with a valid pointer.
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    (ru.ru_utime, ru.ru_stime)
+}
+
+/// `rusage_user` and `rusage_system` as `<sec>.<usec>` (stats.md §1).
+pub fn rusage() -> (String, String) {
+    let (user, system) = cpu_times();
+    let f = |t: libc::timeval| format!("{}.{:06}", t.tv_sec, t.tv_usec);
+    (f(user), f(system))
+}
+
+/// `process_cpu_seconds_total`, `process_resident_memory_bytes`, `process_open_fds`, `process_start_time_seconds`.
+pub fn process(enc: &mut DescriptorEncoder, uptime: Duration) -> fmt::Result {
+    let (user, system) = cpu_times();
     let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    let cpu = secs(ru.ru_utime) + secs(ru.ru_stime);
+    let cpu = secs(user) + secs(system);
     enc.encode_descriptor(
         "process_cpu_seconds",
         "User and system CPU time spent",

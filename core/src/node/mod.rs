@@ -15,7 +15,13 @@
 //! - [`targets`]: every target's link (back-off, stall) and the sync writes waiting for acknowledgements;
 //! - [`session`]: the session with the index and the lease;
 //! - [`registration`]: what registering sends and how its answers become the first map;
-//! - `rebuild`: the reconstruction flow.
+//! - `rebuild`: the reconstruction flow;
+//! - [`admit`]: what a connection may not send (internal commands outside `internal-netmask`, client versions);
+//! - [`ack`]: whether a local write waits for its slaves, and the reply when replication or the lease failed it;
+//! - [`duty`]: the commands the driver runs itself (ping, version, kill, dump, node sync) and their answers;
+//! - [`stats`]: `stats`, the `stats threads` blocks and `/metrics` samples, formatted from a driver's snapshot;
+//! - [`wire`]: what the driver's byte-moving needs decided (call addresses, reply ends, replication messages);
+//! - `settings`: [`NodeSettings`] from the node configuration.
 //!
 //! # Driver contract
 //!
@@ -26,8 +32,9 @@
 //!    reported with [`Node::handle_store_result`] when the action asks for it.
 //! 3. Arm a timer for [`Node::poll_timeout`] and call [`Node::handle_timeout`] when it fires (early or late calls
 //!    are harmless).
-//! 4. Route each client request with [`plan::plan`] on the published view, refuse it with
-//!    [`Published::lease_refusal`], run local writes and hand their mutations to [`Node::replicate`].
+//! 4. Refuse what [`admit::check`] refuses; route each client request with [`plan::plan`] on the published view,
+//!    refuse it with [`Published::lease_refusal`], run local writes and hand their mutations to [`Node::replicate`]
+//!    (waiting as [`ack`] says).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -41,6 +48,9 @@ use crate::node_map::{NodeMap, Role, State};
 use crate::protocol::reply::{ReplyEvent, ReplyKind, ValueBlock};
 use crate::protocol::{ErrorReply, NodeLine, ProxyPath, Reply};
 
+pub mod ack;
+pub mod admit;
+pub mod duty;
 pub mod plan;
 #[cfg(test)]
 mod properties;
@@ -50,10 +60,13 @@ pub mod registration;
 mod regressions;
 pub mod replication;
 pub mod session;
+mod settings;
+pub mod stats;
 pub mod targets;
 #[cfg(test)]
 pub(crate) mod testkit;
 pub mod view;
+pub mod wire;
 
 use plan::{Origin, Plan};
 use replication::{ChangeKind, Queued, SenderStats};

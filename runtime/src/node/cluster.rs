@@ -2,7 +2,8 @@
 //! bytes for it. Every decision (registration, the map, the session and lease, replication links and their
 //! back-off, reconstruction and its reports) is the machine's; this module performs its [`Action`]s (index calls,
 //! the session, replication links, dump pulls, storage operations), feeds the results back with `handle_*`, and
-//! sleeps until [`Node::poll_timeout`].
+//! sleeps until [`Node::poll_timeout`]. What the byte-moving itself needs decided (where a call goes, when a reply
+//! is whole, the message a replication entry becomes, the item a dump record becomes) is [`wire`]'s.
 //!
 //! One lock holds the machine: [`drive`] takes it, runs one `handle_*` call and performs every action queued, in
 //! order (storage operations at once, I/O by spawning a task that reports back through [`drive`]). Connections read
@@ -17,10 +18,10 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use flare_core::config::NodeConfig;
 use flare_core::exec::Mutation;
-use flare_core::item::Item;
-use flare_core::node::replication::{encode_replica, SenderStats};
+use flare_core::node::replication::SenderStats;
 use flare_core::node::targets::{WriteFailure, WriteId};
 use flare_core::node::view::ClusterView;
+use flare_core::node::wire;
 use flare_core::node::{
     Action, CallId, Dest, Node, NodeSettings, Published, RebuildStats, Registration, StoreOp,
 };
@@ -28,7 +29,7 @@ use flare_core::protocol::reply::{ReplyEvent, ReplyKind, ReplyReader};
 use flare_core::protocol::{Limits, NodeLine};
 use flare_core::storage::Storage;
 use rand::{Rng, SeedableRng};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::time::Instant;
 
@@ -39,68 +40,21 @@ use crate::net::Net;
 /// Settings of the cluster side (from the node configuration).
 #[derive(Clone, Debug)]
 pub struct ClusterSettings {
-    /// `server-name`.
-    pub server_name: String,
-    /// `server-port`.
-    pub server_port: u16,
-    /// `index-servers`; empty for a standalone node.
-    pub index_servers: Vec<(String, u16)>,
+    /// The machine's settings: names, index servers, `proxy-timeout`, backlog, reconstruction, lease, secret.
+    pub machine: NodeSettings,
     /// `proxy-concurrency`: connections per destination for forwarded requests.
     pub proxy_concurrency: usize,
-    /// `proxy-timeout`: how long a forwarded request, a sync replication or an index call may take.
-    pub proxy_timeout: Duration,
-    /// `replication-backlog`: most unacknowledged replicated writes per target.
-    pub replication_backlog: usize,
-    /// `reconstruction-interval` in microseconds (`dump` wait).
-    pub reconstruction_interval_us: u64,
-    /// `reconstruction-bwlimit` in KiB/s (0 = unlimited).
-    pub reconstruction_bwlimit: u64,
-    /// `master-lease`; zero = off.
-    pub lease: Duration,
     /// Seed of the random choice of read replicas (deterministic in the simulation).
     pub seed: u64,
-    /// `cluster-secret`: sent with `auth` before the commands this node sends the index; empty = none.
-    pub cluster_secret: String,
 }
 
 impl ClusterSettings {
     /// The cluster settings of a node configuration (one function for `flared` and the simulator).
     pub fn from_config(c: &NodeConfig, seed: u64) -> Self {
         ClusterSettings {
-            server_name: c.server_name.clone(),
-            server_port: c.server_port,
-            index_servers: c
-                .index_servers
-                .iter()
-                .map(|s| (s.name.clone(), s.port))
-                .collect(),
+            machine: NodeSettings::from_config(c),
             proxy_concurrency: c.proxy_concurrency as usize,
-            proxy_timeout: c.proxy_timeout,
-            replication_backlog: c.replication_backlog as usize,
-            reconstruction_interval_us: c.reconstruction_interval.as_micros() as u64,
-            reconstruction_bwlimit: u64::from(c.reconstruction_bwlimit),
-            lease: c.master_lease,
             seed,
-            cluster_secret: c.cluster_secret.expose().to_string(),
-        }
-    }
-
-    /// `name:port`, this node's key.
-    pub fn self_key(&self) -> String {
-        format!("{}:{}", self.server_name, self.server_port)
-    }
-
-    fn machine_settings(&self) -> NodeSettings {
-        NodeSettings {
-            server_name: self.server_name.clone(),
-            server_port: self.server_port,
-            index_servers: self.index_servers.clone(),
-            proxy_timeout: self.proxy_timeout,
-            replication_backlog: self.replication_backlog,
-            reconstruction_interval_us: self.reconstruction_interval_us,
-            reconstruction_bwlimit: self.reconstruction_bwlimit,
-            lease: self.lease,
-            cluster_secret: self.cluster_secret.clone(),
         }
     }
 }
@@ -109,7 +63,7 @@ impl ClusterSettings {
 struct Machine {
     node: Node,
     /// The open session: its generation and where its lines go.
-    session: Option<(u64, mpsc::UnboundedSender<String>)>,
+    session: Option<(u64, mpsc::UnboundedSender<Bytes>)>,
     /// Replication links by peer: generation and where their messages go.
     links: BTreeMap<String, (u64, mpsc::UnboundedSender<Bytes>)>,
     /// Generation counter for sessions and links: a task reports only while its generation is current.
@@ -118,6 +72,27 @@ struct Machine {
     pulls: BTreeMap<CallId, Arc<AtomicBool>>,
     /// Sync writes waiting for [`Action::WriteDone`].
     waiters: BTreeMap<WriteId, oneshot::Sender<Result<(), WriteFailure>>>,
+}
+
+impl Machine {
+    /// Whether the session is still the one of `generation`.
+    fn session_is(&self, generation: u64) -> bool {
+        self.session.as_ref().is_some_and(|(g, _)| *g == generation)
+    }
+
+    /// Whether the link to `peer` is still the one of `generation`.
+    fn link_is(&self, peer: &str, generation: u64) -> bool {
+        self.links.get(peer).is_some_and(|(g, _)| *g == generation)
+    }
+
+    /// Forgets the link to `peer` if it is still the one of `generation`; whether it was.
+    fn forget_link(&mut self, peer: &str, generation: u64) -> bool {
+        let current = self.link_is(peer, generation);
+        if current {
+            self.links.remove(peer);
+        }
+        current
+    }
 }
 
 /// The cluster state shared by a node's connections and tasks.
@@ -143,14 +118,14 @@ pub struct Cluster<N: Net> {
 impl<N: Net> Cluster<N> {
     /// The cluster side of a node. A cluster node starts registering once [`start`] runs.
     pub fn new(net: N, settings: ClusterSettings, limits: Limits, sync_default: bool) -> Self {
-        let node = Node::new(settings.machine_settings(), Instant::now().into_std());
+        let node = Node::new(settings.machine.clone(), Instant::now().into_std());
         let published = node.published();
         let registration = watch::channel(node.registration().clone()).0;
         Cluster {
             peers: Peers::new(
                 net,
                 settings.proxy_concurrency,
-                settings.proxy_timeout,
+                settings.machine.proxy_timeout,
                 limits,
             ),
             rng: Mutex::new(rand::rngs::StdRng::seed_from_u64(settings.seed)),
@@ -212,11 +187,6 @@ impl<N: Net> Cluster<N> {
     pub fn rebuild_stats(&self) -> RebuildStats {
         self.lock().node.rebuild_stats()
     }
-
-    /// Whether this node may acknowledge writes as a master now, and until when its lease runs.
-    pub fn lease_state(&self) -> (bool, Option<std::time::Instant>) {
-        self.lock().node.lease_state(Instant::now().into_std())
-    }
 }
 
 /// Runs `f` on the machine, then performs every action it queued, in order.
@@ -224,10 +194,18 @@ pub(super) fn drive<N: Net, S: Storage + 'static, R>(
     shared: &Arc<Shared<N, S>>,
     f: impl FnOnce(&mut Node, std::time::Instant) -> R,
 ) -> R {
+    drive_machine(shared, |m, now| f(&mut m.node, now))
+}
+
+/// [`drive`], with the driver's handles too.
+fn drive_machine<N: Net, S: Storage + 'static, R>(
+    shared: &Arc<Shared<N, S>>,
+    f: impl FnOnce(&mut Machine, std::time::Instant) -> R,
+) -> R {
     let cluster = &shared.cluster;
     let mut m = cluster.lock();
     let now = Instant::now().into_std();
-    let r = f(&mut m.node, now);
+    let r = f(&mut m, now);
     while let Some(action) = m.node.poll_action() {
         perform(shared, &mut m, now, action);
     }
@@ -266,7 +244,7 @@ fn perform<N: Net, S: Storage + 'static>(
         }
         Action::SessionSend { line } => {
             if let Some((_, tx)) = &m.session {
-                let _ = tx.send(line);
+                let _ = tx.send(Bytes::from(format!("{line}\r\n")));
             }
         }
         Action::SessionClose => {
@@ -291,10 +269,7 @@ fn perform<N: Net, S: Storage + 'static>(
                 },
                 false => None,
             };
-            // A record that is gone (a swept tombstone) has nothing to send, but every entry gets one answer: a
-            // no-op (`version`) whose answer counts as done.
-            let msg = encode_replica(&path, &entry.key, record.as_ref(), entry.kind)
-                .unwrap_or_else(|| Bytes::from_static(b"version\r\n"));
+            let msg = wire::replica_message(&path, &entry.key, record.as_ref(), entry.kind);
             if let Some((_, tx)) = m.links.get(&peer) {
                 let _ = tx.send(msg);
             }
@@ -315,13 +290,10 @@ fn perform<N: Net, S: Storage + 'static>(
         }
         Action::Store(op) => match &op {
             StoreOp::FlushAll => {
-                let ok = match shared.store.flush_all() {
-                    Ok(()) => true,
-                    Err(e) => {
-                        tracing::error!(error = %e, "flush before reconstruction failed");
-                        false
-                    }
-                };
+                let ok = succeeded(
+                    shared.store.flush_all(),
+                    "flush before reconstruction failed",
+                );
                 m.node.handle_store_result(now, &op, ok);
             }
             StoreOp::RaiseVersionFloor(v) => {
@@ -333,13 +305,8 @@ fn perform<N: Net, S: Storage + 'static>(
             StoreOp::PersistUnlogged => {
                 // Inline: a memtable flush of at most a few write buffers (a blocking-pool hand-off would make the
                 // simulation's schedule depend on real time).
-                let ok = match shared.store.storage().persist_unlogged() {
-                    Ok(()) => true,
-                    Err(e) => {
-                        tracing::error!(error = %e, "could not make the reconstructed data durable");
-                        false
-                    }
-                };
+                let persisted = shared.store.storage().persist_unlogged();
+                let ok = succeeded(persisted, "could not make the reconstructed data durable");
                 m.node.handle_store_result(now, &op, ok);
             }
             StoreOp::RemoveMovedKeys { partition } => {
@@ -362,6 +329,13 @@ fn perform<N: Net, S: Storage + 'static>(
             shared.cluster.peers.retain(|k| view.node(k).is_some());
         }
     }
+}
+
+/// Whether a storage operation succeeded; a failure is logged as `what`.
+fn succeeded<E: std::fmt::Display>(result: Result<(), E>, what: &str) -> bool {
+    result
+        .inspect_err(|e| tracing::error!(error = %e, "{what}"))
+        .is_ok()
 }
 
 /// Starts the machine's timer: it sleeps until [`Node::poll_timeout`] (or until woken by [`drive`]).
@@ -405,10 +379,11 @@ pub(super) async fn registered<N: Net, S: Storage + 'static>(
     }
 }
 
-/// Tells the index this node is stopping, and waits (a little) for the answer.
+/// Tells the index this node is stopping (a standalone node has nobody to tell: [`Node::shutdown`]), and waits
+/// (a little) for the answer.
 pub(super) async fn shutdown<N: Net, S: Storage + 'static>(shared: &Arc<Shared<N, S>>) {
     drive(shared, |n, now| n.shutdown(now));
-    let deadline = Instant::now() + shared.cluster.settings.proxy_timeout * 5;
+    let deadline = Instant::now() + shared.cluster.settings.machine.goodbye_wait();
     while shared.cluster.calls.load(Relaxed) > 0 {
         let done = shared.cluster.calls_done.notified();
         if tokio::time::timeout_at(deadline, done).await.is_err() {
@@ -442,25 +417,14 @@ pub(super) fn replicate<N: Net, S: Storage + 'static>(
     sync: bool,
     as_master: bool,
 ) -> Result<Wait, WriteFailure> {
-    let cluster = &shared.cluster;
-    let mut m = cluster.lock();
-    let now = Instant::now().into_std();
-    let r = m.node.replicate(now, mutations, sync, as_master);
-    let r = match r {
-        Ok(None) => Ok(Wait::None),
-        Ok(Some(id)) => {
-            let (tx, rx) = oneshot::channel();
-            m.waiters.insert(id, tx);
-            Ok(Wait::Sync(rx))
-        }
-        Err(e) => Err(e),
-    };
-    while let Some(action) = m.node.poll_action() {
-        perform(shared, &mut m, now, action);
-    }
-    drop(m);
-    cluster.wake.notify_one();
-    r
+    drive_machine(shared, |m, now| {
+        let Some(id) = m.node.replicate(now, mutations, sync, as_master)? else {
+            return Ok(Wait::None);
+        };
+        let (tx, rx) = oneshot::channel();
+        m.waiters.insert(id, tx);
+        Ok(Wait::Sync(rx))
+    })
 }
 
 /// A replicated write from this node's master carried sequence number `seq`.
@@ -475,37 +439,43 @@ async fn call_task<N: Net, S: Storage + 'static>(
     lines: Vec<(String, ReplyKind)>,
     timeout: Duration,
 ) {
-    let dests: Vec<(String, u16)> = match &to {
-        Dest::Index => shared.cluster.settings.index_servers.clone(),
-        Dest::Node(key) => split_node(key)
-            .map(|(h, p)| (h.to_string(), p))
-            .into_iter()
-            .collect(),
+    let dests = wire::call_addresses(&to, &shared.cluster.settings.machine.index_servers);
+    let result = match exchange(&shared, dests, &lines, timeout).await {
+        Ok((_, replies)) => Ok(replies),
+        Err(e) => Err(e.unwrap_or_else(|| format!("no address for {to:?}"))),
     };
-    let mut result = Err(format!("no address for {to:?}"));
+    drive(&shared, |n, now| n.handle_call_reply(now, call, result));
+    shared.cluster.calls.fetch_sub(1, Relaxed);
+    shared.cluster.calls_done.notify_waiters();
+}
+
+/// Sends `lines` on a fresh connection to each of `dests` in turn, reading one reply of each line's kind, until one
+/// answers them all within `timeout`: that connection and the replies, or the last failure (`None`: no address).
+async fn exchange<N: Net, S: Storage + 'static>(
+    shared: &Shared<N, S>,
+    dests: Vec<(String, u16)>,
+    lines: &[(String, ReplyKind)],
+    timeout: Duration,
+) -> Result<(N::Stream, Vec<Vec<ReplyEvent>>), Option<String>> {
+    let mut failed = None;
     for (host, port) in dests {
         let attempt = tokio::time::timeout(timeout, async {
             let mut s = shared.net.connect(&host, port).await?;
             let mut replies = Vec::with_capacity(lines.len());
-            for (line, kind) in &lines {
+            for (line, kind) in lines {
                 s.write_all(format!("{line}\r\n").as_bytes()).await?;
                 replies.push(read_reply(&mut s, shared.settings.limits, *kind).await?);
             }
-            Ok::<_, io::Error>(replies)
+            Ok::<_, io::Error>((s, replies))
         })
         .await;
-        result = match attempt {
-            Ok(Ok(r)) => Ok(r),
-            Ok(Err(e)) => Err(format!("{host}:{port}: {e}")),
-            Err(_) => Err(format!("{host}:{port} did not answer in {timeout:?}")),
-        };
-        if result.is_ok() {
-            break;
-        }
+        failed = Some(match attempt {
+            Ok(Ok(r)) => return Ok(r),
+            Ok(Err(e)) => format!("{host}:{port}: {e}"),
+            Err(_) => format!("{host}:{port} did not answer in {timeout:?}"),
+        });
     }
-    drive(&shared, |n, now| n.handle_call_reply(now, call, result));
-    shared.cluster.calls.fetch_sub(1, Relaxed);
-    shared.cluster.calls_done.notify_waiters();
+    Err(failed)
 }
 
 /// The session with an index server: opens it with `lines`, then sends the machine's lines and reports each
@@ -514,87 +484,77 @@ async fn session_task<N: Net, S: Storage + 'static>(
     shared: Arc<Shared<N, S>>,
     generation: u64,
     lines: Vec<String>,
-    mut rx: mpsc::UnboundedReceiver<String>,
+    mut rx: mpsc::UnboundedReceiver<Bytes>,
 ) {
-    let current = |m: &Machine| m.session.as_ref().is_some_and(|(g, _)| *g == generation);
-    let timeout = shared.cluster.settings.proxy_timeout * 5;
-    let mut opened = None;
-    for (host, port) in shared.cluster.settings.index_servers.clone() {
-        let attempt = tokio::time::timeout(timeout, async {
-            let mut s = shared.net.connect(&host, port).await?;
-            let mut answers = Vec::new();
-            for line in &lines {
-                s.write_all(format!("{line}\r\n").as_bytes()).await?;
-                match read_reply(&mut s, shared.settings.limits, ReplyKind::Line)
-                    .await?
-                    .pop()
-                {
-                    Some(ReplyEvent::Line(l)) => answers.push(l),
-                    _ => return Err(io::Error::other("no answer")),
-                }
-            }
-            Ok::<_, io::Error>((s, answers))
-        })
-        .await;
-        if let Ok(Ok(o)) = attempt {
-            opened = Some(o);
-            break;
-        }
-    }
+    let settings = &shared.cluster.settings.machine;
+    let lines: Vec<_> = lines.into_iter().map(|l| (l, ReplyKind::Line)).collect();
+    let opened = exchange(
+        &shared,
+        settings.index_servers.clone(),
+        &lines,
+        settings.session_open_timeout(),
+    );
+    let opened = opened
+        .await
+        .ok()
+        .and_then(|(stream, replies)| Some((stream, wire::line_answers(replies)?)));
     let Some((mut stream, answers)) = opened else {
-        if current(&shared.cluster.lock()) {
+        if shared.cluster.lock().session_is(generation) {
             drive(&shared, |n, now| {
                 n.handle_session_opened(now, Err("no index server answered".into()))
             });
         }
         return;
     };
-    let still = {
-        let m = shared.cluster.lock();
-        current(&m)
-    };
-    if !still {
+    if !shared.cluster.lock().session_is(generation) {
         return;
     }
     drive(&shared, |n, now| n.handle_session_opened(now, Ok(answers)));
-    let mut reader = ReplyReader::new(shared.settings.limits);
-    let mut rbuf = BytesMut::with_capacity(1024);
-    let ended: io::Result<()> = async {
-        loop {
-            tokio::select! {
-                biased;
-                line = rx.recv() => match line {
-                    Some(line) => stream.write_all(format!("{line}\r\n").as_bytes()).await?,
-                    // The machine closed the session.
-                    None => return Ok(()),
-                },
-                read = stream.read_buf(&mut rbuf) => {
-                    if read? == 0 {
-                        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "index closed the session"));
-                    }
-                    while let Some(e) = reader.next(&mut rbuf, ReplyKind::Line).map_err(io::Error::other)? {
-                        if let ReplyEvent::Line(l) = e {
-                            drive(&shared, |n, now| n.handle_session_reply(now, &l));
-                        }
-                    }
-                }
-            }
-        }
-    }
-    .await;
-    if let Err(e) = ended {
+    let closed = || "index closed the session".to_string();
+    let ended = pump(&mut stream, shared.settings.limits, &mut rx, closed, |l| {
+        drive(&shared, |n, now| n.handle_session_reply(now, l))
+    });
+    if let Err(e) = ended.await {
         tracing::warn!(error = %e, "index session ended");
         // Only the current session's end is news (the machine may have opened another meanwhile).
         let was_current = {
             let mut m = shared.cluster.lock();
-            let cur = current(&m);
-            if cur {
-                m.session = None;
-            }
-            cur
+            m.session_is(generation) && m.session.take().is_some()
         };
         if was_current {
             drive(&shared, |n, now| n.handle_session_closed(now));
+        }
+    }
+}
+
+/// Writes what `rx` carries to `stream` and hands each answer line read back to `on_line`, until `rx` closes
+/// (`Ok`: the machine closed it) or the stream fails or ends (`Err`, with `closed()` on an end of stream).
+async fn pump<T: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut T,
+    limits: Limits,
+    rx: &mut mpsc::UnboundedReceiver<Bytes>,
+    closed: impl Fn() -> String,
+    mut on_line: impl FnMut(&[u8]),
+) -> io::Result<()> {
+    let mut reader = ReplyReader::new(limits);
+    let mut rbuf = BytesMut::with_capacity(4096);
+    loop {
+        tokio::select! {
+            biased;
+            msg = rx.recv() => match msg {
+                Some(msg) => stream.write_all(&msg).await?,
+                None => return Ok(()),
+            },
+            read = stream.read_buf(&mut rbuf) => {
+                if read? == 0 {
+                    return Err(io::Error::new(io::ErrorKind::UnexpectedEof, closed()));
+                }
+                while let Some(e) = reader.next(&mut rbuf, ReplyKind::Line).map_err(io::Error::other)? {
+                    if let ReplyEvent::Line(l) = e {
+                        on_line(&l);
+                    }
+                }
+            }
         }
     }
 }
@@ -605,71 +565,25 @@ async fn link_task<N: Net, S: Storage + 'static>(
     generation: u64,
     mut rx: mpsc::UnboundedReceiver<Bytes>,
 ) {
-    let current = |shared: &Shared<N, S>| {
-        shared
-            .cluster
-            .lock()
-            .links
-            .get(&peer)
-            .is_some_and(|(g, _)| *g == generation)
-    };
-    let connected = match split_node(&peer) {
-        Some((host, port)) => tokio::time::timeout(
-            shared.cluster.settings.proxy_timeout,
-            shared.net.connect(host, port),
-        )
-        .await
-        .ok()
-        .and_then(Result::ok),
-        None => None,
-    };
-    if !current(&shared) {
+    let address = wire::call_addresses(&Dest::Node(peer.clone()), &[]);
+    let timeout = shared.cluster.settings.machine.proxy_timeout;
+    let connected = exchange(&shared, address, &[], timeout).await.ok();
+    if !shared.cluster.lock().link_is(&peer, generation) {
         return;
     }
     let ok = connected.is_some();
     drive(&shared, |n, now| n.handle_link_opened(now, &peer, ok));
-    let Some(mut stream) = connected else {
-        let mut m = shared.cluster.lock();
-        if m.links.get(&peer).is_some_and(|(g, _)| *g == generation) {
-            m.links.remove(&peer);
-        }
+    let Some((mut stream, _)) = connected else {
+        shared.cluster.lock().forget_link(&peer, generation);
         return;
     };
-    let mut reader = ReplyReader::new(shared.settings.limits);
-    let mut rbuf = BytesMut::with_capacity(4096);
-    let ended: io::Result<()> = async {
-        loop {
-            tokio::select! {
-                biased;
-                msg = rx.recv() => match msg {
-                    Some(msg) => stream.write_all(&msg).await?,
-                    None => return Ok(()),
-                },
-                read = stream.read_buf(&mut rbuf) => {
-                    if read? == 0 {
-                        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("{peer} closed")));
-                    }
-                    while let Some(e) = reader.next(&mut rbuf, ReplyKind::Line).map_err(io::Error::other)? {
-                        if let ReplyEvent::Line(l) = e {
-                            drive(&shared, |n, now| n.handle_link_reply(now, &peer, &l));
-                        }
-                    }
-                }
-            }
-        }
-    }
-    .await;
-    if let Err(e) = ended {
+    let closed = || format!("{peer} closed");
+    let ended = pump(&mut stream, shared.settings.limits, &mut rx, closed, |l| {
+        drive(&shared, |n, now| n.handle_link_reply(now, &peer, l))
+    });
+    if let Err(e) = ended.await {
         tracing::debug!(peer, error = %e, "replication link ended");
-        let was_current = {
-            let mut m = shared.cluster.lock();
-            let cur = m.links.get(&peer).is_some_and(|(g, _)| *g == generation);
-            if cur {
-                m.links.remove(&peer);
-            }
-            cur
-        };
-        if was_current {
+        if shared.cluster.lock().forget_link(&peer, generation) {
             drive(&shared, |n, now| n.handle_link_closed(now, &peer));
         }
     }
@@ -719,16 +633,10 @@ async fn run_pull<N: Net, S: Storage + 'static>(
                     if !drive(shared, |n, now| n.handle_dump_item(now, pull, &v)) {
                         return Err("superseded by a newer reconstruction".into());
                     }
-                    let item = Item {
-                        flags: v.flags,
-                        exptime: v.exptime.unwrap_or(0),
-                        version: v.version.unwrap_or(0),
-                        value: v.value,
-                        meta: 0,
-                    };
+                    let (key, item) = wire::dump_item(v);
                     shared
                         .store
-                        .load_dump_item(&v.key, item, shared.now())
+                        .load_dump_item(&key, item, shared.now())
                         .map_err(|e| format!("storage: {e}"))?;
                 }
                 ReplyEvent::End => return Ok(()),
@@ -750,7 +658,8 @@ async fn run_pull<N: Net, S: Storage + 'static>(
     }
 }
 
-async fn read_reply<T: tokio::io::AsyncRead + Unpin>(
+/// Reads one whole reply of `kind` from a connection that has nothing else buffered.
+async fn read_reply<T: AsyncRead + Unpin>(
     s: &mut T,
     limits: Limits,
     kind: ReplyKind,
@@ -760,17 +669,15 @@ async fn read_reply<T: tokio::io::AsyncRead + Unpin>(
     let mut out = Vec::new();
     loop {
         while let Some(e) = reader.next(&mut buf, kind).map_err(io::Error::other)? {
-            let last = matches!(e, ReplyEvent::End | ReplyEvent::Line(_));
+            let last = wire::ends_reply(&e, kind);
             out.push(e);
-            if last || kind == ReplyKind::Line {
+            if last {
                 return Ok(out);
             }
         }
         if s.read_buf(&mut buf).await? == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "connection closed",
-            ));
+            let closed = "connection closed";
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, closed));
         }
     }
 }

@@ -1,5 +1,7 @@
 //! One client connection: the read → decode → execute → encode → write loop, and the commands that need the
-//! driver (stats, ping, version, kill, dump).
+//! driver (stats, kill, dump, node sync). What a connection may not send is [`flare_core::node::admit`]'s
+//! decision, what the driver's commands answer is [`flare_core::node::duty`]'s, and what `stats` shows is formatted
+//! by [`flare_core::node::stats`] from the node's snapshot.
 
 use std::io;
 use std::net::SocketAddr;
@@ -8,13 +10,16 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use flare_core::exec::{self, Outcome, Tally};
+use flare_core::node::admit::{self, Refusal};
+use flare_core::node::duty::{self, Duty, Facts};
+use flare_core::node::stats as node_stats;
 use flare_core::protocol::response::encode;
 use flare_core::protocol::{Command, Decoded, Decoder, ErrorReply, Framing, Reply, StatsGroup};
 use flare_core::storage::Storage;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
-use super::stats::{rusage, ConnInfo, ThreadState};
+use super::stats::{ConnInfo, ThreadState};
 use super::{cluster, dump, route, Shared};
 use crate::metrics::{op_index, result_index, OpTally};
 use crate::net::Net;
@@ -208,22 +213,21 @@ async fn run_request<N: Net, S: Storage + 'static, T: AsyncWrite + Unpin>(
     };
     c.info.set_op(command.op_name());
     c.session.observe(&framing, &command);
-    if is_internal(&framing, &command) && !shared.dynamic.internal_allowed(c.info.peer.ip()) {
-        tracing::warn!(peer = %c.info.peer, op = command.op_name(), "internal command refused (internal-netmask)");
-        c.reply(
-            &framing,
-            &Reply::Error(ErrorReply::Client(
-                "internal command not allowed from this address".into(),
-            )),
-        );
-        return Ok(Next::Continue);
-    }
-    if !shared.settings.allow_client_version && carries_client_version(&framing, &command) {
-        c.reply(&framing, &Reply::Error(ErrorReply::BadCommandLine));
+    let allowed = || shared.dynamic.internal_allowed(c.info.peer.ip());
+    if let Err(refusal) = admit::check(
+        &framing,
+        &command,
+        shared.settings.allow_client_version,
+        allowed,
+    ) {
+        if refusal == Refusal::Internal {
+            tracing::warn!(peer = %c.info.peer, op = command.op_name(), "internal command refused (internal-netmask)");
+        }
+        c.reply(&framing, &refusal.reply());
         return Ok(Next::Continue);
     }
     let errors_before = c.tally.storage_errors;
-    if !shared.cluster.view().is_standalone() && flare_core::node::plan::is_routed(&command) {
+    if admit::through_cluster(&shared.cluster.view(), &command) {
         let operator = c.session.operator();
         let ran = route::run(shared, &framing, operator, command, &mut c.tally).await;
         if c.tally.storage_errors > errors_before {
@@ -260,60 +264,30 @@ async fn run_request<N: Net, S: Storage + 'static, T: AsyncWrite + Unpin>(
     Ok(Next::Continue)
 }
 
-/// Commands only other nodes, the index and the admin tools send (decisions.md #10).
-fn is_internal(framing: &Framing, command: &Command) -> bool {
-    matches!(framing, Framing::Text { proxy: Some(_) })
-        || matches!(
-            command,
-            Command::NodeSync { .. } | Command::Dump(_) | Command::DumpKey(_) | Command::Kill(_)
-        )
-}
-
-/// A plain client's write with Flare's explicit `<version>` token (protocol.md §4.3).
-fn carries_client_version(framing: &Framing, command: &Command) -> bool {
-    let proxied = matches!(framing, Framing::Text { proxy: Some(_) });
-    !proxied
-        && match command {
-            Command::Store(s) => s.version.is_some(),
-            Command::Delete { version, .. } => version.is_some(),
-            _ => false,
-        }
-}
-
 async fn driver_command<N: Net, S: Storage + 'static, T: AsyncWrite + Unpin>(
     shared: &Arc<Shared<N, S>>,
     framing: Framing,
     command: Command,
     c: &mut Conn<'_, T>,
 ) -> io::Result<Next> {
-    let reply = match command {
-        Command::Version => Reply::Version(shared.settings.version_string.clone()),
-        Command::Ping if shared.healthy() => Reply::Ok,
-        Command::Ping => Reply::Error(ErrorReply::Server("storage error".into())),
-        Command::Stats(group) => Reply::Stats(stats(shared, group)),
-        Command::ShowVariables => Reply::Lines(shared.settings.show_variables.clone()),
-        Command::Kill(id) if shared.registry.kill(id) => Reply::Ok,
-        Command::Kill(_) => Reply::Error(ErrorReply::Client("thread not found".into())),
-        Command::Dump(args) | Command::DumpKey(args) => {
-            let kind = match command {
-                Command::Dump(_) => flare_core::dump::DumpKind::Items,
-                _ => flare_core::dump::DumpKind::Keys,
-            };
+    let settings = &shared.settings;
+    let facts = Facts {
+        version_string: &settings.version_string,
+        healthy: shared.healthy(),
+        show_variables: &settings.show_variables,
+    };
+    let reply = match duty::duty(command, facts) {
+        Duty::Reply(reply) => reply,
+        Duty::Stats(group) => Reply::Stats(stats(shared, group)),
+        Duty::Kill(id) => duty::kill_reply(shared.registry.kill(id)),
+        Duty::Dump(kind, args) => {
             flush(shared, c).await?;
             dump::stream(shared, kind, args, &mut c.stream).await?;
             return Ok(Next::Continue);
         }
-        Command::NodeSync { version, nodes } => {
-            match cluster::apply_node_sync(shared, version, &nodes) {
-                Ok(()) => Reply::Ok,
-                Err(line) => Reply::Raw(bytes::Bytes::from(format!("{line}\r\n"))),
-            }
+        Duty::NodeSync { version, nodes } => {
+            duty::node_sync_reply(cluster::apply_node_sync(shared, version, &nodes))
         }
-        Command::Keys { .. } => Reply::Error(ErrorReply::Server(
-            "not available on current storage type".into(),
-        )),
-        // `shutdown` and the node commands are index-server commands (protocol.md §5.8).
-        _ => Reply::Error(ErrorReply::UnknownCommand),
     };
     c.reply(&framing, &reply);
     Ok(Next::Continue)
@@ -321,162 +295,17 @@ async fn driver_command<N: Net, S: Storage + 'static, T: AsyncWrite + Unpin>(
 
 fn stats<N: Net, S: Storage>(shared: &Shared<N, S>, group: StatsGroup) -> Vec<(String, String)> {
     match group {
-        StatsGroup::General => general_stats(shared),
+        StatsGroup::General => node_stats::general(&shared.snapshot()),
         StatsGroup::Items | StatsGroup::Slabs | StatsGroup::Sizes => Vec::new(),
         StatsGroup::Nodes => shared.cluster.view().map().stats_nodes(),
         StatsGroup::Settings => shared.settings.settings.clone(),
         StatsGroup::Threads | StatsGroup::ThreadsRequest => {
             shared.registry.thread_stats(Instant::now())
         }
-        StatsGroup::ThreadsSlave => slave_threads(shared),
-        StatsGroup::ThreadsQueue => vec![("total_thread_queue".into(), "0".into())],
-    }
-}
-
-/// `stats threads slave` (stats.md §2): one block per replication target of this master, in the thread format,
-/// with the target as `peer`, its backlog as `queue` and its lag as `behind`.
-fn slave_threads<N: Net, S: Storage>(shared: &Shared<N, S>) -> Vec<(String, String)> {
-    let now = Instant::now().into_std();
-    let mut out = Vec::new();
-    for (i, (target, st)) in shared
-        .cluster
-        .replication_stats(now)
-        .into_iter()
-        .enumerate()
-    {
-        let id = 1_000_000 + i;
-        let tt = shared
-            .cluster
-            .view()
-            .node(&target)
-            .map_or(0, |r| r.thread_type);
-        out.push((format!("{id}:type"), tt.to_string()));
-        out.push((format!("{id}:peer"), target));
-        out.push((
-            format!("{id}:op"),
-            if st.queued + st.in_flight > 0 {
-                "proxy_write".into()
-            } else {
-                String::new()
-            },
-        ));
-        out.push((format!("{id}:uptime"), shared.uptime().to_string()));
-        out.push((format!("{id}:state"), "wait".into()));
-        out.push((format!("{id}:info"), String::new()));
-        out.push((
-            format!("{id}:queue"),
-            (st.queued + st.in_flight).to_string(),
-        ));
-        out.push((format!("{id}:behind"), st.lag.as_secs().to_string()));
-    }
-    out
-}
-
-/// `stats` (stats.md §1): Flare's fields in Flare's order, then ours.
-fn general_stats<N: Net, S: Storage>(shared: &Shared<N, S>) -> Vec<(String, String)> {
-    let c = &shared.counters;
-    let storage = shared.store.storage();
-    let (user, system) = rusage();
-    let mut s: Vec<(String, String)> = Vec::with_capacity(48);
-    let mut put = |k: &str, v: String| s.push((k.to_string(), v));
-    put("pid", std::process::id().to_string());
-    put("uptime", shared.uptime().to_string());
-    put("time", shared.now().to_string());
-    put("version", flare_core::VERSION.to_string());
-    put("pointer_size", usize::BITS.to_string());
-    put("rusage_user", user);
-    put("rusage_system", system);
-    put("curr_items", storage.item_count().to_string());
-    put("total_items", c.total_items.load(Relaxed).to_string());
-    put("bytes", storage.disk_bytes().to_string());
-    put(
-        "curr_connections",
-        c.curr_connections.load(Relaxed).to_string(),
-    );
-    put(
-        "total_connections",
-        c.total_connections.load(Relaxed).to_string(),
-    );
-    put("connection_structures", "0".into());
-    for (name, value) in c.tally_fields() {
-        if !matches!(name, "total_items" | "meta_cmds" | "storage_errors") {
-            put(name, value.to_string());
+        StatsGroup::ThreadsSlave => {
+            let replication = shared.cluster.replication_stats(Instant::now().into_std());
+            node_stats::slave_threads(&shared.cluster.view(), &replication, shared.uptime())
         }
+        StatsGroup::ThreadsQueue => node_stats::thread_queue(),
     }
-    put("evictions", "0".into());
-    put("bytes_read", c.bytes_read.load(Relaxed).to_string());
-    put("bytes_written", c.bytes_written.load(Relaxed).to_string());
-    put("limit_maxbytes", "0".into());
-    put("threads", (shared.registry.len() + 1).to_string());
-    put("pool_threads", "0".into());
-    let view = shared.cluster.view();
-    put("node_map_version", view.map().version.to_string());
-    // Additions (stats.md §1 [Improve]), after Flare's fields.
-    put("server_version", format!("flare-{}", flare_core::VERSION));
-    let (role, state, partition, balance) = view.my_role();
-    put("node_role", role.name().into());
-    put("node_state", state.name().into());
-    put(
-        "node_partition",
-        partition.map_or(-1, i64::from).to_string(),
-    );
-    put("node_balance", balance.to_string());
-    put(
-        "replication_position",
-        shared.cluster.applied_seq().to_string(),
-    );
-    let now = Instant::now().into_std();
-    let repl = shared.cluster.replication_stats(now);
-    put(
-        "replication_queue",
-        repl.iter()
-            .map(|(_, s)| s.queued + s.in_flight)
-            .sum::<usize>()
-            .to_string(),
-    );
-    put(
-        "replication_lag_ms",
-        repl.iter()
-            .map(|(_, s)| s.lag.as_millis())
-            .max()
-            .unwrap_or(0)
-            .to_string(),
-    );
-    put(
-        "replication_failures",
-        repl.iter()
-            .map(|(_, s)| s.failures)
-            .sum::<u64>()
-            .to_string(),
-    );
-    for (target, st) in &repl {
-        put(
-            &format!("replication:{target}:queue"),
-            (st.queued + st.in_flight).to_string(),
-        );
-        put(
-            &format!("replication:{target}:lag_ms"),
-            st.lag.as_millis().to_string(),
-        );
-        put(
-            &format!("replication:{target}:acked"),
-            st.acked_seq.to_string(),
-        );
-        put(
-            &format!("replication:{target}:failures"),
-            st.failures.to_string(),
-        );
-    }
-    let rec = shared.cluster.rebuild_stats();
-    put("reconstruction_running", u8::from(rec.running).to_string());
-    put("reconstruction_items", rec.items.to_string());
-    put("reconstruction_total", rec.total.to_string());
-    put("meta_cmds", c.meta_cmds.load(Relaxed).to_string());
-    put(
-        "rejected_connections",
-        c.rejected_connections.load(Relaxed).to_string(),
-    );
-    put("storage_errors", c.storage_errors.load(Relaxed).to_string());
-    put("healthy", u8::from(shared.healthy()).to_string());
-    s
 }

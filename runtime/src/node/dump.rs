@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::{Bytes, BytesMut};
 use flare_core::dump::{encode_record, DumpKind, Throttle};
+use flare_core::node::wire;
 use flare_core::protocol::DumpArgs;
 use flare_core::storage::Storage;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -47,11 +48,7 @@ async fn stream_records<N: Net, S: Storage, W: AsyncWrite + Unpin>(
             Ok(b) => b,
             Err(e) => {
                 tracing::error!(error = %e, "dump: storage scan failed");
-                let line: &[u8] = match kind {
-                    DumpKind::Items => b"SERVER_ERROR iteration canceled\r\n",
-                    DumpKind::Keys => b"SERVER_ERROR\r\n",
-                };
-                buf.extend_from_slice(line);
+                buf.extend_from_slice(wire::dump_failed(kind));
                 return write(shared, out, &mut buf).await;
             }
         };

@@ -1,6 +1,7 @@
-//! The `flared` node driver: accepts connections, feeds bytes to the core [`Decoder`], runs requests with
-//! [`flare_core::exec::execute`], writes encoded replies, and does what only a driver can do: process stats, dump
-//! streams, the expiry sweeper, group commit, graceful shutdown.
+//! The `flared` node driver: accepts connections, feeds bytes to the core
+//! [`Decoder`](flare_core::protocol::Decoder), runs requests with [`flare_core::exec::execute`], writes encoded
+//! replies, and does what only a driver can do: process stats, dump streams, the expiry sweeper, group commit
+//! ([`crate::util::GroupCommit`]), graceful shutdown.
 //!
 //! The driver is generic over [`Net`] (tokio in production, turmoil in the simulation) and over the storage engine
 //! (RocksDB in production, the in-memory engine in the simulation and unit tests). It makes no protocol decision:
@@ -20,10 +21,11 @@ use flare_core::protocol::text::Dialect;
 use flare_core::protocol::Limits;
 use flare_core::storage::Storage;
 use flare_core::store::Store;
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::net::{Listener, Net};
+use crate::util::GroupCommit;
 
 pub mod cluster;
 mod conn;
@@ -74,14 +76,13 @@ pub struct DynamicSettings {
 }
 
 impl DynamicSettings {
-    /// Whether `peer` may send internal commands (decisions.md #10): replication and proxied requests (with a
-    /// `<host:port>` prefix), `node sync`, `dump`, `dump_key`, `kill`.
+    /// Whether `peer` may send internal commands now ([`flare_core::node::admit::internal_allowed`]).
     pub fn internal_allowed(&self, peer: std::net::IpAddr) -> bool {
         let masks = self
             .internal_netmask
             .read()
             .unwrap_or_else(|e| e.into_inner());
-        masks.is_empty() || masks.iter().any(|m| m.contains(peer))
+        flare_core::node::admit::internal_allowed(&masks, peer)
     }
 }
 
@@ -108,13 +109,6 @@ pub struct Shared<N: Net, S: Storage> {
     shutdown: watch::Sender<bool>,
 }
 
-/// Batches WAL fsyncs: writers take a ticket, the syncer fsyncs and publishes the last ticket it covered.
-struct GroupCommit {
-    issued: AtomicU64,
-    wake: Notify,
-    synced: watch::Sender<u64>,
-}
-
 /// A bound node server.
 pub struct NodeServer<N: Net, S: Storage + 'static> {
     shared: Arc<Shared<N, S>>,
@@ -134,11 +128,7 @@ impl<N: Net, S: Storage + 'static> NodeServer<N, S> {
         net_read_timeout: Duration,
     ) -> io::Result<Self> {
         let listener = net.bind(settings.listen).await?;
-        let group = settings.group_commit.then(|| GroupCommit {
-            issued: AtomicU64::new(0),
-            wake: Notify::new(),
-            synced: watch::channel(0).0,
-        });
+        let group = settings.group_commit.then(GroupCommit::default);
         let cluster =
             cluster::Cluster::new(net.clone(), cluster, settings.limits, settings.sync_default);
         let shared = Arc::new(Shared {
@@ -196,9 +186,7 @@ impl<N: Net, S: Storage + 'static> NodeServer<N, S> {
         let stop = async {
             stop.await;
             // A cluster node tells the index it is going (cluster.md §5.5) before it stops serving.
-            if !shared.cluster.view().is_standalone() {
-                cluster::shutdown(&shared).await;
-            }
+            cluster::shutdown(&shared).await;
         };
         tokio::pin!(stop);
         loop {
@@ -257,41 +245,28 @@ impl<N: Net, S: Storage> Shared<N, S> {
 
     /// Waits until every write made before this call is fsynced (group commit); returns at once otherwise.
     pub async fn wait_durable(&self) -> io::Result<()> {
-        let Some(g) = &self.group else { return Ok(()) };
-        let ticket = g.issued.fetch_add(1, Relaxed) + 1;
-        let mut synced = g.synced.subscribe();
-        g.wake.notify_one();
-        synced
-            .wait_for(|s| *s >= ticket)
-            .await
-            .map(|_| ())
-            .map_err(|_| io::Error::other("group commit stopped after a WAL fsync failure"))
+        match &self.group {
+            Some(g) => g.wait().await,
+            None => Ok(()),
+        }
     }
 }
 
-/// Group commit loop: fsync the WAL whenever writers wait, then release every ticket issued before the fsync.
+/// Group commit loop: fsync the WAL whenever writers wait ([`GroupCommit::run`]), until an fsync fails.
 async fn group_syncer<N: Net, S: Storage + 'static>(shared: Arc<Shared<N, S>>) {
     let Some(g) = &shared.group else { return };
-    loop {
-        g.wake.notified().await;
-        loop {
-            let target = g.issued.load(Relaxed);
-            if target <= *g.synced.borrow() {
-                break;
-            }
-            let s = shared.clone();
-            match tokio::task::spawn_blocking(move || s.store.storage().sync()).await {
-                Ok(Ok(())) => {
-                    let _ = g.synced.send(target);
-                }
-                _ => {
-                    tracing::error!("group commit: WAL fsync failed; node marked unhealthy");
-                    shared.set_unhealthy();
-                    return;
-                }
-            }
+    g.run(|| {
+        let s = shared.clone();
+        async move {
+            matches!(
+                tokio::task::spawn_blocking(move || s.store.storage().sync()).await,
+                Ok(Ok(()))
+            )
         }
-    }
+    })
+    .await;
+    tracing::error!("group commit: WAL fsync failed; node marked unhealthy");
+    shared.set_unhealthy();
 }
 
 /// Runs a delayed `flush_all` when it is due even if no request comes (the store also checks on every access).

@@ -17,10 +17,12 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use bytes::BytesMut;
+pub use flare_core::node::wire::split_node;
+use flare_core::node::wire::PeerReplyBuilder;
 pub use flare_core::protocol::reply::PeerReply;
-use flare_core::protocol::reply::{ReplyEvent, ReplyKind, ReplyReader};
+use flare_core::protocol::reply::{ReplyKind, ReplyReader};
 use flare_core::protocol::Limits;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use crate::net::Net;
 
@@ -130,7 +132,7 @@ impl<N: Net> Peers<N> {
                 .unwrap_or_else(|e| e.into_inner())
                 .get_mut(node)?
                 .pop()?;
-            if still_open(&mut conn.stream) {
+            if crate::util::still_open(&mut conn.stream) {
                 return Some(conn);
             }
         }
@@ -162,47 +164,22 @@ impl<N: Net> Peers<N> {
     }
 }
 
-/// Whether an idle connection is still open: nothing may be readable on it, so a readable end of stream (or stray
-/// bytes, or an error) means the peer closed it or the stream is out of step. Polls once without waiting.
-fn still_open<T: tokio::io::AsyncRead + Unpin>(stream: &mut T) -> bool {
-    let waker = std::task::Waker::noop();
-    let mut cx = std::task::Context::from_waker(waker);
-    let mut byte = [0u8; 1];
-    let mut buf = tokio::io::ReadBuf::new(&mut byte);
-    std::pin::Pin::new(stream)
-        .poll_read(&mut cx, &mut buf)
-        .is_pending()
-}
-
 /// Writes the request and reads one whole reply of `kind`.
-async fn round_trip<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+async fn round_trip<T: AsyncRead + tokio::io::AsyncWrite + Unpin>(
     conn: &mut PeerConn<T>,
     bytes: &[u8],
     kind: ReplyKind,
 ) -> io::Result<PeerReply> {
     conn.stream.write_all(bytes).await?;
-    let mut values = Vec::new();
-    let mut lines = Vec::new();
+    let mut reply = PeerReplyBuilder::new(kind);
     loop {
         while let Some(event) = conn
             .reader
             .next(&mut conn.buf, kind)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
         {
-            match event {
-                ReplyEvent::Value(v) => values.push(v),
-                ReplyEvent::Item(l) => lines.push(l),
-                ReplyEvent::End if kind == ReplyKind::Values => {
-                    return Ok(PeerReply::Values(values))
-                }
-                ReplyEvent::End => return Ok(PeerReply::Lines(lines)),
-                ReplyEvent::Line(l) if kind == ReplyKind::Meta => {
-                    return Ok(PeerReply::Meta(l, None))
-                }
-                ReplyEvent::Line(l) => return Ok(PeerReply::Line(l)),
-                ReplyEvent::MetaValue { line, data } => {
-                    return Ok(PeerReply::Meta(line, Some(data)))
-                }
+            if let Some(reply) = reply.push(event) {
+                return Ok(reply);
             }
         }
         if conn.stream.read_buf(&mut conn.buf).await? == 0 {
@@ -212,10 +189,4 @@ async fn round_trip<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
             ));
         }
     }
-}
-
-/// `name:port` → (`name`, port).
-pub fn split_node(node: &str) -> Option<(&str, u16)> {
-    let (host, port) = node.rsplit_once(':')?;
-    Some((host, port.parse().ok()?))
 }

@@ -6,11 +6,11 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use flare_core::exec::{self, Outcome, Tally};
-use flare_core::node::plan::{self, Answer, Finish, Origin, Part, Pending, Plan};
-use flare_core::protocol::{Command, ErrorReply, Framing, ProxyPath, ReplicationMode, Reply};
-use flare_core::storage::Storage;
-
+use flare_core::node::plan::{self, Answer, Finish, Part, Pending, Plan};
 use flare_core::node::targets::WriteFailure;
+use flare_core::node::{ack, admit};
+use flare_core::protocol::{Command, ErrorReply, Framing, Reply};
+use flare_core::storage::Storage;
 use tokio::time::Instant;
 
 use super::cluster::{self, Wait};
@@ -37,16 +37,7 @@ pub(super) async fn run<N: Net, S: Storage + 'static>(
 ) -> Ran {
     let published = shared.cluster.published();
     let view = published.view.clone();
-    let (path, binary) = match framing {
-        Framing::Text { proxy } => (proxy.as_ref(), false),
-        Framing::Binary(_) => (None, true),
-    };
-    let origin = Origin {
-        path,
-        binary,
-        operator,
-    };
-    let replicated = path.and_then(ProxyPath::sender_seq);
+    let (origin, replicated) = admit::origin(framing, operator);
     if let Some(seq) = replicated {
         cluster::applied(shared, seq);
     }
@@ -118,7 +109,7 @@ async fn run_parts<N: Net, S: Storage + 'static>(
         }
     }
     let (slots, futures): (Vec<usize>, Vec<_>) = remote.into_iter().unzip();
-    for (i, r) in slots.into_iter().zip(join_all(futures).await) {
+    for (i, r) in slots.into_iter().zip(crate::util::join_all(futures).await) {
         answers[i] = Some(Answer::Peer(r));
     }
     answers
@@ -127,7 +118,8 @@ async fn run_parts<N: Net, S: Storage + 'static>(
         .collect()
 }
 
-/// Runs a command here; a write is replicated, and a sync write acknowledged once every active slave has it.
+/// Runs a command here; a write is replicated, and a sync write acknowledged once every active slave has it
+/// ([`ack`] decides which writes wait and what a failed one answers).
 async fn local<N: Net, S: Storage + 'static>(
     shared: &Arc<Shared<N, S>>,
     command: Command,
@@ -135,14 +127,10 @@ async fn local<N: Net, S: Storage + 'static>(
     as_master: bool,
     tally: &mut Tally,
 ) -> Ran {
-    let sync = match replication_mode(&command) {
-        ReplicationMode::Sync => true,
-        ReplicationMode::Async => false,
-        ReplicationMode::Default => shared.cluster.sync_default.load(Relaxed),
-    };
+    let sync = ack::wants_sync(&command, shared.cluster.sync_default.load(Relaxed));
     match exec::execute(&shared.store, command, shared.now(), tally) {
         Outcome::Reply { reply, mutations } => {
-            if mutations.is_empty() || !write {
+            if !ack::replicates(write, &mutations) {
                 return Ran::Reply {
                     reply,
                     wrote: !mutations.is_empty(),
@@ -157,14 +145,9 @@ async fn local<N: Net, S: Storage + 'static>(
                 },
                 Err(f) => Some(f),
             };
-            match failure {
-                None => Ran::Reply { reply, wrote: true },
-                Some(WriteFailure::Lease) => Ran::Reply {
-                    reply: flare_core::node::no_lease_reply(),
-                    wrote: true,
-                },
-                Some(WriteFailure::Replication) => failed_replication(),
-            }
+            // The write is kept here either way (replication goes on in the background).
+            let reply = failure.map_or(reply, ack::failure_reply);
+            Ran::Reply { reply, wrote: true }
         }
         Outcome::Close => Ran::Close,
         Outcome::Driver(c) => Ran::Driver(c),
@@ -174,47 +157,4 @@ async fn local<N: Net, S: Storage + 'static>(
             wrote: false,
         },
     }
-}
-
-fn replication_mode(command: &Command) -> ReplicationMode {
-    match command {
-        Command::Store(s) => s.options.replication,
-        Command::Delete { options, .. } | Command::Arith { options, .. } => options.replication,
-        _ => ReplicationMode::Default,
-    }
-}
-
-fn failed_replication() -> Ran {
-    // The write is kept here and replication goes on in the background; the client learns it is not on every slave.
-    Ran::Reply {
-        reply: Reply::Error(ErrorReply::Server("replication failed".into())),
-        wrote: true,
-    }
-}
-
-/// Runs every future to completion, concurrently, in the current task (no spawning, so no hand-off to another
-/// thread); the outputs come back in order.
-async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
-    let mut futures: Vec<_> = futures.into_iter().map(Box::pin).collect();
-    let mut out: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (f, slot) in futures.iter_mut().zip(out.iter_mut()) {
-            if slot.is_none() {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => *slot = Some(v),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    out.into_iter()
-        .map(|v| v.expect("invariant: every future completed before poll_fn returned Ready"))
-        .collect()
 }

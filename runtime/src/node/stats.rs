@@ -1,4 +1,5 @@
-//! Process-wide counters and the connection registry behind `stats`, `stats threads` and `kill`.
+//! Process-wide counters and the connection registry behind `stats`, `stats threads` and `kill`, and the
+//! [`Snapshot`] of them (with the machine's progress and the view) that [`flare_core::node::stats`] formats.
 //!
 //! Connections accumulate a [`Tally`] per read batch and merge it here, so the hot path touches shared atomics once
 //! per batch, not once per counter.
@@ -9,101 +10,78 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 use flare_core::exec::Tally;
+pub use flare_core::node::stats::ThreadState;
+use flare_core::node::stats::{tally_fields, tally_from, Snapshot, Thread, TALLY_FIELDS};
+use flare_core::storage::Storage;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-macro_rules! counters {
-    ($($name:ident),* $(,)?) => {
-        /// Shared counters, one atomic per `stats` field.
-        #[derive(Debug, Default)]
-        pub struct Counters {
-            $(
-                #[doc = concat!("`", stringify!($name), "`")]
-                pub $name: AtomicU64,
-            )*
-            /// Bytes read from all sockets.
-            pub bytes_read: AtomicU64,
-            /// Bytes written to all sockets.
-            pub bytes_written: AtomicU64,
-            /// Connections accepted since start.
-            pub total_connections: AtomicU64,
-            /// Connections open now.
-            pub curr_connections: AtomicU64,
-            /// Connections refused at `max-connection` (memcached's `rejected_connections`).
-            pub rejected_connections: AtomicU64,
-            /// Records sent by `dump` and `dump_key`.
-            pub dump_items: AtomicU64,
-            /// Dumps being streamed now.
-            pub dumps_running: AtomicU64,
-        }
+pub use crate::metrics::rusage;
+use crate::net::Net;
 
-        impl Counters {
-            /// Adds a connection's tally.
-            pub fn merge(&self, t: &Tally) {
-                $( if t.$name != 0 { self.$name.fetch_add(t.$name, Relaxed); } )*
-            }
-
-            /// The tally fields as (name, value) in declaration order.
-            pub fn tally_fields(&self) -> Vec<(&'static str, u64)> {
-                vec![$( (stringify!($name), self.$name.load(Relaxed)) ),*]
-            }
-        }
-    };
+/// Shared counters, one atomic per `stats` field.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// The command counters, in [`tally_fields`] order.
+    tally: [AtomicU64; TALLY_FIELDS],
+    /// Bytes read from all sockets.
+    pub bytes_read: AtomicU64,
+    /// Bytes written to all sockets.
+    pub bytes_written: AtomicU64,
+    /// Connections accepted since start.
+    pub total_connections: AtomicU64,
+    /// Connections open now.
+    pub curr_connections: AtomicU64,
+    /// Connections refused at `max-connection` (memcached's `rejected_connections`).
+    pub rejected_connections: AtomicU64,
+    /// Records sent by `dump` and `dump_key`.
+    pub dump_items: AtomicU64,
+    /// Dumps being streamed now.
+    pub dumps_running: AtomicU64,
 }
 
-counters!(
-    cmd_get,
-    cmd_set,
-    get_hits,
-    get_misses,
-    total_items,
-    delete_hits,
-    delete_misses,
-    incr_hits,
-    incr_misses,
-    decr_hits,
-    decr_misses,
-    cas_hits,
-    cas_misses,
-    cas_badval,
-    touch_hits,
-    touch_misses,
-    meta_cmds,
-    storage_errors,
-);
-
 impl Counters {
-    /// Reads one tally counter by name (0 when unknown).
-    pub fn get(&self, name: &str) -> u64 {
-        self.tally_fields()
-            .into_iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| v)
-            .unwrap_or(0)
+    /// Adds a connection's tally.
+    pub fn merge(&self, t: &Tally) {
+        for (counter, (_, v)) in self.tally.iter().zip(tally_fields(t)) {
+            if v != 0 {
+                counter.fetch_add(v, Relaxed);
+            }
+        }
+    }
+
+    /// The command counters now.
+    pub fn tally(&self) -> Tally {
+        tally_from(self.tally.each_ref().map(|c| c.load(Relaxed)))
     }
 }
 
-/// Thread (connection) states shown by `stats threads` (stats.md §2).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
-pub enum ThreadState {
-    /// Idle, waiting for a request.
-    Wait = 0,
-    /// Running a request.
-    Execute = 1,
-    /// Stopping.
-    Shutdown = 2,
-    /// Stopped by `kill`.
-    Killed = 3,
-}
-
-impl ThreadState {
-    fn name(v: u8) -> &'static str {
-        match v {
-            1 => "execute",
-            2 => "shutdown",
-            3 => "killed",
-            _ => "wait",
+impl<N: Net, S: Storage> super::Shared<N, S> {
+    /// What `stats` and `/metrics` show, read now.
+    pub fn snapshot(&self) -> Snapshot {
+        let c = &self.counters;
+        let storage = self.store.storage();
+        Snapshot {
+            pid: std::process::id(),
+            uptime: self.uptime(),
+            time: self.now(),
+            rusage: rusage(),
+            curr_items: storage.item_count(),
+            disk_bytes: storage.disk_bytes(),
+            curr_connections: c.curr_connections.load(Relaxed),
+            total_connections: c.total_connections.load(Relaxed),
+            rejected_connections: c.rejected_connections.load(Relaxed),
+            bytes_read: c.bytes_read.load(Relaxed),
+            bytes_written: c.bytes_written.load(Relaxed),
+            connections: self.registry.len(),
+            tally: c.tally(),
+            dump_items: c.dump_items.load(Relaxed),
+            dumps_running: c.dumps_running.load(Relaxed),
+            view: self.cluster.view(),
+            applied_seq: self.cluster.applied_seq(),
+            replication: self.cluster.replication_stats(Instant::now().into_std()),
+            rebuild: self.cluster.rebuild_stats(),
+            healthy: self.healthy(),
         }
     }
 }
@@ -228,33 +206,22 @@ impl Registry {
             .expect("registry lock poisoned only by a panic");
         let mut out = Vec::with_capacity(conns.len() * 8);
         for c in conns.values() {
-            let id = c.id;
-            let op = *c.op.lock().expect("op lock poisoned only by a panic");
-            out.push((format!("{id}:type"), "1".to_string()));
-            out.push((format!("{id}:peer"), c.peer.to_string()));
-            out.push((format!("{id}:op"), op.to_string()));
-            out.push((
-                format!("{id}:uptime"),
-                now.duration_since(c.since).as_secs().to_string(),
-            ));
-            out.push((
-                format!("{id}:state"),
-                ThreadState::name(c.state.load(Relaxed)).to_string(),
-            ));
-            out.push((format!("{id}:info"), String::new()));
-            out.push((format!("{id}:queue"), "0".to_string()));
-            out.push((format!("{id}:behind"), "0".to_string()));
+            Thread {
+                id: c.id,
+                kind: 1,
+                peer: c.peer.to_string(),
+                op: c
+                    .op
+                    .lock()
+                    .expect("op lock poisoned only by a panic")
+                    .to_string(),
+                uptime: now.duration_since(c.since).as_secs(),
+                state: ThreadState::from_u8(c.state.load(Relaxed)),
+                queue: 0,
+                behind: 0,
+            }
+            .push_to(&mut out);
         }
         out
     }
-}
-
-/// `rusage_user` and `rusage_system` as `<sec>.<usec>` (stats.md §1).
-pub fn rusage() -> (String, String) {
-    // SAFETY: getrusage only writes into the zeroed struct we own.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: RUSAGE_SELF with a valid pointer.
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
-    let f = |t: libc::timeval| format!("{}.{:06}", t.tv_sec, t.tv_usec);
-    (f(ru.ru_utime), f(ru.ru_stime))
 }
