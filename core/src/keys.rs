@@ -29,6 +29,7 @@
 //! We keep this, since placement must stay bit-exact; a larger V pushes the limit out.
 
 use std::fmt;
+use std::sync::{Arc, Mutex};
 
 /// Largest accepted `partition-size`. Partition numbers and row numbers are stored as `u16`, and
 /// partition-size − 1 is the largest row.
@@ -285,15 +286,34 @@ pub enum PartitionParamsError {
 pub struct Resolver {
     params: PartitionParams,
     /// `moves[offsets[s]..offsets[s + 1]]` are the rows n > H at which slot s moved to partition n − 1, increasing.
-    offsets: Vec<u32>,
-    moves: Vec<u16>,
+    offsets: Arc<[u32]>,
+    moves: Arc<[u16]>,
 }
 
+/// The tables built so far, by parameters: building one walks Flare's whole startup (milliseconds for the
+/// defaults), and a process builds the same few again and again (each node registration and map, each index
+/// start, every simulated node). Memoization of a pure function: the result depends on the parameters only.
+type Tables = (Arc<[u32]>, Arc<[u16]>);
+static TABLES: Mutex<Vec<(PartitionParams, Tables)>> = Mutex::new(Vec::new());
+
 impl Resolver {
-    /// Validates the parameters and builds the whole table.
+    /// Validates the parameters and builds the whole table (or shares the one already built for them).
     pub fn new(params: PartitionParams) -> Result<Self, PartitionParamsError> {
         params.validate()?;
-        let (offsets, moves) = build_moves(&params);
+        let mut cache = TABLES.lock().unwrap_or_else(|e| e.into_inner());
+        let (offsets, moves) = match cache.iter().find(|(p, _)| *p == params) {
+            Some((_, t)) => t.clone(),
+            None => {
+                let (offsets, moves) = build_moves(&params);
+                let t: Tables = (offsets.into(), moves.into());
+                // A handful of parameter sets in any real process; bounded anyway.
+                if cache.len() >= 16 {
+                    cache.remove(0);
+                }
+                cache.push((params, t.clone()));
+                t
+            }
+        };
         Ok(Resolver {
             params,
             offsets,

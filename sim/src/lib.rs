@@ -51,6 +51,7 @@ pub mod admin;
 pub mod check;
 pub mod client;
 pub mod cluster;
+pub mod coresim;
 pub mod faults;
 pub mod history;
 pub mod named;

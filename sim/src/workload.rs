@@ -414,7 +414,7 @@ pub fn classify(a: Answer) -> Outcome {
 }
 
 /// Whether a well-formed command may get this outcome.
-fn expected(kind: Kind, o: &Outcome) -> bool {
+pub fn expected(kind: Kind, o: &Outcome) -> bool {
     use Outcome as O;
     match o {
         O::ServerError(_) | O::Timeout | O::Io(_) | O::NoReply => true,

@@ -196,3 +196,33 @@ fn a_report_for_an_older_prepare_is_refused_as_stale() {
     // Without an epoch (Flare's tools) the report is taken as before.
     assert_eq!(h.cmd("node role s 12121 proxy"), "OK\r\n");
 }
+
+/// Core simulator seed 134: a master's failover waited for its lease; the master restarted meanwhile and registered
+/// again, which marked it down; its next answered ping "called off" the waiting failover instead of bringing it up,
+/// and it stayed down for good. Now it comes back up.
+#[test]
+fn a_master_that_restarts_while_its_failover_waits_for_the_lease_comes_back_up() {
+    let (mut h, session) = leased_pair();
+    let ms = Duration::from_millis;
+    // Its probes fail long enough for the monitor to call it down, while its lease is still renewed: the
+    // failover waits for the lease.
+    for _ in 0..5 {
+        h.run(ms(900), &set(&["m"]));
+        let v = h.version();
+        assert_eq!(
+            h.cmd_on(session, &format!("node lease m 12121 {v} 3000")),
+            "OK\r\n"
+        );
+    }
+    assert_eq!(h.node(&key("m")), "master active 0", "still leased");
+    // It restarts and registers again: a live record registering again is marked down.
+    let r = h.cmd("node add m 12121");
+    assert!(r.ends_with("END\r\n"), "{r}");
+    assert!(h.node(&key("m")).contains("down"), "{}", h.node(&key("m")));
+    h.run(ms(3000), &BTreeSet::new());
+    assert!(
+        !h.node(&key("m")).contains("down"),
+        "a node that answers is up again: {}",
+        h.node(&key("m"))
+    );
+}

@@ -736,7 +736,10 @@ impl Index {
                 tracing::warn!(node = key, "node down: monitor threshold reached");
                 transitions::mark_down(&self.cluster, key, &self.positions_for(key))
             }
-            Verdict::Up if self.deferred_down.remove(key).is_some() => {
+            // A failover waiting for the lease is called off only while the map still has the node up: a node marked
+            // down meanwhile by another path (it registered again after a restart, which marks a live record down)
+            // comes back up as any down node does. (Core simulator, seed 134: the master stayed down for good.)
+            Verdict::Up if self.deferred_down.remove(key).is_some() && !self.down_in_map(key) => {
                 tracing::info!(node = key, "master answers again: failover called off");
                 // While it looked down it was left out of the pushes: it gets the maps it missed now.
                 if let Some(m) = self.monitors.get_mut(key) {
@@ -752,6 +755,14 @@ impl Index {
         if let Err(e) = self.commit(now, step, PushPlan::default()) {
             tracing::error!(node = key, error = %e, "monitor event not applied");
         }
+    }
+
+    fn down_in_map(&self, key: &str) -> bool {
+        self.cluster
+            .map
+            .nodes
+            .get(key)
+            .is_some_and(|n| n.state == State::Down)
     }
 
     /// Whether `key` is an active master that may still hold a lease at `now`.

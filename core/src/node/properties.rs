@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 
-use super::testkit::{line, stats_nodes_reply, Answer, Kit, Rec};
+use super::testkit::{line, stats_nodes_reply, stats_reply, Answer, Kit, Rec};
 use super::WriteId;
 use crate::node_map::{Role, State};
 use crate::protocol::reply::ReplyEvent;
@@ -189,7 +189,9 @@ fn step(
                 let first = call.lines.last().cloned().unwrap_or_default();
                 let reply = match (ok, first.as_str()) {
                     (false, _) => Err("connection refused".to_string()),
-                    (true, "stats nodes") => Ok(vec![stats_nodes_reply(held)]),
+                    (true, "stats nodes") => {
+                        Ok(vec![stats_reply(m.version), stats_nodes_reply(held)])
+                    }
                     (true, "stats") => Ok(vec![vec![ReplyEvent::End]]),
                     (true, _) => Ok(line("OK")),
                 };
@@ -257,7 +259,7 @@ fn check(kit: &Kit, m: &mut Model) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
     #[test]
     fn the_node_keeps_its_invariants_whatever_the_order_of_events(events in prop::collection::vec(event(), 1..80)) {
         let mut kit = Kit::registered("b", 1, MAPS[0]);

@@ -4,7 +4,8 @@
 //! up (`proxy`) on failure.
 //!
 //! Per source, in order:
-//! 1. **Does the source know this node?** `stats nodes` on the source, until its map lists this node with the role
+//! 1. **Does the source know this node?** `stats` and `stats nodes` on the source, until its map is at least as new
+//!    as the prepare's and lists this node with the role
 //!    and partition it is built for, in a state other than `down` (at most 5 × `proxy-timeout`, asked every
 //!    [`CHECK_RETRY`]). A dump copies only what the source holds when it is read; later writes reach this node only
 //!    by replication, which the source does only once its map lists this node. Without the check a slave could copy
@@ -197,6 +198,21 @@ fn sources(
     Ok(out)
 }
 
+/// Whether a source's `stats` shows a node map at least as new as `epoch` (the prepare's). A source on an older
+/// map may list this node from before it went down (active, say) and still not replicate to it once it applies
+/// the maps in between (core simulator, seed 151: the copy was reported done while the master, two maps behind,
+/// then dropped this node as a target and acknowledged sync writes without it). A source that shows no version
+/// (not one of ours) is taken at its word.
+pub(super) fn holds_at_least(events: &[ReplyEvent], epoch: u64) -> bool {
+    let version = events.iter().find_map(|e| match e {
+        ReplyEvent::Item(l) => l
+            .strip_prefix(b"STAT node_map_version ")
+            .and_then(parse_u64),
+        _ => None,
+    });
+    version.is_none_or(|v| v >= epoch)
+}
+
 /// Whether a source's `stats nodes` lists `me` as `role` of `partition`, in a state other than `down` (a source
 /// whose map still has this node down replicates nothing to it).
 pub(super) fn lists(events: &[ReplyEvent], me: &str, role: Role, partition: u32) -> bool {
@@ -341,7 +357,10 @@ impl Node {
         self.call(
             Purpose::SourceCheck { generation },
             Dest::Node(source),
-            vec![("stats nodes".into(), ReplyKind::Lines)],
+            vec![
+                ("stats".into(), ReplyKind::Lines),
+                ("stats nodes".into(), ReplyKind::Lines),
+            ],
         );
     }
 
@@ -358,8 +377,10 @@ impl Node {
         let Step::Checking { deadline, .. } = r.step else {
             return;
         };
-        let (role, partition) = (r.role, r.partition);
-        let listed = matches!(&reply, Ok(replies) if lists(replies.iter().flatten().cloned().collect::<Vec<_>>().as_slice(), &me, role, partition));
+        let (role, partition, epoch) = (r.role, r.partition, r.epoch);
+        let listed = matches!(&reply, Ok(replies) if replies.len() == 2
+            && holds_at_least(&replies[0], epoch)
+            && lists(&replies[1], &me, role, partition));
         if listed {
             let source = r
                 .sources

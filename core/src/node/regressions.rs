@@ -187,10 +187,10 @@ fn dump_item(key: &str) -> ValueBlock {
 fn copy_to_report(k: &mut Kit) {
     k.answer(
         "stats nodes",
-        Ok(vec![stats_nodes_reply(&[
-            ("a", "master", "active", 0),
-            ("b", "slave", "prepare", 0),
-        ])]),
+        Ok(vec![
+            stats_reply(k.version()),
+            stats_nodes_reply(&[("a", "master", "active", 0), ("b", "slave", "prepare", 0)]),
+        ]),
     );
     k.answer(
         "stats",
@@ -209,16 +209,22 @@ fn copy_to_report(k: &mut Kit) {
     k.pump();
 }
 
-/// `slave_added_while_master_cannot_hear_index` (swarm seed 1082), and seed 229: a slave copied a master that did
-/// not list it yet (or listed it down), reported itself active, and missed every write the master, unaware of it,
+/// `slave_added_while_master_cannot_hear_index` (swarm seed 1082), seed 229 and core simulator seed 151: a slave
+/// copied a master that did not list it yet (or listed it down, or held an older map), reported itself active, and missed every write the master, unaware of it,
 /// never replicated to it. Now the copy starts only once the source lists it, in a state other than down.
 #[test]
 fn a_slave_copies_only_from_a_master_that_lists_it_alive() {
     let mut k = preparing_slave();
     let unaware: &[Rec<'_>] = &[("a", "master", "active", 0), ("b", "proxy", "active", -1)];
     let down: &[Rec<'_>] = &[("a", "master", "active", 0), ("b", "slave", "down", 0)];
-    for map in [unaware, down] {
-        k.answer("stats nodes", Ok(vec![stats_nodes_reply(map)]));
+    // Core simulator seed 151: a source two maps behind still lists this node active from before it went down;
+    // it will drop it as a target when it catches up. Its map must be at least the prepare's.
+    let stale: &[Rec<'_>] = &[("a", "master", "active", 0), ("b", "slave", "active", 0)];
+    for (version, map) in [(3, unaware), (3, down), (2, stale)] {
+        k.answer(
+            "stats nodes",
+            Ok(vec![stats_reply(version), stats_nodes_reply(map)]),
+        );
         assert!(
             k.pulls.is_empty() && !k.has_call("node state"),
             "{:?}",
@@ -254,10 +260,10 @@ fn a_dump_source_gone_silent_fails_the_copy() {
     let mut k = preparing_slave();
     k.answer(
         "stats nodes",
-        Ok(vec![stats_nodes_reply(&[
-            ("a", "master", "active", 0),
-            ("b", "slave", "prepare", 0),
-        ])]),
+        Ok(vec![
+            stats_reply(k.version()),
+            stats_nodes_reply(&[("a", "master", "active", 0), ("b", "slave", "prepare", 0)]),
+        ]),
     );
     k.answer("stats", Ok(vec![vec![ReplyEvent::End]]));
     assert_eq!(k.pulls.len(), 1);
@@ -277,10 +283,10 @@ fn a_copy_that_misses_a_map_version_starts_over() {
     let mut k = preparing_slave();
     k.answer(
         "stats nodes",
-        Ok(vec![stats_nodes_reply(&[
-            ("a", "master", "active", 0),
-            ("b", "slave", "prepare", 0),
-        ])]),
+        Ok(vec![
+            stats_reply(k.version()),
+            stats_nodes_reply(&[("a", "master", "active", 0), ("b", "slave", "prepare", 0)]),
+        ]),
     );
     k.answer("stats", Ok(vec![vec![ReplyEvent::End]]));
     let (old_pull, _, _) = k.pulls[0].clone();
@@ -428,4 +434,45 @@ fn settings_with_timeout(name: &str, proxy_timeout: Duration) -> super::NodeSett
         proxy_timeout,
         ..settings(name, Duration::from_secs(3))
     }
+}
+
+/// Core simulator seed 105: a node restarted while the index was down; the restarted index pushed its map to it
+/// before its `node add` was answered, and the node applied it with the default partition parameters (not the
+/// cluster's `meta`), routing keys to the wrong partition. Now a push before registration is refused.
+#[test]
+fn a_push_before_the_registration_is_answered_is_refused() {
+    let mut k = Kit::new("b");
+    assert!(k.has_call("node add"));
+    let early = k.sync(13, A_MASTER_B_SLAVE);
+    assert_eq!(early, Err("SERVER_ERROR node sync error"));
+    assert!(
+        k.session_opening.is_none(),
+        "no session before registration"
+    );
+    k.answer_registration(13, A_MASTER_B_SLAVE);
+    assert_eq!((k.version(), k.me().0.as_str()), (13, "slave"));
+}
+
+/// Core simulator seed 1144: a restarted index pushed its current map again; a slave whose copy had just been
+/// reported took the same map for a missed version, emptied its store and started over, and the next map made it
+/// active with nothing in it. Now the same map again changes nothing.
+#[test]
+fn the_same_map_pushed_again_changes_nothing() {
+    let mut k = preparing_slave();
+    copy_to_report(&mut k);
+    let flushes = k.log.iter().filter(|l| *l == "store FlushAll").count();
+    let calls = k.calls.len();
+    k.sync(
+        3,
+        &[("a", "master", "active", 0), ("b", "slave", "prepare", 0)],
+    )
+    .expect("the same map is taken");
+    assert_eq!(
+        k.log.iter().filter(|l| *l == "store FlushAll").count(),
+        flushes,
+        "{:?}",
+        k.log
+    );
+    assert_eq!(k.calls.len(), calls, "no new copy: {:?}", k.calls);
+    assert!(k.has_call("node state b 1 active 3"));
 }

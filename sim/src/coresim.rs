@@ -1,0 +1,2391 @@
+//! The core-level cluster simulator: the index and node **machines** of a whole cluster (`core::index::Index`,
+//! `core::node::Node`), each node on the storage model (`MemoryStorage`), joined by an in-memory network, stepped
+//! by one event queue in one thread. No tokio, no turmoil, no drivers: thousands of seeds a minute, where the
+//! turmoil simulation over the production drivers (`crate::run`) runs a few.
+//!
+//! **What it models.** Every message of the cluster is one [`Payload`] between two hosts (index, nodes, clients,
+//! the admin): node calls, the index session and its renewals, probes and pushes, replication entries on their
+//! links, forwarded requests and their answers, dumps. Requests and answers are real bytes, decoded with core's
+//! parsers (`Decoder`, `AdminParser`, `ReplyReader`), so what a node serves is what `flared` serves. A link
+//! between two hosts has a latency drawn per message, keeps its messages in order, and can be cut (messages lost:
+//! connections stall), held (messages kept and delivered on release), or slowed. A crashed host loses its
+//! in-memory state but not its storage (process crashes); its peers see its connections close. Time moves from
+//! event to event.
+//!
+//! **The run** follows the turmoil simulation's phases (`history::Phase`) on the same [`Scenario`] (the swarm's
+//! draw, with what this simulator does not model turned off: growth, slaves added under load, slave rebuilds,
+//! counters, `noreply`, machine crashes; faults at half the swarm's times): setup through the index as an
+//! operator would, faults under a workload of random commands to random nodes, calm until the cluster converged,
+//! a checked window, drain, and the read-back of every node's store and of every key through every node.
+//!
+//! **Checkers**: the same as `crate::run`'s (`check::check_run`: values, sync writes survive, fresh reads, slaves
+//! match masters, keys in their partition, reads through any node, one master per partition per map version), and
+//! the real-time one (`acks::one_acknowledging_master`) on the acknowledgements the driver saw, timed in
+//! simulated time. Everything random derives from the seed; the trace hash makes the determinism check.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use flare_core::exec::{self, Outcome as ExecOutcome, Tally};
+use flare_core::index::{Action as IxAction, ConnId, Index, IndexParams, ProbeResult, Snapshot};
+use flare_core::node::plan::{self, Answer as PartAnswer, Finish, Origin, Part, Pending, Plan};
+use flare_core::node::targets::{WriteFailure, WriteId};
+use flare_core::node::wire::{dump_item, replica_message, PeerReplyBuilder};
+use flare_core::node::{no_lease_reply, Action, CallId, Dest, Node, NodeSettings, StoreOp};
+use flare_core::protocol::admin::{AdminCommand, AdminParsed, AdminParser, ServerQuery};
+use flare_core::protocol::reply::{PeerReply, ReplyEvent, ReplyKind, ReplyReader};
+use flare_core::protocol::response::{encode, encode_text};
+use flare_core::protocol::{
+    Command, Decoded, Decoder, ErrorReply, Framing, Limits, ProxyPath, ReplicationMode, Reply,
+    StatsGroup,
+};
+use flare_core::storage::{Change, MemoryStorage, Storage};
+use flare_core::store::Store;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::acks::{one_acknowledging_master, Ack};
+use crate::check::check_run;
+use crate::client::Answer as ClientAnswer;
+use crate::cluster::{index_config, node_config, store_config};
+use crate::history::{
+    lock, map_text, parse_stats_nodes, Env, Failure, FinalState, Kind, MapView, Op, Outcome, Phase,
+    Seen,
+};
+use crate::scenario::{CrashModel, Fault, Planned, Scenario, INDEX, NODE_PORT};
+use crate::workload::{classify, expected, OP_TIMEOUT};
+
+/// The index is host 0; nodes follow, then the clients, then the admin.
+const IX: usize = 0;
+
+/// What one core-level run found.
+#[derive(Debug)]
+pub struct CoreReport {
+    /// The scenario run.
+    pub scenario: Scenario,
+    /// Every failure (empty: passed).
+    pub failures: Vec<Failure>,
+    /// The trace hash (the determinism check compares it).
+    pub trace_hash: u64,
+    /// Events processed.
+    pub events: u64,
+    /// Simulated time at the end.
+    pub sim_ms: u64,
+    /// Client operations recorded.
+    pub ops: usize,
+}
+
+impl CoreReport {
+    /// No checker failed.
+    pub fn passed(&self) -> bool {
+        self.failures.is_empty()
+    }
+
+    /// The one-line replay command.
+    pub fn replay_line(&self) -> String {
+        format!(
+            "scripts/sim-core 1 {}   (or: target/release/flare-sim-core --seed {})",
+            self.scenario.seed, self.scenario.seed
+        )
+    }
+}
+
+/// The swarm scenario of `seed`, restricted to what this simulator models.
+pub fn scenario(seed: u64) -> Scenario {
+    let mut s = Scenario::swarm(seed);
+    s.name = "core".into();
+    s.grow_partition = false;
+    s.slaves_under_load = false;
+    s.rebuild_slaves = false;
+    s.counters = 0;
+    s.noreply_ratio = 0.0;
+    s.crash_model = CrashModel::Process;
+    s.fault_phase /= 2;
+    for f in &mut s.faults {
+        f.at /= 2;
+    }
+    s.faults.retain(|f| f.at < s.fault_phase);
+    s.calm_limit = Duration::from_secs(30);
+    s
+}
+
+/// Where an answer goes.
+#[derive(Clone, Debug)]
+enum ReplyTo {
+    /// A workload client's (or the admin's) request `op`.
+    Client { host: usize, op: u64 },
+    /// Part `part` of request `req` on node host `host`.
+    Part {
+        host: usize,
+        boot: u64,
+        req: u64,
+        part: usize,
+    },
+    /// A replication entry on `host`'s link `gen` to `peer` (this node's key).
+    Link {
+        host: usize,
+        boot: u64,
+        gen: u64,
+        peer: String,
+    },
+    /// A part run locally on the same node.
+    Local { req: u64, part: usize },
+}
+
+#[derive(Clone, Debug)]
+enum Payload {
+    /// A node's call: one reply per line.
+    Call {
+        call: CallId,
+        lines: Vec<(String, ReplyKind)>,
+    },
+    CallReply {
+        call: CallId,
+        replies: Vec<Vec<ReplyEvent>>,
+    },
+    SessionOpen {
+        sid: u64,
+        lines: Vec<String>,
+    },
+    SessionOpened {
+        sid: u64,
+        conn: ConnId,
+        answers: Vec<Bytes>,
+    },
+    SessionLine {
+        conn: ConnId,
+        line: String,
+    },
+    SessionReply {
+        conn: ConnId,
+        line: Bytes,
+    },
+    /// The node closed its session (or its process died: the kernel closes it).
+    SessionEnd {
+        conn: ConnId,
+        node: String,
+    },
+    /// The index closed the session (or died).
+    SessionBroken {
+        conn: ConnId,
+    },
+    LinkSyn {
+        gen: u64,
+        peer: String,
+    },
+    LinkAck {
+        gen: u64,
+        peer: String,
+    },
+    /// A link's other end went away.
+    LinkFin {
+        peer: String,
+    },
+    Request {
+        bytes: Bytes,
+        to: ReplyTo,
+    },
+    Answer {
+        bytes: Bytes,
+        to: ReplyTo,
+    },
+    Probe {
+        id: u64,
+        position: bool,
+    },
+    ProbeReply {
+        id: u64,
+        position: u64,
+    },
+    Push {
+        id: u64,
+        version: u64,
+        lines: Vec<flare_core::protocol::NodeLine>,
+    },
+    PushReply {
+        id: u64,
+        ok: bool,
+    },
+    Dump {
+        pull: CallId,
+        line: String,
+    },
+    DumpData {
+        pull: CallId,
+        bytes: Bytes,
+    },
+    /// The destination process is gone (down, or restarted since): its kernel refused or reset the connection.
+    Refused(Box<Payload>),
+}
+
+#[derive(Clone, Debug)]
+struct Msg {
+    from: usize,
+    to: usize,
+    to_boot: u64,
+    payload: Payload,
+}
+
+#[derive(Clone, Debug)]
+enum Ev {
+    Deliver(Msg),
+    NodeTimer(usize, u64),
+    IndexTimer(u64),
+    CallTimeout(usize, u64, CallId),
+    LinkTimeout(usize, u64, String, u64),
+    SessionTimeout(usize, u64, u64),
+    PartTimeout(usize, u64, u64, usize),
+    ProbeTimeout(u64),
+    PushTimeout(u64),
+    ClientTimeout(usize, u64),
+    ClientGo(usize),
+    Admin,
+    Fault(usize),
+}
+
+/// A request a node runs in parts (forwarded, split, retried).
+struct Inflight {
+    to: ReplyTo,
+    framing: Framing,
+    pending: Pending,
+    answers: Vec<Option<PartAnswer>>,
+    kinds: Vec<ReplyKind>,
+    left: usize,
+}
+
+struct NodeHost {
+    name: String,
+    key: String,
+    up: bool,
+    boot: u64,
+    settings: NodeSettings,
+    storage: Arc<MemoryStorage>,
+    store: Store<Arc<MemoryStorage>>,
+    node: Node,
+    timer_gen: u64,
+    calls: BTreeSet<CallId>,
+    session: Option<(u64, Option<ConnId>)>,
+    next_sid: u64,
+    links: BTreeMap<String, (u64, bool)>,
+    next_gen: u64,
+    waits: BTreeMap<WriteId, (ReplyTo, Framing, Reply, Option<u32>)>,
+    reqs: BTreeMap<u64, Inflight>,
+    next_req: u64,
+    held_version: Option<u64>,
+}
+
+struct IndexHost {
+    up: bool,
+    boot: u64,
+    params: IndexParams,
+    snapshot: Option<Snapshot>,
+    index: Option<Index>,
+    timer_gen: u64,
+    probes: BTreeMap<u64, String>,
+    pushes: BTreeMap<u64, (String, u64)>,
+    next_id: u64,
+    sessions: BTreeMap<ConnId, usize>,
+    admin: Option<ConnId>,
+    held_version: Option<u64>,
+}
+
+#[derive(Clone, Debug)]
+struct ClientOp {
+    id: u64,
+    op: Op,
+    reads: bool,
+}
+
+struct ClientHost {
+    idx: u32,
+    rng: StdRng,
+    inflight: Option<ClientOp>,
+    next_token: u64,
+    done: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stage {
+    Registering,
+    Masters(usize),
+    Slaves(usize),
+    Faults,
+    Calm,
+    Window,
+    Stopping,
+    Draining,
+    Reading,
+    Done,
+}
+
+/// The whole simulated cluster.
+struct Sim {
+    s: Scenario,
+    base: Instant,
+    now: Duration,
+    queue: BinaryHeap<Reverse<(Duration, u64, usize)>>,
+    events: Vec<Option<Ev>>,
+    free: Vec<usize>,
+    seq: u64,
+    rng: StdRng,
+    names: Vec<String>,
+    ix: IndexHost,
+    nodes: Vec<NodeHost>,
+    clients: Vec<ClientHost>,
+    admin_host: usize,
+    env: crate::history::SharedEnv,
+    // Links between hosts: cut (count), held (count and messages), slowed (max latency), last delivery.
+    cut: BTreeMap<(usize, usize), u32>,
+    held: BTreeMap<(usize, usize), (u32, Vec<Msg>)>,
+    slow: BTreeMap<(usize, usize), Duration>,
+    last: BTreeMap<(usize, usize), Duration>,
+    acks: Vec<Ack>,
+    stage: Stage,
+    stage_since: Duration,
+    workload_start: Duration,
+    admin_ops: BTreeMap<u64, (String, String, bool)>,
+    final_state: Option<FinalState>,
+    next_op: u64,
+    processed: u64,
+    done: bool,
+    debug: bool,
+    /// Connections that lost a message.
+    stalled: BTreeSet<String>,
+}
+
+fn pair(a: usize, b: usize) -> (usize, usize) {
+    (a.min(b), a.max(b))
+}
+
+impl Sim {
+    fn new(s: &Scenario) -> Sim {
+        let base = Instant::now();
+        let layout = s.layout();
+        let mut names = vec![INDEX.to_string()];
+        names.extend(layout.iter().map(|(n, _)| n.clone()));
+        names.extend(s.client_hosts());
+        names.push(crate::scenario::ADMIN.to_string());
+        let admin_host = names.len() - 1;
+        let ic = index_config(s);
+        let params = IndexParams::from_config(&ic);
+        let nodes = layout
+            .iter()
+            .map(|(name, _)| {
+                let mut c = node_config(name);
+                c.master_lease = s.master_lease;
+                let settings = NodeSettings::from_config(&c);
+                let storage = Arc::new(MemoryStorage::new());
+                let store = Store::new(storage.clone(), store_config(&c));
+                let node = Node::new(settings.clone(), base);
+                NodeHost {
+                    key: format!("{name}:{NODE_PORT}"),
+                    name: name.clone(),
+                    up: true,
+                    boot: 0,
+                    settings,
+                    storage,
+                    store,
+                    node,
+                    timer_gen: 0,
+                    calls: BTreeSet::new(),
+                    session: None,
+                    next_sid: 0,
+                    links: BTreeMap::new(),
+                    next_gen: 0,
+                    waits: BTreeMap::new(),
+                    reqs: BTreeMap::new(),
+                    next_req: 0,
+                    held_version: None,
+                }
+            })
+            .collect();
+        let clients = (0..s.clients)
+            .map(|i| ClientHost {
+                idx: i,
+                rng: StdRng::seed_from_u64(
+                    s.seed ^ (u64::from(i) + 1).wrapping_mul(0xa076_1d64_78bd_642f),
+                ),
+                inflight: None,
+                next_token: 0,
+                done: false,
+            })
+            .collect();
+        let mut sim = Sim {
+            s: s.clone(),
+            base,
+            now: Duration::ZERO,
+            queue: BinaryHeap::new(),
+            events: Vec::new(),
+            free: Vec::new(),
+            seq: 0,
+            rng: StdRng::seed_from_u64(s.seed ^ 0xc0de_5eed),
+            names,
+            ix: IndexHost {
+                up: true,
+                boot: 0,
+                params: params.clone(),
+                snapshot: None,
+                index: None,
+                timer_gen: 0,
+                probes: BTreeMap::new(),
+                pushes: BTreeMap::new(),
+                next_id: 0,
+                sessions: BTreeMap::new(),
+                admin: None,
+                held_version: None,
+            },
+            nodes,
+            clients,
+            admin_host,
+            env: Env::new(s.clients),
+            cut: BTreeMap::new(),
+            held: BTreeMap::new(),
+            slow: BTreeMap::new(),
+            last: BTreeMap::new(),
+            acks: Vec::new(),
+            stage: Stage::Registering,
+            stage_since: Duration::ZERO,
+            workload_start: Duration::ZERO,
+            admin_ops: BTreeMap::new(),
+            final_state: None,
+            next_op: 0,
+            processed: 0,
+            done: false,
+            debug: std::env::var_os("FLARE_CORE_DEBUG").is_some(),
+            stalled: BTreeSet::new(),
+        };
+        sim.boot_index();
+        for n in 0..sim.nodes.len() {
+            sim.drain_node(n);
+        }
+        sim.at(Duration::from_millis(50), Ev::Admin);
+        sim
+    }
+
+    fn t(&self) -> Instant {
+        self.base + self.now
+    }
+
+    fn ms(&self) -> u64 {
+        self.now.as_millis() as u64
+    }
+
+    fn trace(&self, line: String) {
+        let ms = self.ms();
+        lock(&self.env).trace(format!("{ms} {line}"));
+    }
+
+    fn at(&mut self, delay: Duration, ev: Ev) {
+        self.seq += 1;
+        let slot = match self.free.pop() {
+            Some(i) => {
+                self.events[i] = Some(ev);
+                i
+            }
+            None => {
+                self.events.push(Some(ev));
+                self.events.len() - 1
+            }
+        };
+        self.queue.push(Reverse((self.now + delay, self.seq, slot)));
+    }
+
+    fn host_of_key(&self, key: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| n.key == key).map(|i| i + 1)
+    }
+
+    fn boot_of(&self, host: usize) -> Option<u64> {
+        match host {
+            IX => self.ix.up.then_some(self.ix.boot),
+            h if h <= self.nodes.len() => {
+                let n = &self.nodes[h - 1];
+                n.up.then_some(n.boot)
+            }
+            _ => Some(0),
+        }
+    }
+
+    // ---- The network ----
+
+    /// `msg` reached a host whose process is gone: the sender learns it (a refused connect, a reset).
+    fn refuse(&mut self, msg: Msg) {
+        if matches!(
+            msg.payload,
+            Payload::Refused(_)
+                | Payload::Answer { .. }
+                | Payload::SessionEnd { .. }
+                | Payload::LinkFin { .. }
+        ) {
+            return;
+        }
+        self.send(msg.to, msg.from, Payload::Refused(Box::new(msg.payload)));
+    }
+
+    fn send(&mut self, from: usize, to: usize, payload: Payload) {
+        if self.debug {
+            let text = match &payload {
+                Payload::Request { bytes, .. } | Payload::Answer { bytes, .. } => {
+                    String::from_utf8_lossy(&bytes[..bytes.len().min(120)]).replace("\r\n", " | ")
+                }
+                p => format!("{p:?}").chars().take(160).collect(),
+            };
+            let cut = self.cut.get(&pair(from, to)).is_some_and(|c| *c > 0);
+            println!(
+                "{} {} -> {}{}: {text}",
+                self.ms(),
+                self.names[from],
+                self.names[to],
+                if cut { " (cut)" } else { "" }
+            );
+        }
+        let Some(to_boot) = self.boot_of(to) else {
+            let cut = self.cut.get(&pair(from, to)).is_some_and(|c| *c > 0);
+            if !cut && to <= self.nodes.len() {
+                let msg = Msg {
+                    from,
+                    to,
+                    to_boot: u64::MAX,
+                    payload,
+                };
+                self.refuse(msg);
+            }
+            return;
+        };
+        // A message lost on a connection stalls the connection for good (TCP never delivers past a hole), as in
+        // the turmoil simulation: later messages on it are lost too, whatever the link does meanwhile.
+        let conn = self.conn_key(from, to, &payload);
+        if conn.as_ref().is_some_and(|c| self.stalled.contains(c)) {
+            return;
+        }
+        let msg = Msg {
+            from,
+            to,
+            to_boot,
+            payload,
+        };
+        let p = pair(from, to);
+        if self.cut.get(&p).is_some_and(|c| *c > 0) {
+            if let Some(c) = conn {
+                self.stalled.insert(c);
+            }
+            return;
+        }
+        if let Some((n, kept)) = self.held.get_mut(&p) {
+            if *n > 0 {
+                kept.push(msg);
+                return;
+            }
+        }
+        self.transmit(msg);
+    }
+
+    /// The connection a message travels on, when it is one that lives past one exchange: a replication link
+    /// (both directions) or an index session.
+    fn conn_key(&self, from: usize, to: usize, payload: &Payload) -> Option<String> {
+        match payload {
+            Payload::Request {
+                to: ReplyTo::Link {
+                    host, gen, peer, ..
+                },
+                ..
+            }
+            | Payload::Answer {
+                to: ReplyTo::Link {
+                    host, gen, peer, ..
+                },
+                ..
+            } => Some(format!("link {host} {peer} {gen}")),
+            Payload::LinkFin { peer } => {
+                // From the dead peer `from` to the master `to`: the link `to` holds towards it.
+                let gen = self.nodes.get(to.wrapping_sub(1))?.links.get(peer)?.0;
+                let _ = from;
+                Some(format!("link {to} {peer} {gen}"))
+            }
+            Payload::SessionLine { conn, .. }
+            | Payload::SessionReply { conn, .. }
+            | Payload::SessionEnd { conn, .. }
+            | Payload::SessionBroken { conn } => Some(format!("session {}", conn.0)),
+            _ => None,
+        }
+    }
+
+    fn transmit(&mut self, msg: Msg) {
+        let (lo, hi) = self.s.latency_ms;
+        let max = self.slow.get(&pair(msg.from, msg.to)).copied();
+        let lat = match max {
+            Some(m) => Duration::from_millis(self.rng.random_range(lo..=m.as_millis() as u64)),
+            None => Duration::from_micros(self.rng.random_range(lo * 1000..=hi * 1000 + 200)),
+        };
+        let dir = (msg.from, msg.to);
+        let when = (self.now + lat).max(self.last.get(&dir).copied().unwrap_or_default());
+        self.last.insert(dir, when);
+        let delay = when - self.now;
+        self.at(delay, Ev::Deliver(msg));
+    }
+
+    // ---- The loop ----
+
+    fn run(&mut self) {
+        let limit = self.s.sim_limit;
+        while let Some(Reverse((t, _, slot))) = self.queue.pop() {
+            let ev = self.events[slot]
+                .take()
+                .expect("invariant: a queued event is stored");
+            self.free.push(slot);
+            self.now = t;
+            self.processed += 1;
+            if self.now > limit {
+                lock(&self.env).fail(
+                    "time",
+                    format!("the run passed {limit:?} of simulated time"),
+                );
+                return;
+            }
+            self.handle(ev);
+            if self.done {
+                return;
+            }
+        }
+        lock(&self.env).fail("time", "the event queue ran dry".into());
+    }
+
+    fn handle(&mut self, ev: Ev) {
+        match ev {
+            Ev::Deliver(msg) => {
+                if self.boot_of(msg.to) != Some(msg.to_boot) {
+                    return self.refuse(msg);
+                }
+                match msg.to {
+                    IX => self.index_msg(msg),
+                    h if h <= self.nodes.len() => self.node_msg(h - 1, msg),
+                    h if h == self.admin_host => self.client_msg(None, msg),
+                    h => self.client_msg(Some(h - 1 - self.nodes.len()), msg),
+                }
+            }
+            Ev::NodeTimer(n, gen) => {
+                if self.nodes[n].up && self.nodes[n].timer_gen == gen {
+                    let now = self.t();
+                    self.nodes[n].node.handle_timeout(now);
+                    self.drain_node(n);
+                }
+            }
+            Ev::IndexTimer(gen) => {
+                if self.ix.up && self.ix.timer_gen == gen {
+                    let now = self.t();
+                    if let Some(ix) = self.ix.index.as_mut() {
+                        ix.handle_timeout(now);
+                    }
+                    self.drain_index();
+                }
+            }
+            Ev::CallTimeout(n, boot, call) => {
+                if self.nodes[n].boot == boot && self.nodes[n].calls.remove(&call) {
+                    let now = self.t();
+                    self.nodes[n]
+                        .node
+                        .handle_call_reply(now, call, Err("timeout".into()));
+                    self.drain_node(n);
+                }
+            }
+            Ev::LinkTimeout(n, boot, peer, gen) => {
+                let now = self.t();
+                let h = &mut self.nodes[n];
+                if h.boot == boot && h.links.get(&peer) == Some(&(gen, false)) {
+                    h.links.remove(&peer);
+                    h.node.handle_link_opened(now, &peer, false);
+                    self.drain_node(n);
+                }
+            }
+            Ev::SessionTimeout(n, boot, sid) => {
+                let now = self.t();
+                let h = &mut self.nodes[n];
+                if h.boot == boot && h.session == Some((sid, None)) {
+                    h.session = None;
+                    h.node.handle_session_opened(now, Err("timeout".into()));
+                    self.drain_node(n);
+                }
+            }
+            Ev::PartTimeout(n, boot, req, part) => {
+                if self.nodes[n].boot == boot {
+                    self.part_answer(n, req, part, PartAnswer::Peer(Err(())));
+                }
+            }
+            Ev::ProbeTimeout(id) => {
+                if let Some(node) = self.ix.probes.remove(&id) {
+                    let now = self.t();
+                    if let Some(ix) = self.ix.index.as_mut() {
+                        ix.handle_probe_result(now, &node, ProbeResult::default());
+                    }
+                    self.drain_index();
+                }
+            }
+            Ev::PushTimeout(id) => {
+                if let Some((node, version)) = self.ix.pushes.remove(&id) {
+                    let now = self.t();
+                    if let Some(ix) = self.ix.index.as_mut() {
+                        ix.handle_push_result(now, &node, version, false);
+                    }
+                    self.drain_index();
+                }
+            }
+            Ev::ClientTimeout(c, id) => {
+                if self.clients[c]
+                    .inflight
+                    .as_ref()
+                    .is_some_and(|o| o.id == id)
+                {
+                    let op = self.clients[c].inflight.take().expect("checked");
+                    self.complete(c, op, Outcome::Timeout);
+                }
+            }
+            Ev::ClientGo(c) => self.client_go(c),
+            Ev::Admin => self.admin_step(),
+            Ev::Fault(i) => {
+                let f = self.s.faults[i].fault.clone();
+                self.fault(&f);
+            }
+        }
+    }
+
+    // ---- The index ----
+
+    fn boot_index(&mut self) {
+        let now = self.t();
+        let index = Index::new(self.ix.params.clone(), self.ix.snapshot.clone(), now)
+            .expect("invariant: the scenario's index parameters and snapshots are valid");
+        self.ix.index = Some(index);
+        self.ix.admin = self.ix.index.as_mut().map(Index::open_connection);
+        self.trace(format!("boot index #{}", self.ix.boot));
+        self.drain_index();
+    }
+
+    fn drain_index(&mut self) {
+        loop {
+            let Some(a) = self.ix.index.as_mut().and_then(Index::poll_action) else {
+                break;
+            };
+            match a {
+                IxAction::Persist(s) => self.ix.snapshot = Some(s),
+                IxAction::Probe {
+                    node,
+                    timeout,
+                    position,
+                } => {
+                    self.ix.next_id += 1;
+                    let id = self.ix.next_id;
+                    self.ix.probes.insert(id, node.clone());
+                    self.at(timeout, Ev::ProbeTimeout(id));
+                    if let Some(h) = self.host_of_key(&node) {
+                        self.send(IX, h, Payload::Probe { id, position });
+                    }
+                }
+                IxAction::Push {
+                    node,
+                    version,
+                    lines,
+                    timeout,
+                } => {
+                    self.ix.next_id += 1;
+                    let id = self.ix.next_id;
+                    self.ix.pushes.insert(id, (node.clone(), version));
+                    self.at(timeout, Ev::PushTimeout(id));
+                    if let Some(h) = self.host_of_key(&node) {
+                        self.send(IX, h, Payload::Push { id, version, lines });
+                    }
+                }
+                IxAction::Close(conn) => {
+                    if let Some(n) = self.ix.sessions.remove(&conn) {
+                        self.send(IX, n + 1, Payload::SessionBroken { conn });
+                    }
+                    if let Some(ix) = self.ix.index.as_mut() {
+                        ix.close_connection(conn);
+                    }
+                }
+            }
+        }
+        let now = self.t();
+        if let Some(t) = self.ix.index.as_ref().and_then(Index::poll_timeout) {
+            self.ix.timer_gen += 1;
+            let gen = self.ix.timer_gen;
+            self.at(t.saturating_duration_since(now), Ev::IndexTimer(gen));
+        }
+        if let Some(ix) = &self.ix.index {
+            let version = ix.node_map().version;
+            if self.ix.held_version != Some(version) {
+                self.ix.held_version = Some(version);
+                let map = map_view(ix.node_map());
+                lock(&self.env).hold_map(INDEX, version, map);
+            }
+        }
+    }
+
+    /// Runs one admin-protocol line on the index for connection `conn`.
+    fn index_line(&mut self, conn: ConnId, line: &str) -> Reply {
+        let now = self.t();
+        let mut parser = AdminParser::new(flare_core::protocol::admin::ADMIN_LINE_MAX);
+        let mut buf = BytesMut::from(format!("{line}\r\n").as_bytes());
+        let Some(ix) = self.ix.index.as_mut() else {
+            return Reply::Error(ErrorReply::Server("index down".into()));
+        };
+        let reply = match parser.parse(&mut buf) {
+            Some(AdminParsed::Command(AdminCommand::Index(cmd))) => {
+                ix.handle_command(now, conn, cmd).reply
+            }
+            Some(AdminParsed::Command(AdminCommand::Server(ServerQuery::Stats))) => Reply::Stats(
+                vec![("node_map_version".into(), ix.node_map().version.to_string())],
+            ),
+            Some(AdminParsed::Command(AdminCommand::Server(_))) => Reply::Stats(Vec::new()),
+            Some(AdminParsed::Error { error, .. }) => Reply::Error(error),
+            _ => Reply::Error(ErrorReply::UnknownCommand),
+        };
+        self.drain_index();
+        reply
+    }
+
+    fn index_msg(&mut self, msg: Msg) {
+        let from = msg.from;
+        let now = self.t();
+        match msg.payload {
+            Payload::Call { call, lines } => {
+                let conn = match self.ix.index.as_mut() {
+                    Some(ix) => ix.open_connection(),
+                    None => return,
+                };
+                let mut replies = Vec::new();
+                for (line, kind) in &lines {
+                    let reply = self.index_line(conn, line);
+                    replies.push(events(&reply, *kind));
+                }
+                if let Some(ix) = self.ix.index.as_mut() {
+                    ix.close_connection(conn);
+                }
+                self.send(IX, from, Payload::CallReply { call, replies });
+            }
+            Payload::SessionOpen { sid, lines } => {
+                let Some(conn) = self.ix.index.as_mut().map(Index::open_connection) else {
+                    return;
+                };
+                let answers = lines
+                    .iter()
+                    .map(|l| line_of(&self.index_line(conn, l)))
+                    .collect();
+                self.ix.sessions.insert(conn, from - 1);
+                self.send(IX, from, Payload::SessionOpened { sid, conn, answers });
+            }
+            Payload::SessionLine { conn, line } if self.ix.sessions.contains_key(&conn) => {
+                let reply = line_of(&self.index_line(conn, &line));
+                self.send(IX, from, Payload::SessionReply { conn, line: reply });
+            }
+            Payload::SessionEnd { conn, node } if self.ix.sessions.remove(&conn).is_some() => {
+                if let Some(ix) = self.ix.index.as_mut() {
+                    ix.handle_session_lost(now, &node, conn, true);
+                    ix.close_connection(conn);
+                }
+                self.drain_index();
+            }
+            Payload::ProbeReply { id, position } => {
+                if let Some(node) = self.ix.probes.remove(&id) {
+                    if let Some(ix) = self.ix.index.as_mut() {
+                        let r = ProbeResult {
+                            ok: true,
+                            replication_position: Some(position),
+                        };
+                        ix.handle_probe_result(now, &node, r);
+                    }
+                    self.drain_index();
+                }
+            }
+            Payload::Refused(p) => {
+                match *p {
+                    Payload::Probe { id, .. } => {
+                        if let Some(node) = self.ix.probes.remove(&id) {
+                            if let Some(ix) = self.ix.index.as_mut() {
+                                ix.handle_probe_result(now, &node, ProbeResult::default());
+                            }
+                        }
+                    }
+                    Payload::Push { id, .. } => {
+                        if let Some((node, version)) = self.ix.pushes.remove(&id) {
+                            if let Some(ix) = self.ix.index.as_mut() {
+                                ix.handle_push_result(now, &node, version, false);
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+                self.drain_index();
+            }
+            Payload::PushReply { id, ok } => {
+                if let Some((node, version)) = self.ix.pushes.remove(&id) {
+                    if let Some(ix) = self.ix.index.as_mut() {
+                        ix.handle_push_result(now, &node, version, ok);
+                    }
+                    self.drain_index();
+                }
+            }
+            _ => {}
+        }
+    }
+
+    // ---- The nodes ----
+
+    fn drain_node(&mut self, n: usize) {
+        let host = n + 1;
+        while let Some(a) = self.nodes[n].node.poll_action() {
+            let now = self.t();
+            match a {
+                Action::Call {
+                    call,
+                    to,
+                    lines,
+                    timeout,
+                } => {
+                    let dest = match &to {
+                        Dest::Index => Some(IX),
+                        Dest::Node(k) => self.host_of_key(k),
+                    };
+                    let h = &mut self.nodes[n];
+                    h.calls.insert(call);
+                    let boot = h.boot;
+                    self.at(timeout, Ev::CallTimeout(n, boot, call));
+                    if let Some(d) = dest {
+                        self.send(host, d, Payload::Call { call, lines });
+                    }
+                }
+                Action::SessionOpen { lines } => {
+                    let h = &mut self.nodes[n];
+                    h.next_sid += 1;
+                    let sid = h.next_sid;
+                    h.session = Some((sid, None));
+                    let (boot, wait) = (h.boot, h.settings.session_open_timeout());
+                    self.at(wait, Ev::SessionTimeout(n, boot, sid));
+                    self.send(host, IX, Payload::SessionOpen { sid, lines });
+                }
+                Action::SessionSend { line } => {
+                    if let Some((_, Some(conn))) = self.nodes[n].session {
+                        self.send(host, IX, Payload::SessionLine { conn, line });
+                    }
+                }
+                Action::SessionClose => {
+                    let h = &mut self.nodes[n];
+                    if let Some((_, Some(conn))) = h.session.take() {
+                        let node = h.key.clone();
+                        self.send(host, IX, Payload::SessionEnd { conn, node });
+                    }
+                    self.nodes[n].node.handle_session_closed(now);
+                }
+                Action::LinkOpen { peer } => {
+                    let h = &mut self.nodes[n];
+                    h.next_gen += 1;
+                    let gen = h.next_gen;
+                    h.links.insert(peer.clone(), (gen, false));
+                    let boot = h.boot;
+                    let me = h.key.clone();
+                    self.at(
+                        Duration::from_secs(1),
+                        Ev::LinkTimeout(n, boot, peer.clone(), gen),
+                    );
+                    if let Some(p) = self.host_of_key(&peer) {
+                        self.send(host, p, Payload::LinkSyn { gen, peer: me });
+                    }
+                }
+                Action::Replicate { peer, entry, path } => {
+                    let h = &self.nodes[n];
+                    let Some((gen, true)) = h.links.get(&peer).copied() else {
+                        continue;
+                    };
+                    let record = match entry.kind.reads_key() {
+                        true => h.storage.get(&entry.key).ok().flatten(),
+                        false => None,
+                    };
+                    let bytes = replica_message(&path, &entry.key, record.as_ref(), entry.kind);
+                    let to = ReplyTo::Link {
+                        host,
+                        boot: h.boot,
+                        gen,
+                        peer: peer.clone(),
+                    };
+                    if let Some(p) = self.host_of_key(&peer) {
+                        self.send(host, p, Payload::Request { bytes, to });
+                    }
+                }
+                Action::LinkClose { peer } => {
+                    self.nodes[n].links.remove(&peer);
+                    self.nodes[n].node.handle_link_closed(now, &peer);
+                }
+                Action::PullDump { pull, source, line } => {
+                    if let Some(p) = self.host_of_key(&source) {
+                        self.send(host, p, Payload::Dump { pull, line });
+                    }
+                }
+                Action::AbortDump { pull } => {
+                    self.nodes[n]
+                        .node
+                        .handle_dump_end(now, pull, Err("aborted".into()));
+                }
+                Action::Store(op) => self.store_op(n, op),
+                Action::WriteDone { write, result } => {
+                    if let Some((to, framing, reply, partition)) =
+                        self.nodes[n].waits.remove(&write)
+                    {
+                        let reply = match result {
+                            Ok(()) => {
+                                self.acked(n, partition);
+                                reply
+                            }
+                            Err(WriteFailure::Lease) => no_lease_reply(),
+                            Err(WriteFailure::Replication) => {
+                                Reply::Error(ErrorReply::Server("replication failed".into()))
+                            }
+                        };
+                        self.respond(n, to, &framing, &reply);
+                    }
+                }
+                Action::Publish => {}
+            }
+        }
+        let h = &mut self.nodes[n];
+        let now = self.base + self.now;
+        if let Some(t) = h.node.poll_timeout(now) {
+            h.timer_gen += 1;
+            let gen = h.timer_gen;
+            self.at(t.saturating_duration_since(now), Ev::NodeTimer(n, gen));
+        }
+        let h = &mut self.nodes[n];
+        let version = h.node.view().map().version;
+        if h.held_version != Some(version) {
+            h.held_version = Some(version);
+            let map = map_view(h.node.view().map());
+            let name = h.name.clone();
+            let text = format!("{name} holds v{version} {}", map_text(&map));
+            lock(&self.env).hold_map(&name, version, map);
+            self.trace(text);
+        }
+    }
+
+    fn store_op(&mut self, n: usize, op: StoreOp) {
+        let now = self.t();
+        let h = &mut self.nodes[n];
+        let ok = match &op {
+            StoreOp::FlushAll => h.store.flush_all().is_ok(),
+            StoreOp::RaiseVersionFloor(v) => h.store.raise_version_floor(*v).is_ok(),
+            StoreOp::PersistUnlogged => h.storage.persist_unlogged().is_ok(),
+            StoreOp::RemoveMovedKeys { partition } => {
+                let view = h.node.view().clone();
+                let mut cursor: Option<Bytes> = None;
+                while let Ok(batch) = h.storage.scan(cursor.as_deref(), 256) {
+                    let Some((last, _)) = batch.last() else { break };
+                    cursor = Some(last.clone());
+                    for (key, _) in batch {
+                        if view.moved_away(&key, *partition) {
+                            let _ = h.storage.update(&key, |_| (Change::Remove, ()));
+                        }
+                    }
+                }
+                true
+            }
+        };
+        if matches!(op, StoreOp::FlushAll | StoreOp::PersistUnlogged) {
+            h.node.handle_store_result(now, &op, ok);
+        }
+    }
+
+    fn acked(&mut self, n: usize, partition: Option<u32>) {
+        let h = &self.nodes[n];
+        if let Some(partition) = partition {
+            self.acks.push(Ack {
+                at: self.now,
+                node: h.key.clone(),
+                partition,
+                version: h.node.view().map().version,
+            });
+        }
+    }
+
+    fn node_msg(&mut self, n: usize, msg: Msg) {
+        let host = n + 1;
+        let from = msg.from;
+        let now = self.t();
+        match msg.payload {
+            Payload::CallReply { call, replies } if self.nodes[n].calls.remove(&call) => {
+                self.nodes[n].node.handle_call_reply(now, call, Ok(replies));
+            }
+            Payload::Call { call, lines } => {
+                let replies = lines
+                    .iter()
+                    .map(|(line, kind)| {
+                        let bytes = Bytes::from(format!("{line}\r\n"));
+                        let (framing, reply) = self.serve_now(n, bytes);
+                        let mut out = BytesMut::new();
+                        encode(&framing, &reply, &mut out);
+                        parse_events(out, *kind)
+                    })
+                    .collect();
+                self.send(host, from, Payload::CallReply { call, replies });
+            }
+            Payload::SessionOpened { sid, conn, answers } => {
+                let h = &mut self.nodes[n];
+                if h.session == Some((sid, None)) {
+                    h.session = Some((sid, Some(conn)));
+                    h.node.handle_session_opened(now, Ok(answers));
+                }
+            }
+            Payload::SessionReply { conn, line } => {
+                if matches!(self.nodes[n].session, Some((_, Some(c))) if c == conn) {
+                    self.nodes[n].node.handle_session_reply(now, &line);
+                }
+            }
+            Payload::SessionBroken { conn } => {
+                if matches!(self.nodes[n].session, Some((_, Some(c))) if c == conn) {
+                    self.nodes[n].session = None;
+                    self.nodes[n].node.handle_session_closed(now);
+                }
+            }
+            Payload::LinkSyn { gen, peer } => {
+                let me = self.nodes[n].key.clone();
+                let _ = peer;
+                self.send(host, from, Payload::LinkAck { gen, peer: me });
+            }
+            Payload::LinkAck { gen, peer } => {
+                let h = &mut self.nodes[n];
+                if h.links.get(&peer) == Some(&(gen, false)) {
+                    h.links.insert(peer.clone(), (gen, true));
+                    h.node.handle_link_opened(now, &peer, true);
+                }
+            }
+            Payload::LinkFin { peer } if self.nodes[n].links.remove(&peer).is_some() => {
+                self.nodes[n].node.handle_link_closed(now, &peer);
+            }
+            Payload::Request { bytes, to } => self.serve(n, bytes, to),
+            Payload::Refused(p) => match *p {
+                Payload::Call { call, .. } if self.nodes[n].calls.remove(&call) => {
+                    self.nodes[n].node.handle_call_reply(
+                        now,
+                        call,
+                        Err("connection refused".into()),
+                    );
+                }
+                Payload::SessionOpen { sid, .. } if self.nodes[n].session == Some((sid, None)) => {
+                    self.nodes[n].session = None;
+                    self.nodes[n]
+                        .node
+                        .handle_session_opened(now, Err("connection refused".into()));
+                }
+                Payload::SessionLine { conn, .. } => {
+                    if matches!(self.nodes[n].session, Some((_, Some(c))) if c == conn) {
+                        self.nodes[n].session = None;
+                        self.nodes[n].node.handle_session_closed(now);
+                    }
+                }
+                Payload::LinkSyn { gen, .. }
+                | Payload::Request {
+                    to: ReplyTo::Link { gen, .. },
+                    ..
+                } => {
+                    let peer = self
+                        .nodes
+                        .get(from.wrapping_sub(1))
+                        .map(|h| h.key.clone())
+                        .unwrap_or_default();
+                    if self.nodes[n].links.get(&peer).is_some_and(|l| l.0 == gen) {
+                        self.nodes[n].links.remove(&peer);
+                        self.nodes[n].node.handle_link_closed(now, &peer);
+                    }
+                }
+                Payload::Request {
+                    to: ReplyTo::Part { req, part, .. },
+                    ..
+                } => {
+                    self.part_answer(n, req, part, PartAnswer::Peer(Err(())));
+                }
+                Payload::Dump { pull, .. } => {
+                    self.nodes[n]
+                        .node
+                        .handle_dump_end(now, pull, Err("connection refused".into()));
+                }
+                _ => {}
+            },
+            Payload::Answer { bytes, to } => match to {
+                ReplyTo::Part { boot, .. } | ReplyTo::Link { boot, .. }
+                    if boot != self.nodes[n].boot => {}
+                ReplyTo::Part { req, part, .. } => {
+                    let kind = self.nodes[n].reqs.get(&req).map(|r| r.kinds[part]);
+                    if let Some(kind) = kind {
+                        let answer = peer_reply(bytes, kind).map_err(|_| ());
+                        self.part_answer(n, req, part, PartAnswer::Peer(answer));
+                    }
+                }
+                ReplyTo::Link { gen, peer, .. }
+                    if self.nodes[n].links.get(&peer) == Some(&(gen, true)) =>
+                {
+                    let line = bytes.strip_suffix(b"\r\n").unwrap_or(&bytes).to_vec();
+                    self.nodes[n].node.handle_link_reply(now, &peer, &line);
+                }
+                _ => {}
+            },
+            Payload::Probe { id, position } => {
+                let pos = if position {
+                    self.nodes[n].node.applied_seq()
+                } else {
+                    0
+                };
+                self.send(host, from, Payload::ProbeReply { id, position: pos });
+            }
+            Payload::Push { id, version, lines } => {
+                let ok = self.nodes[n]
+                    .node
+                    .handle_node_sync(now, version, &lines)
+                    .is_ok();
+                self.send(host, from, Payload::PushReply { id, ok });
+            }
+            Payload::Dump { pull, line } => {
+                let bytes = self.dump(n, &line);
+                self.send(host, from, Payload::DumpData { pull, bytes });
+            }
+            Payload::DumpData { pull, bytes } => {
+                let mut buf = BytesMut::from(&bytes[..]);
+                let mut reader = ReplyReader::new(Limits::default());
+                let unix = self.unix();
+                let mut end = Err("truncated dump".to_string());
+                while let Ok(Some(e)) = reader.next(&mut buf, ReplyKind::Values) {
+                    match e {
+                        ReplyEvent::Value(v) => {
+                            if !self.nodes[n].node.handle_dump_item(now, pull, &v) {
+                                end = Err("superseded".into());
+                                break;
+                            }
+                            let (key, item) = dump_item(v);
+                            let _ = self.nodes[n].store.load_dump_item(&key, item, unix);
+                        }
+                        ReplyEvent::End => {
+                            end = Ok(());
+                            break;
+                        }
+                        ReplyEvent::Line(l) => {
+                            end = Err(String::from_utf8_lossy(&l).into_owned());
+                            break;
+                        }
+                        _ => {}
+                    }
+                }
+                self.nodes[n].node.handle_dump_end(now, pull, end);
+            }
+            _ => {}
+        }
+        self.drain_node(n);
+    }
+
+    fn unix(&self) -> u64 {
+        1_700_000_000 + self.now.as_secs()
+    }
+
+    fn dump(&self, n: usize, line: &str) -> Bytes {
+        let h = &self.nodes[n];
+        let mut decoder = Decoder::new(Limits::default(), Default::default());
+        let mut buf = BytesMut::from(format!("{line}\r\n").as_bytes());
+        let Some(Decoded::Request(r)) = decoder.decode(&mut buf) else {
+            return Bytes::from_static(b"ERROR\r\n");
+        };
+        let Command::Dump(args) = r.command else {
+            return Bytes::from_static(b"ERROR\r\n");
+        };
+        let view = h.node.view().clone();
+        let mut out = BytesMut::new();
+        let mut cursor: Option<Bytes> = None;
+        while let Ok(batch) = h.storage.scan(cursor.as_deref(), 256) {
+            let Some((last, _)) = batch.last() else { break };
+            cursor = Some(last.clone());
+            for (key, entry) in &batch {
+                flare_core::dump::encode_record(
+                    flare_core::dump::DumpKind::Items,
+                    &args,
+                    view.resolver(),
+                    key,
+                    entry,
+                    self.unix(),
+                    &mut out,
+                );
+            }
+        }
+        out.extend_from_slice(b"END\r\n");
+        out.freeze()
+    }
+
+    /// Serves a request whose answer does not wait (the node's own `stats`, `stats nodes` for calls).
+    fn serve_now(&mut self, n: usize, bytes: Bytes) -> (Framing, Reply) {
+        let mut decoder = Decoder::new(Limits::default(), Default::default());
+        let mut buf = BytesMut::from(&bytes[..]);
+        match decoder.decode(&mut buf) {
+            Some(Decoded::Request(r)) => {
+                let reply = self.driver_command(n, r.command);
+                (r.framing, reply)
+            }
+            _ => (
+                Framing::Text { proxy: None },
+                Reply::Error(ErrorReply::UnknownCommand),
+            ),
+        }
+    }
+
+    fn driver_command(&self, n: usize, command: Command) -> Reply {
+        let h = &self.nodes[n];
+        match command {
+            Command::Stats(StatsGroup::Nodes) => Reply::Stats(h.node.view().map().stats_nodes()),
+            Command::Stats(_) => Reply::Stats(vec![
+                ("curr_items".into(), h.storage.item_count().to_string()),
+                (
+                    "node_map_version".into(),
+                    h.node.view().map().version.to_string(),
+                ),
+                (
+                    "replication_position".into(),
+                    h.node.applied_seq().to_string(),
+                ),
+            ]),
+            Command::Ping => Reply::Ok,
+            Command::Version => Reply::Version("2.0.0".into()),
+            _ => Reply::Error(ErrorReply::UnknownCommand),
+        }
+    }
+
+    /// Serves one request from a client or a node (replication included), answering `to` now or later.
+    fn serve(&mut self, n: usize, bytes: Bytes, to: ReplyTo) {
+        let mut decoder = Decoder::new(Limits::default(), Default::default());
+        let mut buf = BytesMut::from(&bytes[..]);
+        let (framing, command) = match decoder.decode(&mut buf) {
+            Some(Decoded::Request(r)) | Some(Decoded::Part(r)) => (r.framing, r.command),
+            Some(Decoded::Error { framing, error, .. }) => {
+                return self.respond(n, to, &framing, &Reply::Error(error));
+            }
+            None => {
+                let framing = Framing::Text { proxy: None };
+                return self.respond(n, to, &framing, &Reply::Error(ErrorReply::BadCommandLine));
+            }
+        };
+        let now = self.t();
+        let published = self.nodes[n].node.published();
+        let view = published.view.clone();
+        let path = match &framing {
+            Framing::Text { proxy } => proxy.clone(),
+            Framing::Binary(_) => None,
+        };
+        let origin = Origin {
+            path: path.as_ref(),
+            binary: false,
+            operator: false,
+        };
+        let replicated = path.as_ref().and_then(ProxyPath::sender_seq);
+        if let Some(seq) = replicated {
+            self.nodes[n].node.applied(seq);
+        }
+        if view.is_standalone() || !plan::is_routed(&command) {
+            let reply = self.driver_command(n, command);
+            return self.respond(n, to, &framing, &reply);
+        }
+        let sync = sync_of(&command);
+        let rng = &mut self.rng;
+        let mut pick = || rng.random::<u32>();
+        let planned = plan::plan(&view, origin, command, &mut pick);
+        if let Some(reply) = published.lease_refusal(now, &origin, &planned) {
+            return self.respond(n, to, &framing, &reply);
+        }
+        let as_master = replicated.is_none();
+        match planned {
+            Plan::Reply(reply) => self.respond(n, to, &framing, &reply),
+            Plan::Local { command, write } => {
+                if let Some(reply) = self.local(n, command, write, sync, as_master, &to, &framing) {
+                    self.respond(n, to, &framing, &reply);
+                }
+            }
+            Plan::Parts(pending) => {
+                let h = &mut self.nodes[n];
+                h.next_req += 1;
+                let req = h.next_req;
+                let count = pending.parts.len();
+                h.reqs.insert(
+                    req,
+                    Inflight {
+                        to,
+                        framing,
+                        pending,
+                        answers: (0..count).map(|_| None).collect(),
+                        kinds: vec![ReplyKind::Line; count],
+                        left: count,
+                    },
+                );
+                self.run_parts(n, req, as_master, sync);
+            }
+        }
+    }
+
+    /// Runs a command here; a write is replicated. `None`: the answer comes with its sync write's end.
+    #[allow(clippy::too_many_arguments)]
+    fn local(
+        &mut self,
+        n: usize,
+        command: Command,
+        write: bool,
+        sync: bool,
+        as_master: bool,
+        to: &ReplyTo,
+        framing: &Framing,
+    ) -> Option<Reply> {
+        let now = self.t();
+        let unix = self.unix();
+        let h = &mut self.nodes[n];
+        let mut tally = Tally::default();
+        let (reply, mutations) = match exec::execute(&h.store, command, unix, &mut tally) {
+            ExecOutcome::Reply { reply, mutations } => (reply, mutations),
+            ExecOutcome::Driver(c) => return Some(self.driver_command(n, c)),
+            _ => return Some(Reply::Error(ErrorReply::UnknownCommand)),
+        };
+        if mutations.is_empty() || !write {
+            return Some(reply);
+        }
+        let partition = mutations
+            .iter()
+            .find_map(|m| m.key())
+            .and_then(|k| h.node.view().partition_of(k));
+        let master = as_master
+            && h.node.view().me().is_some_and(|r| {
+                r.role == flare_core::node_map::Role::Master
+                    && r.state == flare_core::node_map::State::Active
+            });
+        let acked_partition = if master { partition } else { None };
+        let r = h.node.replicate(now, &mutations, sync, as_master);
+        let out = match r {
+            Ok(None) => {
+                if matches!(reply, Reply::Stored { .. } | Reply::Deleted) {
+                    self.acked(n, acked_partition);
+                }
+                Some(reply)
+            }
+            Ok(Some(id)) => {
+                self.nodes[n]
+                    .waits
+                    .insert(id, (to.clone(), framing.clone(), reply, acked_partition));
+                None
+            }
+            Err(WriteFailure::Lease) => Some(no_lease_reply()),
+            Err(WriteFailure::Replication) => Some(Reply::Error(ErrorReply::Server(
+                "replication failed".into(),
+            ))),
+        };
+        self.drain_node(n);
+        out
+    }
+
+    fn run_parts(&mut self, n: usize, req: u64, as_master: bool, sync: bool) {
+        let host = n + 1;
+        let parts: Vec<Part> = match self.nodes[n].reqs.get(&req) {
+            Some(r) => r.pending.parts.clone(),
+            None => return,
+        };
+        for (i, part) in parts.into_iter().enumerate() {
+            match part {
+                Part::Local { command, write } => {
+                    let to = ReplyTo::Local { req, part: i };
+                    let framing = Framing::Text { proxy: None };
+                    if let Some(reply) =
+                        self.local(n, command, write, sync, as_master, &to, &framing)
+                    {
+                        self.part_answer(n, req, i, PartAnswer::Local(reply));
+                    }
+                }
+                Part::Peer { node, forward } => {
+                    let boot = self.nodes[n].boot;
+                    if let Some(r) = self.nodes[n].reqs.get_mut(&req) {
+                        r.kinds[i] = forward.reply;
+                    }
+                    let timeout = self.nodes[n].settings.proxy_timeout;
+                    self.at(timeout, Ev::PartTimeout(n, boot, req, i));
+                    match self.host_of_key(&node) {
+                        Some(p) => {
+                            let to = ReplyTo::Part {
+                                host,
+                                boot,
+                                req,
+                                part: i,
+                            };
+                            self.send(
+                                host,
+                                p,
+                                Payload::Request {
+                                    bytes: forward.bytes,
+                                    to,
+                                },
+                            );
+                        }
+                        None => self.part_answer(n, req, i, PartAnswer::Peer(Err(()))),
+                    }
+                }
+            }
+        }
+    }
+
+    fn part_answer(&mut self, n: usize, req: u64, part: usize, answer: PartAnswer) {
+        let Some(r) = self.nodes[n].reqs.get_mut(&req) else {
+            return;
+        };
+        if r.answers[part].is_some() {
+            return;
+        }
+        r.answers[part] = Some(answer);
+        r.left -= 1;
+        if r.left > 0 {
+            return;
+        }
+        let r = self.nodes[n].reqs.remove(&req).expect("checked");
+        let answers = r
+            .answers
+            .into_iter()
+            .map(|a| a.expect("every part answered"))
+            .collect();
+        let view = self.nodes[n].node.view().clone();
+        let mut tally = Tally::default();
+        match r.pending.finish(&view, answers, &mut tally) {
+            Finish::Done(reply) => self.respond(n, r.to, &r.framing, &reply),
+            Finish::Again(p) => {
+                let count = p.parts.len();
+                let h = &mut self.nodes[n];
+                h.next_req += 1;
+                let again = h.next_req;
+                h.reqs.insert(
+                    again,
+                    Inflight {
+                        to: r.to,
+                        framing: r.framing,
+                        pending: *p,
+                        answers: (0..count).map(|_| None).collect(),
+                        kinds: vec![ReplyKind::Line; count],
+                        left: count,
+                    },
+                );
+                self.run_parts(n, again, true, false);
+            }
+        }
+    }
+
+    fn respond(&mut self, n: usize, to: ReplyTo, framing: &Framing, reply: &Reply) {
+        if let ReplyTo::Local { req, part } = to {
+            return self.part_answer(n, req, part, PartAnswer::Local(reply.clone()));
+        }
+        let mut out = BytesMut::new();
+        encode(framing, reply, &mut out);
+        let bytes = out.freeze();
+        let dest = match &to {
+            ReplyTo::Client { host, .. }
+            | ReplyTo::Part { host, .. }
+            | ReplyTo::Link { host, .. } => *host,
+            ReplyTo::Local { .. } => unreachable!("answered above"),
+        };
+        self.send(n + 1, dest, Payload::Answer { bytes, to });
+    }
+
+    // ---- Clients ----
+
+    fn client_host(&self, c: usize) -> usize {
+        1 + self.nodes.len() + c
+    }
+
+    fn client_go(&mut self, c: usize) {
+        let phase = lock(&self.env).phase;
+        if !matches!(phase, Phase::Faults | Phase::Calm) {
+            if phase >= Phase::Stopping && !self.clients[c].done {
+                self.clients[c].done = true;
+                lock(&self.env).clients_running -= 1;
+            }
+            if phase == Phase::Setup {
+                self.at(Duration::from_millis(20), Ev::ClientGo(c));
+            }
+            return;
+        }
+        let reads_only = phase == Phase::Calm && !self.s.calm_writes;
+        let nodes = self.nodes.len();
+        let s = self.s.clone();
+        let cl = &mut self.clients[c];
+        let node = cl.rng.random_range(0..nodes);
+        let (kind, keys, token, flags, sync, bytes) = request(cl, &s, reads_only);
+        let (invoke, invoke_ms) = {
+            let mut e = lock(&self.env);
+            (e.next_seq(), self.now.as_millis() as u64)
+        };
+        self.next_op += 1;
+        let id = self.next_op;
+        let op = Op {
+            client: self.clients[c].idx,
+            node: self.nodes[node].name.clone(),
+            kind,
+            keys,
+            token,
+            flags,
+            delta: 0,
+            sync,
+            invoke,
+            complete: 0,
+            invoke_ms,
+            complete_ms: 0,
+            outcome: Outcome::Timeout,
+        };
+        self.clients[c].inflight = Some(ClientOp {
+            id,
+            op,
+            reads: kind.is_read(),
+        });
+        let host = self.client_host(c);
+        self.at(OP_TIMEOUT, Ev::ClientTimeout(c, id));
+        self.send(
+            host,
+            node + 1,
+            Payload::Request {
+                bytes: Bytes::from(bytes),
+                to: ReplyTo::Client { host, op: id },
+            },
+        );
+    }
+
+    fn client_msg(&mut self, c: Option<usize>, msg: Msg) {
+        if let (Payload::Refused(p), Some(c)) = (&msg.payload, c) {
+            if let Payload::Request {
+                to: ReplyTo::Client { op, .. },
+                ..
+            } = **p
+            {
+                if let Some(inflight) = self.clients[c].inflight.take_if(|o| o.id == op) {
+                    self.complete(c, inflight, Outcome::Io("ConnectionRefused".into()));
+                }
+            }
+            return;
+        }
+        let Payload::Answer {
+            bytes,
+            to: ReplyTo::Client { op, .. },
+        } = msg.payload
+        else {
+            return;
+        };
+        let Some(c) = c else {
+            return self.admin_answer(op, bytes);
+        };
+        let Some(inflight) = self.clients[c].inflight.take_if(|o| o.id == op) else {
+            return;
+        };
+        let kind = if inflight.reads {
+            ReplyKind::Values
+        } else {
+            ReplyKind::Line
+        };
+        let outcome = match peer_reply(bytes, kind) {
+            Ok(r) => classify(client_answer(r)),
+            Err(e) => Outcome::Unexpected(e),
+        };
+        self.complete(c, inflight, outcome);
+    }
+
+    fn complete(&mut self, c: usize, inflight: ClientOp, outcome: Outcome) {
+        let mut op = inflight.op;
+        op.complete_ms = self.ms();
+        op.outcome = outcome;
+        {
+            let mut e = lock(&self.env);
+            if !expected(op.kind, &op.outcome) {
+                let detail = format!(
+                    "{} answered {:?} to {}",
+                    op.node,
+                    op.outcome,
+                    op.kind.name()
+                );
+                e.fail("protocol", detail);
+            }
+            e.record(op);
+        }
+        let (lo, hi) = self.s.think_ms;
+        let think = self.clients[c].rng.random_range(lo..=hi);
+        self.at(Duration::from_millis(think), Ev::ClientGo(c));
+    }
+
+    // ---- The admin ----
+
+    fn admin(&mut self, line: &str) -> Reply {
+        let conn = match self.ix.admin {
+            Some(c) if self.ix.up => c,
+            _ => return Reply::Error(ErrorReply::Server("index down".into())),
+        };
+        let reply = self.index_line(conn, line);
+        self.trace(format!(
+            "admin {line} -> {}",
+            String::from_utf8_lossy(&line_of(&reply))
+        ));
+        reply
+    }
+
+    fn index_map(&self) -> Option<(u64, MapView)> {
+        let ix = self.ix.index.as_ref().filter(|_| self.ix.up)?;
+        Some((ix.node_map().version, map_view(ix.node_map())))
+    }
+
+    fn set_stage(&mut self, stage: Stage) {
+        self.trace(format!("stage {stage:?}"));
+        self.stage = stage;
+        self.stage_since = self.now;
+    }
+
+    fn admin_step(&mut self) {
+        const STEP: Duration = Duration::from_millis(50);
+        let key = |n: &str| format!("{n}:{NODE_PORT}");
+        let since = self.now - self.stage_since;
+        let layout = self.s.layout();
+        match self.stage {
+            Stage::Registering => {
+                let all = self
+                    .index_map()
+                    .is_some_and(|(_, m)| layout.iter().all(|(n, _)| m.contains_key(&key(n))));
+                if all {
+                    self.set_stage(Stage::Masters(0));
+                } else if since > Duration::from_secs(30) {
+                    return self.finish_with("setup", "nodes did not register".into());
+                }
+            }
+            Stage::Masters(i) | Stage::Slaves(i) => {
+                let masters = matches!(self.stage, Stage::Masters(_));
+                let want: Vec<(String, u32)> = layout
+                    .iter()
+                    .filter_map(|(n, p)| match (p, masters) {
+                        (Planned::Master(p), true) | (Planned::Slave(p), false) => {
+                            Some((n.clone(), *p))
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                let Some((name, p)) = want.get(i).cloned() else {
+                    if masters {
+                        self.set_stage(Stage::Slaves(0));
+                    } else {
+                        self.start_faults();
+                    }
+                    return self.at(STEP, Ev::Admin);
+                };
+                let info = self
+                    .index_map()
+                    .and_then(|(_, m)| m.get(&key(&name)).cloned());
+                let role = if masters { "master" } else { "slave" };
+                match info {
+                    Some(ni) if ni.role == role && ni.state == "active" => {
+                        if !masters {
+                            // Flare keeps a building slave at balance 0; give it its read weight.
+                            self.admin(&format!("node role {name} {NODE_PORT} slave 1 {p}"));
+                        }
+                        let next = if masters {
+                            Stage::Masters(i + 1)
+                        } else {
+                            Stage::Slaves(i + 1)
+                        };
+                        self.set_stage(next);
+                    }
+                    Some(ni) if ni.role == role && ni.state == "ready" => {
+                        self.admin(&format!("node state {name} {NODE_PORT} active"));
+                    }
+                    Some(ni) if ni.role == role && ni.state == "prepare" => {}
+                    _ if since < STEP || since.as_millis() % 2000 < 50 => {
+                        self.admin(&format!("node role {name} {NODE_PORT} {role} 1 {p}"));
+                    }
+                    _ => {}
+                }
+                if since > Duration::from_secs(30) {
+                    return self.finish_with("setup", format!("{name} did not become {role}"));
+                }
+            }
+            Stage::Faults => {
+                if since >= self.s.fault_phase {
+                    self.heal();
+                    lock(&self.env).phase = Phase::Calm;
+                    self.set_stage(Stage::Calm);
+                }
+            }
+            Stage::Calm => match self.converged() {
+                Ok(version) => {
+                    let mut e = lock(&self.env);
+                    let seq = e.next_seq();
+                    e.converged_at = Some(seq);
+                    drop(e);
+                    self.trace(format!("converged on v{version}"));
+                    self.set_stage(Stage::Window);
+                }
+                Err(why) if since > self.s.calm_limit => {
+                    return self.finish_with(
+                        "convergence",
+                        format!(
+                            "not converged {:?} after the faults were healed: {why}",
+                            self.s.calm_limit
+                        ),
+                    );
+                }
+                Err(_) => {}
+            },
+            Stage::Window => {
+                if since >= self.s.checked_window {
+                    lock(&self.env).phase = Phase::Stopping;
+                    self.set_stage(Stage::Stopping);
+                }
+            }
+            Stage::Stopping => {
+                if lock(&self.env).clients_running == 0 {
+                    lock(&self.env).phase = Phase::Verify;
+                    self.set_stage(Stage::Draining);
+                } else if since > Duration::from_secs(20) {
+                    return self.finish_with(
+                        "clients",
+                        "workload clients did not stop within 20 s".into(),
+                    );
+                }
+            }
+            Stage::Draining => {
+                let now = self.t();
+                let busy: Vec<String> = self
+                    .nodes
+                    .iter()
+                    .filter(|h| h.up)
+                    .flat_map(|h| {
+                        h.node
+                            .replication_stats(now)
+                            .into_iter()
+                            .filter(|(_, s)| s.queued + s.in_flight > 0)
+                            .map(|(t, s)| format!("{}->{t}:{}", h.name, s.queued + s.in_flight))
+                    })
+                    .collect();
+                if busy.is_empty() {
+                    self.read_back();
+                    self.set_stage(Stage::Reading);
+                } else if since > Duration::from_secs(15) {
+                    return self.finish_with(
+                        "verify",
+                        format!("replication did not drain in 15 s (queues {busy:?})"),
+                    );
+                }
+            }
+            Stage::Reading => {
+                if self.admin_ops.is_empty() {
+                    self.finish();
+                    return;
+                }
+                if since > Duration::from_secs(10) {
+                    return self
+                        .finish_with("verify", "reads through the nodes got no answer".into());
+                }
+            }
+            Stage::Done => return,
+        }
+        self.at(STEP, Ev::Admin);
+    }
+
+    fn start_faults(&mut self) {
+        self.trace("cluster built".into());
+        self.workload_start = self.now;
+        {
+            let mut e = lock(&self.env);
+            e.workload_started_ms = Some(self.now.as_millis() as u64);
+            e.phase = Phase::Faults;
+        }
+        self.set_stage(Stage::Faults);
+        for i in 0..self.s.faults.len() {
+            let at = self.s.faults[i].at;
+            self.at(at, Ev::Fault(i));
+        }
+        for c in 0..self.clients.len() {
+            self.at(Duration::ZERO, Ev::ClientGo(c));
+        }
+    }
+
+    fn converged(&self) -> Result<u64, String> {
+        let (version, map) = self.index_map().ok_or("index down")?;
+        for h in &self.nodes {
+            match map.get(&h.key) {
+                None => return Err(format!("{} not registered", h.name)),
+                Some(n) if n.state != "active" => {
+                    return Err(format!("{} is {}: {}", h.name, n.state, map_text(&map)))
+                }
+                _ => {}
+            }
+        }
+        for p in 0..self.s.partitions as i64 {
+            if !map
+                .values()
+                .any(|n| n.role == "master" && n.state == "active" && n.partition == p)
+            {
+                return Err(format!(
+                    "partition {p} has no active master: {}",
+                    map_text(&map)
+                ));
+            }
+        }
+        for h in &self.nodes {
+            let theirs = h.node.view().map();
+            if !h.up || theirs.version != version || map_view(theirs) != map {
+                return Err(format!(
+                    "{} holds map v{}, the index v{version}",
+                    h.name, theirs.version
+                ));
+            }
+        }
+        Ok(version)
+    }
+
+    /// The final state: every node's store, and every key read through every node.
+    fn read_back(&mut self) {
+        let Some((version, map)) = self.index_map() else {
+            return;
+        };
+        let unix = self.unix();
+        let mut state = FinalState {
+            map,
+            version,
+            ..FinalState::default()
+        };
+        for h in &self.nodes {
+            let mut items = Vec::new();
+            let mut cursor: Option<Bytes> = None;
+            while let Ok(batch) = h.storage.scan(cursor.as_deref(), 256) {
+                let Some((last, _)) = batch.last() else { break };
+                cursor = Some(last.clone());
+                for (key, entry) in batch {
+                    if let flare_core::item::Entry::Item(i) = entry {
+                        if !i.is_expired(unix) {
+                            items.push(Seen {
+                                key: String::from_utf8_lossy(&key).into_owned(),
+                                flags: i.flags,
+                                version: i.version,
+                                exptime: i.exptime,
+                                value: i.value,
+                            });
+                        }
+                    }
+                }
+            }
+            state.dumps.insert(h.name.clone(), items);
+        }
+        self.final_state = Some(state);
+        let keys = self.s.all_keys();
+        for n in 0..self.nodes.len() {
+            let name = self.nodes[n].name.clone();
+            for key in keys
+                .iter()
+                .map(|k| (k.clone(), false))
+                .chain([(keys.join(" "), true)])
+            {
+                self.next_op += 1;
+                let id = self.next_op;
+                self.admin_ops
+                    .insert(id, (name.clone(), key.0.clone(), key.1));
+                let host = self.admin_host;
+                self.send(
+                    host,
+                    n + 1,
+                    Payload::Request {
+                        bytes: Bytes::from(format!("gets {}\r\n", key.0)),
+                        to: ReplyTo::Client { host, op: id },
+                    },
+                );
+            }
+        }
+    }
+
+    fn admin_answer(&mut self, op: u64, bytes: Bytes) {
+        let Some((node, key, multi)) = self.admin_ops.remove(&op) else {
+            return;
+        };
+        let seen = match peer_reply(bytes, ReplyKind::Values).map(|r| classify(client_answer(r))) {
+            Ok(Outcome::Values(v)) => v,
+            other => {
+                let detail = format!("gets {key} through {node}: {other:?}");
+                lock(&self.env).fail("verify", detail);
+                Vec::new()
+            }
+        };
+        let Some(state) = self.final_state.as_mut() else {
+            return;
+        };
+        if multi {
+            state.multi_reads.insert(node, seen);
+        } else {
+            let mut seen = seen;
+            state.reads.insert((node, key), seen.pop());
+        }
+    }
+
+    fn finish_with(&mut self, checker: &'static str, detail: String) {
+        lock(&self.env).fail(checker, detail);
+        self.final_state = None;
+        self.finish();
+    }
+
+    fn finish(&mut self) {
+        self.stage = Stage::Done;
+        let mut e = lock(&self.env);
+        e.final_state = self.final_state.take();
+        e.phase = Phase::Done;
+        drop(e);
+        self.done = true;
+    }
+
+    // ---- Faults ----
+
+    fn host_index(&self, name: &str) -> Option<usize> {
+        self.names.iter().position(|n| n == name)
+    }
+
+    fn fault(&mut self, f: &Fault) {
+        self.trace(format!("fault {f:?}"));
+        let hosts = |a: &str, b: &str, s: &Sim| Some(pair(s.host_index(a)?, s.host_index(b)?));
+        match f {
+            Fault::Partition(a, b) => {
+                if let Some(p) = hosts(a, b, self) {
+                    *self.cut.entry(p).or_default() += 1;
+                }
+            }
+            Fault::Repair(a, b) => {
+                if let Some(p) = hosts(a, b, self) {
+                    if let Some(c) = self.cut.get_mut(&p) {
+                        *c = c.saturating_sub(1);
+                    }
+                }
+            }
+            Fault::Hold(a, b) => {
+                if let Some(p) = hosts(a, b, self) {
+                    self.held.entry(p).or_default().0 += 1;
+                }
+            }
+            Fault::Release(a, b) => {
+                if let Some(p) = hosts(a, b, self) {
+                    self.release(p, false);
+                }
+            }
+            Fault::Slow(a, b, d) => {
+                if let Some(p) = hosts(a, b, self) {
+                    self.slow.insert(p, *d);
+                }
+            }
+            Fault::Unslow(a, b) => {
+                if let Some(p) = hosts(a, b, self) {
+                    self.slow.remove(&p);
+                }
+            }
+            Fault::Crash(h) => self.crash(h),
+            Fault::Restart(h) => self.restart(h),
+        }
+    }
+
+    fn release(&mut self, p: (usize, usize), all: bool) {
+        let Some((n, kept)) = self.held.get_mut(&p) else {
+            return;
+        };
+        *n = if all { 0 } else { n.saturating_sub(1) };
+        if *n == 0 {
+            let kept = std::mem::take(kept);
+            for m in kept {
+                self.transmit(m);
+            }
+        }
+    }
+
+    fn heal(&mut self) {
+        self.trace("heal".into());
+        self.cut.clear();
+        self.slow.clear();
+        let held: Vec<(usize, usize)> = self.held.keys().copied().collect();
+        for p in held {
+            self.release(p, true);
+        }
+        let down: Vec<String> = std::iter::once((INDEX.to_string(), self.ix.up))
+            .chain(self.nodes.iter().map(|h| (h.name.clone(), h.up)))
+            .filter(|(_, up)| !up)
+            .map(|(n, _)| n)
+            .collect();
+        for h in down {
+            self.restart(&h);
+        }
+    }
+
+    fn crash(&mut self, name: &str) {
+        if name == INDEX {
+            if !self.ix.up {
+                return;
+            }
+            self.ix.up = false;
+            self.ix.boot += 1;
+            self.ix.index = None;
+            self.ix.probes.clear();
+            self.ix.pushes.clear();
+            let sessions = std::mem::take(&mut self.ix.sessions);
+            for (conn, n) in sessions {
+                self.send_from_dead(IX, n + 1, Payload::SessionBroken { conn });
+            }
+            return;
+        }
+        let Some(n) = self.nodes.iter().position(|h| h.name == name) else {
+            return;
+        };
+        if !self.nodes[n].up {
+            return;
+        }
+        let host = n + 1;
+        let h = &mut self.nodes[n];
+        h.up = false;
+        h.boot += 1;
+        let session = h.session.take();
+        let key = h.key.clone();
+        let links: Vec<String> = h.links.keys().cloned().collect();
+        h.links.clear();
+        h.calls.clear();
+        h.waits.clear();
+        h.reqs.clear();
+        // The kernel closes the dead process's connections: the index sees its session end, peers their links.
+        if let Some((_, Some(conn))) = session {
+            self.send_from_dead(
+                host,
+                IX,
+                Payload::SessionEnd {
+                    conn,
+                    node: key.clone(),
+                },
+            );
+        }
+        for peer in links {
+            if let Some(p) = self.host_of_key(&peer) {
+                let _ = p;
+            }
+        }
+        for m in 0..self.nodes.len() {
+            if m != n && self.nodes[m].links.contains_key(&key) {
+                self.send_from_dead(host, m + 1, Payload::LinkFin { peer: key.clone() });
+            }
+        }
+    }
+
+    /// A message the kernel sends for a process that just died (its connections' FIN).
+    fn send_from_dead(&mut self, from: usize, to: usize, payload: Payload) {
+        self.send(from, to, payload);
+    }
+
+    fn restart(&mut self, name: &str) {
+        if name == INDEX {
+            if self.ix.up {
+                return;
+            }
+            self.ix.up = true;
+            self.ix.sessions.clear();
+            self.boot_index();
+            return;
+        }
+        let Some(n) = self.nodes.iter().position(|h| h.name == name) else {
+            return;
+        };
+        if self.nodes[n].up {
+            return;
+        }
+        let now = self.t();
+        let c = {
+            let mut c = node_config(name);
+            c.master_lease = self.s.master_lease;
+            c
+        };
+        let h = &mut self.nodes[n];
+        h.up = true;
+        h.store = match Store::open(h.storage.clone(), store_config(&c)) {
+            Ok(s) => s,
+            Err(_) => Store::new(h.storage.clone(), store_config(&c)),
+        };
+        h.node = Node::new(h.settings.clone(), now);
+        h.held_version = None;
+        let boot = h.boot;
+        self.trace(format!("boot {name} #{boot}"));
+        self.drain_node(n);
+    }
+}
+
+fn sync_of(command: &Command) -> bool {
+    let mode = match command {
+        Command::Store(s) => s.options.replication,
+        Command::Delete { options, .. } | Command::Arith { options, .. } => options.replication,
+        _ => ReplicationMode::Default,
+    };
+    mode == ReplicationMode::Sync
+}
+
+/// A node map as `stats nodes` shows it.
+fn map_view(map: &flare_core::node_map::NodeMap) -> MapView {
+    let lines: Vec<Bytes> = map
+        .stats_nodes()
+        .into_iter()
+        .map(|(k, v)| Bytes::from(format!("STAT {k} {v}")))
+        .collect();
+    parse_stats_nodes(&lines)
+}
+
+/// The first line of a reply's text form.
+fn line_of(reply: &Reply) -> Bytes {
+    let mut out = BytesMut::new();
+    encode_text(reply, &mut out);
+    let end = out.iter().position(|b| *b == b'\r').unwrap_or(out.len());
+    out.freeze().slice(..end)
+}
+
+/// A reply as the events a node's call reads for a line of `kind`.
+fn events(reply: &Reply, kind: ReplyKind) -> Vec<ReplyEvent> {
+    let mut out = BytesMut::new();
+    encode_text(reply, &mut out);
+    parse_events(out, kind)
+}
+
+fn parse_events(mut buf: BytesMut, kind: ReplyKind) -> Vec<ReplyEvent> {
+    let mut reader = ReplyReader::new(Limits::default());
+    let mut out = Vec::new();
+    while let Ok(Some(e)) = reader.next(&mut buf, kind) {
+        let end = matches!(e, ReplyEvent::End | ReplyEvent::Line(_));
+        out.push(e);
+        if end {
+            break;
+        }
+    }
+    out
+}
+
+fn peer_reply(bytes: Bytes, kind: ReplyKind) -> Result<PeerReply, String> {
+    let mut buf = BytesMut::from(&bytes[..]);
+    let mut reader = ReplyReader::new(Limits::default());
+    let mut builder = PeerReplyBuilder::new(kind);
+    loop {
+        match reader.next(&mut buf, kind) {
+            Ok(Some(e)) => {
+                if let Some(r) = builder.push(e) {
+                    return Ok(r);
+                }
+            }
+            Ok(None) => {
+                return Err(format!(
+                    "incomplete answer {:?}",
+                    String::from_utf8_lossy(&bytes)
+                ))
+            }
+            Err(e) => return Err(format!("unreadable answer: {e}")),
+        }
+    }
+}
+
+fn client_answer(r: PeerReply) -> ClientAnswer {
+    match r {
+        PeerReply::Line(l) | PeerReply::Meta(l, _) => ClientAnswer::Line(l),
+        PeerReply::Values(v) => ClientAnswer::Values(v),
+        PeerReply::Lines(l) => ClientAnswer::Lines(l),
+    }
+}
+
+type Request = (Kind, Vec<String>, Option<String>, u32, bool, Vec<u8>);
+
+/// A random request of the workload (the token scheme of `crate::workload`).
+fn request(c: &mut ClientHost, s: &Scenario, reads_only: bool) -> Request {
+    let rng = &mut c.rng;
+    let key = |rng: &mut StdRng| format!("k{}", rng.random_range(0..s.keys));
+    if reads_only || rng.random_range(0..100) < 25 {
+        let n = if rng.random_bool(0.2) {
+            rng.random_range(2..=4)
+        } else {
+            1
+        };
+        let mut keys: Vec<String> = Vec::new();
+        for _ in 0..n {
+            let k = key(rng);
+            if !keys.contains(&k) {
+                keys.push(k);
+            }
+        }
+        let kind = if rng.random_bool(0.5) {
+            Kind::Get
+        } else {
+            Kind::Gets
+        };
+        let bytes = format!("{} {}\r\n", kind.name(), keys.join(" ")).into_bytes();
+        return (kind, keys, None, 0, false, bytes);
+    }
+    let k = key(rng);
+    let sync = rng.random_bool(s.sync_ratio);
+    let opts = if sync { " sync" } else { "" };
+    let kind = match rng.random_range(0..100) {
+        0..=44 => Kind::Set,
+        45..=54 => Kind::Add,
+        55..=64 => Kind::Replace,
+        65..=76 => Kind::Append,
+        77..=84 => Kind::Prepend,
+        _ => Kind::Delete,
+    };
+    c.next_token += 1;
+    let n = c.next_token;
+    match kind {
+        Kind::Delete => (
+            kind,
+            vec![k.clone()],
+            None,
+            0,
+            sync,
+            format!("delete {k}{opts}\r\n").into_bytes(),
+        ),
+        Kind::Append | Kind::Prepend => {
+            let token = format!(
+                "{}{}_{n}",
+                if kind == Kind::Append { 'a' } else { 'p' },
+                c.idx
+            );
+            let value = format!("{token};");
+            let bytes = format!(
+                "{} {k} 0 0 {}{opts}\r\n{value}\r\n",
+                kind.name(),
+                value.len()
+            )
+            .into_bytes();
+            (kind, vec![k], Some(token), 0, sync, bytes)
+        }
+        _ => {
+            let token = format!("w{}_{n}", c.idx);
+            let pad = rng.random_range(0..=24);
+            let value = match pad {
+                0 => format!("{token};"),
+                p => format!("{token}:{};", "x".repeat(p)),
+            };
+            let flags = rng.random_range(0..=u32::MAX);
+            let bytes = format!(
+                "{} {k} {flags} 0 {}{opts}\r\n{value}\r\n",
+                kind.name(),
+                value.len()
+            )
+            .into_bytes();
+            (kind, vec![k], Some(token), flags, sync, bytes)
+        }
+    }
+}
+
+/// Runs one scenario to the end and checks it.
+pub fn run(s: &Scenario) -> CoreReport {
+    let mut sim = Sim::new(s);
+    sim.run();
+    if !sim.done {
+        sim.finish();
+    }
+    let env = lock(&sim.env);
+    if std::env::var_os("FLARE_CORE_TRACE").is_some() {
+        for l in &env.trace {
+            println!("{l}");
+        }
+    }
+    let mut failures = check_run(s, &env);
+    failures.extend(one_acknowledging_master(&sim.acks));
+    CoreReport {
+        scenario: s.clone(),
+        failures,
+        trace_hash: env.trace_hash(),
+        events: sim.processed,
+        sim_ms: sim.ms(),
+        ops: env.ops.len(),
+    }
+}
