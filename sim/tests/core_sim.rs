@@ -13,8 +13,14 @@ use flare_sim::coresim::{run, scenario};
 ///   without it (`a_slave_copies_only_from_a_master_that_lists_it_alive`);
 /// - 1144: a restarted index pushed its current map again; a slave whose copy was already reported took it as
 ///   a missed version, emptied its store and started over, and became active empty
-///   (`the_same_map_pushed_again_changes_nothing`).
-const FOUND_BUGS: &[u64] = &[105, 134, 151, 1144];
+///   (`the_same_map_pushed_again_changes_nothing`);
+/// - 2041: a sync delete whose master died before answering was sent again to the promoted slave, which answered
+///   `NOT_FOUND` for a delete that had deleted
+///   (`after_a_failover_only_a_write_that_is_the_same_sent_twice_is_retried`);
+/// - 8668: a slave that missed its promotion applied a client write its old master forwarded to it as if it were
+///   replication, and acknowledged it without the other slave
+///   (`writes_go_to_the_master_and_replication_is_applied_locally`).
+const FOUND_BUGS: &[u64] = &[105, 134, 151, 1144, 2041, 8668];
 
 #[test]
 fn core_seeds_pass_every_checker() {

@@ -18,7 +18,12 @@
 //!   tools clear a node with `flush_all` before they build it (protocol.md §4.10), and every connection they open
 //!   starts with `version` (admin-tool.md §2), which ordinary clients do not do ([`Session`]).
 //! - **Retry.** A part that failed is tried once more on the key's master under the current map (a failover may
-//!   have happened); if that fails too the client gets `SERVER_ERROR proxy error`, never a false miss.
+//!   have happened); if that fails too the client gets `SERVER_ERROR proxy error`, never a false miss. A failed
+//!   part may have taken effect (the old master applied and replicated it, then died before it answered), so only
+//!   what is the same sent twice as once is retried ([`resendable`]): reads, `set`, `touch`, `gat`. An `append`,
+//!   `incr`, `add`, `cas` or `delete` sent again would apply twice or answer for the second send (`NOT_STORED`,
+//!   `EXISTS`, `NOT_FOUND` for a delete that deleted): the client gets the error and decides (core simulator,
+//!   seed 2041: a retried sync delete answered `NOT_FOUND` after its first send had deleted the key).
 //! - **Shaping.** `noreply` and quiet meta commands are forwarded with a reply (the connection to the peer stays in
 //!   step) and the reply is dropped here; Flare's single-key `gat` gets its `VALUE` without `END` or `NOT_FOUND`.
 
@@ -29,9 +34,9 @@ use bytes::Bytes;
 use super::view::{ClusterView, ReadRoute, WriteRoute};
 use crate::exec::Tally;
 use crate::protocol::forward::{self, Form, Forward};
-use crate::protocol::meta::{MetaCommand, MetaFlag, MetaKind};
+use crate::protocol::meta::{MetaCommand, MetaFlag, MetaKind, MetaSetMode};
 use crate::protocol::reply::PeerReply;
-use crate::protocol::{Command, ErrorReply, Framing, ProxyPath, Reply, ValueItem};
+use crate::protocol::{Command, ErrorReply, Framing, ProxyPath, Reply, StoreMode, ValueItem};
 
 /// What to do with a request.
 #[derive(Debug)]
@@ -549,7 +554,7 @@ impl Pending {
                     Answer::Local(r) => Finish::Done(r),
                     Answer::Peer(Err(())) => {
                         let parts = std::mem::take(&mut self.parts);
-                        match retry(view, &key, parts, self.retried) {
+                        match retry(view, &key, parts, self.retried || !resendable(&command)) {
                             Some(parts) => Finish::Again(Box::new(Pending {
                                 parts,
                                 merge: Merge::Single {
@@ -576,7 +581,12 @@ impl Pending {
                     Answer::Local(r) => Finish::Done(r),
                     Answer::Peer(_) => {
                         let parts = std::mem::take(&mut self.parts);
-                        match retry(view, &meta.key, parts, self.retried) {
+                        match retry(
+                            view,
+                            &meta.key,
+                            parts,
+                            self.retried || !meta_resendable(&meta),
+                        ) {
                             Some(parts) => Finish::Again(Box::new(Pending {
                                 parts,
                                 merge: Merge::Meta { meta, write },
@@ -661,6 +671,36 @@ impl Pending {
     }
 }
 
+/// Whether `command` sent a second time, after a first send that may have taken effect, leaves the store as one
+/// send does and gets the answer the first would have had: reads, `set`, `touch` and `gat` (an exptime set twice).
+fn resendable(command: &Command) -> bool {
+    match command {
+        Command::Get { .. } | Command::Gat { .. } | Command::Touch { .. } => true,
+        Command::Store(s) => s.mode == StoreMode::Set,
+        Command::Meta(m) => meta_resendable(m),
+        _ => false,
+    }
+}
+
+/// [`resendable`] for a meta command: `mg` unless it creates (`N`) or wins a recache (`R`), `ms` in set mode
+/// without a cas compare (`C`) or invalidation (`I`).
+fn meta_resendable(m: &MetaCommand) -> bool {
+    let changes_by_state = m.flags.iter().any(|f| {
+        matches!(
+            f,
+            MetaFlag::Vivify(_)
+                | MetaFlag::Recache(_)
+                | MetaFlag::CompareCas(_)
+                | MetaFlag::Invalidate
+        )
+    });
+    match m.kind {
+        MetaKind::Get => !changes_by_state,
+        MetaKind::Set => m.set_mode() == MetaSetMode::Set && !changes_by_state,
+        _ => false,
+    }
+}
+
 /// The parts of a failed single request sent once more, to the key's master under `view`, when that is another
 /// node than the one tried (a failover happened) and this was not the retry already.
 fn retry(view: &ClusterView, key: &[u8], parts: Vec<Part>, retried: bool) -> Option<Vec<Part>> {
@@ -742,7 +782,7 @@ mod tests {
     use crate::node_map::{Role, State};
     use crate::protocol::meta::MetaParsed;
     use crate::protocol::reply::ValueBlock;
-    use crate::protocol::{ArithOp, Limits, WriteOptions};
+    use crate::protocol::{ArithOp, Limits, StoreRequest, WriteOptions};
 
     // `key0` is partition 0 (m0, s0) and `foo` partition 1 (m1, s1 in prepare) of 2 with the simple hash.
 
@@ -947,6 +987,82 @@ mod tests {
             )),
             proxy_error()
         );
+    }
+
+    /// Core simulator, seed 2041: a sync `delete` forwarded to a master that applied and replicated it and died
+    /// before answering was sent again to the promoted slave, which answered `NOT_FOUND` for a delete that had
+    /// deleted. Only what is the same sent twice as once goes again; the rest gets the error.
+    #[test]
+    fn after_a_failover_only_a_write_that_is_the_same_sent_twice_is_retried() {
+        let promoted = view(
+            "px",
+            vec![
+                rec("m0", Role::Master, State::Active, Some(0), 1),
+                rec("m1", Role::Proxy, State::Down, None, 0),
+                rec("s1", Role::Master, State::Active, Some(1), 1),
+                rec("px", Role::Proxy, State::Active, None, 0),
+            ],
+        );
+        let store = |mode| {
+            Command::Store(StoreRequest {
+                mode,
+                key: b("foo"),
+                flags: 0,
+                exptime: 0,
+                value: b("v"),
+                cas_unique: 7,
+                version: None,
+                options: WriteOptions::default(),
+            })
+        };
+        let retried = |command: Command| {
+            let p = parts(plan_of("px", command));
+            matches!(
+                p.finish(
+                    &promoted,
+                    vec![Answer::Peer(Err(()))],
+                    &mut Tally::default()
+                ),
+                Finish::Again(_)
+            )
+        };
+        assert!(retried(store(StoreMode::Set)));
+        for mode in [
+            StoreMode::Add,
+            StoreMode::Replace,
+            StoreMode::Append,
+            StoreMode::Prepend,
+            StoreMode::Cas,
+        ] {
+            assert!(!retried(store(mode)), "{mode:?} was sent twice");
+        }
+        assert!(!retried(Command::Delete {
+            key: b("foo"),
+            hold: 0,
+            version: None,
+            cas: None,
+            options: WriteOptions::default(),
+        }));
+        assert!(!retried(Command::Arith {
+            op: ArithOp::Incr,
+            key: b("foo"),
+            delta: 1,
+            create: None,
+            cas: None,
+            options: WriteOptions::default(),
+        }));
+        let meta = |line: &str| {
+            let line = b(line);
+            let tokens: Vec<&[u8]> = crate::protocol::text::Tokens::new(&line).collect();
+            match crate::protocol::meta::parse(&line, &tokens, &Limits::default()) {
+                Ok(MetaParsed::Ready(m)) => Command::Meta(m),
+                other => panic!("{line:?}: {other:?}"),
+            }
+        };
+        assert!(retried(meta("mg foo v")));
+        assert!(!retried(meta("md foo")));
+        assert!(!retried(meta("ma foo")));
+        assert!(!retried(meta("mg foo N30 v")));
     }
 
     #[test]

@@ -242,11 +242,14 @@ impl ClusterView {
         if self.is_master_of(p) && !replication {
             return WriteRoute::Local;
         }
-        if let Some(sender) = path.and_then(ProxyPath::sender) {
-            // A proxied write is applied here only when it comes from the node that replicates to us: our master
-            // (replication to a slave), or, for a key moving to the preparing partition, the key's current master
-            // (to the preparing master) or the preparing master (to its slaves). Anything else is a client write
-            // forwarded on a stale map, and goes to the master.
+        if let Some(sender) = path.and_then(ProxyPath::sender).filter(|_| replication) {
+            // A replicated write (its sender tagged it with a sequence number) is applied here only when it comes
+            // from the node that replicates to us: our master (replication to a slave), or, for a key moving to the
+            // preparing partition, the key's current master (to the preparing master) or the preparing master (to
+            // its slaves). A client write forwarded by our master is not replication, even though our master sent
+            // it: the sender forwarded it because its newer map names us master, and applied here on our older
+            // map (as a slave) it would be acknowledged without reaching the other slaves (core simulator, seed
+            // 8668). It goes to the master our map names, and a loop is refused.
             let master = self.partitions.active[p as usize]
                 .master
                 .as_deref()
@@ -563,17 +566,18 @@ mod tests {
             cluster("px").route_write(b"foo", None),
             WriteRoute::Forward("m1:1".into())
         );
-        // A slave forwards client writes (fencing) but applies replicated ones.
+        // A slave forwards client writes (fencing) but applies replicated ones (tagged with the master's
+        // replication sequence number).
         assert_eq!(
             cluster("s0").route_write(b"key0", None),
             WriteRoute::Forward("m0:1".into())
         );
         assert_eq!(
-            cluster("s0").route_write(b"key0", Some(&path(&["m0:1"]))),
+            cluster("s0").route_write(b"key0", Some(&path(&["m0:1#17"]))),
             WriteRoute::Local
         );
         assert_eq!(
-            cluster("s1").route_write(b"foo", Some(&path(&["m1:1"]))),
+            cluster("s1").route_write(b"foo", Some(&path(&["m1:1#3"]))),
             WriteRoute::Local
         );
         // ... but only from its master: a client write forwarded on a stale map goes to the master.
@@ -581,10 +585,12 @@ mod tests {
             cluster("s0").route_write(b"key0", Some(&path(&["px:1"]))),
             WriteRoute::Forward("m0:1".into())
         );
-        // The master's key may carry its replication sequence number.
+        // A client write our master forwarded (its newer map names us master) is not replication: applied here
+        // as a slave it would be acknowledged without the other slaves (core simulator, seed 8668). It goes to
+        // the master our map names (which, no longer master, sees itself in the path and refuses the loop).
         assert_eq!(
-            cluster("s0").route_write(b"key0", Some(&path(&["m0:1#17"]))),
-            WriteRoute::Local
+            cluster("s0").route_write(b"key0", Some(&path(&["px:1", "m0:1"]))),
+            WriteRoute::Forward("m0:1".into())
         );
         // Replication from a node that is not our master is refused, not forwarded (fencing; maps disagreeing).
         for (me, from) in [("s0", "m1:1#3"), ("px", "m0:1#3"), ("m0", "s0:1#3")] {
@@ -647,16 +653,16 @@ mod tests {
         assert_eq!(v("m0").replicas(b"key0").preparing_master, None);
         // The preparing master applies the forwarded write and replicates it to its own slaves, who apply it.
         assert_eq!(
-            v("n1").route_write(b"foo", Some(&path(&["m0:1"]))),
+            v("n1").route_write(b"foo", Some(&path(&["m0:1#4"]))),
             WriteRoute::Local
         );
         assert_eq!(
-            v("t1").route_write(b"foo", Some(&path(&["m0:1", "n1:1"]))),
+            v("t1").route_write(b"foo", Some(&path(&["n1:1#9"]))),
             WriteRoute::Local
         );
         assert_eq!(
-            v("t1").route_write(b"foo", Some(&path(&["m0:1"]))),
-            WriteRoute::Forward("m0:1".into())
+            v("t1").route_write(b"foo", Some(&path(&["m0:1#4"]))),
+            WriteRoute::NotReplica
         );
         assert_eq!(
             v("n1").replicas(b"foo").slaves,
