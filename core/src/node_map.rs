@@ -292,23 +292,10 @@ impl NodeMap {
         self.nodes.values().map(NodeRecord::to_line).collect()
     }
 
-    /// `NODE <name> <port> <role> <state> <partition> <balance> <thread_type>` text lines.
+    /// `NODE <name> <port> <role> <state> <partition> <balance> <thread_type>` text lines
+    /// ([`crate::protocol::lines`]).
     pub fn node_lines(&self) -> Vec<String> {
-        self.nodes
-            .values()
-            .map(|n| {
-                format!(
-                    "NODE {} {} {} {} {} {} {}",
-                    n.name,
-                    n.port,
-                    n.role.code(),
-                    n.state.code(),
-                    n.partition.map_or(-1, |p| p as i64),
-                    n.balance,
-                    n.thread_type
-                )
-            })
-            .collect()
+        self.to_lines().iter().map(NodeLine::to_string).collect()
     }
 
     /// `stats nodes` fields (stats.md §3), five per node in key order.

@@ -30,7 +30,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
+use flare_core::node_map::{Role, State};
+use flare_core::protocol::admin::{AdminCommand, IndexCommand, NodeAddr, ServerQuery};
 use flare_core::protocol::reply::ReplyKind;
+use flare_core::protocol::{lines, StatsGroup};
 
 use crate::client::{Answer, TextClient};
 use crate::history::{
@@ -132,10 +135,9 @@ async fn poll_held_maps(s: Scenario, env: SharedEnv) {
         .into_iter()
         .map(|n| (n.clone(), TextClient::new(&n, NODE_PORT)))
         .collect();
-    let version = |lines: &[Bytes]| {
-        lines.iter().find_map(|l| {
-            let text = String::from_utf8_lossy(l);
-            let v = text.strip_prefix("STAT node_map_version ")?;
+    let version = |listing: &[Bytes]| {
+        listing.iter().find_map(|l| {
+            let v = String::from_utf8_lossy(lines::stat_value(l, "node_map_version")?);
             v.trim().parse::<u64>().ok()
         })
     };
@@ -233,17 +235,16 @@ impl Admin {
         }
     }
 
+    /// `stats` (the same line on the index and on a node), as name → value.
     async fn stats(client: &mut TextClient) -> Result<BTreeMap<String, String>, String> {
-        let lines = Self::listing(client, "stats").await?;
-        Ok(lines
+        let stats = AdminCommand::Server(ServerQuery::Stats).to_line();
+        let listing = Self::listing(client, &stats).await?;
+        Ok(listing
             .iter()
             .filter_map(|l| {
-                let text = String::from_utf8_lossy(l);
-                let mut t = text.splitn(3, ' ');
-                match (t.next(), t.next(), t.next()) {
-                    (Some("STAT"), Some(k), Some(v)) => Some((k.to_string(), v.to_string())),
-                    _ => None,
-                }
+                let (k, v) = lines::stat(l)?;
+                let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+                Some((text(k), text(v)))
             })
             .collect())
     }
@@ -253,7 +254,9 @@ impl Admin {
     async fn index_map(&mut self) -> Result<(u64, MapView), String> {
         let mut version = self.index_version().await?;
         for _ in 0..5 {
-            let map = parse_stats_nodes(&Self::listing(&mut self.index, "stats nodes").await?);
+            let stats_nodes = AdminCommand::Index(IndexCommand::Stats(StatsGroup::Nodes));
+            let map =
+                parse_stats_nodes(&Self::listing(&mut self.index, &stats_nodes.to_line()).await?);
             let after = self.index_version().await?;
             if after == version {
                 return Ok((version, map));
@@ -313,13 +316,11 @@ impl Admin {
         .await?;
         for (name, plan) in self.s.layout() {
             let Planned::Master(p) = plan else { continue };
-            self.command(&format!("node role {name} {NODE_PORT} master 1 {p}"))
-                .await?;
+            self.command(&node_role(&name, Role::Master, p)).await?;
             if p > 0 {
                 self.wait_node(&name, "ready", |n| n.state == "ready")
                     .await?;
-                self.command(&format!("node state {name} {NODE_PORT} active"))
-                    .await?;
+                self.command(&node_active(&name)).await?;
             }
             self.wait_node(&name, "active master", |n| {
                 n.role == "master" && n.state == "active"
@@ -343,14 +344,12 @@ impl Admin {
                 break;
             }
             let added = async {
-                self.command(&format!("node role {name} {NODE_PORT} slave 1 {p}"))
-                    .await?;
+                self.command(&node_role(&name, Role::Slave, p)).await?;
                 self.wait_node(&name, "active slave", |n| {
                     n.role == "slave" && n.state == "active"
                 })
                 .await?;
-                self.command(&format!("node role {name} {NODE_PORT} slave 1 {p}"))
-                    .await?;
+                self.command(&node_role(&name, Role::Slave, p)).await?;
                 self.wait_node(&name, "read balance", |n| n.balance == 1)
                     .await
             }
@@ -396,14 +395,8 @@ impl Admin {
                     self.trace(format!("partition {p} added, master {spare}"));
                     return Ok(());
                 }
-                ("proxy", "active") => {
-                    self.command(&format!("node role {spare} {NODE_PORT} master 1 {p}"))
-                        .await
-                }
-                ("master", "ready") if n.partition == p => {
-                    self.command(&format!("node state {spare} {NODE_PORT} active"))
-                        .await
-                }
+                ("proxy", "active") => self.command(&node_role(&spare, Role::Master, p)).await,
+                ("master", "ready") if n.partition == p => self.command(&node_active(&spare)).await,
                 // Preparing, down, or (after a failover it cannot be part of) something unexpected: wait.
                 _ => Ok(()),
             };
@@ -445,14 +438,12 @@ impl Admin {
             self.trace(format!(
                 "flush_all on {name}: rebuilding it as a slave of partition {p}"
             ));
-            self.command(&format!("node role {name} {NODE_PORT} slave 1 {p}"))
-                .await?;
+            self.command(&node_role(&name, Role::Slave, p)).await?;
             self.wait_node(&name, "active slave", |n| {
                 n.role == "slave" && n.state == "active"
             })
             .await?;
-            self.command(&format!("node role {name} {NODE_PORT} slave 1 {p}"))
-                .await?;
+            self.command(&node_role(&name, Role::Slave, p)).await?;
             self.wait_node(&name, "read balance", |n| n.balance == 1)
                 .await?;
         }
@@ -731,4 +722,26 @@ impl Admin {
         }
         lock(&self.env).phase = Phase::Done;
     }
+}
+
+/// `node role <name> <port> <role> 1 <p>`, as the index reads it.
+fn node_role(name: &str, role: Role, p: impl Into<i64>) -> String {
+    AdminCommand::Index(IndexCommand::NodeRole {
+        node: NodeAddr::new(name, NODE_PORT),
+        role,
+        balance: 1,
+        partition: p.into(),
+        epoch: None,
+    })
+    .to_line()
+}
+
+/// `node state <name> <port> active`, as the index reads it.
+fn node_active(name: &str) -> String {
+    AdminCommand::Index(IndexCommand::NodeState {
+        node: NodeAddr::new(name, NODE_PORT),
+        state: State::Active,
+        epoch: None,
+    })
+    .to_line()
 }

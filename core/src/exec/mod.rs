@@ -418,7 +418,7 @@ fn cachedump<S: Storage>(
             break;
         }
     }
-    out.extend_from_slice(b"END\r\n");
+    out.extend_from_slice(crate::protocol::lines::END_LINE);
     Ok(Reply::Raw(Bytes::from(out)))
 }
 

@@ -28,7 +28,7 @@ use std::fmt::Write as _;
 
 use crate::keys::{HashAlgorithm, PartitionParams};
 use crate::node_map::{NodeMap, NodeRecord, Role, State};
-use crate::protocol::text::parse_u64;
+use crate::protocol::lex::parse_u64;
 
 use super::transitions::{check_name, validate_map};
 

@@ -16,9 +16,10 @@ use std::time::Duration;
 
 use crate::keys::{HashAlgorithm, PartitionParams};
 use crate::node_map::NodeMap;
+use crate::protocol::admin::{AdminCommand, IndexCommand, NodeAddr, ServerQuery};
+use crate::protocol::lex::{parse_u64, Tokens};
 use crate::protocol::reply::{ReplyEvent, ReplyKind};
-use crate::protocol::text::{parse_node_line, parse_u64, Tokens};
-use crate::protocol::NodeLine;
+use crate::protocol::{lines, NodeLine, StatsGroup};
 
 /// Registration attempts before a node gives up starting (cluster.md §4.1: 9 attempts).
 pub const ATTEMPTS: u32 = 9;
@@ -29,17 +30,23 @@ pub const MAP_READS: u32 = 3;
 
 /// `stats nodes` between two `stats`: the map and its exact version.
 pub fn map_lines() -> Vec<(String, ReplyKind)> {
-    ["stats", "stats nodes", "stats"]
+    let stats = AdminCommand::Server(ServerQuery::Stats);
+    let nodes = AdminCommand::Index(IndexCommand::Stats(StatsGroup::Nodes));
+    [&stats, &nodes, &stats]
         .iter()
-        .map(|l| (l.to_string(), ReplyKind::Lines))
+        .map(|c| (c.to_line(), ReplyKind::Lines))
         .collect()
 }
 
 /// The registration call: `node add`, `meta`, and the versioned map.
 pub fn register_lines(name: &str, port: u16) -> Vec<(String, ReplyKind)> {
+    let add = AdminCommand::Index(IndexCommand::NodeAdd(NodeAddr::new(name, port)));
     let mut lines = vec![
-        (format!("node add {name} {port}"), ReplyKind::Lines),
-        ("meta".to_string(), ReplyKind::Lines),
+        (add.to_line(), ReplyKind::Lines),
+        (
+            AdminCommand::Index(IndexCommand::Meta).to_line(),
+            ReplyKind::Lines,
+        ),
     ];
     lines.extend(map_lines());
     lines
@@ -63,9 +70,8 @@ pub fn read_registration(replies: &[Vec<ReplyEvent>]) -> Result<Registered, Stri
     let mut params = PartitionParams::default();
     for e in replies.iter().flatten() {
         match e {
-            ReplyEvent::Item(l) if l.starts_with(b"NODE ") => nodes.push(
-                parse_node_line(l)
-                    .ok_or_else(|| "malformed NODE line from the index".to_string())?,
+            ReplyEvent::Item(l) if lines::is_node(l) => nodes.push(
+                lines::node(l).ok_or_else(|| "malformed NODE line from the index".to_string())?,
             ),
             ReplyEvent::Item(l) if l.starts_with(b"META ") => apply_meta(&mut params, l)?,
             ReplyEvent::Line(l) => {
@@ -88,13 +94,7 @@ pub fn versioned_map<'a>(events: impl IntoIterator<Item = &'a ReplyEvent>) -> Re
     let mut fields = Vec::new();
     for e in events {
         let ReplyEvent::Item(l) = e else { continue };
-        let Some(stat) = l.strip_prefix(b"STAT ") else {
-            continue;
-        };
-        let Ok(stat) = std::str::from_utf8(stat) else {
-            continue;
-        };
-        let Some((field, value)) = stat.split_once(' ') else {
+        let Some((field, value)) = lines::stat_str(l) else {
             continue;
         };
         if field == "node_map_version" {
@@ -155,7 +155,7 @@ mod tests {
 
     fn stats(version: u64) -> Vec<ReplyEvent> {
         vec![
-            item(&format!("STAT node_map_version {version}")),
+            item(&lines::stat_line("node_map_version", version)),
             ReplyEvent::End,
         ]
     }
@@ -186,6 +186,15 @@ mod tests {
             nodes(),
             stats(v2),
         ]
+    }
+
+    #[test]
+    fn the_calls_are_the_index_commands() {
+        let lines: Vec<String> = register_lines("a", 1).into_iter().map(|(l, _)| l).collect();
+        assert_eq!(
+            lines,
+            ["node add a 1", "meta", "stats", "stats nodes", "stats"]
+        );
     }
 
     #[test]

@@ -21,8 +21,8 @@ use super::replication::encode_replica;
 use super::targets::{WriteFailure, WriteId};
 use super::{no_lease_reply, Action, CallId, Dest, Node, NodeSettings, StoreOp};
 use crate::exec::{self, Outcome, Tally};
+use crate::protocol::lines::stat_line;
 use crate::protocol::reply::ReplyEvent;
-use crate::protocol::text::parse_node_line;
 use crate::protocol::{
     Command, Decoded, Decoder, ErrorReply, Framing, Limits, NodeLine, ProxyPath, ReplicationMode,
     Reply,
@@ -128,8 +128,15 @@ pub fn node_lines(nodes: &[Rec<'_>]) -> Vec<NodeLine> {
                 "down" => 2,
                 _ => 3,
             };
-            let line = format!("NODE {name} {PORT} {role} {state} {p} 1 1");
-            parse_node_line(&Bytes::from(line)).expect("invariant: a well-formed NODE line")
+            NodeLine {
+                name: Bytes::copy_from_slice(name.as_bytes()),
+                port: PORT,
+                role,
+                state,
+                partition: *p,
+                balance: 1,
+                thread_type: 1,
+            }
         })
         .collect()
 }
@@ -141,7 +148,7 @@ fn item(s: String) -> ReplyEvent {
 /// `stats` with `node_map_version`.
 pub fn stats_reply(version: u64) -> Vec<ReplyEvent> {
     vec![
-        item(format!("STAT node_map_version {version}")),
+        item(stat_line("node_map_version", version)),
         ReplyEvent::End,
     ]
 }
@@ -151,11 +158,11 @@ pub fn stats_nodes_reply(nodes: &[Rec<'_>]) -> Vec<ReplyEvent> {
     let mut out = Vec::new();
     for (name, role, state, p) in nodes {
         let k = format!("{name}:{PORT}");
-        out.push(item(format!("STAT {k}:role {role}")));
-        out.push(item(format!("STAT {k}:state {state}")));
-        out.push(item(format!("STAT {k}:partition {p}")));
-        out.push(item(format!("STAT {k}:balance 1")));
-        out.push(item(format!("STAT {k}:thread_type 1")));
+        out.push(item(stat_line(format!("{k}:role"), role)));
+        out.push(item(stat_line(format!("{k}:state"), state)));
+        out.push(item(stat_line(format!("{k}:partition"), p)));
+        out.push(item(stat_line(format!("{k}:balance"), 1)));
+        out.push(item(stat_line(format!("{k}:thread_type"), 1)));
     }
     out.push(ReplyEvent::End);
     out
@@ -380,7 +387,7 @@ impl Kit {
     pub fn answer_registration_read(&mut self, before: u64, after: u64, nodes: &[Rec<'_>]) {
         let mut add: Vec<ReplyEvent> = node_lines(nodes)
             .iter()
-            .map(|l| item(node_line_text(l)))
+            .map(|l| item(l.to_string()))
             .collect();
         add.push(ReplyEvent::End);
         let reply = vec![
@@ -549,19 +556,6 @@ impl Kit {
         let (role, state, p, _) = self.node.view().my_role();
         (role.name().into(), state.name().into(), p)
     }
-}
-
-fn node_line_text(l: &NodeLine) -> String {
-    format!(
-        "NODE {} {} {} {} {} {} {}",
-        String::from_utf8_lossy(&l.name),
-        l.port,
-        l.role,
-        l.state,
-        l.partition,
-        l.balance,
-        l.thread_type
-    )
 }
 
 /// One line per action, for assertions on order.

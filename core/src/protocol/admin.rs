@@ -26,7 +26,7 @@ use std::fmt;
 
 use bytes::{Buf, BytesMut};
 
-use super::text::{parse_i64, parse_u64, Tokens};
+use super::lex::{parse_i64, parse_u64, Tokens};
 use super::{ErrorReply, StatsGroup};
 use crate::config::Secret;
 use crate::node_map::{node_key, Role, State};

@@ -18,9 +18,9 @@
 use base64::Engine;
 use bytes::{BufMut, Bytes, BytesMut};
 
+use super::lex::{parse_u64, Tokens};
 use super::meta::MetaKind;
 use super::reply::{PeerReply, ReplyKind, ValueBlock};
-use super::text::{parse_u64, Tokens};
 use super::{
     ArithOp, Command, ErrorReply, ProxyPath, ReplicationMode, Reply, StatsGroup, StoreMode,
     ValueItem, WriteOptions,

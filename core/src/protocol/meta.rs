@@ -29,7 +29,7 @@
 use base64::Engine;
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::text::{parse_i64, parse_u32, parse_u64};
+use super::lex::{parse_i64, parse_u32, parse_u64};
 use super::{ArithOp, ErrorReply, Limits, LineError};
 
 /// Longest opaque token, the `O` included (memcached's `MFLAG_MAX_OPAQUE_LENGTH`).
@@ -719,7 +719,7 @@ fn put_key(key: &[u8], base64: bool, out: &mut BytesMut) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::text::Tokens;
+    use crate::protocol::lex::Tokens;
 
     fn limits() -> Limits {
         Limits {

@@ -3,6 +3,10 @@
 //! - [`text`]: memcached's text protocol as Flare speaks it, with Flare's extra commands and the `<host:port,...>`
 //!   proxy prefix (protocol.md §4, §5, §9), plus the meta commands (`mg`, `ms`, ... in [`meta`], §11).
 //! - [`binary`]: memcached's binary protocol (§10), chosen per request by the magic byte `0x80`.
+//! - [`lex`]: the tokens and numbers of a line; [`lines`]: the `STAT`, `NODE`, `VALUE` and `END` lines, lexed and
+//!   encoded. `lex` imports no sibling and `lines` only `lex`, so the parsers (text, meta, admin, reply, forward)
+//!   share them without importing each other: the modules here form no cycle (only this parent, which holds the
+//!   shared types and the [`Decoder`], and its children refer to each other).
 //!
 //! [`Decoder`] is the entry point: feed it the connection's read buffer and it returns whole requests, consuming
 //! exactly their bytes, or `None` when more bytes are needed (the buffer is then untouched except for bytes it has
@@ -22,6 +26,8 @@ use bytes::{Buf, Bytes, BytesMut};
 pub mod admin;
 pub mod binary;
 pub mod forward;
+pub mod lex;
+pub mod lines;
 pub mod meta;
 pub mod reply;
 pub mod response;
@@ -118,7 +124,7 @@ impl ProxyPath {
 /// only matters to their loop check.
 fn split_seq(element: &[u8]) -> (&[u8], Option<u64>) {
     match memchr::memrchr(b'#', element) {
-        Some(i) => (&element[..i], text::parse_u64(&element[i + 1..])),
+        Some(i) => (&element[..i], lex::parse_u64(&element[i + 1..])),
         None => (element, None),
     }
 }

@@ -8,8 +8,8 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use super::text::{parse_u32, parse_u64, Tokens};
-use super::{ErrorReply, Limits, Reply};
+use super::lex::{parse_u64, Tokens};
+use super::{lines, ErrorReply, Limits, Reply};
 
 /// How the reply to a request is framed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -129,11 +129,11 @@ impl ReplyReader {
         };
         match kind {
             ReplyKind::Line => Ok(Some(ReplyEvent::Line(line))),
-            ReplyKind::Lines if &line[..] == b"END" => Ok(Some(ReplyEvent::End)),
+            ReplyKind::Lines if lines::is_end(&line) => Ok(Some(ReplyEvent::End)),
             ReplyKind::Lines if is_error(&line) => Ok(Some(ReplyEvent::Line(line))),
             ReplyKind::Lines => Ok(Some(ReplyEvent::Item(line))),
-            ReplyKind::Values if &line[..] == b"END" => Ok(Some(ReplyEvent::End)),
-            ReplyKind::Values if line.starts_with(b"VALUE ") => {
+            ReplyKind::Values if lines::is_end(&line) => Ok(Some(ReplyEvent::End)),
+            ReplyKind::Values if lines::is_value(&line) => {
                 let (block, len) = self.value_line(&line)?;
                 self.data(buf, Pending::Value { block, len })
             }
@@ -177,31 +177,22 @@ impl ReplyReader {
     }
 
     fn value_line(&self, line: &Bytes) -> Result<(ValueBlock, usize), ReplyError> {
-        let mut t = Tokens::new(line).skip(1);
-        let bad = || ReplyError::BadValueLine;
-        let key = t.next().ok_or_else(bad)?;
-        if key.len() > self.limits.key_max {
-            return Err(bad());
+        let h = lines::value_header(line).ok_or(ReplyError::BadValueLine)?;
+        if h.key.len() > self.limits.key_max {
+            return Err(ReplyError::BadValueLine);
         }
-        let flags = t.next().and_then(parse_u32).ok_or_else(bad)?;
-        let len = t.next().and_then(parse_u64).ok_or_else(bad)?;
-        if len > u64::from(self.limits.item_size_max) {
+        if h.len > u64::from(self.limits.item_size_max) {
             return Err(ReplyError::TooLarge);
         }
-        let version = t.next().map(|v| parse_u64(v).ok_or_else(bad)).transpose()?;
-        let exptime = t.next().map(|v| parse_u64(v).ok_or_else(bad)).transpose()?;
-        if t.next().is_some() {
-            return Err(bad());
-        }
         let block = ValueBlock {
-            key: line.slice_ref(key),
-            flags,
-            version,
-            exptime,
+            key: line.slice_ref(h.key),
+            flags: h.flags,
+            version: h.version,
+            exptime: h.exptime,
             value: Bytes::new(),
         };
         // len <= item_size_max <= 2^31-1.
-        Ok((block, len as usize))
+        Ok((block, h.len as usize))
     }
 
     fn data(&mut self, buf: &mut BytesMut, p: Pending) -> Result<Option<ReplyEvent>, ReplyError> {
@@ -246,7 +237,7 @@ pub fn line_reply(line: &[u8]) -> Reply {
             version: 0,
         },
         b"OK" => Reply::Ok,
-        b"END" => Reply::End,
+        l if lines::is_end(l) => Reply::End,
         _ => {
             if let Some(e) = ErrorReply::from_line(line) {
                 Reply::Error(e)

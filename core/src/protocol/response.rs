@@ -2,6 +2,7 @@
 //! ends with `\r\n`.
 use bytes::{BufMut, BytesMut};
 
+use super::lines::{self, ValueHeader};
 use super::{ErrorReply, Framing, Reply, ValueItem};
 
 /// What memcached sends a connection over its limit before closing it (and so does a node at `max-connection`).
@@ -31,13 +32,13 @@ pub fn encode_text(reply: &Reply, out: &mut BytesMut) {
         Reply::Deleted => line(out, b"DELETED"),
         Reply::Touched { .. } => line(out, b"TOUCHED"),
         Reply::Ok => line(out, b"OK"),
-        Reply::End => line(out, b"END"),
+        Reply::End => lines::put_end(out),
         Reply::Values { items, cas, end } => {
             for item in items {
                 encode_value(item, *cas, None, out);
             }
             if *end {
-                line(out, b"END");
+                lines::put_end(out);
             }
         }
         Reply::Number { value, .. } => line(out, itoa::Buffer::new().format(*value).as_bytes()),
@@ -47,19 +48,15 @@ pub fn encode_text(reply: &Reply, out: &mut BytesMut) {
         }
         Reply::Stats(pairs) => {
             for (name, value) in pairs {
-                out.reserve(name.len() + value.len() + 8);
-                out.put_slice(b"STAT ");
-                out.put_slice(name.as_bytes());
-                out.put_u8(b' ');
-                line(out, value.as_bytes());
+                lines::put_stat(out, name.as_bytes(), value.as_bytes());
             }
-            line(out, b"END");
+            lines::put_end(out);
         }
         Reply::Lines(lines) => {
             for l in lines {
                 line(out, l.as_bytes());
             }
-            line(out, b"END");
+            lines::put_end(out);
         }
         Reply::Error(ErrorReply::Silent) => {}
         Reply::Error(e) => line(out, e.line().as_bytes()),
@@ -71,23 +68,15 @@ pub fn encode_text(reply: &Reply, out: &mut BytesMut) {
 /// Appends one `VALUE <key> <flags> <bytes> [<version> [<exptime>]]\r\n<data>\r\n` block: the version for
 /// `gets`/`gats`, and an absolute exptime as well for `dump` (protocol.md §5.2).
 pub fn encode_value(item: &ValueItem, cas: bool, exptime: Option<u64>, out: &mut BytesMut) {
-    let mut num = itoa::Buffer::new();
     out.reserve(item.key.len() + item.value.len() + 64);
-    out.put_slice(b"VALUE ");
-    out.put_slice(&item.key);
-    out.put_u8(b' ');
-    out.put_slice(num.format(item.flags).as_bytes());
-    out.put_u8(b' ');
-    out.put_slice(num.format(item.value.len()).as_bytes());
-    if cas || exptime.is_some() {
-        out.put_u8(b' ');
-        out.put_slice(num.format(item.version).as_bytes());
-    }
-    if let Some(e) = exptime {
-        out.put_u8(b' ');
-        out.put_slice(num.format(e).as_bytes());
-    }
-    out.put_slice(b"\r\n");
+    let header = ValueHeader {
+        key: &item.key,
+        flags: item.flags,
+        len: item.value.len() as u64,
+        version: (cas || exptime.is_some()).then_some(item.version),
+        exptime,
+    };
+    lines::put_value_header(out, &header);
     out.put_slice(&item.value);
     out.put_slice(b"\r\n");
 }

@@ -23,7 +23,11 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use super::meta;
+// The lexers live in `lex` and `lines` (meta, reply, admin and forward use them too); re-exported for the callers
+// that name them here.
+pub use super::lex::{parse_i64, parse_u32, parse_u64, Tokens};
+pub use super::lines::node as parse_node_line;
+use super::{lines, meta};
 use super::{
     ArithOp, Command, DumpArgs, ErrorReply, Framing, Limits, LineError, NodeLine, Parsed,
     ProxyPath, ReplicationMode, Request, StatsGroup, StoreMode, StoreRequest, WriteOptions,
@@ -251,7 +255,7 @@ impl TextParser {
                         }
                         Err(TooLong) => return self.line_too_long(buf),
                     };
-                    if &line[..] == b"END" {
+                    if lines::is_end(&line) {
                         if malformed {
                             return Parsed::Rejected {
                                 framing,
@@ -265,7 +269,7 @@ impl TextParser {
                             framing,
                         });
                     }
-                    match parse_node_line(&line) {
+                    match lines::node(&line) {
                         Some(n) if nodes.len() < self.limits.nodes_max => nodes.push(n),
                         _ => malformed = true,
                     }
@@ -367,7 +371,7 @@ impl TextParser {
             }
         };
         // The head ends at the last token read, which a space ends (the line is longer than the cap).
-        let consumed = head.len() - tokens.rest.len();
+        let consumed = head.len() - tokens.rest().len();
         buf.advance(skip + consumed);
         Ok(Some(State::Retrieval { framing, cas, gat }))
     }
@@ -421,7 +425,7 @@ impl TextParser {
                 if first {
                     return Err(LineError::new(e));
                 }
-                end = (text_end - scan.rest.len()) - token.len();
+                end = (text_end - scan.rest().len()) - token.len();
                 last = false;
                 break;
             }
@@ -798,32 +802,6 @@ impl TextParser {
     }
 }
 
-/// Iterator over the space-separated tokens of a line (runs of spaces count as one separator; tabs are not
-/// separators, protocol.md §1).
-#[derive(Clone, Debug)]
-pub struct Tokens<'a> {
-    rest: &'a [u8],
-}
-
-impl<'a> Tokens<'a> {
-    /// The tokens of `line`.
-    pub fn new(line: &'a [u8]) -> Self {
-        Tokens { rest: line }
-    }
-}
-
-impl<'a> Iterator for Tokens<'a> {
-    type Item = &'a [u8];
-
-    fn next(&mut self) -> Option<&'a [u8]> {
-        let start = self.rest.iter().position(|&c| c != b' ')?;
-        let rest = &self.rest[start..];
-        let end = memchr::memchr(b' ', rest).unwrap_or(rest.len());
-        self.rest = &rest[end..];
-        Some(&rest[..end])
-    }
-}
-
 /// Flare's proxy prefix: a line starting with `<` and containing `>` (protocol.md §9). Returns the node keys and the
 /// rest of the line.
 pub fn split_proxy(line: &Bytes) -> Option<(ProxyPath, Bytes)> {
@@ -852,33 +830,6 @@ pub fn check_key(key: &[u8], limits: &Limits) -> Result<(), ErrorReply> {
         return Err(ErrorReply::BadCommandLine);
     }
     Ok(())
-}
-
-/// Decimal digits only, fitting a u64.
-pub fn parse_u64(t: &[u8]) -> Option<u64> {
-    if t.is_empty() || t.len() > 20 || !t.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    t.iter().try_fold(0u64, |n, &c| {
-        n.checked_mul(10)?.checked_add(u64::from(c - b'0'))
-    })
-}
-
-/// Decimal digits only, fitting a u32 (client flags: larger values are a parse error, protocol.md §2).
-pub fn parse_u32(t: &[u8]) -> Option<u32> {
-    parse_u64(t).and_then(|n| u32::try_from(n).ok())
-}
-
-/// An optional `-` and decimal digits, fitting an i64.
-pub fn parse_i64(t: &[u8]) -> Option<i64> {
-    match t.split_first() {
-        Some((b'-', digits)) => {
-            let n = parse_u64(digits)?;
-            // -2^63 is the one value whose magnitude does not fit an i64.
-            0i64.checked_sub_unsigned(n)
-        }
-        _ => i64::try_from(parse_u64(t)?).ok(),
-    }
 }
 
 /// `noreply`, `sync`, `async` in any order (§4.2). An unknown token is a bad command line.
@@ -1084,41 +1035,6 @@ fn parse_shutdown(mut tokens: Tokens<'_>) -> Result<Command, LineError> {
         }
         _ => Err(LineError::new(ErrorReply::UnknownCommand)),
     }
-}
-
-/// `NODE <name> <port> <role> <state> <partition> <balance> <thread_type>` (protocol.md §5.7).
-pub fn parse_node_line(line: &Bytes) -> Option<NodeLine> {
-    let mut t = Tokens::new(line);
-    if t.next()? != b"NODE" {
-        return None;
-    }
-    let name = line.slice_ref(t.next()?);
-    let port = u16::try_from(parse_u64(t.next()?)?).ok()?;
-    let role = u8::try_from(parse_u64(t.next()?)?)
-        .ok()
-        .filter(|r| *r <= 2)?;
-    let state = u8::try_from(parse_u64(t.next()?)?)
-        .ok()
-        .filter(|s| *s <= 3)?;
-    let partition = i32::try_from(parse_i64(t.next()?)?)
-        .ok()
-        .filter(|p| *p >= -1)?;
-    let balance = i32::try_from(parse_i64(t.next()?)?)
-        .ok()
-        .filter(|b| *b >= 0)?;
-    let thread_type = u32::try_from(parse_u64(t.next()?)?).ok()?;
-    if t.next().is_some() {
-        return None;
-    }
-    Some(NodeLine {
-        name,
-        port,
-        role,
-        state,
-        partition,
-        balance,
-        thread_type,
-    })
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use bytes::{Bytes, BytesMut};
 use flare_core::dump::{encode_record, DumpKind, Throttle};
 use flare_core::node::wire;
-use flare_core::protocol::DumpArgs;
+use flare_core::protocol::{lines, DumpArgs};
 use flare_core::storage::Storage;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
@@ -79,7 +79,7 @@ async fn stream_records<N: Net, S: Storage, W: AsyncWrite + Unpin>(
             tokio::task::yield_now().await;
         }
     }
-    buf.extend_from_slice(b"END\r\n");
+    lines::put_end(&mut buf);
     write(shared, out, &mut buf).await
 }
 

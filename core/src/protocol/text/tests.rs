@@ -983,15 +983,3 @@ fn split_at_every_offset() {
     assert_eq!(got, whole);
     assert_eq!(whole.len(), 6);
 }
-
-#[test]
-fn numbers() {
-    assert_eq!(parse_u64(b"18446744073709551615"), Some(u64::MAX));
-    assert_eq!(parse_u64(b"18446744073709551616"), None);
-    assert_eq!(parse_u64(b"+1"), None);
-    assert_eq!(parse_i64(b"-9223372036854775808"), Some(i64::MIN));
-    assert_eq!(parse_i64(b"-9223372036854775809"), None);
-    assert_eq!(parse_i64(b"-"), None);
-    assert_eq!(parse_u32(b"4294967295"), Some(u32::MAX));
-    assert_eq!(parse_u32(b"4294967296"), None);
-}
