@@ -43,6 +43,18 @@ pub struct StoreConfig {
     pub item_size_max: u32,
 }
 
+impl StoreConfig {
+    /// The knobs of the node configured by `c` (one mapping for `flared` and the simulators).
+    pub fn from_config(c: &crate::config::NodeConfig) -> StoreConfig {
+        StoreConfig {
+            tombstone_ttl: c.tombstone_ttl.as_secs(),
+            incr_flare_semantics: c.incr_flare_semantics,
+            binary_incr_create: c.binary_incr_create,
+            item_size_max: c.max_item_size,
+        }
+    }
+}
+
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {

@@ -7,7 +7,9 @@
 //! option, has a line number inside the text and a value unless it is a switch; every accepted config rebuilds
 //! itself from its own `to_pairs`, `settings` mirrors `to_pairs` (secret masked), `show variables` has one line per
 //! shown option, a reload with itself changes nothing, and the limits stay within their hard bounds.
-use flare_core::config::{self, Daemon, Entry, IndexConfig, Kind, NodeConfig, MAX_ITEM_SIZE_LIMIT};
+use flare_core::config::{
+    self, Daemon, DaemonConfig, Entry, IndexConfig, Kind, NodeConfig, MAX_ITEM_SIZE_LIMIT,
+};
 use libfuzzer_sys::fuzz_target;
 
 const BASE: &str = "data-dir = /var/lib/flare\nindex-servers = 10.0.0.1:12120\n";

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use clap::parser::ValueSource;
 use clap::{Arg, ArgAction, ArgMatches, Command};
 use flare_core::config::{
-    self, Changes, ConfigError, Daemon, Entry, IndexConfig, Kind, Location, NodeConfig,
+    self, ConfigError, Daemon, DaemonConfig, Entry, IndexConfig, Kind, Location, NodeConfig,
 };
 
 /// What `-v`/`--version` prints: the package name and version (config.md §2).
@@ -69,17 +69,7 @@ pub type LoadedNode = Loaded<NodeConfig>;
 /// A loaded index server configuration.
 pub type LoadedIndex = Loaded<IndexConfig>;
 
-impl Loaded<NodeConfig> {
-    /// `show variables` lines for this process (stats.md §5).
-    pub fn show_variables(&self) -> Vec<String> {
-        self.config.show_variables(
-            &path_text(self.config_path.as_deref()),
-            &self.pid_path.display().to_string(),
-        )
-    }
-}
-
-impl Loaded<IndexConfig> {
+impl<C: DaemonConfig> Loaded<C> {
     /// `show variables` lines for this process (stats.md §5).
     pub fn show_variables(&self) -> Vec<String> {
         self.config.show_variables(
@@ -238,51 +228,9 @@ fn option_arg(spec: &'static config::OptionSpec) -> Arg {
     }
 }
 
-/// The typed configs this module loads.
-trait DaemonConfig: Default + Sized {
-    const DAEMON: Daemon;
-
-    fn from_entries(entries: &[Entry]) -> Result<(Self, Vec<String>), ConfigError>;
-    fn data_dir(&self) -> &str;
-    fn server_name_mut(&mut self) -> &mut String;
-    fn apply_reload(&self, new: &Self) -> (Self, Changes);
-}
-
-impl DaemonConfig for NodeConfig {
-    const DAEMON: Daemon = Daemon::Node;
-
-    fn from_entries(entries: &[Entry]) -> Result<(Self, Vec<String>), ConfigError> {
-        NodeConfig::from_entries(entries)
-    }
-    fn data_dir(&self) -> &str {
-        &self.data_dir
-    }
-    fn server_name_mut(&mut self) -> &mut String {
-        &mut self.server_name
-    }
-    fn apply_reload(&self, new: &Self) -> (Self, Changes) {
-        self.reload(new)
-    }
-}
-
-impl DaemonConfig for IndexConfig {
-    const DAEMON: Daemon = Daemon::Index;
-
-    fn from_entries(entries: &[Entry]) -> Result<(Self, Vec<String>), ConfigError> {
-        IndexConfig::from_entries(entries)
-    }
-    fn data_dir(&self) -> &str {
-        &self.data_dir
-    }
-    fn server_name_mut(&mut self) -> &mut String {
-        &mut self.server_name
-    }
-    fn apply_reload(&self, new: &Self) -> (Self, Changes) {
-        self.reload(new)
-    }
-}
-
-fn load<C: DaemonConfig>(args: Vec<OsString>) -> Result<Loaded<C>, CliError> {
+/// Parses the command line `args` (program name first) of the daemon whose configuration is `C` and loads its
+/// config.
+pub fn load<C: DaemonConfig>(args: Vec<OsString>) -> Result<Loaded<C>, CliError> {
     let daemon = C::DAEMON;
     let bin = daemon.binary_name();
     let mut command = command(daemon);
@@ -347,9 +295,10 @@ fn load<C: DaemonConfig>(args: Vec<OsString>) -> Result<Loaded<C>, CliError> {
     })
 }
 
-fn reload<C: DaemonConfig>(loaded: &Loaded<C>) -> Result<(C, Vec<String>), CliError> {
+/// SIGHUP for the daemon whose configuration is `C`; see [`reload_node`].
+pub fn reload<C: DaemonConfig>(loaded: &Loaded<C>) -> Result<(C, Vec<String>), CliError> {
     let (new, mut warnings) = build::<C>(loaded.config_path.as_deref(), &loaded.overrides)?;
-    let (next, changes) = loaded.config.apply_reload(&new);
+    let (next, changes) = loaded.config.reload(&new);
     warnings.extend(changes.warnings());
     Ok((next, warnings))
 }

@@ -1,7 +1,170 @@
-//! Process plumbing shared by `flared` and `flarei`: pid file, daemon mode, logging set-up (config.md §3).
+//! The start-up shared by `flared` and `flarei` ([`main`]: command line and config, `-h`/`-v`/`--check-config`,
+//! daemon mode, logging, the open-file limit, the tokio runtime), the pieces their `serve` functions share (SIGTERM
+//! and SIGINT, SIGHUP reloads, the metrics listener, the pid file), and the node's settings from its configuration
+//! (one mapping for `flared` and the simulator; the index's is [`IndexSettings::from_config`]) (config.md §3).
+//!
+//! [`IndexSettings::from_config`]: crate::index::IndexSettings::from_config
 
+use std::ffi::OsString;
+use std::future::Future;
 use std::io;
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use flare_core::config::{DaemonConfig, NodeConfig, ReplicationType, StorageSync};
+use flare_core::protocol::text::Dialect;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::cli::{self, Action, Loaded};
+use crate::metrics::{MetricsServer, Render};
+use crate::node::NodeSettings;
+
+/// A daemon's whole life: loads the command line `args` (program name first) and the config of `C`, answers
+/// `-h`/`-v`/`--check-config`, daemonizes when asked, sets up logging and logs the load warnings, raises the
+/// open-file limit for `max-connection`, and runs `serve` on a multi-thread tokio runtime (`worker_threads`: `None` =
+/// one per core). The exit code: 1 for a command line or config that does not load, failure when `serve` fails.
+pub fn main<C, F, Fut>(args: Vec<OsString>, worker_threads: Option<usize>, serve: F) -> ExitCode
+where
+    C: DaemonConfig,
+    F: FnOnce(Loaded<C>) -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
+    let bin = C::DAEMON.binary_name();
+    let loaded = match cli::load::<C>(args) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(e.exit_code() as u8);
+        }
+    };
+    match &loaded.action {
+        Action::Run => {}
+        Action::PrintVersion(text) | Action::PrintHelp(text) | Action::CheckConfigOk(text) => {
+            // A closed pipe (`--help | head`) is not an error worth a panic.
+            let _ = writeln!(std::io::stdout(), "{text}");
+            return ExitCode::SUCCESS;
+        }
+    }
+    if loaded.config.daemonize() {
+        if let Err(e) = daemonize() {
+            eprintln!("{bin}: cannot daemonize: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    init_logging(bin);
+    for w in &loaded.warnings {
+        tracing::warn!("{w}");
+    }
+    raise_nofile_for(loaded.config.max_connection());
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = worker_threads {
+        builder.worker_threads(n);
+    }
+    let runtime = match builder.enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(loaded)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Installs the SIGTERM and SIGINT handlers now (a signal that comes while the daemon starts is kept), and resolves
+/// on either.
+pub fn stop_signal() -> impl Future<Output = ()> {
+    let handlers = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    );
+    async move {
+        let (Ok(mut term), Ok(mut int)) = handlers else {
+            tracing::error!("cannot install signal handlers; stop with SIGKILL");
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+            _ = int.recv() => tracing::info!("SIGINT: stopping"),
+        }
+    }
+}
+
+/// SIGHUP, from now on: re-reads the configuration ([`cli::reload`]: dynamic options from the file, the others
+/// kept), logs its warnings, gives it to `apply`, raises the open-file limit for its `max-connection` and keeps it for
+/// the next reload. A configuration that does not load is logged and skipped: the old one stays (config.md §3, §6).
+pub fn reload_on_hangup<C>(
+    mut loaded: Loaded<C>,
+    mut apply: impl FnMut(&C) + Send + 'static,
+) -> Result<(), String>
+where
+    C: DaemonConfig + Send + 'static,
+{
+    let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            match cli::reload(&loaded) {
+                Ok((config, warnings)) => {
+                    for w in warnings {
+                        tracing::warn!("{w}");
+                    }
+                    apply(&config);
+                    raise_nofile_for(config.max_connection());
+                    loaded.config = config;
+                    tracing::info!("configuration reloaded");
+                }
+                Err(e) => tracing::error!("reload skipped, keeping the old configuration: {e}"),
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Serves `/metrics` on `address:port` (`metrics-address`, `metrics-port`); nothing when the port is zero.
+pub fn serve_metrics(
+    port: u16,
+    address: IpAddr,
+    render: impl FnOnce() -> Arc<Render>,
+) -> Result<Option<MetricsServer>, String> {
+    if port == 0 {
+        return Ok(None);
+    }
+    let addr = SocketAddr::new(address, port);
+    let m = MetricsServer::start(addr, render())
+        .map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?;
+    tracing::info!(address = %m.local_addr(), "metrics on http://{}/metrics", m.local_addr());
+    Ok(Some(m))
+}
+
+impl NodeSettings {
+    /// The node server's settings for the node configured by `c`, with its `show variables` lines.
+    pub fn from_config(c: &NodeConfig, show_variables: Vec<String>) -> NodeSettings {
+        NodeSettings {
+            listen: SocketAddr::from(([0, 0, 0, 0], c.server_port)),
+            limits: c.limits(),
+            dialect: Dialect {
+                gat_flare_syntax: c.gat_flare_syntax,
+                incr_flare_semantics: c.incr_flare_semantics,
+            },
+            version_string: c.version_string.clone(),
+            expiry_sweep_interval: c.expiry_sweep_interval,
+            group_commit: c.storage_sync == StorageSync::Group,
+            allow_client_version: c.allow_client_version,
+            show_variables,
+            settings: c.settings(),
+            sync_default: c.replication_type == ReplicationType::Sync,
+            internal_netmask: c.internal_netmask.clone(),
+        }
+    }
+}
 
 /// A pid file that is removed when dropped.
 #[derive(Debug)]
@@ -68,8 +231,10 @@ pub fn daemonize() -> io::Result<()> {
     Ok(())
 }
 
-/// Raises the soft open-file limit to at least `want` (Flare: `max-connection × 2 + 16`), as far as allowed.
-pub fn raise_nofile(want: u64) {
+/// Raises the soft open-file limit to what `max_connection` connections need (Flare: `max-connection × 2 + 16`), as
+/// far as allowed.
+pub fn raise_nofile_for(max_connection: u32) {
+    let want = u64::from(max_connection) * 2 + 16;
     // SAFETY: getrlimit/setrlimit on a struct we own.
     unsafe {
         let mut lim: libc::rlimit = std::mem::zeroed();

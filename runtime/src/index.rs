@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
+use flare_core::config::{DaemonConfig, IndexConfig};
 use flare_core::index::{
     threads_reply, Action, ConnId, Index, IndexParams, ProbeResult, Snapshot, ThreadRow,
 };
@@ -124,6 +125,22 @@ pub struct IndexSettings {
     pub line_max: usize,
     /// `internal-netmask`: who may send map-changing commands; empty = any (SIGHUP: [`IndexControl::reload`]).
     pub internal_netmask: Vec<flare_core::config::Cidr>,
+}
+
+impl IndexSettings {
+    /// The settings of the index server configured by `c`, with its `show variables` lines.
+    pub fn from_config(c: &IndexConfig, show_variables: Vec<String>) -> IndexSettings {
+        IndexSettings {
+            listen: SocketAddr::from(([0, 0, 0, 0], c.server_port)),
+            max_connection: c.max_connection as usize,
+            net_read_timeout: c.net_read_timeout,
+            version_string: c.version_string.clone(),
+            show_variables,
+            settings: c.settings(),
+            line_max: c.max_line_length,
+            internal_netmask: c.internal_netmask.clone(),
+        }
+    }
 }
 
 /// An input of the state machine task.

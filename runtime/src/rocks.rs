@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
 use std::sync::{Mutex, MutexGuard};
 
 use bytes::Bytes;
+use flare_core::config::{NodeConfig, StorageCompress, StorageSync};
 use flare_core::item::Entry;
 use flare_core::storage::{Change, Storage, StorageError};
 use rocksdb::{
@@ -68,6 +69,25 @@ pub enum Compression {
     Bz2,
     /// LZ4, the fast choice (Flare's `tcbs`, its own fast codec).
     Lz4,
+}
+
+impl RocksOptions {
+    /// The tuning of the node configured by `c` (`storage-*`, `mutex-slot`).
+    pub fn from_config(c: &NodeConfig) -> RocksOptions {
+        RocksOptions {
+            sync_every_write: c.storage_sync == StorageSync::Always,
+            block_cache_bytes: (c.storage_block_cache as usize) << 20,
+            write_buffer_bytes: (c.storage_write_buffer as usize) << 20,
+            compression: match c.storage_compress {
+                StorageCompress::None => Compression::None,
+                StorageCompress::Deflate => Compression::Zlib,
+                StorageCompress::Bz2 => Compression::Bz2,
+                StorageCompress::Tcbs => Compression::Lz4,
+            },
+            mutex_slots: c.mutex_slot as usize,
+            item_cache_bytes: (c.storage_item_cache as usize) << 20,
+        }
+    }
 }
 
 impl Default for RocksOptions {

@@ -11,9 +11,10 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
-use flare_core::config::{IndexConfig, IndexServer as IndexAddr, KeyHashAlgorithm, NodeConfig};
+use flare_core::config::{
+    DaemonConfig, IndexConfig, IndexServer as IndexAddr, KeyHashAlgorithm, NodeConfig,
+};
 use flare_core::index::IndexParams;
-use flare_core::protocol::text::Dialect;
 use flare_core::storage::MemoryStorage;
 use flare_core::store::{Store, StoreConfig};
 use flare_runtime::index::{IndexServer, IndexSettings, MemorySnapshots};
@@ -31,6 +32,7 @@ pub const VERSION_STRING: &str = "2.0.0";
 pub fn index_config(s: &Scenario) -> IndexConfig {
     IndexConfig {
         data_dir: "/sim/index".into(),
+        server_port: INDEX_PORT,
         monitor_interval: Duration::from_secs(1),
         monitor_threshold: 3,
         monitor_read_timeout: Duration::from_millis(1000),
@@ -64,35 +66,18 @@ pub fn node_config(name: &str) -> NodeConfig {
     }
 }
 
-/// `flared`'s `NodeSettings` for a configuration (mirrors `runtime/src/bin/flared.rs`).
+/// `flared`'s `NodeSettings` for a configuration ([`NodeSettings::from_config`]) but without group commit.
 pub fn node_settings(c: &NodeConfig) -> NodeSettings {
     NodeSettings {
-        listen: std::net::SocketAddr::from(([0, 0, 0, 0], c.server_port)),
-        limits: c.limits(),
-        dialect: Dialect {
-            gat_flare_syntax: c.gat_flare_syntax,
-            incr_flare_semantics: c.incr_flare_semantics,
-        },
-        version_string: c.version_string.clone(),
-        expiry_sweep_interval: c.expiry_sweep_interval,
         // Group commit fsyncs on a blocking thread, which the simulation cannot schedule deterministically.
         group_commit: false,
-        allow_client_version: c.allow_client_version,
-        show_variables: c.show_variables("", ""),
-        settings: c.settings(),
-        sync_default: false,
-        internal_netmask: c.internal_netmask.clone(),
+        ..NodeSettings::from_config(c, c.show_variables("", ""))
     }
 }
 
 /// `flared`'s `StoreConfig` for a configuration.
 pub fn store_config(c: &NodeConfig) -> StoreConfig {
-    StoreConfig {
-        tombstone_ttl: c.tombstone_ttl.as_secs(),
-        incr_flare_semantics: c.incr_flare_semantics,
-        binary_incr_create: c.binary_incr_create,
-        item_size_max: c.max_item_size,
-    }
+    StoreConfig::from_config(c)
 }
 
 /// Registers the index host.
@@ -104,16 +89,7 @@ pub fn add_index(
 ) {
     let c = index_config(s);
     let params = IndexParams::from_config(&c);
-    let settings = IndexSettings {
-        listen: std::net::SocketAddr::from(([0, 0, 0, 0], INDEX_PORT)),
-        max_connection: c.max_connection as usize,
-        net_read_timeout: c.net_read_timeout,
-        version_string: c.version_string.clone(),
-        show_variables: c.show_variables("", ""),
-        settings: c.settings(),
-        line_max: c.max_line_length,
-        internal_netmask: c.internal_netmask.clone(),
-    };
+    let settings = IndexSettings::from_config(&c, c.show_variables("", ""));
     let boots = Arc::new(AtomicU64::new(0));
     sim.host(INDEX, move || {
         let (params, settings, snapshots, env) = (

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::file::{check_duplicates, Entry};
+use super::file::{check_duplicates, pairs_to_entries, Entry};
 use super::schema::{spec, spec_any, OptionSpec, NO_EFFECT};
 use super::values::{parse_value, Cidr, Problem, Value};
 use super::{ConfigError, Daemon};
@@ -35,11 +35,76 @@ impl Changes {
     }
 }
 
-/// A typed configuration the generic [`build`] fills in.
-pub(super) trait Target: Default {
+/// What the two daemons' configurations share, so that loading, rendering and reloading are written once for both
+/// ([`NodeConfig`](super::NodeConfig) and [`IndexConfig`](super::IndexConfig); `flare_runtime::cli` and the daemons'
+/// start-up are generic over it). The provided methods derive everything from [`DaemonConfig::pairs`].
+pub trait DaemonConfig: Clone + Default + Sized {
     /// Which daemon's options apply.
     const DAEMON: Daemon;
 
+    /// Builds a configuration from entries (from [`parse_file`](super::parse_file), [`merge`](super::merge)d with
+    /// the command line). Returns the configuration and warnings (options accepted for compatibility that have no
+    /// effect, Flare storage types mapped to RocksDB), each prefixed with where the option was given.
+    fn from_entries(entries: &[Entry]) -> Result<(Self, Vec<String>), ConfigError>;
+
+    /// The option values in schema order, as a file would give them; the cluster secret is masked unless
+    /// `reveal_secret`.
+    fn pairs(&self, reveal_secret: bool) -> Vec<(&'static str, String)>;
+
+    /// The configuration after a SIGHUP that re-read `new`: dynamic options from `new`, everything else kept from
+    /// `self` (config.md §6), with the changes (log a warning for each [`Changes::ignored`]).
+    fn reload(&self, new: &Self) -> (Self, Changes);
+
+    /// `show variables` lines (stats.md §5): Flare's list in Flare's order and spacing, then the options Flare does
+    /// not show (schema order). `config_path` and `pid_path` are the process's paths (empty when there is no config
+    /// file).
+    fn show_variables(&self, config_path: &str, pid_path: &str) -> Vec<String>;
+
+    /// `data-dir`.
+    fn data_dir(&self) -> &str;
+
+    /// `server-name`, for the driver to fill in the host name when it is empty.
+    fn server_name_mut(&mut self) -> &mut String;
+
+    /// `daemonize`.
+    fn daemonize(&self) -> bool;
+
+    /// `max-connection`.
+    fn max_connection(&self) -> u32;
+
+    /// Builds a configuration from `(name, value)` pairs, already merged (file first, command line overriding).
+    /// An empty value for a switch means "on"; see [`DaemonConfig::from_entries`].
+    fn from_pairs(pairs: &[(String, String)]) -> Result<(Self, Vec<String>), ConfigError> {
+        Self::from_entries(&pairs_to_entries(pairs))
+    }
+
+    /// Every option as `(name, value)` that rebuilds this configuration through [`DaemonConfig::from_pairs`], in
+    /// schema order (a node's index servers as `index-servers`, without the `gat-compat` alias). Includes the
+    /// cluster secret: do not show it to clients.
+    fn to_pairs(&self) -> Vec<(String, String)> {
+        self.pairs(true)
+            .into_iter()
+            .map(|(n, v)| (n.to_owned(), v))
+            .collect()
+    }
+
+    /// `stats settings`: every option as memcached-style `(name, value)`, names with underscores, the cluster secret
+    /// masked.
+    fn settings(&self) -> Vec<(String, String)> {
+        self.pairs(false)
+            .into_iter()
+            .map(|(n, v)| (n.replace('-', "_"), v))
+            .collect()
+    }
+
+    /// Which options differ between `self` (running) and `new` (re-read), split by whether SIGHUP applies them.
+    fn dynamic_changes(&self, new: &Self) -> Changes {
+        changes(Self::DAEMON, self.pairs(true), new.pairs(true))
+    }
+}
+
+/// A typed configuration the generic [`build`] fills in.
+pub(super) trait Target: DaemonConfig {
     /// Applies one checked value; returns a warning to show the user, if any.
     fn set(
         &mut self,
@@ -112,17 +177,6 @@ pub(super) fn secret(secret: &str, reveal: bool) -> String {
     }
 }
 
-pub(super) fn owned(pairs: Vec<(&'static str, String)>) -> Vec<(String, String)> {
-    pairs.into_iter().map(|(n, v)| (n.to_owned(), v)).collect()
-}
-
-pub(super) fn settings_of(pairs: Vec<(&'static str, String)>) -> Vec<(String, String)> {
-    pairs
-        .into_iter()
-        .map(|(n, v)| (n.replace('-', "_"), v))
-        .collect()
-}
-
 /// `name:` padded to `width`, then the value; a label longer than the column gets one space (Flare's layout:
 /// a label of exactly `width` characters, such as `reconstruction_interval:`, touches its value).
 fn show_line(width: usize, name: &str, value: &str) -> String {
@@ -165,7 +219,7 @@ pub(super) fn show(
 }
 
 /// Options whose rendered values differ, by the schema's dynamic flag.
-pub(super) fn changes(
+fn changes(
     daemon: Daemon,
     old: Vec<(&'static str, String)>,
     new: Vec<(&'static str, String)>,

@@ -4,10 +4,8 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use super::build::{
-    build, changes, millis, netmasks, owned, secret, settings_of, show, Changes, Target,
-};
-use super::file::{find, pairs_to_entries, Entry};
+use super::build::{build, millis, netmasks, secret, show, Changes, DaemonConfig, Target};
+use super::file::{find, Entry};
 use super::schema::OptionSpec;
 use super::values::{
     host_name, index_db, ip_address, netmask_list, non_empty, require_data_dir, token, Cidr,
@@ -135,19 +133,6 @@ const INDEX_SHOW: &[&str] = &[
 ];
 
 impl IndexConfig {
-    /// Builds an index configuration from `(name, value)` pairs, already merged (file first, command line
-    /// overriding). An empty value for a switch means "on". Returns the configuration and warnings.
-    pub fn from_pairs(
-        pairs: &[(String, String)],
-    ) -> Result<(IndexConfig, Vec<String>), ConfigError> {
-        IndexConfig::from_entries(&pairs_to_entries(pairs))
-    }
-
-    /// Builds an index configuration from entries (from [`parse_file`], [`merge`]d with the command line).
-    pub fn from_entries(entries: &[Entry]) -> Result<(IndexConfig, Vec<String>), ConfigError> {
-        build(entries)
-    }
-
     /// Parser limits from `max-line-length` (the other limits keep their defaults).
     pub fn limits(&self) -> Limits {
         Limits {
@@ -155,50 +140,13 @@ impl IndexConfig {
             ..Limits::default()
         }
     }
+}
 
-    /// Every option as `(name, value)` that rebuilds this configuration through [`IndexConfig::from_pairs`], in
-    /// schema order. Includes the cluster secret: do not show it to clients.
-    pub fn to_pairs(&self) -> Vec<(String, String)> {
-        owned(self.pairs(true))
-    }
+impl DaemonConfig for IndexConfig {
+    const DAEMON: Daemon = Daemon::Index;
 
-    /// `stats settings`: every option as memcached-style `(name, value)`, names with underscores, the cluster secret
-    /// masked.
-    pub fn settings(&self) -> Vec<(String, String)> {
-        settings_of(self.pairs(false))
-    }
-
-    /// `show variables` lines (stats.md §5): Flare's list in Flare's order and spacing, then the options Flare does
-    /// not show (schema order).
-    pub fn show_variables(&self, config_path: &str, pid_path: &str) -> Vec<String> {
-        let special = |label: &str| match label {
-            "config_path" => Some(config_path.to_owned()),
-            "pid_path" => Some(pid_path.to_owned()),
-            _ => None,
-        };
-        show(26, INDEX_SHOW, self.pairs(false), special, |_| false)
-    }
-
-    /// Which options differ between `self` (running) and `new` (re-read), split by whether SIGHUP applies them.
-    pub fn dynamic_changes(&self, new: &IndexConfig) -> Changes {
-        changes(Daemon::Index, self.pairs(true), new.pairs(true))
-    }
-
-    /// The configuration after a SIGHUP that re-read `new`: dynamic options from `new`, everything else kept from
-    /// `self` (config.md §6), with the changes.
-    pub fn reload(&self, new: &IndexConfig) -> (IndexConfig, Changes) {
-        let mut next = self.clone();
-        next.log_facility = new.log_facility;
-        next.max_connection = new.max_connection;
-        next.monitor_threshold = new.monitor_threshold;
-        next.monitor_interval = new.monitor_interval;
-        next.monitor_read_timeout = new.monitor_read_timeout;
-        next.net_read_timeout = new.net_read_timeout;
-        next.thread_pool_size = new.thread_pool_size;
-        next.cluster_secret = new.cluster_secret.clone();
-        next.internal_netmask = new.internal_netmask.clone();
-        next.auto_activate = new.auto_activate;
-        (next, self.dynamic_changes(new))
+    fn from_entries(entries: &[Entry]) -> Result<(IndexConfig, Vec<String>), ConfigError> {
+        build(entries)
     }
 
     fn pairs(&self, reveal_secret: bool) -> Vec<(&'static str, String)> {
@@ -250,11 +198,49 @@ impl IndexConfig {
             ("metrics-address", self.metrics_address.to_string()),
         ]
     }
+
+    fn reload(&self, new: &IndexConfig) -> (IndexConfig, Changes) {
+        let mut next = self.clone();
+        next.log_facility = new.log_facility;
+        next.max_connection = new.max_connection;
+        next.monitor_threshold = new.monitor_threshold;
+        next.monitor_interval = new.monitor_interval;
+        next.monitor_read_timeout = new.monitor_read_timeout;
+        next.net_read_timeout = new.net_read_timeout;
+        next.thread_pool_size = new.thread_pool_size;
+        next.cluster_secret = new.cluster_secret.clone();
+        next.internal_netmask = new.internal_netmask.clone();
+        next.auto_activate = new.auto_activate;
+        (next, self.dynamic_changes(new))
+    }
+
+    fn show_variables(&self, config_path: &str, pid_path: &str) -> Vec<String> {
+        let special = |label: &str| match label {
+            "config_path" => Some(config_path.to_owned()),
+            "pid_path" => Some(pid_path.to_owned()),
+            _ => None,
+        };
+        show(26, INDEX_SHOW, self.pairs(false), special, |_| false)
+    }
+
+    fn data_dir(&self) -> &str {
+        &self.data_dir
+    }
+
+    fn server_name_mut(&mut self) -> &mut String {
+        &mut self.server_name
+    }
+
+    fn daemonize(&self) -> bool {
+        self.daemonize
+    }
+
+    fn max_connection(&self) -> u32 {
+        self.max_connection
+    }
 }
 
 impl Target for IndexConfig {
-    const DAEMON: Daemon = Daemon::Index;
-
     fn set(&mut self, spec: &'static OptionSpec, v: &Value<'_>) -> Result<Option<String>, Problem> {
         match spec.name {
             "data-dir" => self.data_dir = v.text()?.to_owned(),

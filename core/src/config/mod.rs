@@ -47,7 +47,7 @@ mod node;
 mod schema;
 mod values;
 
-pub use build::Changes;
+pub use build::{Changes, DaemonConfig};
 pub use file::{merge, parse_file, Entry};
 pub use index::IndexConfig;
 pub use node::NodeConfig;

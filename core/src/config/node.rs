@@ -3,10 +3,8 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use super::build::{
-    build, changes, millis, netmasks, owned, secret, settings_of, show, Changes, Target,
-};
-use super::file::{find, pairs_to_entries, position, Entry};
+use super::build::{build, millis, netmasks, secret, show, Changes, DaemonConfig, Target};
+use super::file::{find, position, Entry};
 use super::schema::OptionSpec;
 use super::values::{
     host_name, index_servers, ip_address, netmask_list, non_empty, require_data_dir, token, Cidr,
@@ -276,20 +274,6 @@ const NODE_SHOW: &[&str] = &[
 ];
 
 impl NodeConfig {
-    /// Builds a node configuration from `(name, value)` pairs, already merged (file first, command line overriding).
-    /// An empty value for a switch means "on". Returns the configuration and warnings (options accepted for
-    /// compatibility that have no effect, Flare storage types mapped to RocksDB).
-    pub fn from_pairs(
-        pairs: &[(String, String)],
-    ) -> Result<(NodeConfig, Vec<String>), ConfigError> {
-        NodeConfig::from_entries(&pairs_to_entries(pairs))
-    }
-
-    /// Builds a node configuration from entries (from [`parse_file`], [`merge`]d with the command line).
-    pub fn from_entries(entries: &[Entry]) -> Result<(NodeConfig, Vec<String>), ConfigError> {
-        build(entries)
-    }
-
     /// Parser limits from `max-line-length`, `max-key-length` and `max-item-size`.
     pub fn limits(&self) -> Limits {
         Limits {
@@ -299,76 +283,15 @@ impl NodeConfig {
             ..Limits::default()
         }
     }
+}
 
-    /// Every option as `(name, value)` that rebuilds this configuration through [`NodeConfig::from_pairs`]
-    /// (schema order; the index server forms as `index-servers`, without the `gat-compat` alias). Includes the
-    /// cluster secret: do not show it to clients.
-    pub fn to_pairs(&self) -> Vec<(String, String)> {
-        owned(self.pairs(true))
+impl DaemonConfig for NodeConfig {
+    const DAEMON: Daemon = Daemon::Node;
+
+    fn from_entries(entries: &[Entry]) -> Result<(NodeConfig, Vec<String>), ConfigError> {
+        build(entries)
     }
 
-    /// `stats settings`: every option as memcached-style `(name, value)`, names with underscores, the cluster secret
-    /// masked.
-    pub fn settings(&self) -> Vec<(String, String)> {
-        settings_of(self.pairs(false))
-    }
-
-    /// `show variables` lines (stats.md §5): Flare's list in Flare's order and spacing, then the options Flare does
-    /// not show (schema order, MySQL options left out). `config_path` and `pid_path` are the process's paths (empty
-    /// when there is no config file).
-    pub fn show_variables(&self, config_path: &str, pid_path: &str) -> Vec<String> {
-        let servers = self
-            .index_servers
-            .iter()
-            .map(IndexServer::to_string)
-            .collect::<Vec<_>>()
-            .join(", ");
-        let special = |label: &str| match label {
-            "config_path" => Some(config_path.to_owned()),
-            "pid_path" => Some(pid_path.to_owned()),
-            "index_server(s)" => Some(servers.clone()),
-            "cluster_replication" => Some(u8::from(self.cluster_replication).to_string()),
-            _ => None,
-        };
-        let hidden = |name: &str| name.starts_with("mysql-") || name == "index-servers";
-        show(24, NODE_SHOW, self.pairs(false), special, hidden)
-    }
-
-    /// Which options differ between `self` (running) and `new` (re-read), split by whether SIGHUP applies them.
-    pub fn dynamic_changes(&self, new: &NodeConfig) -> Changes {
-        changes(Daemon::Node, self.pairs(true), new.pairs(true))
-    }
-
-    /// The configuration after a SIGHUP that re-read `new`: dynamic options from `new`, everything else kept from
-    /// `self` (config.md §6), with the changes (log a warning for each [`Changes::ignored`]).
-    pub fn reload(&self, new: &NodeConfig) -> (NodeConfig, Changes) {
-        let mut next = self.clone();
-        next.log_facility = new.log_facility;
-        next.max_connection = new.max_connection;
-        next.net_read_timeout = new.net_read_timeout;
-        next.thread_pool_size = new.thread_pool_size;
-        next.index_servers = new.index_servers.clone();
-        next.replication_type = new.replication_type;
-        next.reconstruction_interval = new.reconstruction_interval;
-        next.reconstruction_bwlimit = new.reconstruction_bwlimit;
-        next.noreply_window_limit = new.noreply_window_limit;
-        next.max_total_thread_queue = new.max_total_thread_queue;
-        next.time_watcher_enabled = new.time_watcher_enabled;
-        next.time_watcher_polling_interval = new.time_watcher_polling_interval;
-        next.storage_access_watch_threshold_warn = new.storage_access_watch_threshold_warn;
-        next.storage_access_watch_threshold_ping_ng = new.storage_access_watch_threshold_ping_ng;
-        next.cluster_replication = new.cluster_replication;
-        next.cluster_replication_server_name = new.cluster_replication_server_name.clone();
-        next.cluster_replication_server_port = new.cluster_replication_server_port;
-        next.cluster_replication_mode = new.cluster_replication_mode;
-        next.cluster_secret = new.cluster_secret.clone();
-        next.internal_netmask = new.internal_netmask.clone();
-        next.proxy_timeout = new.proxy_timeout;
-        next.replication_failure_threshold = new.replication_failure_threshold;
-        (next, self.dynamic_changes(new))
-    }
-
-    /// The option values in schema order, as they would be written in a file.
     fn pairs(&self, reveal_secret: bool) -> Vec<(&'static str, String)> {
         let servers = self
             .index_servers
@@ -519,11 +442,71 @@ impl NodeConfig {
         pairs.retain(|(name, value)| !(*name == "index-servers" && value.is_empty()));
         pairs
     }
+
+    fn reload(&self, new: &NodeConfig) -> (NodeConfig, Changes) {
+        let mut next = self.clone();
+        next.log_facility = new.log_facility;
+        next.max_connection = new.max_connection;
+        next.net_read_timeout = new.net_read_timeout;
+        next.thread_pool_size = new.thread_pool_size;
+        next.index_servers = new.index_servers.clone();
+        next.replication_type = new.replication_type;
+        next.reconstruction_interval = new.reconstruction_interval;
+        next.reconstruction_bwlimit = new.reconstruction_bwlimit;
+        next.noreply_window_limit = new.noreply_window_limit;
+        next.max_total_thread_queue = new.max_total_thread_queue;
+        next.time_watcher_enabled = new.time_watcher_enabled;
+        next.time_watcher_polling_interval = new.time_watcher_polling_interval;
+        next.storage_access_watch_threshold_warn = new.storage_access_watch_threshold_warn;
+        next.storage_access_watch_threshold_ping_ng = new.storage_access_watch_threshold_ping_ng;
+        next.cluster_replication = new.cluster_replication;
+        next.cluster_replication_server_name = new.cluster_replication_server_name.clone();
+        next.cluster_replication_server_port = new.cluster_replication_server_port;
+        next.cluster_replication_mode = new.cluster_replication_mode;
+        next.cluster_secret = new.cluster_secret.clone();
+        next.internal_netmask = new.internal_netmask.clone();
+        next.proxy_timeout = new.proxy_timeout;
+        next.replication_failure_threshold = new.replication_failure_threshold;
+        (next, self.dynamic_changes(new))
+    }
+
+    /// MySQL options are left out; `index_server(s)` is Flare's one line for the index servers.
+    fn show_variables(&self, config_path: &str, pid_path: &str) -> Vec<String> {
+        let servers = self
+            .index_servers
+            .iter()
+            .map(IndexServer::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let special = |label: &str| match label {
+            "config_path" => Some(config_path.to_owned()),
+            "pid_path" => Some(pid_path.to_owned()),
+            "index_server(s)" => Some(servers.clone()),
+            "cluster_replication" => Some(u8::from(self.cluster_replication).to_string()),
+            _ => None,
+        };
+        let hidden = |name: &str| name.starts_with("mysql-") || name == "index-servers";
+        show(24, NODE_SHOW, self.pairs(false), special, hidden)
+    }
+
+    fn data_dir(&self) -> &str {
+        &self.data_dir
+    }
+
+    fn server_name_mut(&mut self) -> &mut String {
+        &mut self.server_name
+    }
+
+    fn daemonize(&self) -> bool {
+        self.daemonize
+    }
+
+    fn max_connection(&self) -> u32 {
+        self.max_connection
+    }
 }
 
 impl Target for NodeConfig {
-    const DAEMON: Daemon = Daemon::Node;
-
     fn set(&mut self, spec: &'static OptionSpec, v: &Value<'_>) -> Result<Option<String>, Problem> {
         let mut warning = None;
         match spec.name {

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::config::tests::{node_err, pairs};
-use crate::config::{IndexConfig, IndexServer, NodeConfig};
+use crate::config::{DaemonConfig, IndexConfig, IndexServer, NodeConfig};
 
 #[test]
 fn comments_blank_lines_sections_and_line_endings() {

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use super::*;
 use crate::config::tests::{index_file, node_err, node_file, NODE_MIN};
+use crate::config::DaemonConfig;
 use crate::protocol::Limits;
 
 #[test]
