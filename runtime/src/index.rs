@@ -25,14 +25,14 @@ use flare_core::index::{
 use flare_core::protocol::admin::{
     AdminCommand, AdminParsed, AdminParser, IndexCommand, ServerQuery,
 };
-use flare_core::protocol::reply::{ReplyEvent, ReplyKind, ReplyReader};
+use flare_core::protocol::reply::{ReplyEvent, ReplyKind};
 use flare_core::protocol::response::encode_text;
 use flare_core::protocol::{Limits, Reply, StatsGroup};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use crate::net::{Listener, Net};
+use crate::net::{read_reply, Listener, Net};
 use crate::node::peers::split_node;
 use crate::node::stats::rusage;
 
@@ -369,7 +369,7 @@ impl Ctx {
             .internal_netmask
             .read()
             .unwrap_or_else(|e| e.into_inner());
-        masks.is_empty() || masks.iter().any(|m| m.contains(peer))
+        flare_core::node::admit::internal_allowed(&masks, peer)
     }
 }
 
@@ -434,11 +434,11 @@ async fn probe<N: Net>(
         let (host, port) = split_node(&node).ok_or_else(|| io::Error::other("bad node key"))?;
         let mut s = net.connect(host, port).await?;
         s.write_all(b"ping\r\n").await?;
-        let ok = matches!(read_reply(&mut s, ReplyKind::Line).await?.first(), Some(ReplyEvent::Line(l)) if &l[..] == b"OK");
+        let ok = matches!(read_reply(&mut s, Limits::default(), ReplyKind::Line).await?.first(), Some(ReplyEvent::Line(l)) if &l[..] == b"OK");
         let mut pos = None;
         if ok && position {
             s.write_all(b"stats\r\n").await?;
-            for e in read_reply(&mut s, ReplyKind::Lines).await? {
+            for e in read_reply(&mut s, Limits::default(), ReplyKind::Lines).await? {
                 if let ReplyEvent::Item(l) = e {
                     if let Some(v) = l.strip_prefix(b"STAT replication_position ") {
                         pos = flare_core::protocol::text::parse_u64(v);
@@ -484,7 +484,7 @@ async fn push<N: Net>(
         }
         msg.push_str("END\r\n");
         s.write_all(msg.as_bytes()).await?;
-        let ok = matches!(read_reply(&mut s, ReplyKind::Line).await?.first(), Some(ReplyEvent::Line(l)) if &l[..] == b"OK");
+        let ok = matches!(read_reply(&mut s, Limits::default(), ReplyKind::Line).await?.first(), Some(ReplyEvent::Line(l)) if &l[..] == b"OK");
         let _ = s.write_all(b"quit\r\n").await;
         Ok::<_, io::Error>(ok)
     })
@@ -494,27 +494,6 @@ async fn push<N: Net>(
         version,
         ok: matches!(ok, Ok(Ok(true))),
     });
-}
-
-async fn read_reply<T: tokio::io::AsyncRead + Unpin>(
-    s: &mut T,
-    kind: ReplyKind,
-) -> io::Result<Vec<ReplyEvent>> {
-    let mut reader = ReplyReader::new(Limits::default());
-    let mut buf = BytesMut::with_capacity(1024);
-    let mut out = Vec::new();
-    loop {
-        while let Some(e) = reader.next(&mut buf, kind).map_err(io::Error::other)? {
-            let last = matches!(e, ReplyEvent::End | ReplyEvent::Line(_));
-            out.push(e);
-            if last {
-                return Ok(out);
-            }
-        }
-        if s.read_buf(&mut buf).await? == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed"));
-        }
-    }
 }
 
 fn accept<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static>(

@@ -1,13 +1,17 @@
 //! The small network-and-clock interface the drivers are generic over: TCP listen/accept/connect and the wall-clock
 //! Unix time. [`TokioNet`] is the production implementation; the simulation implements it on turmoil, whose
-//! sockets and (tokio) clock are simulated, so the same driver code runs in both (shared/toolchain.md).
+//! sockets and (tokio) clock are simulated, so the same driver code runs in both (shared/toolchain.md). Also
+//! [`read_reply`], how a driver reads one reply from a peer it asked.
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use bytes::BytesMut;
+use flare_core::protocol::reply::{ReplyEvent, ReplyKind, ReplyReader};
+use flare_core::protocol::Limits;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 
 /// A listening socket.
 pub trait Listener: Send + 'static {
@@ -77,5 +81,30 @@ impl Net for TokioNet {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs())
+    }
+}
+
+/// Reads one whole reply of `kind` from a connection that has nothing else buffered (a reply ends as
+/// [`flare_core::node::wire::ends_reply`] says). End of stream before the reply ends is `UnexpectedEof`.
+pub async fn read_reply<T: AsyncRead + Unpin>(
+    s: &mut T,
+    limits: Limits,
+    kind: ReplyKind,
+) -> io::Result<Vec<ReplyEvent>> {
+    let mut reader = ReplyReader::new(limits);
+    let mut buf = BytesMut::with_capacity(4096);
+    let mut out = Vec::new();
+    loop {
+        while let Some(e) = reader.next(&mut buf, kind).map_err(io::Error::other)? {
+            let last = flare_core::node::wire::ends_reply(&e, kind);
+            out.push(e);
+            if last {
+                return Ok(out);
+            }
+        }
+        if s.read_buf(&mut buf).await? == 0 {
+            let closed = "connection closed";
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, closed));
+        }
     }
 }
