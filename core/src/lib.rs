@@ -19,7 +19,6 @@
 
 pub mod access;
 pub mod config;
-pub mod conformance;
 pub mod dump;
 pub mod exec;
 pub mod index;

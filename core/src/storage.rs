@@ -284,3 +284,38 @@ impl<T: Storage> Storage for std::sync::Arc<T> {
         (**self).save_version_mark(mark)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::item::Item;
+
+    fn item(value: &[u8], version: u64) -> Entry {
+        Entry::Item(Item {
+            flags: version as u32,
+            exptime: 0,
+            version,
+            value: Bytes::copy_from_slice(value),
+            meta: 0,
+        })
+    }
+
+    #[test]
+    fn losing_unsynced_rolls_back_to_last_sync() {
+        let e = MemoryStorage::losing_unsynced();
+        e.update(b"a", |_| (Change::Put(item(b"1", 1)), ()))
+            .unwrap();
+        e.sync().unwrap();
+        e.update(b"a", |_| (Change::Put(item(b"2", 2)), ()))
+            .unwrap();
+        e.update(b"b", |_| (Change::Put(item(b"3", 1)), ()))
+            .unwrap();
+        e.clear().unwrap();
+        e.crash();
+        assert_eq!(e.get(b"a").unwrap(), Some(item(b"1", 1)));
+        assert_eq!(e.get(b"b").unwrap(), None);
+        assert_eq!(e.item_count(), 1);
+    }
+}

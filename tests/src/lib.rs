@@ -1,5 +1,6 @@
 //! Helpers for end-to-end tests: start the real daemons on free loopback ports with temporary data directories,
-//! talk to them over real TCP, stop them (gracefully or with SIGKILL) and clean up.
+//! talk to them over real TCP, stop them (gracefully or with SIGKILL) and clean up; and [`conformance`], the storage
+//! suite every engine must pass.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -7,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod conformance;
 pub mod netns;
 
 /// The workspace's target directory (where `cargo build --bins` put the daemons).
