@@ -9,7 +9,47 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod conformance;
+pub mod flare_tools;
 pub mod netns;
+
+/// Flare's `stats` fields, in Flare's order (stats.md §1): nodes and the index both start with exactly these.
+pub const FLARE_STATS: [&str; 35] = [
+    "pid",
+    "uptime",
+    "time",
+    "version",
+    "pointer_size",
+    "rusage_user",
+    "rusage_system",
+    "curr_items",
+    "total_items",
+    "bytes",
+    "curr_connections",
+    "total_connections",
+    "connection_structures",
+    "cmd_get",
+    "cmd_set",
+    "get_hits",
+    "get_misses",
+    "delete_hits",
+    "delete_misses",
+    "incr_hits",
+    "incr_misses",
+    "decr_hits",
+    "decr_misses",
+    "cas_hits",
+    "cas_misses",
+    "cas_badval",
+    "touch_hits",
+    "touch_misses",
+    "evictions",
+    "bytes_read",
+    "bytes_written",
+    "limit_maxbytes",
+    "threads",
+    "pool_threads",
+    "node_map_version",
+];
 
 /// The workspace's target directory (where `cargo build --bins` put the daemons).
 pub fn target_dir() -> PathBuf {
