@@ -8,9 +8,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod cluster;
 pub mod conformance;
 pub mod flare_tools;
 pub mod netns;
+
+pub use cluster::Cluster;
 
 /// Flare's `stats` fields, in Flare's order (stats.md §1): nodes and the index both start with exactly these.
 pub const FLARE_STATS: [&str; 35] = [

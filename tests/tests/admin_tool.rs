@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use flare_tests::{binary, free_port, wait_until, Client, Flared};
+use flare_tests::{binary, free_port, wait_until, Client, Cluster};
 
 /// What one run of the tool printed.
 struct Run {
@@ -57,96 +57,43 @@ fn tool(program: &str, args: &[&str]) -> Run {
     }
 }
 
-struct Cluster {
-    index: Flared,
-    nodes: Vec<Flared>,
+/// `flare-admin -i <index> <args>`.
+fn admin(c: &Cluster, args: &[&str]) -> Run {
+    let index = c.index.addr();
+    let mut all = vec!["-i", index.as_str()];
+    all.extend_from_slice(args);
+    tool("flare-admin", &all)
 }
 
-impl Cluster {
-    fn new(n: usize) -> Cluster {
-        let index = Flared::index(&["--monitor-interval=1"]);
-        let nodes = (0..n).map(|_| Flared::node_of(index.port, &[])).collect();
-        let c = Cluster { index, nodes };
-        let ok = wait_until(Duration::from_secs(20), || {
-            let s = c.index.connect().stats_nodes();
-            (0..n).all(|i| {
-                s.get(&format!("{}:state", c.key(i))).map(String::as_str) == Some("active")
-            })
-        });
-        assert!(ok, "nodes did not register");
-        c
-    }
-
-    fn key(&self, i: usize) -> String {
-        self.nodes[i].addr()
-    }
-
-    /// `flare-admin -i <index> <args>`.
-    fn admin(&self, args: &[&str]) -> Run {
-        let index = self.index.addr();
-        let mut all = vec!["-i", index.as_str()];
-        all.extend_from_slice(args);
-        tool("flare-admin", &all)
-    }
-
-    fn field(&self, i: usize, f: &str) -> String {
-        self.index
-            .connect()
-            .stats_nodes()
-            .get(&format!("{}:{f}", self.key(i)))
-            .cloned()
-            .unwrap_or_default()
-    }
-
-    fn role_state(&self, i: usize) -> String {
-        format!("{}/{}", self.field(i, "role"), self.field(i, "state"))
-    }
-
-    fn items(&self, i: usize) -> u64 {
-        self.nodes[i].connect().stat("curr_items").parse().unwrap()
-    }
-
-    /// Waits until every running node holds the index's node map (pushes are asynchronous).
-    fn converged(&mut self) {
-        let version = self.index.connect().stat("node_map_version");
-        for n in self.nodes.iter_mut().filter(|n| n.child.is_some()) {
-            let ok = wait_until(Duration::from_secs(10), || {
-                n.connect().stat("node_map_version") == version
-            });
-            assert!(ok, "{} did not get node map {version}", n.addr());
+/// Every key of `data` reads back with its flags and value through every running node.
+fn check_data(c: &Cluster, data: &BTreeMap<String, (u32, Vec<u8>)>, step: &str) {
+    c.converged();
+    for n in c.nodes.iter().filter(|n| n.child.is_some()) {
+        let mut c = n.connect();
+        for (k, (flags, value)) in data {
+            let got = c.gets(k).map(|(f, _, v)| (f, v));
+            assert_eq!(
+                got.as_ref(),
+                Some(&(*flags, value.clone())),
+                "{step}: {k} through {}",
+                n.addr()
+            );
         }
     }
+}
 
-    /// Every key of `data` reads back with its flags and value through every running node.
-    fn check_data(&mut self, data: &BTreeMap<String, (u32, Vec<u8>)>, step: &str) {
-        self.converged();
-        for n in self.nodes.iter().filter(|n| n.child.is_some()) {
-            let mut c = n.connect();
-            for (k, (flags, value)) in data {
-                let got = c.gets(k).map(|(f, _, v)| (f, v));
-                assert_eq!(
-                    got.as_ref(),
-                    Some(&(*flags, value.clone())),
-                    "{step}: {k} through {}",
-                    n.addr()
-                );
-            }
-        }
-    }
-
-    /// Waits until a master and its slaves hold the same number of items (and `expected`, if given).
-    fn same_items(&self, master: usize, slaves: &[usize], step: &str) -> u64 {
-        let ok = wait_until(Duration::from_secs(15), || {
-            let m = self.items(master);
-            slaves.iter().all(|s| self.items(*s) == m)
-        });
-        let counts: Vec<u64> = std::iter::once(master)
-            .chain(slaves.iter().copied())
-            .map(|i| self.items(i))
-            .collect();
-        assert!(ok, "{step}: master and slaves differ: {counts:?}");
-        counts[0]
-    }
+/// Waits until a master and its slaves hold the same number of items (and `expected`, if given).
+fn same_items(c: &Cluster, master: usize, slaves: &[usize], step: &str) -> u64 {
+    let ok = wait_until(Duration::from_secs(15), || {
+        let m = c.items(master);
+        slaves.iter().all(|s| c.items(*s) == m)
+    });
+    let counts: Vec<u64> = std::iter::once(master)
+        .chain(slaves.iter().copied())
+        .map(|i| c.items(i))
+        .collect();
+    assert!(ok, "{step}: master and slaves differ: {counts:?}");
+    counts[0]
 }
 
 fn write(c: &mut Client, data: &mut BTreeMap<String, (u32, Vec<u8>)>, prefix: &str, n: u32) {
@@ -160,14 +107,12 @@ fn write(c: &mut Client, data: &mut BTreeMap<String, (u32, Vec<u8>)>, prefix: &s
 
 #[test]
 fn a_cluster_is_built_grown_reconstructed_and_shrunk_with_flare_admin_alone() {
-    let mut c = Cluster::new(4);
+    let mut c = Cluster::start(4, &[]);
     let (k0, k1, k2, k3) = (c.key(0), c.key(1), c.key(2), c.key(3));
     let mut data = BTreeMap::new();
 
     // Build: the first partition and its data.
-    let run = c
-        .admin(&["master", "--force", &format!("{k0}:1:0")])
-        .ok("master");
+    let run = admin(&c, &["master", "--force", &format!("{k0}:1:0")]).ok("master");
     assert!(
         run.stdout
             .contains(&format!("{k0:<32}         0 master active       1")),
@@ -177,15 +122,17 @@ fn a_cluster_is_built_grown_reconstructed_and_shrunk_with_flare_admin_alone() {
     write(&mut c.nodes[0].connect(), &mut data, "a", 500);
 
     // A slave: progress lines until it is active, and it holds what the master holds.
-    let run = c
-        .admin(&[
+    let run = admin(
+        &c,
+        &[
             "slave",
             "--force",
             "--build-timeout",
             "60",
             &format!("{k1}:2:0"),
-        ])
-        .ok("slave");
+        ],
+    )
+    .ok("slave");
     assert!(
         run.stdout.contains("started constructing slave node..."),
         "{}",
@@ -206,20 +153,22 @@ fn a_cluster_is_built_grown_reconstructed_and_shrunk_with_flare_admin_alone() {
         (c.role_state(1), c.field(1, "balance")),
         ("slave/active".into(), "2".into())
     );
-    assert_eq!(c.same_items(0, &[1], "slave"), 500);
-    c.check_data(&data, "after the slave");
+    assert_eq!(same_items(&c, 0, &[1], "slave"), 500);
+    check_data(&c, &data, "after the slave");
 
     // Grow: a second partition, activated, then an extra slave for it.
-    let run = c
-        .admin(&[
+    let run = admin(
+        &c,
+        &[
             "master",
             "--force",
             "--activate",
             "--build-timeout",
             "60",
             &format!("{k2}:1:1"),
-        ])
-        .ok("master of partition 1");
+        ],
+    )
+    .ok("master of partition 1");
     assert!(
         run.stderr.contains("(role = master, state = ready)"),
         "{}",
@@ -239,45 +188,49 @@ fn a_cluster_is_built_grown_reconstructed_and_shrunk_with_flare_admin_alone() {
         "about half move: {}",
         c.items(2)
     );
-    let run = c
-        .admin(&[
+    let run = admin(
+        &c,
+        &[
             "slave",
             "--force",
             "--build-timeout",
             "60",
             &format!("{k3}:1:1"),
-        ])
-        .ok("slave of partition 1");
+        ],
+    )
+    .ok("slave of partition 1");
     assert!(
         run.stderr.contains("state is active -> stop waiting"),
         "{}",
         run.stderr
     );
     write(&mut c.nodes[3].connect(), &mut data, "b", 200);
-    let p0 = c.same_items(0, &[1], "partition 0 after growth");
-    let p1 = c.same_items(2, &[3], "partition 1 after growth");
+    let p0 = same_items(&c, 0, &[1], "partition 0 after growth");
+    let p1 = same_items(&c, 2, &[3], "partition 1 after growth");
     assert_eq!(p0 + p1, 700);
-    c.check_data(&data, "after growth");
-    let run = c.admin(&["verify"]).ok("verify after growth");
+    check_data(&c, &data, "after growth");
+    let run = admin(&c, &["verify"]).ok("verify after growth");
     assert!(run.stdout.ends_with("OK\n"), "{}", run.stdout);
 
     // Reconstruct: a slave with no other slave beside it is refused without --unsafe.
-    let run = c.admin(&["reconstruct", "--force", &k3]);
+    let run = admin(&c, &["reconstruct", "--force", &k3]);
     assert_eq!(run.code, 1, "{}", run.stdout);
     assert!(run.stdout.contains(&format!(
         "The partition needs one more slave to reconstruct {k3} safely."
     )));
     // The master of partition 0: its slave takes over and it comes back as a slave, rebuilt.
-    let run = c
-        .admin(&[
+    let run = admin(
+        &c,
+        &[
             "reconstruct",
             "--force",
             "--unsafe",
             "--build-timeout",
             "60",
             &k0,
-        ])
-        .ok("reconstruct the master");
+        ],
+    )
+    .ok("reconstruct the master");
     for step in [
         "turning down...",
         "waiting for node to be active again...",
@@ -291,35 +244,31 @@ fn a_cluster_is_built_grown_reconstructed_and_shrunk_with_flare_admin_alone() {
         ("slave/active".into(), "master/active".into())
     );
     assert_eq!(c.field(0, "balance"), "1", "the old balance is kept");
-    c.same_items(1, &[0], "after reconstruct");
-    c.check_data(&data, "after reconstruct");
+    same_items(&c, 1, &[0], "after reconstruct");
+    check_data(&c, &data, "after reconstruct");
 
     // Shrink: stop the extra slave and remove it; retire partition 0's master (its slave takes over).
     c.nodes[3].kill9();
-    c.admin(&["down", "--force", &k3])
-        .ok("down the stopped slave");
-    c.admin(&["remove", "--force", &k3]).ok("remove the slave");
+    admin(&c, &["down", "--force", &k3]).ok("down the stopped slave");
+    admin(&c, &["remove", "--force", &k3]).ok("remove the slave");
     c.nodes[1].kill9();
-    c.admin(&["down", "--force", &k1]).ok("down the master");
+    admin(&c, &["down", "--force", &k1]).ok("down the master");
     assert_eq!(c.role_state(0), "master/active", "the slave took over");
-    let run = c
-        .admin(&["remove", "--force", &k1])
-        .ok("remove the old master");
+    let run = admin(&c, &["remove", "--force", &k1]).ok("remove the old master");
     assert!(run.stdout.contains("has been removed."), "{}", run.stdout);
-    let list = c.admin(&["list"]).ok("list").stdout;
+    let list = admin(&c, &["list"]).ok("list").stdout;
     assert!(!list.contains(&k1) && !list.contains(&k3), "{list}");
     assert_eq!(list.lines().count(), 3, "{list}");
-    c.check_data(&data, "after shrinking");
-    let run = c.admin(&["verify"]).ok("verify after shrinking");
+    check_data(&c, &data, "after shrinking");
+    let run = admin(&c, &["verify"]).ok("verify after shrinking");
     assert!(run.stdout.ends_with("OK\n"), "{}", run.stdout);
 }
 
 #[test]
 fn list_prints_flare_tools_columns() {
-    let c = Cluster::new(2);
-    c.admin(&["master", "--force", &format!("{}:1:0", c.key(0))])
-        .ok("master");
-    let run = c.admin(&["list"]).ok("list");
+    let c = Cluster::start(2, &[]);
+    admin(&c, &["master", "--force", &format!("{}:1:0", c.key(0))]).ok("master");
+    let run = admin(&c, &["list"]).ok("list");
     let lines: Vec<&str> = run.stdout.lines().collect();
     assert_eq!(
         lines[0],
@@ -347,7 +296,7 @@ fn list_prints_flare_tools_columns() {
             0
         )
     );
-    let json = c.admin(&["list", "--json"]).ok("list --json").stdout;
+    let json = admin(&c, &["list", "--json"]).ok("list --json").stdout;
     assert!(
         json.contains(&format!("\"node\": \"{}\"", c.key(1))),
         "{json}"
@@ -357,9 +306,8 @@ fn list_prints_flare_tools_columns() {
 
 #[test]
 fn stats_table_and_json_show_every_field() {
-    let c = Cluster::new(2);
-    c.admin(&["master", "--force", &format!("{}:1:0", c.key(0))])
-        .ok("master");
+    let c = Cluster::start(2, &[]);
+    admin(&c, &["master", "--force", &format!("{}:1:0", c.key(0))]).ok("master");
     let mut m = c.nodes[0].connect();
     for i in 0..30 {
         assert_eq!(m.set(&format!("s{i}"), 0, 0, b"v"), "STORED");
@@ -390,7 +338,7 @@ fn stats_table_and_json_show_every_field() {
         .expect("proxy row");
     assert!(proxy.contains(" proxy        -1 "), "{proxy}");
     // flare-stats = flare-admin stats, with the same options.
-    let same = c.admin(&["stats", "--qps", "-w", "1"]).ok("stats --qps");
+    let same = admin(&c, &["stats", "--qps", "-w", "1"]).ok("stats --qps");
     assert!(
         same.stdout
             .lines()
@@ -419,9 +367,8 @@ fn stats_table_and_json_show_every_field() {
 
 #[test]
 fn dump_then_restore_into_a_fresh_cluster_keeps_every_key() {
-    let a = Cluster::new(1);
-    a.admin(&["master", "--force", &format!("{}:1:0", a.key(0))])
-        .ok("master");
+    let a = Cluster::start(1, &[]);
+    admin(&a, &["master", "--force", &format!("{}:1:0", a.key(0))]).ok("master");
     let mut data = BTreeMap::new();
     let mut m = a.nodes[0].connect();
     for i in 0..300u32 {
@@ -438,7 +385,7 @@ fn dump_then_restore_into_a_fresh_cluster_keeps_every_key() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("all.dump");
     let file = file.to_str().unwrap();
-    let run = a.admin(&["dump", "--all", "-o", file]).ok("dump");
+    let run = admin(&a, &["dump", "--all", "-o", file]).ok("dump");
     assert!(
         run.stderr.contains("300 entries have been dumped from"),
         "{}",
@@ -446,34 +393,33 @@ fn dump_then_restore_into_a_fresh_cluster_keeps_every_key() {
     );
     assert!(std::fs::read(file).unwrap().starts_with(b"dump:"));
 
-    let mut b = Cluster::new(2);
-    b.admin(&["master", "--force", &format!("{}:1:0", b.key(0))])
-        .ok("master of b");
+    let b = Cluster::start(2, &[]);
+    admin(&b, &["master", "--force", &format!("{}:1:0", b.key(0))]).ok("master of b");
     // The proxy routes by the node map the index pushes to it, asynchronously.
     b.converged();
     // Through the proxy: restore sends every item to one node, which routes it.
-    let run = b
-        .admin(&["restore", &b.key(1), "-i", file, "--bwlimit", "8MB"])
-        .ok("restore");
+    let run = admin(&b, &["restore", &b.key(1), "-i", file, "--bwlimit", "8MB"]).ok("restore");
     assert!(
         run.stdout.contains("300 entries have been restored."),
         "{}",
         run.stdout
     );
     assert_eq!(b.items(0), 300);
-    b.check_data(&data, "restored");
+    check_data(&b, &data, "restored");
     // A filtered restore into a cleared node.
     assert_eq!(b.nodes[0].connect().call("flush_all"), "OK");
-    let run = b
-        .admin(&[
+    let run = admin(
+        &b,
+        &[
             "restore",
             &b.key(0),
             "-i",
             file,
             "--include",
             "^dump:1[0-9]$",
-        ])
-        .ok("restore --include");
+        ],
+    )
+    .ok("restore --include");
     assert!(
         run.stdout.contains("10 entries have been restored."),
         "{}",
@@ -484,22 +430,24 @@ fn dump_then_restore_into_a_fresh_cluster_keeps_every_key() {
 
 #[test]
 fn verify_is_ok_on_a_healthy_cluster_and_ng_when_a_slave_lost_keys() {
-    let c = Cluster::new(2);
+    let c = Cluster::start(2, &[]);
     let (k0, k1) = (c.key(0), c.key(1));
-    c.admin(&["master", "--force", &format!("{k0}:1:0")])
-        .ok("master");
-    c.admin(&[
-        "slave",
-        "--force",
-        "--build-timeout",
-        "60",
-        &format!("{k1}:1:0"),
-    ])
+    admin(&c, &["master", "--force", &format!("{k0}:1:0")]).ok("master");
+    admin(
+        &c,
+        &[
+            "slave",
+            "--force",
+            "--build-timeout",
+            "60",
+            &format!("{k1}:1:0"),
+        ],
+    )
     .ok("slave");
     let mut data = BTreeMap::new();
     write(&mut c.nodes[0].connect(), &mut data, "v", 200);
-    c.same_items(0, &[1], "replicated");
-    let run = c.admin(&["verify"]).ok("verify");
+    same_items(&c, 0, &[1], "replicated");
+    let run = admin(&c, &["verify"]).ok("verify");
     assert!(
         run.stdout.contains(&format!(
             "checking {k1} (slave, partition 0) ... dump ... 200 entries. OK"
@@ -513,7 +461,7 @@ fn verify_is_ok_on_a_healthy_cluster_and_ng_when_a_slave_lost_keys() {
     let mut operator = c.nodes[1].connect();
     assert!(operator.call("version").starts_with("VERSION "));
     assert_eq!(operator.call("flush_all"), "OK");
-    let run = c.admin(&["verify"]);
+    let run = admin(&c, &["verify"]);
     assert_eq!(run.code, 1, "{}", run.stdout);
     assert!(
         run.stdout
@@ -526,7 +474,7 @@ fn verify_is_ok_on_a_healthy_cluster_and_ng_when_a_slave_lost_keys() {
 
 #[test]
 fn changes_are_refused_without_a_terminal_unless_forced() {
-    let c = Cluster::new(2);
+    let c = Cluster::start(2, &[]);
     let k0 = c.key(0);
     for args in [
         vec!["master".to_string(), format!("{k0}:1:0")],
@@ -534,7 +482,7 @@ fn changes_are_refused_without_a_terminal_unless_forced() {
         vec!["activate".to_string(), k0.clone()],
     ] {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let run = c.admin(&args);
+        let run = admin(&c, &args);
         assert_eq!(run.code, 1, "{args:?}: {}", run.stderr);
         assert!(
             run.stderr.contains("standard input is not a terminal"),
@@ -545,9 +493,7 @@ fn changes_are_refused_without_a_terminal_unless_forced() {
     }
     assert_eq!(c.role_state(0), "proxy/active", "nothing changed");
     // A dry run shows the command and changes nothing either.
-    let run = c
-        .admin(&["master", "--dry-run", &format!("{k0}:1:0")])
-        .ok("dry run");
+    let run = admin(&c, &["master", "--dry-run", &format!("{k0}:1:0")]).ok("dry run");
     assert!(
         run.stdout.contains(&format!(
             "(dry run) would send to {}: node role 127.0.0.1 {} master 1 0",

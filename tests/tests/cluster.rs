@@ -5,93 +5,33 @@
 use std::process::Command;
 use std::time::Duration;
 
-use flare_tests::{wait_until, Client, Flared};
+use flare_tests::{wait_until, Client, Cluster, Flared};
 
-/// A running cluster.
-struct Cluster {
-    index: Flared,
-    /// m0, s0 (partition 0), m1, s1 (partition 1), proxy.
-    nodes: Vec<Flared>,
-}
-
-impl Cluster {
-    fn node(&self, i: usize) -> &Flared {
-        &self.nodes[i]
-    }
-
-    fn admin(&self) -> Client {
-        self.index.connect()
-    }
-
-    /// `stats nodes` field of node `i`.
-    fn field(&self, i: usize, field: &str) -> String {
-        let key = format!("127.0.0.1:{}:{field}", self.nodes[i].port);
-        self.admin()
-            .stats_nodes()
-            .get(&key)
-            .cloned()
-            .unwrap_or_default()
-    }
-
-    fn wait_state(&self, i: usize, role: &str, state: &str) {
-        let ok = wait_until(Duration::from_secs(20), || {
-            self.field(i, "role") == role && self.field(i, "state") == state
-        });
-        assert!(
-            ok,
-            "node {i} did not become {role}/{state}: {:?}\n{}",
-            self.admin().stats_nodes(),
-            self.nodes[i].log()
-        );
-    }
-
-    fn role(&self, i: usize, line: &str) {
-        let cmd = format!("node role 127.0.0.1 {} {line}", self.nodes[i].port);
-        assert_eq!(self.admin().call(&cmd), "OK", "{cmd}");
-    }
-
-    /// Index + 5 nodes; partitions 0 and 1 with a master and a slave (balance 1) each, node 4 a proxy.
-    fn build(node_args: &[&str]) -> Cluster {
-        let index = Flared::index(&["--monitor-interval=1"]);
-        let nodes: Vec<Flared> = (0..5)
-            .map(|_| Flared::node_of(index.port, node_args))
-            .collect();
-        let c = Cluster { index, nodes };
-        for i in 0..5 {
-            c.wait_state(i, "proxy", "active");
-        }
-        c.role(0, "master 1 0");
-        c.wait_state(0, "master", "active");
-        c.role(2, "master 1 1");
-        c.wait_state(2, "master", "ready");
-        assert_eq!(
-            c.admin()
-                .call(&format!("node state 127.0.0.1 {} active", c.nodes[2].port)),
-            "OK"
-        );
-        c.wait_state(2, "master", "active");
-        c.role(1, "slave 1 0");
-        c.role(3, "slave 1 1");
-        c.wait_state(1, "slave", "active");
-        c.wait_state(3, "slave", "active");
-        // Flare keeps a building slave at balance 0; give it its read weight now that it is active.
-        c.role(1, "slave 1 0");
-        c.role(3, "slave 1 1");
-        // Every node has applied the last map (the version the index shows).
-        let version = c.admin().stat("node_map_version");
-        for n in &c.nodes {
-            let ok = wait_until(Duration::from_secs(10), || {
-                n.connect().stat("node_map_version") == version
-            });
-            assert!(ok, "node {} stuck on an older node map", n.port);
-        }
-        c
-    }
+/// Index + 5 nodes; partitions 0 and 1 with a master and a slave (balance 1) each, node 4 a proxy.
+fn build(node_args: &[&str]) -> Cluster {
+    let c = Cluster::start(5, node_args);
+    c.role(0, "master 1 0");
+    c.wait_state(0, "master", "active");
+    c.role(2, "master 1 1");
+    c.wait_state(2, "master", "ready");
+    let activate = format!("node state 127.0.0.1 {} active", c.nodes[2].port);
+    assert_eq!(c.index_call(&activate), "OK");
+    c.wait_state(2, "master", "active");
+    c.role(1, "slave 1 0");
+    c.role(3, "slave 1 1");
+    c.wait_state(1, "slave", "active");
+    c.wait_state(3, "slave", "active");
+    // Flare keeps a building slave at balance 0; give it its read weight now that it is active.
+    c.role(1, "slave 1 0");
+    c.role(3, "slave 1 1");
+    // Every node has applied the last map (the version the index shows).
+    c.converged();
+    c
 }
 
 #[test]
 fn ten_thousand_keys_through_the_proxy_are_readable_from_every_node() {
-    let c = Cluster::build(&[]);
+    let c = build(&[]);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/cluster_rw.py");
     let ports: Vec<String> = c.nodes.iter().map(|n| n.port.to_string()).collect();
     let out = Command::new("python3")
@@ -132,7 +72,7 @@ fn ten_thousand_keys_through_the_proxy_are_readable_from_every_node() {
 
 #[test]
 fn a_sync_write_survives_sigkill_of_the_master() {
-    let mut c = Cluster::build(&[]);
+    let mut c = build(&[]);
     let mut proxy = c.node(4).connect();
     // `key0` lives in partition 0 (master = node 0, slave = node 1) with the default simple hash.
     proxy.send(b"set key0 7 0 5 sync\r\nhello\r\n");
@@ -159,7 +99,7 @@ fn a_sync_write_survives_sigkill_of_the_master() {
 
 #[test]
 fn async_writes_reach_the_slave_and_stats_show_the_backlog() {
-    let c = Cluster::build(&[]);
+    let c = build(&[]);
     let mut m = c.node(0).connect();
     for i in 0..200 {
         assert_eq!(m.set(&format!("key0:{i}"), i, 0, b"v"), "STORED");
@@ -248,7 +188,7 @@ fn binary_reply(c: &mut Client) -> (u16, u64, Vec<u8>) {
 /// and an exptime, which the text protocol cannot say. Through a proxy it used to be `SERVER_ERROR proxy failure`.
 #[test]
 fn binary_incr_with_an_initial_value_and_delete_with_a_cas_work_through_the_proxy() {
-    let c = Cluster::build(&[]);
+    let c = build(&[]);
     let mut proxy = c.node(4).connect();
     let incr = |delta: u64| {
         let mut extras = delta.to_be_bytes().to_vec();
@@ -294,7 +234,7 @@ fn items(n: &Flared) -> u64 {
 /// an operator's session (opened with `version`, as Flare's tools do) and `flare-admin flush` flush one node.
 #[test]
 fn flush_all_from_a_client_flushes_the_cluster_and_an_operator_flushes_one_node() {
-    let c = Cluster::build(&[]);
+    let c = build(&[]);
     let fill = |tag: &str| {
         let mut p = c.node(4).connect();
         for i in 0..100 {

@@ -4,96 +4,13 @@
 
 use std::time::Duration;
 
-use flare_tests::{wait_until, Client, Flared};
-
-struct Cluster {
-    index: Flared,
-    nodes: Vec<Flared>,
-}
-
-impl Cluster {
-    fn new(n: usize) -> Cluster {
-        let index = Flared::index(&["--monitor-interval=1"]);
-        let nodes = (0..n).map(|_| Flared::node_of(index.port, &[])).collect();
-        let c = Cluster { index, nodes };
-        for i in 0..n {
-            c.wait(i, "proxy", "active");
-        }
-        c
-    }
-
-    fn admin(&self, line: &str) -> String {
-        self.index.connect().call(line)
-    }
-
-    fn role(&self, i: usize, what: &str) {
-        let line = format!("node role 127.0.0.1 {} {what}", self.nodes[i].port);
-        assert_eq!(self.admin(&line), "OK", "{line}");
-    }
-
-    fn field(&self, i: usize, f: &str) -> String {
-        let key = format!("127.0.0.1:{}:{f}", self.nodes[i].port);
-        self.index
-            .connect()
-            .stats_nodes()
-            .get(&key)
-            .cloned()
-            .unwrap_or_default()
-    }
-
-    fn wait(&self, i: usize, role: &str, state: &str) {
-        let ok = wait_until(Duration::from_secs(30), || {
-            self.field(i, "role") == role && self.field(i, "state") == state
-        });
-        assert!(
-            ok,
-            "node {i} not {role}/{state}: {:?}",
-            self.index.connect().stats_nodes()
-        );
-        // The index pushes its map asynchronously: a live node only acts on its new role once the push has arrived.
-        if state != "down" {
-            let version: u64 = self
-                .index
-                .connect()
-                .stat("node_map_version")
-                .parse()
-                .unwrap();
-            let ok = wait_until(Duration::from_secs(10), || {
-                self.nodes[i]
-                    .connect()
-                    .stat("node_map_version")
-                    .parse::<u64>()
-                    .is_ok_and(|v| v >= version)
-            });
-            assert!(ok, "node {i} did not get node map {version}");
-        }
-    }
-
-    fn client(&self, i: usize) -> Client {
-        self.nodes[i].connect()
-    }
-
-    /// Waits until every running node holds the index's current node map (pushes are asynchronous).
-    fn converged(&self) {
-        let version = self.index.connect().stat("node_map_version");
-        for (i, n) in self.nodes.iter().enumerate() {
-            let ok = wait_until(Duration::from_secs(10), || {
-                n.connect().stat("node_map_version") == version
-            });
-            assert!(ok, "node {i} did not get node map {version}");
-        }
-    }
-
-    fn items(&self, i: usize) -> u64 {
-        self.client(i).stat("curr_items").parse().unwrap()
-    }
-}
+use flare_tests::{wait_until, Cluster};
 
 #[test]
 fn a_new_slave_reads_with_its_balance_once_active() {
-    let c = Cluster::new(3);
+    let c = Cluster::start(3, &[]);
     c.role(0, "master 1 0");
-    c.wait(0, "master", "active");
+    c.wait_applied(0, "master", "active");
     let mut m = c.client(0);
     for i in 0..300 {
         assert_eq!(m.set(&format!("k{i}"), 0, 0, b"v"), "STORED");
@@ -101,7 +18,7 @@ fn a_new_slave_reads_with_its_balance_once_active() {
     // The balance given when adding the slave applies once it is active (Flare forces 0 and needs a second
     // command).
     c.role(1, "slave 5 0");
-    c.wait(1, "slave", "active");
+    c.wait_applied(1, "slave", "active");
     assert_eq!(c.field(1, "balance"), "5");
     assert_eq!(c.items(1), 300);
     c.converged();
@@ -121,9 +38,9 @@ fn a_new_slave_reads_with_its_balance_once_active() {
 
 #[test]
 fn a_partition_added_while_serving_moves_exactly_its_keys() {
-    let c = Cluster::new(3);
+    let c = Cluster::start(3, &[]);
     c.role(0, "master 1 0");
-    c.wait(0, "master", "active");
+    c.wait_applied(0, "master", "active");
     let mut m = c.client(0);
     for i in 0..2000 {
         assert_eq!(
@@ -132,17 +49,17 @@ fn a_partition_added_while_serving_moves_exactly_its_keys() {
         );
     }
     c.role(1, "master 1 1");
-    c.wait(1, "master", "ready");
+    c.wait_applied(1, "master", "ready");
     let copied = c.items(1);
     assert!(
         copied > 500 && copied < 1500,
         "about half the keys move to partition 1 of 2: {copied}"
     );
     assert_eq!(
-        c.admin(&format!("node state 127.0.0.1 {} active", c.nodes[1].port)),
+        c.index_call(&format!("node state 127.0.0.1 {} active", c.nodes[1].port)),
         "OK"
     );
-    c.wait(1, "master", "active");
+    c.wait_applied(1, "master", "active");
     // Every key is readable through the proxy, and once the old master has dropped the moved keys, each key lives
     // exactly once.
     c.converged();
@@ -164,23 +81,23 @@ fn a_partition_added_while_serving_moves_exactly_its_keys() {
 
 #[test]
 fn a_restarted_slave_rebuilds_itself() {
-    let mut c = Cluster::new(2);
+    let mut c = Cluster::start(2, &[]);
     c.role(0, "master 1 0");
-    c.wait(0, "master", "active");
+    c.wait_applied(0, "master", "active");
     c.role(1, "slave 1 0");
-    c.wait(1, "slave", "active");
+    c.wait_applied(1, "slave", "active");
     let mut m = c.client(0);
     for i in 0..100 {
         assert_eq!(m.set(&format!("a{i}"), 0, 0, b"v"), "STORED");
     }
     c.nodes[1].kill9();
-    c.wait(1, "slave", "down");
+    c.wait_applied(1, "slave", "down");
     for i in 0..100 {
         assert_eq!(m.set(&format!("b{i}"), 0, 0, b"w"), "STORED");
     }
     assert_eq!(m.call("delete a0"), "DELETED");
     c.nodes[1].spawn();
-    c.wait(1, "slave", "active");
+    c.wait_applied(1, "slave", "active");
     assert!(
         wait_until(Duration::from_secs(10), || c.items(1) == 199),
         "slave holds {}",
@@ -197,16 +114,16 @@ fn a_restarted_slave_rebuilds_itself() {
 
 #[test]
 fn a_deposed_master_comes_back_as_a_proxy() {
-    let mut c = Cluster::new(2);
+    let mut c = Cluster::start(2, &[]);
     c.role(0, "master 1 0");
-    c.wait(0, "master", "active");
+    c.wait_applied(0, "master", "active");
     c.role(1, "slave 1 0");
-    c.wait(1, "slave", "active");
+    c.wait_applied(1, "slave", "active");
     assert_eq!(c.client(0).set("key0", 0, 0, b"one"), "STORED");
     c.nodes[0].kill9();
-    c.wait(1, "master", "active");
+    c.wait_applied(1, "master", "active");
     c.nodes[0].spawn();
-    c.wait(0, "proxy", "active");
+    c.wait_applied(0, "proxy", "active");
     // It no longer acts as master: a write to it goes to the new master.
     let mut old = c.client(0);
     assert!(wait_until(Duration::from_secs(10), || old
@@ -218,11 +135,11 @@ fn a_deposed_master_comes_back_as_a_proxy() {
 
 #[test]
 fn a_restarted_index_resumes_the_cluster() {
-    let mut c = Cluster::new(2);
+    let mut c = Cluster::start(2, &[]);
     c.role(0, "master 1 0");
-    c.wait(0, "master", "active");
+    c.wait_applied(0, "master", "active");
     c.role(1, "slave 1 0");
-    c.wait(1, "slave", "active");
+    c.wait_applied(1, "slave", "active");
     let before = c.index.connect().stats_nodes();
     let version: u64 = c.index.connect().stat("node_map_version").parse().unwrap();
     c.index.kill9();
