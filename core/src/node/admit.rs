@@ -1,13 +1,18 @@
-//! What a node does with a request before running it: refuse internal commands from outside `internal-netmask`
-//! (decisions.md #10) and Flare's explicit `<version>` token from a plain client unless `allow-client-version` is on
-//! (protocol.md §4.3); then run it on the store alone, or through the cluster's [`plan`](crate::node::plan).
+//! What a node does with a request before running it: answer a request that did not parse, refuse internal
+//! commands from outside `internal-netmask` (decisions.md #10) and Flare's explicit `<version>` token from a plain
+//! client unless `allow-client-version` is on (protocol.md §4.3) ([`admit`]); then run it on the store alone, or
+//! through the cluster's [`plan`](crate::node::plan) ([`through_cluster`], [`route`]: who sent it, whether it runs
+//! as master, and the refusal of a write a master without a lease may not acknowledge). Also the connection-level
+//! limits: `max-connection` ([`over_connection_limit`]) and `net-read-timeout` ([`idle_expired`]).
 
 use std::net::IpAddr;
+use std::time::{Duration, Instant};
 
 use crate::config::Cidr;
-use crate::node::plan::{is_routed, Origin};
+use crate::node::plan::{self, is_routed, Origin, Plan, Session};
 use crate::node::view::ClusterView;
-use crate::protocol::{Command, ErrorReply, Framing, ProxyPath, Reply};
+use crate::node::Published;
+use crate::protocol::{Command, Decoded, ErrorReply, Framing, ProxyPath, Reply};
 
 /// Why a request is refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,6 +32,63 @@ impl Refusal {
             )),
             Refusal::ClientVersion => Reply::Error(ErrorReply::BadCommandLine),
         }
+    }
+}
+
+/// What a decoded request becomes before anything runs ([`admit`]).
+#[derive(Debug)]
+pub enum Admission {
+    /// Run it.
+    Run(Framing, Command),
+    /// Answer `reply` without running anything; close the connection after it when `close`.
+    Answer {
+        /// How to frame the reply.
+        framing: Framing,
+        /// The reply.
+        reply: Reply,
+        /// Close the connection after replying (a request the stream cannot be resynchronised after).
+        close: bool,
+        /// A request [`check`] refused: the command's name and why.
+        refused: Option<(&'static str, Refusal)>,
+    },
+}
+
+/// Admits `decoded`, the next request of a connection with routing `session`: a request that did not parse is
+/// answered with its error, one [`check`] refuses with the refusal's reply; the others run. The session observes
+/// every request, in order.
+pub fn admit(
+    decoded: Decoded,
+    session: &mut Session,
+    allow_client_version: bool,
+    internal_allowed: impl FnOnce() -> bool,
+) -> Admission {
+    let (framing, command) = match decoded {
+        Decoded::Request(r) | Decoded::Part(r) => (r.framing, r.command),
+        Decoded::Error {
+            framing,
+            error,
+            close,
+        } => {
+            session.observe_refused();
+            let reply = Reply::Error(error);
+            let refused = None;
+            return Admission::Answer {
+                framing,
+                reply,
+                close,
+                refused,
+            };
+        }
+    };
+    session.observe(&framing, &command);
+    match check(&framing, &command, allow_client_version, internal_allowed) {
+        Ok(()) => Admission::Run(framing, command),
+        Err(refusal) => Admission::Answer {
+            framing,
+            reply: refusal.reply(),
+            close: false,
+            refused: Some((command.op_name(), refusal)),
+        },
     }
 }
 
@@ -56,6 +118,55 @@ pub fn internal_allowed(masks: &[Cidr], peer: IpAddr) -> bool {
 /// standalone node runs everything on its store.
 pub fn through_cluster(view: &ClusterView, command: &Command) -> bool {
     !view.is_standalone() && is_routed(command)
+}
+
+/// A routed request, ready to run ([`route`]).
+#[derive(Debug)]
+pub struct Routed {
+    /// Its plan. A write this node would acknowledge as master while its lease has ended is a `Plan::Reply`
+    /// refusal ([`Published::lease_refusal`]).
+    pub plan: Plan,
+    /// Its local writes run as master (replicated to this node's slaves); false for a replicated write, which this
+    /// node applies as its master's slave.
+    pub as_master: bool,
+    /// A replicated write's sequence number, for [`crate::node::Node::applied`].
+    pub applied: Option<u64>,
+}
+
+/// Routes an admitted request that goes [`through_cluster`], sent on `framing` by a connection that is an
+/// `operator`'s or not, on what `published` says at `now`; `pick` draws the random numbers that choose read
+/// replicas.
+pub fn route(
+    published: &Published,
+    now: Instant,
+    framing: &Framing,
+    operator: bool,
+    command: Command,
+    pick: &mut impl FnMut() -> u32,
+) -> Routed {
+    let (origin, applied) = origin(framing, operator);
+    let planned = plan::plan(&published.view, origin, command, pick);
+    let plan = match published.lease_refusal(now, &origin, &planned) {
+        Some(refusal) => Plan::Reply(refusal),
+        None => planned,
+    };
+    Routed {
+        plan,
+        as_master: applied.is_none(),
+        applied,
+    }
+}
+
+/// Whether a new connection is over `max-connection` when `open` are open: it is answered
+/// [`crate::protocol::response::TOO_MANY_CONNECTIONS`] and closed.
+pub fn over_connection_limit(open: usize, max: usize) -> bool {
+    open >= max
+}
+
+/// Whether a connection that has received nothing for `idle` is closed under `net-read-timeout` = `timeout`
+/// (zero: never).
+pub fn idle_expired(idle: Duration, timeout: Duration) -> bool {
+    !timeout.is_zero() && idle >= timeout
 }
 
 /// Who sent an admitted request, for [`crate::node::plan::plan`], and the sequence number its sender tagged it
@@ -200,5 +311,107 @@ mod tests {
         let masks = [Cidr::parse("127.0.0.0/8").unwrap()];
         assert!(internal_allowed(&masks, local));
         assert!(!internal_allowed(&masks, other));
+    }
+
+    #[test]
+    fn admission_answers_parse_errors_and_refusals() {
+        let mut decoder = Decoder::new(Limits::default(), Default::default());
+        let mut session = Session::default();
+        let bad = decoder.decode(&mut BytesMut::from("bogus\r\n")).unwrap();
+        assert!(matches!(
+            admit(bad, &mut session, false, || true),
+            Admission::Answer {
+                reply: Reply::Error(ErrorReply::UnknownCommand),
+                close: false,
+                refused: None,
+                ..
+            }
+        ));
+        // The refused line was the connection's first: a later `version` does not make it an operator's.
+        let version = decoder.decode(&mut BytesMut::from("version\r\n")).unwrap();
+        assert!(matches!(
+            admit(version, &mut session, false, || true),
+            Admission::Run(_, Command::Version)
+        ));
+        assert!(!session.operator());
+        let dump = decoder.decode(&mut BytesMut::from("dump\r\n")).unwrap();
+        assert!(matches!(
+            admit(dump, &mut Session::default(), false, || false),
+            Admission::Answer {
+                refused: Some(("dump", Refusal::Internal)),
+                close: false,
+                ..
+            }
+        ));
+        let mut operator = Session::default();
+        let version = decoder.decode(&mut BytesMut::from("version\r\n")).unwrap();
+        admit(version, &mut operator, false, || true);
+        assert!(operator.operator());
+    }
+
+    #[test]
+    fn a_master_without_a_lease_refuses_a_clients_write_not_its_masters() {
+        use std::sync::Arc;
+
+        use crate::node::no_lease_reply;
+        use crate::node::view::fixtures;
+
+        let published = |me: &str, enforced: bool| Published {
+            view: Arc::new(fixtures::cluster(me)),
+            lease_until: None,
+            enforced,
+        };
+        let now = Instant::now();
+        let view = fixtures::cluster("m0");
+        let key = (0..100)
+            .map(|i| format!("k{i}"))
+            .find(|k| view.partition_of(k.as_bytes()) == Some(0))
+            .unwrap();
+        let set = || command(&format!("set {key} 0 0 1\r\nx\r\n"));
+        let r = route(
+            &published("m0", true),
+            now,
+            &Framing::TEXT,
+            false,
+            set(),
+            &mut || 0,
+        );
+        assert!(matches!(r.plan, Plan::Reply(ref reply) if *reply == no_lease_reply()));
+        assert!(r.as_master && r.applied.is_none());
+        let r = route(
+            &published("m0", false),
+            now,
+            &Framing::TEXT,
+            false,
+            set(),
+            &mut || 0,
+        );
+        assert!(matches!(r.plan, Plan::Local { write: true, .. }));
+        let replicated = Framing::Text {
+            proxy: Some(ProxyPath(vec![Bytes::from_static(b"m0:1#42")])),
+        };
+        let r = route(
+            &published("s0", true),
+            now,
+            &replicated,
+            false,
+            set(),
+            &mut || 0,
+        );
+        assert!(
+            matches!(r.plan, Plan::Local { write: true, .. }),
+            "{:?}",
+            r.plan
+        );
+        assert!(!r.as_master);
+        assert_eq!(r.applied, Some(42));
+    }
+
+    #[test]
+    fn connection_limits() {
+        assert!(over_connection_limit(10, 10) && !over_connection_limit(9, 10));
+        let s = Duration::from_secs;
+        assert!(idle_expired(s(5), s(5)) && !idle_expired(s(4), s(5)));
+        assert!(!idle_expired(s(1000), Duration::ZERO), "0 = never");
     }
 }

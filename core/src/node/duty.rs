@@ -3,6 +3,7 @@
 //! jobs only it can (gather `stats`, find a connection to kill, stream a dump, hand `node sync` to the machine).
 
 use crate::dump::DumpKind;
+use crate::node::stats::thread_queue;
 use crate::protocol::{Command, DumpArgs, ErrorReply, NodeLine, Reply, StatsGroup};
 
 /// What the driver knows that the answers need.
@@ -21,8 +22,8 @@ pub struct Facts<'a> {
 pub enum Duty {
     /// Send this reply.
     Reply(Reply),
-    /// `stats <group>`: gather it and answer `Reply::Stats`.
-    Stats(StatsGroup),
+    /// `stats <group>`, for a group only the driver has: gather it and answer `Reply::Stats`.
+    Stats(Gather),
     /// `kill <id>`: ask connection `id` to close, and answer [`kill_reply`].
     Kill(u64),
     /// `dump` or `dump_key`: stream it (the stream is the answer).
@@ -36,13 +37,28 @@ pub enum Duty {
     },
 }
 
+/// A `stats` group the driver gathers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Gather {
+    /// `stats`: [`crate::node::stats::general`] of the node's snapshot.
+    General,
+    /// `stats nodes`: the node map.
+    Nodes,
+    /// `stats settings`.
+    Settings,
+    /// `stats threads`, `stats threads request`: the client connections.
+    Threads,
+    /// `stats threads slave`: [`crate::node::stats::slave_threads`].
+    ThreadsSlave,
+}
+
 /// The duty for `command`.
 pub fn duty(command: Command, facts: Facts<'_>) -> Duty {
     Duty::Reply(match command {
         Command::Version => Reply::Version(facts.version_string.to_string()),
         Command::Ping if facts.healthy => Reply::Ok,
         Command::Ping => Reply::Error(ErrorReply::Server("storage error".into())),
-        Command::Stats(group) => return Duty::Stats(group),
+        Command::Stats(group) => return stats(group),
         Command::ShowVariables => Reply::Lines(facts.show_variables.to_vec()),
         Command::Kill(id) => return Duty::Kill(id),
         Command::Dump(args) => return Duty::Dump(DumpKind::Items, args),
@@ -53,6 +69,22 @@ pub fn duty(command: Command, facts: Facts<'_>) -> Duty {
         )),
         // `shutdown` and the node commands are index-server commands (protocol.md §5.8).
         _ => Reply::Error(ErrorReply::UnknownCommand),
+    })
+}
+
+/// `stats <group>`: answered here when there is nothing to gather (no slabs, nothing queued between threads),
+/// else gathered by the driver.
+fn stats(group: StatsGroup) -> Duty {
+    Duty::Stats(match group {
+        StatsGroup::Items | StatsGroup::Slabs | StatsGroup::Sizes => {
+            return Duty::Reply(Reply::Stats(Vec::new()))
+        }
+        StatsGroup::ThreadsQueue => return Duty::Reply(Reply::Stats(thread_queue())),
+        StatsGroup::General => Gather::General,
+        StatsGroup::Nodes => Gather::Nodes,
+        StatsGroup::Settings => Gather::Settings,
+        StatsGroup::Threads | StatsGroup::ThreadsRequest => Gather::Threads,
+        StatsGroup::ThreadsSlave => Gather::ThreadsSlave,
     })
 }
 
@@ -110,6 +142,22 @@ mod tests {
             Duty::Reply(Reply::Error(ErrorReply::Server("storage error".into())))
         );
         assert_eq!(d("kill 7\r\n", FACTS), Duty::Kill(7));
+        assert_eq!(
+            d("stats items\r\n", FACTS),
+            Duty::Reply(Reply::Stats(vec![]))
+        );
+        assert_eq!(
+            d("stats threads queue\r\n", FACTS),
+            Duty::Reply(Reply::Stats(vec![(
+                "total_thread_queue".into(),
+                "0".into()
+            )]))
+        );
+        assert_eq!(d("stats nodes\r\n", FACTS), Duty::Stats(Gather::Nodes));
+        assert_eq!(
+            d("stats threads request\r\n", FACTS),
+            Duty::Stats(Gather::Threads)
+        );
         assert!(matches!(
             d("dump\r\n", FACTS),
             Duty::Dump(DumpKind::Items, _)

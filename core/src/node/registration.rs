@@ -15,6 +15,7 @@
 use std::time::Duration;
 
 use crate::keys::{HashAlgorithm, PartitionParams};
+use crate::node::Registration;
 use crate::node_map::NodeMap;
 use crate::protocol::admin::{AdminCommand, IndexCommand, NodeAddr, ServerQuery};
 use crate::protocol::lex::{parse_u64, Tokens};
@@ -120,6 +121,15 @@ pub fn settle(r: &Registered) -> Result<NodeMap, String> {
     }
 }
 
+/// Where a node's start stands: `None` while it registers, then `Ok`, or the reason it cannot start.
+pub fn started(r: &Registration) -> Option<Result<(), String>> {
+    match r {
+        Registration::Pending => None,
+        Registration::Done => Some(Ok(())),
+        Registration::Failed(why) => Some(Err(why.clone())),
+    }
+}
+
 /// One `META <name> <value>` line of the `meta` reply.
 fn apply_meta(params: &mut PartitionParams, line: &[u8]) -> Result<(), String> {
     let mut t = Tokens::new(line).skip(1);
@@ -213,6 +223,14 @@ mod tests {
         assert_eq!(r.map, Err(8));
         let map = settle(&r).unwrap();
         assert_eq!((map.version, map.nodes.len()), (8, 1));
+    }
+
+    #[test]
+    fn a_node_starts_once_registered_or_fails() {
+        assert_eq!(started(&Registration::Pending), None);
+        assert_eq!(started(&Registration::Done), Some(Ok(())));
+        let failed = Registration::Failed("refused".into());
+        assert_eq!(started(&failed), Some(Err("refused".into())));
     }
 
     #[test]

@@ -32,6 +32,11 @@ impl NodeSettings {
         self.proxy_timeout * 5
     }
 
+    /// How long opening a replication link to a slave may take: one proxy timeout.
+    pub fn link_open_timeout(&self) -> Duration {
+        self.proxy_timeout
+    }
+
     /// How long a stopping node waits for the index to answer its goodbye: five proxy timeouts.
     pub fn goodbye_wait(&self) -> Duration {
         self.proxy_timeout * 5
@@ -51,5 +56,6 @@ mod tests {
         assert_eq!(s.lease, c.master_lease);
         assert_eq!(s.session_open_timeout(), c.proxy_timeout * 5);
         assert_eq!(s.goodbye_wait(), c.proxy_timeout * 5);
+        assert_eq!(s.link_open_timeout(), c.proxy_timeout);
     }
 }

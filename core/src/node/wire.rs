@@ -1,6 +1,9 @@
 //! What the driver's byte-moving needs decided, so that it only reads and writes: where a call goes, when the
 //! events read off a connection make one whole reply, the shape of a forwarded request's answer, the message a
-//! replication entry becomes, the item a `dump` record becomes, and how a dump whose scan failed ends.
+//! replication entry becomes, what each event of a dump pull means and the item a `dump` record becomes, and how a
+//! dump whose scan failed ends.
+
+use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -94,6 +97,47 @@ pub fn replica_message(
     kind: ChangeKind,
 ) -> Bytes {
     encode_replica(path, key, record, kind).unwrap_or_else(|| Bytes::from_static(b"version\r\n"))
+}
+
+/// [`replica_message`] for a `kind` change of `key`, reading the key's state now with `read` only when the change
+/// needs it ([`ChangeKind::reads_key`]).
+pub fn replica_for(
+    path: &ProxyPath,
+    key: &Bytes,
+    kind: ChangeKind,
+    read: impl FnOnce(&Bytes) -> Option<Entry>,
+) -> Bytes {
+    let record = kind.reads_key().then(|| read(key)).flatten();
+    replica_message(path, key, record.as_ref(), kind)
+}
+
+/// How often a dump pull's reads wake to notice an abort: the machine fails a silent pull, and aborts it.
+pub const PULL_POLL: Duration = Duration::from_secs(1);
+
+/// Why a pull ends when the machine no longer takes its items ([`crate::node::Node::handle_dump_item`] false).
+pub const PULL_SUPERSEDED: &str = "superseded by a newer reconstruction";
+
+/// What one event of a dump pull's reply (a values reply from `source`) means.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PullStep {
+    /// A record: hand it to the machine, then store it ([`dump_item`]).
+    Item(ValueBlock),
+    /// The dump is over: `END`, or the error line the source ended it with.
+    Done(Result<(), String>),
+    /// Nothing to do.
+    Skip,
+}
+
+/// The meaning of `event` in a dump pull from `source`.
+pub fn pull_step(event: ReplyEvent, source: &str) -> PullStep {
+    match event {
+        ReplyEvent::Value(v) => PullStep::Item(v),
+        ReplyEvent::End => PullStep::Done(Ok(())),
+        ReplyEvent::Line(l) => {
+            PullStep::Done(Err(format!("{source}: {}", String::from_utf8_lossy(&l))))
+        }
+        _ => PullStep::Skip,
+    }
 }
 
 /// The key and item a `dump` record stores on a reconstructing node: no exptime or version in the record reads as
@@ -194,12 +238,55 @@ mod tests {
     }
 
     #[test]
+    fn a_dump_pull_ends_with_end_or_an_error_line() {
+        assert_eq!(pull_step(ReplyEvent::End, "a:1"), PullStep::Done(Ok(())));
+        assert_eq!(
+            pull_step(
+                ReplyEvent::Line(b("SERVER_ERROR iteration canceled")),
+                "a:1"
+            ),
+            PullStep::Done(Err("a:1: SERVER_ERROR iteration canceled".into()))
+        );
+        assert_eq!(
+            pull_step(ReplyEvent::Item(b("KEY k")), "a:1"),
+            PullStep::Skip
+        );
+        let v = ValueBlock {
+            key: b("k"),
+            flags: 0,
+            version: None,
+            exptime: None,
+            value: b("v"),
+        };
+        assert_eq!(
+            pull_step(ReplyEvent::Value(v.clone()), "a:1"),
+            PullStep::Item(v)
+        );
+    }
+
+    #[test]
     fn a_failed_dump_ends_with_flares_error_line() {
         assert_eq!(
             dump_failed(DumpKind::Items),
             b"SERVER_ERROR iteration canceled\r\n"
         );
         assert_eq!(dump_failed(DumpKind::Keys), b"SERVER_ERROR\r\n");
+    }
+
+    #[test]
+    fn only_a_change_that_needs_the_key_reads_it() {
+        let path = ProxyPath(vec![b("m:1#9")]);
+        let mut read = false;
+        replica_for(&path, &b(""), ChangeKind::Flush(0), |_| {
+            read = true;
+            None
+        });
+        assert!(!read, "a flush carries no record");
+        let gone = replica_for(&path, &b("k"), ChangeKind::Write, |k| {
+            assert_eq!(k, &b("k"));
+            None
+        });
+        assert_eq!(gone, b("version\r\n"));
     }
 
     #[test]

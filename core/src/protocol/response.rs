@@ -16,6 +16,16 @@ pub fn encode(framing: &Framing, reply: &Reply, out: &mut BytesMut) {
     }
 }
 
+/// [`encode`] for the reply to a request that is a part of a streamed retrieval line when `part`
+/// ([`super::Decoded::Part`]): a part's reply is sent [`Reply::continued`], without the `END` only the last part
+/// sends.
+pub fn encode_part(framing: &Framing, reply: &Reply, part: bool, out: &mut BytesMut) {
+    match part {
+        true => encode(framing, &reply.clone().continued(), out),
+        false => encode(framing, reply, out),
+    }
+}
+
 /// Appends the text-protocol bytes of `reply` to `out`.
 pub fn encode_text(reply: &Reply, out: &mut BytesMut) {
     let line = |out: &mut BytesMut, s: &[u8]| {
@@ -92,6 +102,21 @@ mod tests {
         let mut out = BytesMut::new();
         encode_text(&reply, &mut out);
         String::from_utf8(out.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn a_parts_values_go_without_end() {
+        let reply = Reply::Values {
+            items: vec![],
+            cas: false,
+            end: true,
+        };
+        let mut out = BytesMut::new();
+        encode_part(&Framing::TEXT, &reply, false, &mut out);
+        assert_eq!(&out[..], b"END\r\n");
+        out.clear();
+        encode_part(&Framing::TEXT, &reply, true, &mut out);
+        assert_eq!(&out[..], b"");
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! back-off, reconstruction and its reports) is the machine's; this module performs its [`Action`]s (index calls,
 //! the session, replication links, dump pulls, storage operations), feeds the results back with `handle_*`, and
 //! sleeps until [`Node::poll_timeout`]. What the byte-moving itself needs decided (where a call goes, when a reply
-//! is whole, the message a replication entry becomes, the item a dump record becomes) is [`wire`]'s.
+//! is whole, the message a replication entry becomes and which key state it reads, what a dump pull's events mean
+//! and the item a dump record becomes) is [`wire`]'s.
 //!
 //! One lock holds the machine: [`drive`] takes it, runs one `handle_*` call and performs every action queued, in
 //! order (storage operations at once, I/O by spawning a task that reports back through [`drive`]). Connections read
@@ -18,10 +19,11 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use flare_core::config::NodeConfig;
 use flare_core::exec::Mutation;
+use flare_core::node::registration::started;
 use flare_core::node::replication::SenderStats;
 use flare_core::node::targets::{WriteFailure, WriteId};
 use flare_core::node::view::ClusterView;
-use flare_core::node::wire;
+use flare_core::node::wire::{self, PullStep};
 use flare_core::node::{
     Action, CallId, Dest, Node, NodeSettings, Published, RebuildStats, Registration, StoreOp,
 };
@@ -33,7 +35,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::time::Instant;
 
-use super::peers::{split_node, Peers};
+use super::peers::{read_whole, split_node, Peers};
 use super::Shared;
 use crate::net::Net;
 
@@ -258,18 +260,15 @@ fn perform<N: Net, S: Storage + 'static>(
             tokio::spawn(link_task(shared.clone(), peer, m.generation, rx));
         }
         Action::Replicate { peer, entry, path } => {
-            let record = match entry.kind.reads_key() {
-                true => match shared.store.storage().get(&entry.key) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        tracing::error!(error = %e, "replication: storage read failed");
-                        shared.set_unhealthy();
-                        None
-                    }
-                },
-                false => None,
+            let read = |key: &Bytes| match shared.store.storage().get(key) {
+                Ok(record) => record,
+                Err(e) => {
+                    tracing::error!(error = %e, "replication: storage read failed");
+                    shared.set_unhealthy();
+                    None
+                }
             };
-            let msg = wire::replica_message(&path, &entry.key, record.as_ref(), entry.kind);
+            let msg = wire::replica_for(&path, &entry.key, entry.kind, read);
             if let Some((_, tx)) = m.links.get(&peer) {
                 let _ = tx.send(msg);
             }
@@ -368,15 +367,12 @@ pub(super) async fn registered<N: Net, S: Storage + 'static>(
     shared: &Arc<Shared<N, S>>,
 ) -> io::Result<()> {
     let mut rx = shared.cluster.registration.subscribe();
+    let stopped = |_| io::Error::other("node stopped");
     let r = rx
-        .wait_for(|r| *r != Registration::Pending)
+        .wait_for(|r| started(r).is_some())
         .await
-        .map_err(|_| io::Error::other("node stopped"))?
-        .clone();
-    match r {
-        Registration::Failed(why) => Err(io::Error::other(why)),
-        _ => Ok(()),
-    }
+        .map_err(stopped)?;
+    started(&r).unwrap_or(Ok(())).map_err(io::Error::other)
 }
 
 /// Tells the index this node is stopping (a standalone node has nobody to tell: [`Node::shutdown`]), and waits
@@ -402,28 +398,24 @@ pub fn apply_node_sync<N: Net, S: Storage + 'static>(
     drive(shared, |n, now| n.handle_node_sync(now, version, lines))
 }
 
-/// What a local write's acknowledgement waits for.
-pub(super) enum Wait {
-    /// Nothing: acknowledge.
-    None,
-    /// A sync write: its result.
-    Sync(oneshot::Receiver<Result<(), WriteFailure>>),
-}
+/// The result of a sync write, once the machine has it.
+pub(super) type SyncResult = oneshot::Receiver<Result<(), WriteFailure>>;
 
-/// Hands what a local write changed to the machine's replication ([`Node::replicate`]).
+/// Hands what a local write changed to the machine's replication ([`Node::replicate`]): what its
+/// acknowledgement waits for (nothing, or a sync write's result), or why it fails at once.
 pub(super) fn replicate<N: Net, S: Storage + 'static>(
     shared: &Arc<Shared<N, S>>,
     mutations: &[Mutation],
     sync: bool,
     as_master: bool,
-) -> Result<Wait, WriteFailure> {
+) -> Result<Option<SyncResult>, WriteFailure> {
     drive_machine(shared, |m, now| {
         let Some(id) = m.node.replicate(now, mutations, sync, as_master)? else {
-            return Ok(Wait::None);
+            return Ok(None);
         };
         let (tx, rx) = oneshot::channel();
         m.waiters.insert(id, tx);
-        Ok(Wait::Sync(rx))
+        Ok(Some(rx))
     })
 }
 
@@ -566,7 +558,7 @@ async fn link_task<N: Net, S: Storage + 'static>(
     mut rx: mpsc::UnboundedReceiver<Bytes>,
 ) {
     let address = wire::call_addresses(&Dest::Node(peer.clone()), &[]);
-    let timeout = shared.cluster.settings.machine.proxy_timeout;
+    let timeout = shared.cluster.settings.machine.link_open_timeout();
     let connected = exchange(&shared, address, &[], timeout).await.ok();
     if !shared.cluster.lock().link_is(&peer, generation) {
         return;
@@ -609,8 +601,7 @@ async fn run_pull<N: Net, S: Storage + 'static>(
     abort: &AtomicBool,
 ) -> Result<(), String> {
     let (host, port) = split_node(source).ok_or_else(|| format!("bad node key {source}"))?;
-    // The machine fails a silent pull (and aborts it); the reads wake at least once a second to notice.
-    let tick = Duration::from_secs(1);
+    let tick = wire::PULL_POLL;
     let mut s = loop {
         match tokio::time::timeout(tick, shared.net.connect(host, port)).await {
             Ok(r) => break r.map_err(|e| format!("{source}: {e}"))?,
@@ -628,23 +619,17 @@ async fn run_pull<N: Net, S: Storage + 'static>(
             .next(&mut buf, ReplyKind::Values)
             .map_err(|e| format!("{source}: {e}"))?
         {
-            match event {
-                ReplyEvent::Value(v) => {
-                    if !drive(shared, |n, now| n.handle_dump_item(now, pull, &v)) {
-                        return Err("superseded by a newer reconstruction".into());
-                    }
-                    let (key, item) = wire::dump_item(v);
-                    shared
-                        .store
-                        .load_dump_item(&key, item, shared.now())
-                        .map_err(|e| format!("storage: {e}"))?;
-                }
-                ReplyEvent::End => return Ok(()),
-                ReplyEvent::Line(l) => {
-                    return Err(format!("{source}: {}", String::from_utf8_lossy(&l)));
-                }
-                _ => {}
+            let v = match wire::pull_step(event, source) {
+                PullStep::Item(v) => v,
+                PullStep::Done(result) => return result,
+                PullStep::Skip => continue,
+            };
+            if !drive(shared, |n, now| n.handle_dump_item(now, pull, &v)) {
+                return Err(wire::PULL_SUPERSEDED.into());
             }
+            let (key, item) = wire::dump_item(v);
+            let loaded = shared.store.load_dump_item(&key, item, shared.now());
+            loaded.map_err(|e| format!("storage: {e}"))?;
         }
         if abort.load(Relaxed) {
             return Err("aborted".into());
@@ -664,22 +649,14 @@ async fn read_reply<T: AsyncRead + Unpin>(
     limits: Limits,
     kind: ReplyKind,
 ) -> io::Result<Vec<ReplyEvent>> {
-    let mut reader = ReplyReader::new(limits);
-    let mut buf = BytesMut::with_capacity(4096);
+    let (mut reader, mut buf) = (ReplyReader::new(limits), BytesMut::with_capacity(4096));
     let mut out = Vec::new();
-    loop {
-        while let Some(e) = reader.next(&mut buf, kind).map_err(io::Error::other)? {
-            let last = wire::ends_reply(&e, kind);
-            out.push(e);
-            if last {
-                return Ok(out);
-            }
-        }
-        if s.read_buf(&mut buf).await? == 0 {
-            let closed = "connection closed";
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, closed));
-        }
-    }
+    read_whole(s, &mut reader, &mut buf, kind, "connection closed", |e| {
+        let last = wire::ends_reply(&e, kind);
+        out.push(e);
+        last.then(|| std::mem::take(&mut out))
+    })
+    .await
 }
 
 /// Deletes, in small batches and without replicating, every key this node holds that no longer belongs to its

@@ -1,7 +1,8 @@
 //! One client connection: the read → decode → execute → encode → write loop, and the commands that need the
-//! driver (stats, kill, dump, node sync). What a connection may not send is [`flare_core::node::admit`]'s
-//! decision, what the driver's commands answer is [`flare_core::node::duty`]'s, and what `stats` shows is formatted
-//! by [`flare_core::node::stats`] from the node's snapshot.
+//! driver (stats, kill, dump, node sync). What a request becomes before it runs (its parse error, a refusal) and
+//! when a connection is over `max-connection` are [`flare_core::node::admit`]'s decisions, what running it gave is
+//! [`flare_core::node::ack::Ran`], what the driver's commands answer is [`flare_core::node::duty`]'s, and what
+//! `stats` shows is formatted by [`flare_core::node::stats`] from the node's snapshot.
 
 use std::io;
 use std::net::SocketAddr;
@@ -9,12 +10,13 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use flare_core::exec::{self, Outcome, Tally};
-use flare_core::node::admit::{self, Refusal};
-use flare_core::node::duty::{self, Duty, Facts};
+use flare_core::exec::{self, Tally};
+use flare_core::node::ack::Ran;
+use flare_core::node::admit::{self, Admission, Refusal};
+use flare_core::node::duty::{self, Duty, Facts, Gather};
 use flare_core::node::stats as node_stats;
-use flare_core::protocol::response::encode;
-use flare_core::protocol::{Command, Decoded, Decoder, ErrorReply, Framing, Reply, StatsGroup};
+use flare_core::protocol::response::{encode, encode_part};
+use flare_core::protocol::{Command, Decoded, Decoder, Framing, Reply};
 use flare_core::storage::Storage;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
@@ -35,7 +37,7 @@ pub(super) fn accept<N: Net, S: Storage + 'static>(
     peer: SocketAddr,
 ) {
     let max = shared.dynamic.max_connection.load(Relaxed);
-    if shared.registry.len() >= max {
+    if admit::over_connection_limit(shared.registry.len(), max) {
         tracing::warn!(%peer, max, "max-connection reached, refusing a new connection");
         shared.counters.rejected_connections.fetch_add(1, Relaxed);
         tokio::spawn(async move {
@@ -149,11 +151,7 @@ impl<T> Conn<'_, T> {
     /// Encodes a reply into the write buffer and notes its result.
     fn reply(&mut self, framing: &Framing, reply: &Reply) {
         self.result = result_index(reply);
-        if self.part {
-            encode(framing, &reply.clone().continued(), &mut self.wbuf);
-        } else {
-            encode(framing, reply, &mut self.wbuf);
-        }
+        encode_part(framing, reply, self.part, &mut self.wbuf);
     }
 }
 
@@ -199,69 +197,55 @@ async fn run_request<N: Net, S: Storage + 'static, T: AsyncWrite + Unpin>(
     c: &mut Conn<'_, T>,
 ) -> io::Result<Next> {
     c.part = matches!(decoded, Decoded::Part(_));
-    let (framing, command) = match decoded {
-        Decoded::Request(r) | Decoded::Part(r) => (r.framing, r.command),
-        Decoded::Error {
+    let allowed = || shared.dynamic.internal_allowed(c.info.peer.ip());
+    let allow_version = shared.settings.allow_client_version;
+    let (framing, command) = match admit::admit(decoded, &mut c.session, allow_version, allowed) {
+        Admission::Run(framing, command) => (framing, command),
+        Admission::Answer {
             framing,
-            error,
+            reply,
             close,
+            refused,
         } => {
-            c.session.observe_refused();
-            c.reply(&framing, &Reply::Error(error));
+            if let Some((op, refusal)) = refused {
+                c.info.set_op(op);
+                if refusal == Refusal::Internal {
+                    tracing::warn!(peer = %c.info.peer, op, "internal command refused (internal-netmask)");
+                }
+            }
+            c.reply(&framing, &reply);
             return Ok(if close { Next::Close } else { Next::Continue });
         }
     };
     c.info.set_op(command.op_name());
-    c.session.observe(&framing, &command);
-    let allowed = || shared.dynamic.internal_allowed(c.info.peer.ip());
-    if let Err(refusal) = admit::check(
-        &framing,
-        &command,
-        shared.settings.allow_client_version,
-        allowed,
-    ) {
-        if refusal == Refusal::Internal {
-            tracing::warn!(peer = %c.info.peer, op = command.op_name(), "internal command refused (internal-netmask)");
-        }
-        c.reply(&framing, &refusal.reply());
-        return Ok(Next::Continue);
-    }
     let errors_before = c.tally.storage_errors;
-    if admit::through_cluster(&shared.cluster.view(), &command) {
+    let ran = if admit::through_cluster(&shared.cluster.view(), &command) {
         let operator = c.session.operator();
-        let ran = route::run(shared, &framing, operator, command, &mut c.tally).await;
-        if c.tally.storage_errors > errors_before {
-            shared.set_unhealthy();
-        }
-        return match ran {
-            route::Ran::Reply { reply, wrote } => {
-                c.wrote |= wrote;
-                c.reply(&framing, &reply);
-                Ok(Next::Continue)
-            }
-            route::Ran::Close => Ok(Next::Close),
-            route::Ran::Driver(command) => driver_command(shared, framing, command, c).await,
-        };
-    }
-    match exec::execute(&shared.store, command, shared.now(), &mut c.tally) {
-        Outcome::Reply { reply, mutations } => {
-            c.wrote |= !mutations.is_empty();
-            c.reply(&framing, &reply);
-        }
-        Outcome::Close => {
-            // Text `quit` closes silently; binary Quit (not QuitQ) is acknowledged first.
-            encode(&framing, &Reply::Nothing, &mut c.wbuf);
-            return Ok(Next::Close);
-        }
-        Outcome::Driver(command) => return driver_command(shared, framing, command, c).await,
-        // exec's outcomes are non-exhaustive; an unknown one is answered like an unknown command.
-        #[allow(unreachable_patterns)]
-        _ => c.reply(&framing, &Reply::Error(ErrorReply::UnknownCommand)),
-    }
+        route::run(shared, &framing, operator, command, &mut c.tally).await
+    } else {
+        Ran::from(exec::execute(
+            &shared.store,
+            command,
+            shared.now(),
+            &mut c.tally,
+        ))
+    };
     if c.tally.storage_errors > errors_before {
         shared.set_unhealthy();
     }
-    Ok(Next::Continue)
+    match ran {
+        Ran::Reply { reply, wrote } => {
+            c.wrote |= wrote;
+            c.reply(&framing, &reply);
+            Ok(Next::Continue)
+        }
+        Ran::Close => {
+            // Text `quit` closes silently; binary Quit (not QuitQ) is acknowledged first.
+            encode(&framing, &Reply::Nothing, &mut c.wbuf);
+            Ok(Next::Close)
+        }
+        Ran::Driver(command) => driver_command(shared, framing, command, c).await,
+    }
 }
 
 async fn driver_command<N: Net, S: Storage + 'static, T: AsyncWrite + Unpin>(
@@ -293,19 +277,16 @@ async fn driver_command<N: Net, S: Storage + 'static, T: AsyncWrite + Unpin>(
     Ok(Next::Continue)
 }
 
-fn stats<N: Net, S: Storage>(shared: &Shared<N, S>, group: StatsGroup) -> Vec<(String, String)> {
+/// Gathers a `stats` group [`duty`] leaves to the driver.
+fn stats<N: Net, S: Storage>(shared: &Shared<N, S>, group: Gather) -> Vec<(String, String)> {
     match group {
-        StatsGroup::General => node_stats::general(&shared.snapshot()),
-        StatsGroup::Items | StatsGroup::Slabs | StatsGroup::Sizes => Vec::new(),
-        StatsGroup::Nodes => shared.cluster.view().map().stats_nodes(),
-        StatsGroup::Settings => shared.settings.settings.clone(),
-        StatsGroup::Threads | StatsGroup::ThreadsRequest => {
-            shared.registry.thread_stats(Instant::now())
-        }
-        StatsGroup::ThreadsSlave => {
+        Gather::General => node_stats::general(&shared.snapshot()),
+        Gather::Nodes => shared.cluster.view().map().stats_nodes(),
+        Gather::Settings => shared.settings.settings.clone(),
+        Gather::Threads => shared.registry.thread_stats(Instant::now()),
+        Gather::ThreadsSlave => {
             let replication = shared.cluster.replication_stats(Instant::now().into_std());
             node_stats::slave_threads(&shared.cluster.view(), &replication, shared.uptime())
         }
-        StatsGroup::ThreadsQueue => node_stats::thread_queue(),
     }
 }

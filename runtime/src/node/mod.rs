@@ -284,14 +284,10 @@ async fn clock_tick<N: Net, S: Storage + 'static>(shared: Arc<Shared<N, S>>) {
 async fn idle_sweeper<N: Net, S: Storage + 'static>(shared: Arc<Shared<N, S>>) {
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let ms = shared.dynamic.net_read_timeout_ms.load(Relaxed);
-        if ms > 0 {
-            let closed = shared
-                .registry
-                .close_idle(Instant::now(), Duration::from_millis(ms));
-            if closed > 0 {
-                tracing::debug!(closed, "net-read-timeout: closed idle connections");
-            }
+        let timeout = Duration::from_millis(shared.dynamic.net_read_timeout_ms.load(Relaxed));
+        let closed = shared.registry.close_idle(Instant::now(), timeout);
+        if closed > 0 {
+            tracing::debug!(closed, "net-read-timeout: closed idle connections");
         }
     }
 }

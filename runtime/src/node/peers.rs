@@ -20,7 +20,7 @@ use bytes::BytesMut;
 pub use flare_core::node::wire::split_node;
 use flare_core::node::wire::PeerReplyBuilder;
 pub use flare_core::protocol::reply::PeerReply;
-use flare_core::protocol::reply::{ReplyKind, ReplyReader};
+use flare_core::protocol::reply::{ReplyEvent, ReplyKind, ReplyReader};
 use flare_core::protocol::Limits;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
@@ -172,21 +172,34 @@ async fn round_trip<T: AsyncRead + tokio::io::AsyncWrite + Unpin>(
 ) -> io::Result<PeerReply> {
     conn.stream.write_all(bytes).await?;
     let mut reply = PeerReplyBuilder::new(kind);
+    let (stream, reader, buf) = (&mut conn.stream, &mut conn.reader, &mut conn.buf);
+    read_whole(stream, reader, buf, kind, "closed by peer", |e| {
+        reply.push(e)
+    })
+    .await
+}
+
+/// Reads the events of a reply of `kind` off `stream` (through `reader` and `buf`) until `whole` makes the reply of
+/// them; an unreadable reply is `InvalidData`, an end of stream before the reply is whole `UnexpectedEof` (`closed`).
+pub(super) async fn read_whole<T: AsyncRead + Unpin, R>(
+    stream: &mut T,
+    reader: &mut ReplyReader,
+    buf: &mut BytesMut,
+    kind: ReplyKind,
+    closed: &'static str,
+    mut whole: impl FnMut(ReplyEvent) -> Option<R>,
+) -> io::Result<R> {
     loop {
-        while let Some(event) = conn
-            .reader
-            .next(&mut conn.buf, kind)
+        while let Some(event) = reader
+            .next(buf, kind)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
         {
-            if let Some(reply) = reply.push(event) {
+            if let Some(reply) = whole(event) {
                 return Ok(reply);
             }
         }
-        if conn.stream.read_buf(&mut conn.buf).await? == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "closed by peer",
-            ));
+        if stream.read_buf(buf).await? == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, closed));
         }
     }
 }

@@ -1,33 +1,26 @@
-//! Running a client request on a cluster node: [`flare_core::node::plan`] decides where each part runs and merges
-//! the answers; this module runs the parts (local ones on the store, the rest over the peer connections, all at
-//! once in the client connection's own task) and hands the answers back until the plan is done.
+//! Running a client request on a cluster node: [`admit::route`] plans it ([`flare_core::node::plan`]: where each
+//! part runs, how the answers merge; the lease refusal), [`ack`] says what a local run leads to and what a
+//! replicated write answers; this module runs the parts (local ones on the store, the rest over the peer
+//! connections, all at once in the client connection's own task) and hands the answers back until the plan is done.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use flare_core::exec::{self, Outcome, Tally};
-use flare_core::node::plan::{self, Answer, Finish, Part, Pending, Plan};
+use flare_core::exec::{self, Tally};
+pub(super) use flare_core::node::ack::Ran;
+use flare_core::node::ack::{self, Executed};
+use flare_core::node::admit;
+use flare_core::node::plan::{Answer, Finish, Part, Pending, Plan};
 use flare_core::node::targets::WriteFailure;
-use flare_core::node::{ack, admit};
-use flare_core::protocol::{Command, ErrorReply, Framing, Reply};
+use flare_core::protocol::{Command, Framing};
 use flare_core::storage::Storage;
 use tokio::time::Instant;
 
-use super::cluster::{self, Wait};
+use super::cluster;
 use super::Shared;
 use crate::net::Net;
 
-/// What running a command gave.
-pub(super) enum Ran {
-    /// Send this reply; `wrote`: the local store changed (group commit waits for durability).
-    Reply { reply: Reply, wrote: bool },
-    /// The command is not a data command: the driver runs it.
-    Driver(Command),
-    /// Close the connection.
-    Close,
-}
-
-/// Runs a command on a node of a cluster.
+/// Runs a command on a node of a cluster, as [`admit::route`] plans it.
 pub(super) async fn run<N: Net, S: Storage + 'static>(
     shared: &Arc<Shared<N, S>>,
     framing: &Framing,
@@ -36,24 +29,15 @@ pub(super) async fn run<N: Net, S: Storage + 'static>(
     tally: &mut Tally,
 ) -> Ran {
     let published = shared.cluster.published();
-    let view = published.view.clone();
-    let (origin, replicated) = admit::origin(framing, operator);
-    if let Some(seq) = replicated {
+    let now = Instant::now().into_std();
+    let mut pick = || shared.cluster.pick();
+    let routed = admit::route(&published, now, framing, operator, command, &mut pick);
+    if let Some(seq) = routed.applied {
         cluster::applied(shared, seq);
     }
-    let mut pick = || shared.cluster.pick();
-    let planned = plan::plan(&view, origin, command, &mut pick);
-    // A master whose lease ended refuses a client's write instead of acknowledging it (core::node::session).
-    if let Some(reply) = published.lease_refusal(Instant::now().into_std(), &origin, &planned) {
-        return Ran::Reply {
-            reply,
-            wrote: false,
-        };
-    }
-    let as_master = replicated.is_none();
-    let mut pending = match planned {
+    let mut pending = match routed.plan {
         Plan::Local { command, write } => {
-            return local(shared, command, write, as_master, tally).await
+            return local(shared, command, write, routed.as_master, tally).await
         }
         Plan::Reply(reply) => {
             return Ran::Reply {
@@ -65,7 +49,7 @@ pub(super) async fn run<N: Net, S: Storage + 'static>(
     };
     let mut wrote = false;
     loop {
-        let answers = run_parts(shared, &pending, as_master, tally, &mut wrote).await;
+        let answers = run_parts(shared, &pending, routed.as_master, tally, &mut wrote).await;
         match pending.finish(&shared.cluster.view(), answers, tally) {
             Finish::Done(reply) => return Ran::Reply { reply, wrote },
             Finish::Again(p) => pending = *p,
@@ -86,13 +70,9 @@ async fn run_parts<N: Net, S: Storage + 'static>(
     for (i, part) in pending.parts.iter().enumerate() {
         match part {
             Part::Local { command, write } => {
-                let answer = match local(shared, command.clone(), *write, as_master, tally).await {
-                    Ran::Reply { reply, wrote: w } => {
-                        *wrote |= w;
-                        reply
-                    }
-                    _ => Reply::Error(ErrorReply::Server("proxy error".into())),
-                };
+                let ran = local(shared, command.clone(), *write, as_master, tally).await;
+                let (answer, w) = ran.into_part();
+                *wrote |= w;
                 answers.push(Some(Answer::Local(answer)));
             }
             Part::Peer { node, forward } => {
@@ -128,33 +108,16 @@ async fn local<N: Net, S: Storage + 'static>(
     tally: &mut Tally,
 ) -> Ran {
     let sync = ack::wants_sync(&command, shared.cluster.sync_default.load(Relaxed));
-    match exec::execute(&shared.store, command, shared.now(), tally) {
-        Outcome::Reply { reply, mutations } => {
-            if !ack::replicates(write, &mutations) {
-                return Ran::Reply {
-                    reply,
-                    wrote: !mutations.is_empty(),
-                };
-            }
-            let failure = match cluster::replicate(shared, &mutations, sync, as_master) {
-                Ok(Wait::None) => None,
-                Ok(Wait::Sync(rx)) => match rx.await {
-                    Ok(Ok(())) => None,
-                    Ok(Err(f)) => Some(f),
-                    Err(_) => Some(WriteFailure::Replication),
-                },
-                Err(f) => Some(f),
-            };
-            // The write is kept here either way (replication goes on in the background).
-            let reply = failure.map_or(reply, ack::failure_reply);
-            Ran::Reply { reply, wrote: true }
-        }
-        Outcome::Close => Ran::Close,
-        Outcome::Driver(c) => Ran::Driver(c),
-        #[allow(unreachable_patterns)]
-        _ => Ran::Reply {
-            reply: Reply::Error(ErrorReply::Server("unknown error".into())),
-            wrote: false,
-        },
-    }
+    let outcome = exec::execute(&shared.store, command, shared.now(), tally);
+    let (reply, mutations) = match ack::executed(outcome, write) {
+        Executed::Ran(ran) => return ran,
+        Executed::Replicate { reply, mutations } => (reply, mutations),
+    };
+    let result = match cluster::replicate(shared, &mutations, sync, as_master) {
+        Ok(None) => Ok(()),
+        // A waiter dropped unanswered: the machine stopped waiting for the slaves.
+        Ok(Some(rx)) => rx.await.unwrap_or(Err(WriteFailure::Replication)),
+        Err(f) => Err(f),
+    };
+    ack::acknowledged(reply, result)
 }

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 use flare_core::exec::Tally;
+use flare_core::node::admit;
 pub use flare_core::node::stats::ThreadState;
 use flare_core::node::stats::{tally_fields, tally_from, Snapshot, Thread, TALLY_FIELDS};
 use flare_core::storage::Storage;
@@ -170,14 +171,14 @@ impl Registry {
         }
     }
 
-    /// Asks every connection that has received nothing for `idle` to close (`net-read-timeout`); returns how
-    /// many. One sweep a second replaces a timer per read on the hot path.
-    pub fn close_idle(&self, now: Instant, idle: std::time::Duration) -> usize {
+    /// Asks every connection that [`admit::idle_expired`] under `net-read-timeout` = `timeout` to close; returns
+    /// how many. One sweep a second replaces a timer per read on the hot path.
+    pub fn close_idle(&self, now: Instant, timeout: std::time::Duration) -> usize {
         let conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
         let mut closed = 0;
         for c in conns.values() {
             let last = c.since + std::time::Duration::from_millis(c.last_read_ms.load(Relaxed));
-            if now.saturating_duration_since(last) >= idle {
+            if admit::idle_expired(now.saturating_duration_since(last), timeout) {
                 c.kill.notify_one();
                 closed += 1;
             }
