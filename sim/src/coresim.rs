@@ -290,6 +290,10 @@ struct IndexHost {
     sessions: BTreeMap<ConnId, usize>,
     admin: Option<ConnId>,
     held_version: Option<u64>,
+    /// The highest connection id any index process gave out: a restarted index numbers its connections from
+    /// scratch, and a session of the new process must not pass for one of the old (messages on a connection are
+    /// told apart by its id; real sockets are never reused that way).
+    conn_floor: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -436,6 +440,7 @@ impl Sim {
                 sessions: BTreeMap::new(),
                 admin: None,
                 held_version: None,
+                conn_floor: 0,
             },
             nodes,
             clients,
@@ -757,9 +762,21 @@ impl Sim {
         let index = Index::new(self.ix.params.clone(), self.ix.snapshot.clone(), now)
             .expect("invariant: the scenario's index parameters and snapshots are valid");
         self.ix.index = Some(index);
-        self.ix.admin = self.ix.index.as_mut().map(Index::open_connection);
+        self.ix.admin = self.open_index_conn();
         self.trace(format!("boot index #{}", self.ix.boot));
         self.drain_index();
+    }
+
+    /// A connection to the index process, with an id no earlier process gave out.
+    fn open_index_conn(&mut self) -> Option<ConnId> {
+        let ix = self.ix.index.as_mut()?;
+        let mut conn = ix.open_connection();
+        while conn.0 <= self.ix.conn_floor {
+            ix.close_connection(conn);
+            conn = ix.open_connection();
+        }
+        self.ix.conn_floor = conn.0;
+        Some(conn)
     }
 
     fn drain_index(&mut self) {
@@ -850,9 +867,8 @@ impl Sim {
         let now = self.t();
         match msg.payload {
             Payload::Call { call, lines } => {
-                let conn = match self.ix.index.as_mut() {
-                    Some(ix) => ix.open_connection(),
-                    None => return,
+                let Some(conn) = self.open_index_conn() else {
+                    return;
                 };
                 let mut replies = Vec::new();
                 for (line, kind) in &lines {
@@ -865,7 +881,7 @@ impl Sim {
                 self.send(IX, from, Payload::CallReply { call, replies });
             }
             Payload::SessionOpen { sid, lines } => {
-                let Some(conn) = self.ix.index.as_mut().map(Index::open_connection) else {
+                let Some(conn) = self.open_index_conn() else {
                     return;
                 };
                 let answers = lines

@@ -19,8 +19,23 @@ use flare_sim::coresim::{run, scenario};
 ///   (`after_a_failover_only_a_write_that_is_the_same_sent_twice_is_retried`);
 /// - 8668: a slave that missed its promotion applied a client write its old master forwarded to it as if it were
 ///   replication, and acknowledged it without the other slave
-///   (`writes_go_to_the_master_and_replication_is_applied_locally`).
-const FOUND_BUGS: &[u64] = &[105, 134, 151, 1144, 2041, 8668];
+///   (`writes_go_to_the_master_and_replication_is_applied_locally`);
+/// - 1447, 5057, 5842, 8573, 9184: after a silent cut, a slave (or a deposed master) its master no longer
+///   replicated to answered reads from its store with values older than acknowledged sync writes: reads now need
+///   the lease, and the index marks a slave down only once its lease has ended
+///   (`a_slave_whose_renewals_go_unanswered_refuses_reads_when_its_lease_ends`,
+///   `a_slave_cut_off_from_the_index_is_marked_down_only_after_its_lease_has_certainly_ended`); with it, a
+///   session whose `node session` answer was lost waited for good (`an_open_left_unanswered_is_stuck_and_tried_again`),
+///   a refused renewal waited a second after the map that allowed it (`a_refused_renewal_is_tried_again_when_a_new_map_comes`),
+///   and a proxy failed a read its slave refused (`a_read_a_slave_refuses_is_asked_of_the_master`);
+/// - 9777: after a failover the other slave kept only what the old master had sent it, less than the new master
+///   held: a slave not at the new master's position rebuilds from it
+///   (`failover_prefers_the_highest_replication_position`);
+/// - 1965 (the simulator itself): a restarted index numbered its session connections from scratch, and a new
+///   session passed for a dead one of the old process.
+const FOUND_BUGS: &[u64] = &[
+    105, 134, 151, 1144, 2041, 8668, 1447, 5057, 5842, 8573, 9184, 9777, 1965,
+];
 
 #[test]
 fn core_seeds_pass_every_checker() {

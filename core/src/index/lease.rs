@@ -1,17 +1,19 @@
-//! Master leases on the index side (ours, not Flare's), and the epoch of each node's prepare.
+//! Leases on the index side (ours, not Flare's), and the epoch of each node's prepare.
 //!
-//! A master acknowledges a client's write only while it holds a lease, renewed once a second on its session with
-//! `node lease <name> <port> <version> <lease-ms>` (see `crate::node::session`). This module decides, for the
-//! index, when a master's lease has **certainly** ended, so that failover never makes a second node acknowledge
-//! writes for a partition while the first one still may:
+//! A master acknowledges a client's write, and a master or active slave answers a read from its store, only while
+//! it holds a lease, renewed once a second on its session with `node lease <name> <port> <version> <lease-ms>` (see
+//! `crate::node::session`). This module decides, for the index, when a node's lease has **certainly** ended, so
+//! that failover never makes a second node acknowledge writes for a partition while the first one still may, and a
+//! slave is marked down (its master stops replicating to it) only once it has stopped answering reads ([`serves`]):
 //!
 //! - a granted renewal keeps the lease alive until `now + grace` on the index's clock, where `grace` is
 //!   [`crate::node::session::index_grace`] of the index's `master-lease` (the node counts its lease from when it
 //!   *sent* the renewal, which is earlier, and `grace` allows for clock rate drift);
 //! - a renewal asking for a longer lease than the index's `master-lease` is refused (a node configured with a
 //!   longer lease than the index waits for would be unsafe);
-//! - a renewal from a node that was demoted from master by a map version it does not hold yet is refused (it would
-//!   otherwise go on acknowledging writes with a new lease while a new master does);
+//! - a renewal from a node that a map version it does not hold yet took out of serving (a master demoted, a slave
+//!   marked down) is refused (it would otherwise go on acknowledging writes, or answering stale reads, with a new
+//!   lease);
 //! - when the session connection a lease was granted on is **closed by the node** (end of file or reset: the process
 //!   died or closed it, and a node stops acknowledging the moment its session closes), the lease ends at once, so a
 //!   killed master fails over as fast as before. A close the index made itself (its read timeout) ends nothing;
@@ -131,8 +133,7 @@ impl Leases {
     pub fn follow(&mut self, old: &NodeMap, new: &NodeMap, version: u64) {
         for (key, r) in &new.nodes {
             let before = old.nodes.get(key);
-            let was_master = before.is_some_and(|b| b.role == Role::Master);
-            if was_master && r.role != Role::Master {
+            if before.is_some_and(serves) && !serves(r) {
                 self.held.entry(key.clone()).or_default().demoted_at = Some(version);
             }
             let same_prepare = before.is_some_and(|b| {
@@ -150,6 +151,13 @@ impl Leases {
     pub fn stale_report(&self, node: &str, epoch: u64) -> Option<u64> {
         self.prepared.get(node).copied().filter(|p| *p > epoch)
     }
+}
+
+/// Whether a node with record `r` answers from its store: an active master (reads and writes) or an active slave
+/// (reads). Such a node holds a lease, and is marked down, or given another role, only once its lease has certainly
+/// ended; a renewal it sends before it holds that map is refused.
+pub fn serves(r: &crate::node_map::NodeRecord) -> bool {
+    r.state == State::Active && matches!(r.role, Role::Master | Role::Slave)
 }
 
 #[cfg(test)]
@@ -219,18 +227,36 @@ mod tests {
         let new = map(&["a master down 0", "b master active 0"]);
         let newer = map(&["a proxy down -1", "b master active 0"]);
         l.follow(&old, &new, 5);
+        // A master marked down serves nothing any more.
+        let refused = l.renew(t, "a:1", ConnId(1), 4, None).unwrap_err();
         assert!(
-            l.renew(t, "a:1", ConnId(1), 4, None).is_ok(),
-            "still master at 5"
-        );
-        l.follow(&new, &newer, 6);
-        let refused = l.renew(t, "a:1", ConnId(1), 5, None).unwrap_err();
-        assert!(
-            refused.contains("demoted by node map version 6"),
+            refused.contains("demoted by node map version 5"),
             "{refused}"
         );
-        assert!(l.renew(t, "a:1", ConnId(1), 6, None).is_ok());
+        l.follow(&new, &newer, 6);
+        assert!(l.renew(t, "a:1", ConnId(1), 5, None).is_ok());
         assert!(l.renew(t, "b:1", ConnId(2), 5, None).is_ok(), "promoted");
+    }
+
+    /// A slave marked down is no longer replicated to: until it holds that map it gets no lease, so it does not
+    /// answer reads its master no longer replicates (core simulator, seed 5842).
+    #[test]
+    fn a_slave_marked_down_gets_no_lease_until_it_holds_the_map_that_marked_it() {
+        let t = Instant::now();
+        let mut l = Leases::new(L, t, false);
+        let old = map(&["a master active 0", "b slave active 0"]);
+        let new = map(&["a master active 0", "b slave down 0"]);
+        l.follow(&old, &new, 7);
+        assert!(l.renew(t, "b:1", ConnId(2), 6, None).is_err());
+        assert!(l.renew(t, "b:1", ConnId(2), 7, None).is_ok());
+        assert!(
+            l.renew(t, "a:1", ConnId(1), 6, None).is_ok(),
+            "still serving"
+        );
+        // Back up (prepare, then active) needs no new gate.
+        let back = map(&["a master active 0", "b slave prepare 0"]);
+        l.follow(&new, &back, 8);
+        assert!(l.renew(t, "b:1", ConnId(2), 7, None).is_ok());
     }
 
     #[test]

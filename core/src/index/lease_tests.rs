@@ -226,3 +226,60 @@ fn a_master_that_restarts_while_its_failover_waits_for_the_lease_comes_back_up()
         h.node(&key("m"))
     );
 }
+
+/// A slave answers reads while it holds a lease, so the index marks a cut slave down (its master then stops
+/// replicating to it) only once that lease has certainly ended (core simulator, seeds 1447, 5057, 5842, 8573:
+/// reads after a silent cut returned values older than acknowledged sync writes).
+#[test]
+fn a_slave_cut_off_from_the_index_is_marked_down_only_after_its_lease_has_certainly_ended() {
+    // A monitor that calls a node down after a second, well before a lease can end.
+    let mut h = Harness::with(
+        super::IndexParams {
+            monitor_interval: Duration::from_millis(300),
+            ..testkit::params()
+        },
+        None,
+    );
+    h.add(&["m", "s"]);
+    for line in [
+        "node role m 12121 master 1 0",
+        "node role s 12121 slave 1 0",
+        "node state s 12121 active",
+    ] {
+        assert_eq!(h.cmd(line), "OK\r\n", "{line}");
+    }
+    h.answer_all(&BTreeSet::new());
+    let session = h.index.open_connection();
+    let v = h.version();
+    assert_eq!(
+        h.cmd_on(session, &format!("node lease s 12121 {v} 3000")),
+        "OK\r\n"
+    );
+    let granted = h.now;
+    let ends = h.index.lease_ends_at(&key("s"));
+    let ms = Duration::from_millis;
+    let dead = set(&["s"]);
+    while h.now < ends - ms(50) {
+        h.run(ms(50), &dead);
+        assert_eq!(
+            h.node(&key("s")),
+            "slave active 0",
+            "at {:?}",
+            h.now - granted
+        );
+    }
+    h.run(ms(1500), &dead);
+    assert_eq!(
+        h.node(&key("s")),
+        "slave down 0",
+        "down once the lease has ended"
+    );
+    assert_eq!(h.node(&key("m")), "master active 0");
+    // Until it holds the map that marked it down, it gets no new lease.
+    let marked = h.version();
+    let refused = h.cmd_on(session, &format!("node lease s 12121 {} 3000", marked - 1));
+    assert!(
+        refused.starts_with("SERVER_ERROR lease refused"),
+        "{refused}"
+    );
+}

@@ -236,6 +236,17 @@ pub fn mark_down(c: &Cluster, key: &str, positions: &BTreeMap<String, u64>) -> S
                 Some(chosen) => {
                     promote(&mut next, &chosen, p);
                     demote(node_mut(&mut next, key), State::Down);
+                    // [Improve] The other slaves hold what the old master sent them, which may be less than the
+                    // new master holds (async writes a slave missed during a cut the new master did not): a slave
+                    // not known to stand at the new master's position rebuilds itself from it, so every slave ends
+                    // up holding exactly its master's data (core simulator, seed 9777). Positions that are equal
+                    // mean the same prefix of the old master's writes.
+                    let at = positions.get(&chosen);
+                    for (other, _) in candidates.iter().filter(|(k, _)| *k != chosen) {
+                        if at.is_none() || positions.get(other) != at {
+                            node_mut(&mut next, other).state = State::Prepare;
+                        }
+                    }
                     prior.insert(chosen);
                 }
                 // Preserved master: role and partition kept, so P does not shrink.

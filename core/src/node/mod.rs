@@ -242,23 +242,39 @@ impl Published {
         !self.enforced || self.lease_until.is_some_and(|t| now < t)
     }
 
-    /// The reply that refuses `plan` at `now` when it would acknowledge a client's write on a master whose lease has
-    /// ended (replicated writes and nodes that are not masters need none).
+    /// The reply that refuses `plan` at `now` when this node's lease has ended and the plan would
+    /// - acknowledge a client's write as a master (replicated writes need none), or
+    /// - answer a read from this node's store as the partition's active master or active slave: the index may have
+    ///   promoted another master, or marked this slave down so that its master no longer replicates to it, once
+    ///   the lease has certainly ended (`crate::index::lease`), and the value here may be stale (core simulator,
+    ///   seeds 1447, 5057, 5842, 8573, 9184: reads after a silent cut returned values older than acknowledged sync
+    ///   writes).
+    ///
+    /// Nodes that hold no partition (proxies, prepare) need no lease; their reads go to nodes that do.
     pub fn lease_refusal(&self, now: Instant, origin: &Origin<'_>, plan: &Plan) -> Option<Reply> {
+        if self.lease_valid(now) {
+            return None;
+        }
+        let me = self.view.me().filter(|r| r.state == State::Active);
+        let master = me.is_some_and(|r| r.role == Role::Master);
+        let slave = me.is_some_and(|r| r.role == Role::Slave);
         let replicated = origin.path.and_then(ProxyPath::sender_seq).is_some();
-        let master = self
-            .view
-            .me()
-            .is_some_and(|r| r.role == Role::Master && r.state == State::Active);
-        let local_write = match plan {
-            Plan::Local { write, .. } => *write,
+        let (local_write, local_read) = match plan {
+            Plan::Local { write, command } => (*write, !*write && plan::is_routed(command)),
             Plan::Parts(p) => p
                 .parts
                 .iter()
-                .any(|part| matches!(part, plan::Part::Local { write: true, .. })),
-            Plan::Reply(_) => false,
+                .fold((false, false), |(w, r), part| match part {
+                    plan::Part::Local { write: true, .. } => (true, r),
+                    plan::Part::Local { write: false, .. } => (w, true),
+                    plan::Part::Peer { .. } => (w, r),
+                }),
+            Plan::Reply(_) => (false, false),
         };
-        (local_write && master && !replicated && !self.lease_valid(now)).then(no_lease_reply)
+        if local_write && master && !replicated {
+            return Some(no_lease_reply());
+        }
+        (local_read && (master || slave)).then(no_read_lease_reply)
     }
 }
 
@@ -266,6 +282,13 @@ impl Published {
 pub fn no_lease_reply() -> Reply {
     Reply::Error(ErrorReply::Server(
         "master lease expired (cut off from the index server); not acknowledging writes".into(),
+    ))
+}
+
+/// `SERVER_ERROR` for a read a master or slave may not answer from its store because its lease ended.
+pub fn no_read_lease_reply() -> Reply {
+    Reply::Error(ErrorReply::Server(
+        "lease expired (cut off from the index server); not serving reads".into(),
     ))
 }
 
@@ -768,6 +791,9 @@ impl Node {
             )));
         self.view = Arc::new(view);
         self.actions.push_back(Action::Publish);
+        // A renewal refused for an older map is tried again with this one at once, not a second later.
+        self.session.renew_now_if_refused(now);
+        self.drive_session(now);
         let wanted = self.view.replication_targets();
         self.targets.retain(|k| wanted.contains(k));
         tracing::info!(version, node = %self.settings.self_key(), "node map applied");

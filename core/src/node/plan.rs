@@ -628,7 +628,12 @@ impl Pending {
                         Reply::Values { items, .. } => k
                             .found
                             .extend(items.into_iter().map(|i| (i.key.clone(), i))),
-                        // A local storage failure, or a peer's error line: the client gets it as memcached would.
+                        // A peer's error line (a slave whose lease ended answers no reads, core simulator seed
+                        // 9184): its keys are asked of their masters, as for a peer that did not answer.
+                        Reply::Error(_) if matches!(part, Part::Peer { .. }) && !self.retried => {
+                            failed.extend(keys)
+                        }
+                        // A local storage failure, or an error on the retry: the client gets it as memcached would.
                         Reply::Error(e) => return Finish::Done(Reply::Error(e)),
                         _ => failed.extend(keys),
                     }
@@ -958,6 +963,31 @@ mod tests {
             (2, 2),
             "the peer's keys are counted here"
         );
+    }
+
+    /// Core simulator, seed 9184: a slave whose lease ended refuses reads; the proxy asks the master instead of
+    /// failing the client's read.
+    #[test]
+    fn a_read_a_slave_refuses_is_asked_of_the_master() {
+        let get = Command::Get {
+            keys: vec![b("key0")],
+            cas: false,
+        };
+        let p = parts(plan(&cluster("px"), Origin::default(), get, &mut || 1));
+        assert_eq!(peer_bytes(&p.parts[0]).0, "s0:1");
+        let refused = Answer::Peer(Ok(PeerReply::Line(b(
+            "SERVER_ERROR lease expired (cut off from the index server); not serving reads",
+        ))));
+        let again = match p.finish(&cluster("px"), vec![refused.clone()], &mut Tally::default()) {
+            Finish::Again(p) => *p,
+            Finish::Done(r) => panic!("no retry: {r:?}"),
+        };
+        assert_eq!(peer_bytes(&again.parts[0]), ("m0:1", &b"get key0\r\n"[..]));
+        // The master's own refusal reaches the client.
+        assert!(matches!(
+            done(again.finish(&cluster("px"), vec![refused], &mut Tally::default())),
+            Reply::Error(ErrorReply::Server(m)) if m.contains("lease expired")
+        ));
     }
 
     #[test]

@@ -590,14 +590,15 @@ const THREE_SLAVES: &[&str] = &[
 #[test]
 fn failover_follows_flare_rule_without_positions() {
     let (map, prior) = down(&cluster(THREE_SLAVES), "m", &[]);
-    // First active slave, replaced only by a strictly greater balance: sc (2), not sd (2, later).
+    // First active slave, replaced only by a strictly greater balance: sc (2), not sd (2, later). Without
+    // positions nobody knows what the other slaves missed: they rebuild from the new master.
     assert_eq!(
         map,
         [
             "m proxy down - 0",
-            "sb slave active 0 1",
+            "sb slave prepare 0 1",
             "sc master active 0 2",
-            "sd slave active 0 2",
+            "sd slave prepare 0 2",
             "se slave prepare 0 0"
         ]
     );
@@ -613,6 +614,9 @@ fn failover_prefers_the_highest_replication_position() {
     let (map, prior) = down(&c, "m", &[("sb", 10), ("sc", 5), ("sd", 10)]);
     assert_eq!(map[3], "sd master active 0 2");
     assert_eq!(prior, ["sd:12121".to_string()].into());
+    // sb stands where sd does and stays active; sc missed writes sd holds and rebuilds from it (seed 9777).
+    assert_eq!(map[1], "sb slave active 0 1");
+    assert_eq!(map[2], "sc slave prepare 0 2");
     // One unknown position: positions cannot be compared, Flare's rule over all.
     let (map, _) = down(&c, "m", &[("sb", 10), ("sd", 10)]);
     assert_eq!(map[2], "sc master active 0 2");
@@ -631,7 +635,7 @@ fn failover_with_zero_balances_gives_the_new_master_balance_1() {
         [
             "m proxy down - 0",
             "s master active 0 1",
-            "t slave active 0 0"
+            "t slave prepare 0 0"
         ]
     );
 }
