@@ -42,9 +42,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::config::Secret;
 use crate::exec::Mutation;
 use crate::keys::{PartitionParams, Resolver};
 use crate::node_map::{NodeMap, Role, State};
+use crate::protocol::admin::{AdminCommand, IndexCommand, NodeAddr};
 use crate::protocol::reply::{ReplyEvent, ReplyKind, ValueBlock};
 use crate::protocol::{ErrorReply, NodeLine, ProxyPath, Reply};
 
@@ -497,13 +499,10 @@ impl Node {
         let call = CallId(self.next_call);
         self.next_call += 1;
         self.calls.insert(call, purpose);
-        let lines = match (&to, self.settings.cluster_secret.is_empty()) {
-            (Dest::Index, false) => std::iter::once((
-                format!("auth {}", self.settings.cluster_secret),
-                ReplyKind::Line,
-            ))
-            .chain(lines)
-            .collect(),
+        let lines = match (&to, self.auth_line()) {
+            (Dest::Index, Some(auth)) => std::iter::once((auth, ReplyKind::Line))
+                .chain(lines)
+                .collect(),
             _ => lines,
         };
         self.actions.push_back(Action::Call {
@@ -524,6 +523,19 @@ impl Node {
             "{} {}",
             self.settings.server_name, self.settings.server_port
         )
+    }
+
+    /// This node's address in commands to the index.
+    fn addr(&self) -> NodeAddr {
+        NodeAddr::new(&self.settings.server_name, self.settings.server_port)
+    }
+
+    /// `auth <cluster-secret>`, the first line of every call to the index when a secret is set.
+    fn auth_line(&self) -> Option<String> {
+        let secret = &self.settings.cluster_secret;
+        (!secret.is_empty()).then(|| {
+            AdminCommand::Index(IndexCommand::Auth(Secret::from(secret.as_str()))).to_line()
+        })
     }
 
     /// The reply of an [`Action::Call`]: one list of events per line sent, or why the call failed.
@@ -677,20 +689,17 @@ impl Node {
 
     fn drive_session(&mut self, now: Instant) {
         if self.session.open(now) {
-            let mut lines = Vec::new();
-            if !self.settings.cluster_secret.is_empty() {
-                lines.push(format!("auth {}", self.settings.cluster_secret));
-            }
-            lines.push(format!("node session {}", self.me()));
+            let mut lines: Vec<String> = self.auth_line().into_iter().collect();
+            lines.push(AdminCommand::Index(IndexCommand::NodeSession(self.addr())).to_line());
             self.actions.push_back(Action::SessionOpen { lines });
         }
         if self.session.renew(now) {
-            let line = format!(
-                "node lease {} {} {}",
-                self.me(),
-                self.view.map().version,
-                self.settings.lease.as_millis()
-            );
+            let line = AdminCommand::Index(IndexCommand::NodeLease {
+                node: self.addr(),
+                version: self.view.map().version,
+                lease_ms: Some(self.settings.lease.as_millis() as u64),
+            })
+            .to_line();
             self.actions.push_back(Action::SessionSend { line });
         }
     }

@@ -28,8 +28,10 @@ use std::time::{Duration, Instant};
 
 use super::{Action, CallId, Dest, Node, Purpose, RebuildStats, StoreOp};
 use crate::node_map::{NodeMap, Role, State};
+use crate::protocol::admin::{AdminCommand, IndexCommand, ServerQuery};
 use crate::protocol::reply::{ReplyEvent, ReplyKind};
 use crate::protocol::text::parse_u64;
+use crate::protocol::StatsGroup;
 
 /// Pause between two source checks.
 pub const CHECK_RETRY: Duration = Duration::from_millis(100);
@@ -358,8 +360,8 @@ impl Node {
             Purpose::SourceCheck { generation },
             Dest::Node(source),
             vec![
-                ("stats".into(), ReplyKind::Lines),
-                ("stats nodes".into(), ReplyKind::Lines),
+                (stats_line(), ReplyKind::Lines),
+                (stats_nodes_line(), ReplyKind::Lines),
             ],
         );
     }
@@ -392,7 +394,7 @@ impl Node {
             self.call(
                 Purpose::Count { generation },
                 Dest::Node(source.node),
-                vec![("stats".into(), ReplyKind::Lines)],
+                vec![(stats_line(), ReplyKind::Lines)],
             );
             return;
         }
@@ -541,7 +543,7 @@ impl Node {
     }
 
     fn send_report(&mut self, now: Instant, generation: u64) {
-        let me = self.me();
+        let node = self.addr();
         let Some(r) = self.rebuild.of(generation) else {
             return;
         };
@@ -556,11 +558,23 @@ impl Node {
         if at > now {
             return;
         }
-        let line = match (ok, r.role) {
-            (true, Role::Slave) => format!("node state {me} active {}", r.epoch),
-            (true, _) => format!("node state {me} ready {}", r.epoch),
-            (false, _) => format!("node role {me} proxy 0 -1 {}", r.epoch),
+        let state = |state| IndexCommand::NodeState {
+            node: node.clone(),
+            state,
+            epoch: Some(r.epoch),
         };
+        let command = match (ok, r.role) {
+            (true, Role::Slave) => state(State::Active),
+            (true, _) => state(State::Ready),
+            (false, _) => IndexCommand::NodeRole {
+                node: node.clone(),
+                role: Role::Proxy,
+                balance: 0,
+                partition: -1,
+                epoch: Some(r.epoch),
+            },
+        };
+        let line = AdminCommand::Index(command).to_line();
         let call = CallId(self.next_call);
         r.step = Step::Reporting {
             call: Some(call),
@@ -661,4 +675,14 @@ impl Node {
             _ => {}
         }
     }
+}
+
+/// `stats`, as a source check and an item count ask it of a dump source.
+fn stats_line() -> String {
+    AdminCommand::Server(ServerQuery::Stats).to_line()
+}
+
+/// `stats nodes`: the source's map, which must list this node in the prepare it copies for.
+fn stats_nodes_line() -> String {
+    AdminCommand::Index(IndexCommand::Stats(StatsGroup::Nodes)).to_line()
 }
