@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::file::{check_duplicates, pairs_to_entries, Entry};
-use super::schema::{spec, spec_any, OptionSpec, NO_EFFECT};
+use super::schema::{options, spec, spec_any, OptionSpec, NO_EFFECT};
+use super::shared::Shared;
 use super::values::{parse_value, Cidr, Problem, Value};
 use super::{ConfigError, Daemon};
 
@@ -103,9 +104,16 @@ pub trait DaemonConfig: Clone + Default + Sized {
     }
 }
 
-/// A typed configuration the generic [`build`] fills in.
-pub(super) trait Target: DaemonConfig {
-    /// Applies one checked value; returns a warning to show the user, if any.
+/// What each daemon writes for its own options (the options both have are [`Shared`], written once by
+/// [`shared_options!`](super::shared::shared_options)): how they are set, rendered and reloaded, the rules spanning
+/// options, and the layout of `show variables`.
+pub(super) trait Target: DaemonConfig + Shared {
+    /// Flare's `show variables` lines, in Flare's order (stats.md §5); `config_path` and `pid_path` are the process's.
+    const SHOW: &'static [&'static str];
+    /// The column `show variables` lines its values up at.
+    const SHOW_WIDTH: usize;
+
+    /// Applies one checked value of the daemon's own options; returns a warning to show the user, if any.
     fn set(
         &mut self,
         spec: &'static OptionSpec,
@@ -114,6 +122,22 @@ pub(super) trait Target: DaemonConfig {
 
     /// Rules spanning several options, after every entry is applied.
     fn finish(&mut self, entries: &[Entry]) -> Result<(), ConfigError>;
+
+    /// The daemon's own options as `(name, value)`, in any order ([`DaemonConfig::pairs`] puts them in schema order).
+    fn own_pairs(&self) -> Vec<(&'static str, String)>;
+
+    /// Takes the daemon's own dynamic options from `new` (see [`DaemonConfig::reload`]).
+    fn reload_own(&mut self, new: &Self);
+
+    /// A `show variables` line [`Target::SHOW`] names that is not an option's value.
+    fn show_special(&self, _label: &str) -> Option<String> {
+        None
+    }
+
+    /// Whether `show variables` leaves the option `name` out.
+    fn show_hidden(_name: &str) -> bool {
+        false
+    }
 }
 
 /// Defaults, then every entry in order, then the cross-option rules. The warnings are those of [`Target::set`] and
@@ -137,13 +161,35 @@ pub(super) fn build<T: Target>(entries: &[Entry]) -> Result<(T, Vec<String>), Co
             });
         };
         let value = parse_value(spec, entry.value.as_deref()).map_err(|p| p.into_error(entry))?;
-        let warning = config.set(spec, &value).map_err(|p| p.into_error(entry))?;
+        let warning = set(&mut config, spec, &value).map_err(|p| p.into_error(entry))?;
         for warning in warning.into_iter().chain(no_effect(spec, &value)) {
             warnings.push(format!("{}{warning}", entry.location.prefix()));
         }
     }
     config.finish(entries)?;
     Ok((config, warnings))
+}
+
+/// Applies one checked value: an option both daemons have through [`Shared::set_shared`], else through
+/// [`Target::set`]. Returns a warning to show the user, if any.
+pub(super) fn set<T: Target>(
+    config: &mut T,
+    spec: &'static OptionSpec,
+    value: &Value<'_>,
+) -> Result<Option<String>, Problem> {
+    if config.set_shared(spec, value)? {
+        return Ok(None);
+    }
+    config.set(spec, value)
+}
+
+/// `pairs` sorted into the order of `daemon`'s options in the schema.
+pub(super) fn schema_order(
+    daemon: Daemon,
+    mut pairs: Vec<(&'static str, String)>,
+) -> Vec<(&'static str, String)> {
+    pairs.sort_by_key(|(name, _)| options(daemon).position(|s| s.name == *name));
+    pairs
 }
 
 /// The warning for an option of [`NO_EFFECT`] given with a value other than its default. An option without a

@@ -33,6 +33,8 @@
 //! - `values.rs`: the choice enums ([`LogFacility`], [`ReplicationType`], ...), [`IndexServer`], [`Cidr`],
 //!   [`Secret`], and the parsing of one value against its [`Kind`];
 //! - `node.rs`: [`NodeConfig`]; `index.rs`: [`IndexConfig`];
+//! - `shared.rs`: the options both daemons have, written once for both configs (their defaults, setting, rendering,
+//!   reload) by the `shared_options!` macro, which also writes each config's [`DaemonConfig`] implementation;
 //! - `build.rs`: the generic build shared by both configs, the no-effect warnings, rendering (`stats settings`,
 //!   `show variables`) and [`Changes`];
 //! - tests: `<file>/tests.rs` beside each file above (`schema/tests.rs`, `node/tests.rs`, ...); `tests.rs` beside
@@ -45,6 +47,7 @@ mod file;
 mod index;
 mod node;
 mod schema;
+mod shared;
 mod values;
 
 pub use build::{Changes, DaemonConfig};

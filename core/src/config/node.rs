@@ -3,15 +3,16 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use super::build::{build, millis, netmasks, secret, show, Changes, DaemonConfig, Target};
+use super::build::{millis, Target};
 use super::file::{find, position, Entry};
 use super::schema::OptionSpec;
+use super::shared::shared_options;
 use super::values::{
-    host_name, index_servers, ip_address, netmask_list, non_empty, require_data_dir, token, Cidr,
-    ClusterReplicationMode, IndexServer, LogFacility, Problem, ReplicationType, Secret,
-    StorageCompress, StorageSync, StorageType, Value,
+    host_name, index_servers, non_empty, require_data_dir, Cidr, ClusterReplicationMode,
+    IndexServer, LogFacility, Problem, ReplicationType, Secret, StorageCompress, StorageSync,
+    StorageType, Value,
 };
-use super::{ConfigError, Daemon, DEFAULT_VERSION_STRING};
+use super::{ConfigError, Daemon};
 use crate::protocol::Limits;
 
 /// The configuration of a node (`flared`), one field per option of config.md §5 and §8.
@@ -21,7 +22,8 @@ use crate::protocol::Limits;
 /// field because turning it on is an error. Times are [`Duration`]s (the `*-msec` options lose their suffix).
 ///
 /// [`Default`] gives the schema defaults, which are not a valid configuration on their own (`data-dir` and an index
-/// server are required); [`NodeConfig::from_entries`] checks that.
+/// server are required); [`from_entries`](super::DaemonConfig::from_entries) checks that. The options both daemons have (and [`Default`] and
+/// [`DaemonConfig`](super::DaemonConfig)) are written once for both, in `shared.rs`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeConfig {
     /// `data-dir`: storage files and the default pid file. Required.
@@ -158,77 +160,57 @@ pub struct NodeConfig {
     pub metrics_address: IpAddr,
 }
 
-impl Default for NodeConfig {
-    fn default() -> Self {
-        NodeConfig {
-            data_dir: String::new(),
-            daemonize: false,
-            log_facility: LogFacility::Daemon,
-            server_name: String::new(),
-            server_port: 12121,
-            server_socket: None,
-            back_log: 30,
-            max_connection: 1024,
-            net_read_timeout: Duration::from_secs(600),
-            stack_size: 128,
-            thread_pool_size: 5,
-            index_servers: Vec::new(),
-            proxy_concurrency: 2,
-            replication_type: ReplicationType::Async,
-            reconstruction_interval: Duration::ZERO,
-            reconstruction_bwlimit: 0,
-            noreply_window_limit: 0,
-            max_total_thread_queue: 0,
-            proxy_prior_netmask: 0,
-            mutex_slot: 64,
-            storage_type: StorageType::RocksDb,
-            storage_ap: 4,
-            storage_fp: 10,
-            storage_bucket_size: 131071,
-            storage_cache_size: 65536,
-            storage_compress: StorageCompress::None,
-            storage_large: false,
-            storage_lmemb: 128,
-            storage_nmemb: 256,
-            storage_dfunit: 0,
-            time_watcher_enabled: false,
-            time_watcher_polling_interval: Duration::ZERO,
-            storage_access_watch_threshold_warn: Duration::ZERO,
-            storage_access_watch_threshold_ping_ng: Duration::ZERO,
-            cluster_replication: false,
-            cluster_replication_server_name: None,
-            cluster_replication_server_port: 12121,
-            cluster_replication_concurrency: 2,
-            cluster_replication_mode: ClusterReplicationMode::Duplicate,
-            mysql_replication_port: 12122,
-            mysql_replication_id: 19790217,
-            mysql_replication_db: "flare".to_owned(),
-            mysql_replication_table: "flare".to_owned(),
-            max_item_size: 64 * 1024 * 1024,
-            max_key_length: 8191,
-            max_line_length: 65536,
-            version_string: DEFAULT_VERSION_STRING.to_owned(),
-            gat_flare_syntax: false,
-            incr_flare_semantics: false,
-            binary_incr_create: true,
-            allow_client_version: true,
-            cluster_secret: Secret::default(),
-            internal_netmask: Vec::new(),
-            tombstone_ttl: Duration::from_secs(3600),
-            expiry_sweep_interval: Duration::from_secs(60),
-            storage_sync: StorageSync::None,
-            storage_block_cache: 64,
-            storage_item_cache: 256,
-            storage_write_buffer: 32,
-            proxy_timeout: Duration::from_millis(1000),
-            master_lease: Duration::from_millis(3000),
-            replication_backlog: 100_000,
-            replication_failure_threshold: 0,
-            metrics_port: 0,
-            metrics_address: IpAddr::from([127, 0, 0, 1]),
-        }
-    }
-}
+shared_options!(NodeConfig, Daemon::Node, {
+    server_port: 12121,
+    back_log: 30,
+    index_servers: Vec::new(),
+    proxy_concurrency: 2,
+    replication_type: ReplicationType::Async,
+    reconstruction_interval: Duration::ZERO,
+    reconstruction_bwlimit: 0,
+    noreply_window_limit: 0,
+    max_total_thread_queue: 0,
+    proxy_prior_netmask: 0,
+    mutex_slot: 64,
+    storage_type: StorageType::RocksDb,
+    storage_ap: 4,
+    storage_fp: 10,
+    storage_bucket_size: 131071,
+    storage_cache_size: 65536,
+    storage_compress: StorageCompress::None,
+    storage_large: false,
+    storage_lmemb: 128,
+    storage_nmemb: 256,
+    storage_dfunit: 0,
+    time_watcher_enabled: false,
+    time_watcher_polling_interval: Duration::ZERO,
+    storage_access_watch_threshold_warn: Duration::ZERO,
+    storage_access_watch_threshold_ping_ng: Duration::ZERO,
+    cluster_replication: false,
+    cluster_replication_server_name: None,
+    cluster_replication_server_port: 12121,
+    cluster_replication_concurrency: 2,
+    cluster_replication_mode: ClusterReplicationMode::Duplicate,
+    mysql_replication_port: 12122,
+    mysql_replication_id: 19790217,
+    mysql_replication_db: "flare".to_owned(),
+    mysql_replication_table: "flare".to_owned(),
+    max_item_size: 64 * 1024 * 1024,
+    max_key_length: 8191,
+    gat_flare_syntax: false,
+    incr_flare_semantics: false,
+    binary_incr_create: true,
+    allow_client_version: true,
+    tombstone_ttl: Duration::from_secs(3600),
+    expiry_sweep_interval: Duration::from_secs(60),
+    storage_sync: StorageSync::None,
+    storage_block_cache: 64,
+    storage_item_cache: 256,
+    storage_write_buffer: 32,
+    proxy_timeout: Duration::from_millis(1000),
+    replication_backlog: 100_000,
+    replication_failure_threshold: 0,
+});
 
 /// Flare's `show variables` order for a node (stats.md §5); values line up at column 24.
 const NODE_SHOW: &[&str] = &[
@@ -285,14 +267,167 @@ impl NodeConfig {
     }
 }
 
-impl DaemonConfig for NodeConfig {
-    const DAEMON: Daemon = Daemon::Node;
+impl Target for NodeConfig {
+    const SHOW: &'static [&'static str] = NODE_SHOW;
+    const SHOW_WIDTH: usize = 24;
 
-    fn from_entries(entries: &[Entry]) -> Result<(NodeConfig, Vec<String>), ConfigError> {
-        build(entries)
+    fn set(&mut self, spec: &'static OptionSpec, v: &Value<'_>) -> Result<Option<String>, Problem> {
+        let mut warning = None;
+        match spec.name {
+            "back-log" => self.back_log = v.int()?,
+            "index-servers" => self.index_servers = index_servers(v.text()?)?,
+            // Resolved in `finish`, which sees whether `index-servers` was given too.
+            "index-server-name" => {
+                host_name(v, true)?;
+            }
+            "index-server-port" => {
+                v.int::<u16>()?;
+            }
+            "proxy-concurrency" => self.proxy_concurrency = v.int()?,
+            "replication-type" => self.replication_type = v.choice(ReplicationType::from_name)?,
+            "reconstruction-interval" => {
+                self.reconstruction_interval = Duration::from_micros(v.int()?)
+            }
+            "reconstruction-bwlimit" => self.reconstruction_bwlimit = v.int()?,
+            "noreply-window-limit" => self.noreply_window_limit = v.int()?,
+            "max-total-thread-queue" => self.max_total_thread_queue = v.int()?,
+            "proxy-prior-netmask" => self.proxy_prior_netmask = v.int()?,
+            "mutex-slot" => self.mutex_slot = v.int()?,
+            "storage-type" => {
+                let word = v.text()?;
+                if word != StorageType::RocksDb.as_str() {
+                    warning = Some(format!(
+                        "option 'storage-type': '{word}' is a Tokyo/Kyoto Cabinet engine; using rocksdb \
+                         instead (Flare's data files are not read)"
+                    ));
+                }
+                self.storage_type = StorageType::RocksDb;
+            }
+            "storage-ap" => self.storage_ap = v.int()?,
+            "storage-fp" => self.storage_fp = v.int()?,
+            "storage-bucket-size" => self.storage_bucket_size = v.int()?,
+            "storage-cache-size" => self.storage_cache_size = v.int()?,
+            "storage-compress" => self.storage_compress = v.choice(StorageCompress::from_name)?,
+            "storage-large" => self.storage_large = v.flag()?,
+            "storage-lmemb" => self.storage_lmemb = v.int()?,
+            "storage-nmemb" => self.storage_nmemb = v.int()?,
+            "storage-dfunit" => self.storage_dfunit = v.int()?,
+            "time-watcher-enabled" => self.time_watcher_enabled = v.flag()?,
+            "time-watcher-polling-interval-msec" => {
+                self.time_watcher_polling_interval = v.millis()?
+            }
+            "storage-access-watch-threshold-warn-msec" => {
+                self.storage_access_watch_threshold_warn = v.millis()?
+            }
+            "storage-access-watch-threshold-ping-ng-msec" => {
+                self.storage_access_watch_threshold_ping_ng = v.millis()?
+            }
+            "cluster-replication" => self.cluster_replication = v.flag()?,
+            "cluster-replication-server-name" => {
+                self.cluster_replication_server_name = non_empty(&host_name(v, true)?)
+            }
+            "cluster-replication-server-port" => self.cluster_replication_server_port = v.int()?,
+            "cluster-replication-concurrency" => self.cluster_replication_concurrency = v.int()?,
+            "cluster-replication-mode" => {
+                self.cluster_replication_mode = v.choice(ClusterReplicationMode::from_name)?
+            }
+            "mysql-replication" => {
+                if v.flag()? {
+                    return Err(Problem::Unsupported(
+                        "MySQL replication is not supported by this implementation".to_owned(),
+                    ));
+                }
+            }
+            "mysql-replication-port" => self.mysql_replication_port = v.int()?,
+            "mysql-replication-id" => self.mysql_replication_id = v.int()?,
+            "mysql-replication-db" => self.mysql_replication_db = v.text()?.to_owned(),
+            "mysql-replication-table" => self.mysql_replication_table = v.text()?.to_owned(),
+            "max-item-size" => self.max_item_size = v.int()?,
+            "max-key-length" => self.max_key_length = v.int()?,
+            "gat-flare-syntax" => self.gat_flare_syntax = v.flag()?,
+            "gat-compat" => self.gat_flare_syntax = v.text()? == "flare",
+            "incr-flare-semantics" => self.incr_flare_semantics = v.flag()?,
+            "binary-incr-create" => self.binary_incr_create = v.flag()?,
+            "allow-client-version" => self.allow_client_version = v.flag()?,
+            "tombstone-ttl" => self.tombstone_ttl = Duration::from_secs(v.int()?),
+            "expiry-sweep-interval" => self.expiry_sweep_interval = Duration::from_secs(v.int()?),
+            "storage-sync" => self.storage_sync = v.choice(StorageSync::from_name)?,
+            "storage-block-cache" => self.storage_block_cache = v.int()?,
+            "storage-item-cache" => self.storage_item_cache = v.int()?,
+            "storage-write-buffer" => self.storage_write_buffer = v.int()?,
+            "proxy-timeout" => self.proxy_timeout = v.millis()?,
+            "replication-backlog" => self.replication_backlog = v.int()?,
+            "replication-failure-threshold" => self.replication_failure_threshold = v.int()?,
+            other => return Err(Problem::Unhandled(other)),
+        }
+        if NO_EFFECT_ON_NODE.contains(&spec.name) {
+            warning = Some(format!(
+                "option '{}' has no effect with the rocksdb engine (accepted for compatibility)",
+                spec.name
+            ));
+        } else if spec.name.starts_with("mysql-replication-") {
+            warning = Some(format!(
+                "option '{}' has no effect: MySQL replication is not supported",
+                spec.name
+            ));
+        }
+        Ok(warning)
     }
 
-    fn pairs(&self, reveal_secret: bool) -> Vec<(&'static str, String)> {
+    fn finish(&mut self, entries: &[Entry]) -> Result<(), ConfigError> {
+        require_data_dir(&self.data_dir)?;
+        let servers = find(entries, "index-servers");
+        let name = find(entries, "index-server-name");
+        let port = find(entries, "index-server-port");
+        match (servers, name.or(port)) {
+            (Some(servers), Some(single)) => {
+                // Report the option that came later, naming the one it clashes with.
+                let (later, earlier) = if position(entries, single) > position(entries, servers) {
+                    (single, servers)
+                } else {
+                    (servers, single)
+                };
+                return Err(ConfigError::Conflict {
+                    location: later.location.clone(),
+                    name: later.name.clone(),
+                    other: earlier.name.clone(),
+                });
+            }
+            (Some(_), None) => {}
+            (None, _) => {
+                let host = name.and_then(|e| e.value.as_deref()).unwrap_or_default();
+                // No index server at all: a standalone node, the master of partition 0 on its own.
+                if host.is_empty() && port.is_none() {
+                    self.index_servers = Vec::new();
+                    return check_cluster_replication(self, entries);
+                }
+                if host.is_empty() {
+                    return Err(ConfigError::Required {
+                        name: "index-server-name".to_owned(),
+                        hint: " (or give 'index-servers')".to_owned(),
+                    });
+                }
+                let port = match port.and_then(|e| e.value.as_deref()) {
+                    Some(text) => text.parse().ok(),
+                    None => Some(12120),
+                };
+                // `set` has already checked the port against the schema, so this only guards the invariant.
+                let Some(port) = port else {
+                    return Err(ConfigError::Required {
+                        name: "index-server-port".to_owned(),
+                        hint: String::new(),
+                    });
+                };
+                self.index_servers = vec![IndexServer {
+                    name: host.to_owned(),
+                    port,
+                }];
+            }
+        }
+        check_cluster_replication(self, entries)
+    }
+
+    fn own_pairs(&self) -> Vec<(&'static str, String)> {
         let servers = self
             .index_servers
             .iter()
@@ -300,24 +435,7 @@ impl DaemonConfig for NodeConfig {
             .collect::<Vec<_>>()
             .join(",");
         let mut pairs = vec![
-            ("data-dir", self.data_dir.clone()),
-            ("daemonize", self.daemonize.to_string()),
-            ("log-facility", self.log_facility.to_string()),
-            ("server-name", self.server_name.clone()),
-            ("server-port", self.server_port.to_string()),
-            (
-                "server-socket",
-                self.server_socket.clone().unwrap_or_default(),
-            ),
             ("back-log", self.back_log.to_string()),
-            ("max-connection", self.max_connection.to_string()),
-            (
-                "net-read-timeout",
-                self.net_read_timeout.as_secs().to_string(),
-            ),
-            ("stack-size", self.stack_size.to_string()),
-            ("thread-pool-size", self.thread_pool_size.to_string()),
-            ("master-lease", millis(self.master_lease)),
             ("index-servers", servers),
             ("proxy-concurrency", self.proxy_concurrency.to_string()),
             ("replication-type", self.replication_type.to_string()),
@@ -400,8 +518,6 @@ impl DaemonConfig for NodeConfig {
             ),
             ("max-item-size", self.max_item_size.to_string()),
             ("max-key-length", self.max_key_length.to_string()),
-            ("max-line-length", self.max_line_length.to_string()),
-            ("version-string", self.version_string.clone()),
             ("gat-flare-syntax", self.gat_flare_syntax.to_string()),
             (
                 "incr-flare-semantics",
@@ -412,11 +528,6 @@ impl DaemonConfig for NodeConfig {
                 "allow-client-version",
                 self.allow_client_version.to_string(),
             ),
-            (
-                "cluster-secret",
-                secret(self.cluster_secret.expose(), reveal_secret),
-            ),
-            ("internal-netmask", netmasks(&self.internal_netmask)),
             ("tombstone-ttl", self.tombstone_ttl.as_secs().to_string()),
             (
                 "expiry-sweep-interval",
@@ -435,251 +546,49 @@ impl DaemonConfig for NodeConfig {
                 "replication-failure-threshold",
                 self.replication_failure_threshold.to_string(),
             ),
-            ("metrics-port", self.metrics_port.to_string()),
-            ("metrics-address", self.metrics_address.to_string()),
         ];
         // A standalone node has no index server: leave the option out rather than give it an empty value.
         pairs.retain(|(name, value)| !(*name == "index-servers" && value.is_empty()));
         pairs
     }
 
-    fn reload(&self, new: &NodeConfig) -> (NodeConfig, Changes) {
-        let mut next = self.clone();
-        next.log_facility = new.log_facility;
-        next.max_connection = new.max_connection;
-        next.net_read_timeout = new.net_read_timeout;
-        next.thread_pool_size = new.thread_pool_size;
-        next.index_servers = new.index_servers.clone();
-        next.replication_type = new.replication_type;
-        next.reconstruction_interval = new.reconstruction_interval;
-        next.reconstruction_bwlimit = new.reconstruction_bwlimit;
-        next.noreply_window_limit = new.noreply_window_limit;
-        next.max_total_thread_queue = new.max_total_thread_queue;
-        next.time_watcher_enabled = new.time_watcher_enabled;
-        next.time_watcher_polling_interval = new.time_watcher_polling_interval;
-        next.storage_access_watch_threshold_warn = new.storage_access_watch_threshold_warn;
-        next.storage_access_watch_threshold_ping_ng = new.storage_access_watch_threshold_ping_ng;
-        next.cluster_replication = new.cluster_replication;
-        next.cluster_replication_server_name = new.cluster_replication_server_name.clone();
-        next.cluster_replication_server_port = new.cluster_replication_server_port;
-        next.cluster_replication_mode = new.cluster_replication_mode;
-        next.cluster_secret = new.cluster_secret.clone();
-        next.internal_netmask = new.internal_netmask.clone();
-        next.proxy_timeout = new.proxy_timeout;
-        next.replication_failure_threshold = new.replication_failure_threshold;
-        (next, self.dynamic_changes(new))
+    fn reload_own(&mut self, new: &NodeConfig) {
+        self.index_servers = new.index_servers.clone();
+        self.replication_type = new.replication_type;
+        self.reconstruction_interval = new.reconstruction_interval;
+        self.reconstruction_bwlimit = new.reconstruction_bwlimit;
+        self.noreply_window_limit = new.noreply_window_limit;
+        self.max_total_thread_queue = new.max_total_thread_queue;
+        self.time_watcher_enabled = new.time_watcher_enabled;
+        self.time_watcher_polling_interval = new.time_watcher_polling_interval;
+        self.storage_access_watch_threshold_warn = new.storage_access_watch_threshold_warn;
+        self.storage_access_watch_threshold_ping_ng = new.storage_access_watch_threshold_ping_ng;
+        self.cluster_replication = new.cluster_replication;
+        self.cluster_replication_server_name = new.cluster_replication_server_name.clone();
+        self.cluster_replication_server_port = new.cluster_replication_server_port;
+        self.cluster_replication_mode = new.cluster_replication_mode;
+        self.proxy_timeout = new.proxy_timeout;
+        self.replication_failure_threshold = new.replication_failure_threshold;
     }
 
-    /// MySQL options are left out; `index_server(s)` is Flare's one line for the index servers.
-    fn show_variables(&self, config_path: &str, pid_path: &str) -> Vec<String> {
-        let servers = self
-            .index_servers
-            .iter()
-            .map(IndexServer::to_string)
-            .collect::<Vec<_>>()
-            .join(", ");
-        let special = |label: &str| match label {
-            "config_path" => Some(config_path.to_owned()),
-            "pid_path" => Some(pid_path.to_owned()),
-            "index_server(s)" => Some(servers.clone()),
+    /// `index_server(s)` is Flare's one line for the index servers.
+    fn show_special(&self, label: &str) -> Option<String> {
+        match label {
+            "index_server(s)" => Some(
+                self.index_servers
+                    .iter()
+                    .map(IndexServer::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ),
             "cluster_replication" => Some(u8::from(self.cluster_replication).to_string()),
             _ => None,
-        };
-        let hidden = |name: &str| name.starts_with("mysql-") || name == "index-servers";
-        show(24, NODE_SHOW, self.pairs(false), special, hidden)
-    }
-
-    fn data_dir(&self) -> &str {
-        &self.data_dir
-    }
-
-    fn server_name_mut(&mut self) -> &mut String {
-        &mut self.server_name
-    }
-
-    fn daemonize(&self) -> bool {
-        self.daemonize
-    }
-
-    fn max_connection(&self) -> u32 {
-        self.max_connection
-    }
-}
-
-impl Target for NodeConfig {
-    fn set(&mut self, spec: &'static OptionSpec, v: &Value<'_>) -> Result<Option<String>, Problem> {
-        let mut warning = None;
-        match spec.name {
-            "data-dir" => self.data_dir = v.text()?.to_owned(),
-            "daemonize" => self.daemonize = v.flag()?,
-            "log-facility" => self.log_facility = v.choice(LogFacility::from_name)?,
-            "server-name" => self.server_name = host_name(v, true)?,
-            "server-port" => self.server_port = v.int()?,
-            "server-socket" => self.server_socket = non_empty(v.text()?),
-            "back-log" => self.back_log = v.int()?,
-            "max-connection" => self.max_connection = v.int()?,
-            "net-read-timeout" => self.net_read_timeout = Duration::from_secs(v.int()?),
-            "stack-size" => self.stack_size = v.int()?,
-            "thread-pool-size" => self.thread_pool_size = v.int()?,
-            "index-servers" => self.index_servers = index_servers(v.text()?)?,
-            // Resolved in `finish`, which sees whether `index-servers` was given too.
-            "index-server-name" => {
-                host_name(v, true)?;
-            }
-            "index-server-port" => {
-                v.int::<u16>()?;
-            }
-            "proxy-concurrency" => self.proxy_concurrency = v.int()?,
-            "replication-type" => self.replication_type = v.choice(ReplicationType::from_name)?,
-            "reconstruction-interval" => {
-                self.reconstruction_interval = Duration::from_micros(v.int()?)
-            }
-            "reconstruction-bwlimit" => self.reconstruction_bwlimit = v.int()?,
-            "noreply-window-limit" => self.noreply_window_limit = v.int()?,
-            "max-total-thread-queue" => self.max_total_thread_queue = v.int()?,
-            "proxy-prior-netmask" => self.proxy_prior_netmask = v.int()?,
-            "mutex-slot" => self.mutex_slot = v.int()?,
-            "storage-type" => {
-                let word = v.text()?;
-                if word != StorageType::RocksDb.as_str() {
-                    warning = Some(format!(
-                        "option 'storage-type': '{word}' is a Tokyo/Kyoto Cabinet engine; using rocksdb \
-                         instead (Flare's data files are not read)"
-                    ));
-                }
-                self.storage_type = StorageType::RocksDb;
-            }
-            "storage-ap" => self.storage_ap = v.int()?,
-            "storage-fp" => self.storage_fp = v.int()?,
-            "storage-bucket-size" => self.storage_bucket_size = v.int()?,
-            "storage-cache-size" => self.storage_cache_size = v.int()?,
-            "storage-compress" => self.storage_compress = v.choice(StorageCompress::from_name)?,
-            "storage-large" => self.storage_large = v.flag()?,
-            "storage-lmemb" => self.storage_lmemb = v.int()?,
-            "storage-nmemb" => self.storage_nmemb = v.int()?,
-            "storage-dfunit" => self.storage_dfunit = v.int()?,
-            "time-watcher-enabled" => self.time_watcher_enabled = v.flag()?,
-            "time-watcher-polling-interval-msec" => {
-                self.time_watcher_polling_interval = v.millis()?
-            }
-            "storage-access-watch-threshold-warn-msec" => {
-                self.storage_access_watch_threshold_warn = v.millis()?
-            }
-            "storage-access-watch-threshold-ping-ng-msec" => {
-                self.storage_access_watch_threshold_ping_ng = v.millis()?
-            }
-            "cluster-replication" => self.cluster_replication = v.flag()?,
-            "cluster-replication-server-name" => {
-                self.cluster_replication_server_name = non_empty(&host_name(v, true)?)
-            }
-            "cluster-replication-server-port" => self.cluster_replication_server_port = v.int()?,
-            "cluster-replication-concurrency" => self.cluster_replication_concurrency = v.int()?,
-            "cluster-replication-mode" => {
-                self.cluster_replication_mode = v.choice(ClusterReplicationMode::from_name)?
-            }
-            "mysql-replication" => {
-                if v.flag()? {
-                    return Err(Problem::Unsupported(
-                        "MySQL replication is not supported by this implementation".to_owned(),
-                    ));
-                }
-            }
-            "mysql-replication-port" => self.mysql_replication_port = v.int()?,
-            "mysql-replication-id" => self.mysql_replication_id = v.int()?,
-            "mysql-replication-db" => self.mysql_replication_db = v.text()?.to_owned(),
-            "mysql-replication-table" => self.mysql_replication_table = v.text()?.to_owned(),
-            "max-item-size" => self.max_item_size = v.int()?,
-            "max-key-length" => self.max_key_length = v.int()?,
-            "max-line-length" => self.max_line_length = v.int()?,
-            "version-string" => self.version_string = token(v, false, "a word without spaces")?,
-            "gat-flare-syntax" => self.gat_flare_syntax = v.flag()?,
-            "gat-compat" => self.gat_flare_syntax = v.text()? == "flare",
-            "incr-flare-semantics" => self.incr_flare_semantics = v.flag()?,
-            "binary-incr-create" => self.binary_incr_create = v.flag()?,
-            "allow-client-version" => self.allow_client_version = v.flag()?,
-            "cluster-secret" => {
-                self.cluster_secret = Secret(token(v, true, "a word without spaces")?)
-            }
-            "internal-netmask" => self.internal_netmask = netmask_list(v.text()?)?,
-            "tombstone-ttl" => self.tombstone_ttl = Duration::from_secs(v.int()?),
-            "expiry-sweep-interval" => self.expiry_sweep_interval = Duration::from_secs(v.int()?),
-            "storage-sync" => self.storage_sync = v.choice(StorageSync::from_name)?,
-            "storage-block-cache" => self.storage_block_cache = v.int()?,
-            "storage-item-cache" => self.storage_item_cache = v.int()?,
-            "storage-write-buffer" => self.storage_write_buffer = v.int()?,
-            "proxy-timeout" => self.proxy_timeout = v.millis()?,
-            "master-lease" => self.master_lease = v.millis()?,
-            "replication-backlog" => self.replication_backlog = v.int()?,
-            "replication-failure-threshold" => self.replication_failure_threshold = v.int()?,
-            "metrics-port" => self.metrics_port = v.int()?,
-            "metrics-address" => self.metrics_address = ip_address(v)?,
-            other => return Err(Problem::Unhandled(other)),
         }
-        if NO_EFFECT_ON_NODE.contains(&spec.name) {
-            warning = Some(format!(
-                "option '{}' has no effect with the rocksdb engine (accepted for compatibility)",
-                spec.name
-            ));
-        } else if spec.name.starts_with("mysql-replication-") {
-            warning = Some(format!(
-                "option '{}' has no effect: MySQL replication is not supported",
-                spec.name
-            ));
-        }
-        Ok(warning)
     }
 
-    fn finish(&mut self, entries: &[Entry]) -> Result<(), ConfigError> {
-        require_data_dir(&self.data_dir)?;
-        let servers = find(entries, "index-servers");
-        let name = find(entries, "index-server-name");
-        let port = find(entries, "index-server-port");
-        match (servers, name.or(port)) {
-            (Some(servers), Some(single)) => {
-                // Report the option that came later, naming the one it clashes with.
-                let (later, earlier) = if position(entries, single) > position(entries, servers) {
-                    (single, servers)
-                } else {
-                    (servers, single)
-                };
-                return Err(ConfigError::Conflict {
-                    location: later.location.clone(),
-                    name: later.name.clone(),
-                    other: earlier.name.clone(),
-                });
-            }
-            (Some(_), None) => {}
-            (None, _) => {
-                let host = name.and_then(|e| e.value.as_deref()).unwrap_or_default();
-                // No index server at all: a standalone node, the master of partition 0 on its own.
-                if host.is_empty() && port.is_none() {
-                    self.index_servers = Vec::new();
-                    return check_cluster_replication(self, entries);
-                }
-                if host.is_empty() {
-                    return Err(ConfigError::Required {
-                        name: "index-server-name".to_owned(),
-                        hint: " (or give 'index-servers')".to_owned(),
-                    });
-                }
-                let port = match port.and_then(|e| e.value.as_deref()) {
-                    Some(text) => text.parse().ok(),
-                    None => Some(12120),
-                };
-                // `set` has already checked the port against the schema, so this only guards the invariant.
-                let Some(port) = port else {
-                    return Err(ConfigError::Required {
-                        name: "index-server-port".to_owned(),
-                        hint: String::new(),
-                    });
-                };
-                self.index_servers = vec![IndexServer {
-                    name: host.to_owned(),
-                    port,
-                }];
-            }
-        }
-        check_cluster_replication(self, entries)
+    /// MySQL options are left out, and `index-servers`, shown as `index_server(s)`.
+    fn show_hidden(name: &str) -> bool {
+        name.starts_with("mysql-") || name == "index-servers"
     }
 }
 

@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 
 use super::*;
-use crate::config::options;
 use crate::config::tests::{index_file, other_value, pairs, FLAREI_SAMPLE};
+use crate::config::{options, DaemonConfig};
 
 #[test]
 fn index_db() {

@@ -3,11 +3,11 @@
 use std::collections::BTreeMap;
 
 use super::*;
-use crate::config::options;
 use crate::config::tests::{
     index_file, node_err, node_file, node_with, other_value, FLARED_SAMPLE, FLAREI_SAMPLE, NODE_MIN,
 };
 use crate::config::IndexConfig;
+use crate::config::{options, DaemonConfig};
 
 #[test]
 fn index_servers_rules() {

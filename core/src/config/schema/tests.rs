@@ -3,7 +3,7 @@
 use std::fmt;
 
 use super::*;
-use crate::config::build::Target;
+use crate::config::build::{set, Target};
 use crate::config::values::parse_value;
 use crate::config::{IndexConfig, NodeConfig};
 use crate::protocol::Limits;
@@ -134,7 +134,7 @@ fn schema_defaults_equal_default_impls() {
         let mut config = T::default();
         for spec in options(T::DAEMON).filter(|s| !s.default.is_empty()) {
             let value = parse_value(spec, Some(spec.default)).unwrap();
-            config.set(spec, &value).unwrap();
+            set(&mut config, spec, &value).unwrap();
         }
         assert_eq!(config, T::default());
     }
