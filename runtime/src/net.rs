@@ -85,25 +85,44 @@ impl Net for TokioNet {
 }
 
 /// Reads one whole reply of `kind` from a connection that has nothing else buffered (a reply ends as
-/// [`flare_core::node::wire::ends_reply`] says). End of stream before the reply ends is `UnexpectedEof`.
+/// [`flare_core::node::wire::ends_reply`] says). An unreadable reply is `InvalidData`, end of stream before the reply
+/// ends `UnexpectedEof`.
 pub async fn read_reply<T: AsyncRead + Unpin>(
     s: &mut T,
     limits: Limits,
     kind: ReplyKind,
 ) -> io::Result<Vec<ReplyEvent>> {
-    let mut reader = ReplyReader::new(limits);
-    let mut buf = BytesMut::with_capacity(4096);
+    let (mut reader, mut buf) = (ReplyReader::new(limits), BytesMut::with_capacity(4096));
     let mut out = Vec::new();
+    read_whole(s, &mut reader, &mut buf, kind, "connection closed", |e| {
+        let last = flare_core::node::wire::ends_reply(&e, kind);
+        out.push(e);
+        last.then(|| std::mem::take(&mut out))
+    })
+    .await
+}
+
+/// Reads the events of a reply of `kind` off `stream` (through `reader` and `buf`, which a kept connection reuses)
+/// until `whole` makes the reply of them; an unreadable reply is `InvalidData`, an end of stream before the reply is
+/// whole `UnexpectedEof` (`closed`).
+pub(crate) async fn read_whole<T: AsyncRead + Unpin, R>(
+    stream: &mut T,
+    reader: &mut ReplyReader,
+    buf: &mut BytesMut,
+    kind: ReplyKind,
+    closed: &'static str,
+    mut whole: impl FnMut(ReplyEvent) -> Option<R>,
+) -> io::Result<R> {
     loop {
-        while let Some(e) = reader.next(&mut buf, kind).map_err(io::Error::other)? {
-            let last = flare_core::node::wire::ends_reply(&e, kind);
-            out.push(e);
-            if last {
-                return Ok(out);
+        while let Some(event) = reader
+            .next(buf, kind)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
+        {
+            if let Some(reply) = whole(event) {
+                return Ok(reply);
             }
         }
-        if s.read_buf(&mut buf).await? == 0 {
-            let closed = "connection closed";
+        if stream.read_buf(buf).await? == 0 {
             return Err(io::Error::new(io::ErrorKind::UnexpectedEof, closed));
         }
     }

@@ -35,9 +35,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::time::Instant;
 
-use super::peers::{read_whole, split_node, Peers};
+use super::peers::{split_node, Peers};
 use super::Shared;
-use crate::net::Net;
+use crate::net::{read_reply, Net};
 
 /// Settings of the cluster side (from the node configuration).
 #[derive(Clone, Debug)]
@@ -641,22 +641,6 @@ async fn run_pull<N: Net, S: Storage + 'static>(
             Ok(Err(e)) => return Err(format!("{source}: {e}")),
         }
     }
-}
-
-/// Reads one whole reply of `kind` from a connection that has nothing else buffered.
-async fn read_reply<T: AsyncRead + Unpin>(
-    s: &mut T,
-    limits: Limits,
-    kind: ReplyKind,
-) -> io::Result<Vec<ReplyEvent>> {
-    let (mut reader, mut buf) = (ReplyReader::new(limits), BytesMut::with_capacity(4096));
-    let mut out = Vec::new();
-    read_whole(s, &mut reader, &mut buf, kind, "connection closed", |e| {
-        let last = wire::ends_reply(&e, kind);
-        out.push(e);
-        last.then(|| std::mem::take(&mut out))
-    })
-    .await
 }
 
 /// Deletes, in small batches and without replicating, every key this node holds that no longer belongs to its

@@ -20,11 +20,11 @@ use bytes::BytesMut;
 pub use flare_core::node::wire::split_node;
 use flare_core::node::wire::PeerReplyBuilder;
 pub use flare_core::protocol::reply::PeerReply;
-use flare_core::protocol::reply::{ReplyEvent, ReplyKind, ReplyReader};
+use flare_core::protocol::reply::{ReplyKind, ReplyReader};
 use flare_core::protocol::Limits;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWriteExt};
 
-use crate::net::Net;
+use crate::net::{read_whole, Net};
 
 /// Why a forwarded request got no answer.
 #[derive(Debug, thiserror::Error)]
@@ -177,29 +177,4 @@ async fn round_trip<T: AsyncRead + tokio::io::AsyncWrite + Unpin>(
         reply.push(e)
     })
     .await
-}
-
-/// Reads the events of a reply of `kind` off `stream` (through `reader` and `buf`) until `whole` makes the reply of
-/// them; an unreadable reply is `InvalidData`, an end of stream before the reply is whole `UnexpectedEof` (`closed`).
-pub(super) async fn read_whole<T: AsyncRead + Unpin, R>(
-    stream: &mut T,
-    reader: &mut ReplyReader,
-    buf: &mut BytesMut,
-    kind: ReplyKind,
-    closed: &'static str,
-    mut whole: impl FnMut(ReplyEvent) -> Option<R>,
-) -> io::Result<R> {
-    loop {
-        while let Some(event) = reader
-            .next(buf, kind)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
-        {
-            if let Some(reply) = whole(event) {
-                return Ok(reply);
-            }
-        }
-        if stream.read_buf(buf).await? == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, closed));
-        }
-    }
 }
