@@ -9,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod cluster;
+pub mod command;
 pub mod conformance;
 pub mod flare_tools;
 pub mod netns;
