@@ -3,17 +3,8 @@
 
 use std::process::Command;
 
+use flare_tests::command::{run, run_ok};
 use flare_tests::{have, Flared};
-
-fn run(cmd: &mut Command) -> (bool, String) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
 
 #[test]
 fn pymemcache_suite_passes() {
@@ -51,23 +42,11 @@ fn memccp_and_memccat_round_trip_files() {
         assert!(ok, "memccp {name}: {out}");
     }
     for (name, data) in &expected {
-        let out = Command::new("memccat")
-            .arg(&servers)
-            .arg(name)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "memccat {name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let got = run_ok(Command::new("memccat").arg(&servers).arg(name));
         // memccat prints the value followed by a newline.
         let mut want = data.clone();
         want.push(b'\n');
-        assert_eq!(
-            out.stdout, want,
-            "memccat returned different bytes for {name}"
-        );
+        assert_eq!(got, want, "memccat returned different bytes for {name}");
     }
 }
 
@@ -87,13 +66,8 @@ fn memcdump_and_memcstat_work() {
     assert_eq!(c.call("delete dump:0007"), "DELETED");
     want.retain(|k| k != "dump:0007");
     let servers = format!("--servers={}", node.addr());
-    let out = Command::new("memcdump").arg(&servers).output().unwrap();
-    assert!(
-        out.status.success(),
-        "memcdump: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut got: Vec<String> = String::from_utf8_lossy(&out.stdout)
+    let out = run_ok(Command::new("memcdump").arg(&servers));
+    let mut got: Vec<String> = String::from_utf8_lossy(&out)
         .lines()
         .map(str::to_string)
         .collect();
@@ -103,48 +77,29 @@ fn memcdump_and_memcstat_work() {
     assert!(ok && stat.contains("curr_items: 299"), "memcstat: {stat}");
 }
 
-#[test]
-fn memccapable_ascii_protocol_passes() {
+/// `memccapable` with `flag` (`-a` ASCII, `-b` binary) against a fresh node passes.
+fn memccapable(flag: &str) {
     assert!(
         have("memccapable"),
         "libmemcached-tools missing: run scripts/install-deps"
     );
     let node = Flared::start(&[]);
-    let (ok, out) = run(Command::new("memccapable").args([
-        "-h",
-        "127.0.0.1",
-        "-p",
-        &node.port.to_string(),
-        "-a",
-        "-t",
-        "5",
-    ]));
+    let port = node.port.to_string();
+    let args = ["-h", "127.0.0.1", "-p", &port, flag, "-t", "5"];
+    let (ok, out) = run(Command::new("memccapable").args(args));
     assert!(
         ok,
-        "memccapable -a failed:\n{out}\n--- flared log ---\n{}",
+        "memccapable {flag} failed:\n{out}\n--- flared log ---\n{}",
         node.log()
     );
 }
 
 #[test]
+fn memccapable_ascii_protocol_passes() {
+    memccapable("-a");
+}
+
+#[test]
 fn memccapable_binary_protocol_passes() {
-    assert!(
-        have("memccapable"),
-        "libmemcached-tools missing: run scripts/install-deps"
-    );
-    let node = Flared::start(&[]);
-    let (ok, out) = run(Command::new("memccapable").args([
-        "-h",
-        "127.0.0.1",
-        "-p",
-        &node.port.to_string(),
-        "-b",
-        "-t",
-        "5",
-    ]));
-    assert!(
-        ok,
-        "memccapable -b failed:\n{out}\n--- flared log ---\n{}",
-        node.log()
-    );
+    memccapable("-b");
 }

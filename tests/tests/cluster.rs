@@ -5,6 +5,7 @@
 use std::process::Command;
 use std::time::Duration;
 
+use flare_tests::command::{run, run_ok};
 use flare_tests::{wait_until, Client, Cluster, Flared};
 
 /// Index + 5 nodes; partitions 0 and 1 with a master and a slave (balance 1) each, node 4 a proxy.
@@ -34,22 +35,11 @@ fn ten_thousand_keys_through_the_proxy_are_readable_from_every_node() {
     let c = build(&[]);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/cluster_rw.py");
     let ports: Vec<String> = c.nodes.iter().map(|n| n.port.to_string()).collect();
-    let out = Command::new("python3")
+    let (ok, text) = run(Command::new("python3")
         .arg(script)
         .arg(c.node(4).port.to_string())
-        .args(&ports)
-        .output()
-        .expect("python3");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "{text}\n--- proxy log ---\n{}",
-        c.node(4).log()
-    );
+        .args(&ports));
+    assert!(ok, "{text}\n--- proxy log ---\n{}", c.node(4).log());
     assert!(
         text.contains("all 10000 keys read back from 5 nodes"),
         "{text}"
@@ -288,15 +278,11 @@ fn flush_all_from_a_client_flushes_the_cluster_and_an_operator_flushes_one_node(
         m1,
         "the other partition keeps its {m1} items (m0 had {m0})"
     );
-    let out = Command::new(flare_tests::binary("flare-admin"))
-        .args(["flush", "--force", &c.node(2).addr()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(Command::new(flare_tests::binary("flare-admin")).args([
+        "flush",
+        "--force",
+        &c.node(2).addr(),
+    ]));
     assert!(wait_until(Duration::from_secs(10), || items(c.node(2))
         == 0
         && items(c.node(3)) == 0));

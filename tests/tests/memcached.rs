@@ -19,6 +19,11 @@ fn same(mc: &Memcached, node: &Flared, input: &[u8]) -> Exchange {
     got
 }
 
+/// [`same`] for one command line (`\r\n` added).
+fn same_line(mc: &Memcached, node: &Flared, line: &str) -> Exchange {
+    same(mc, node, format!("{line}\r\n").as_bytes())
+}
+
 #[test]
 fn commands_without_their_arguments() {
     let mc = Memcached::start(&[]);
@@ -50,7 +55,7 @@ fn commands_without_their_arguments() {
         "flush_all 0 noreply x",
         "delete k 0 noreply x",
     ] {
-        let got = same(&mc, &node, format!("{line}\r\n").as_bytes());
+        let got = same_line(&mc, &node, line);
         assert!(!got.reply.is_empty(), "{line:?} must get an answer");
     }
 }
@@ -88,7 +93,7 @@ fn delete_flush_all_verbosity_and_exptime_errors() {
         "gat x a",
         "gats x a",
     ] {
-        same(&mc, &node, format!("{line}\r\n").as_bytes());
+        same_line(&mc, &node, line);
     }
     // `delete k 0` still deletes.
     same(&mc, &node, b"set k 0 0 1\r\nx\r\ndelete k 0\r\nget k\r\n");
@@ -153,7 +158,7 @@ fn http_request_lines_close_the_connection_without_a_reply() {
         format!("{many}HTTP/1.1"),
         format!("{many}HTTP/1.1 y z"),
     ] {
-        let got = same(&mc, &node, format!("{line}\r\n").as_bytes());
+        let got = same_line(&mc, &node, &line);
         assert!(got.closed && got.reply.is_empty(), "{line:?}: {got}");
     }
     // Not the guard: known commands, memcached's dispatch letters, one-byte commands, a non-final HTTP token.
@@ -170,7 +175,7 @@ fn http_request_lines_close_the_connection_without_a_reply() {
         "mn HTTP/1.1".into(),
         format!("{many}xx HTTP/1.1"),
     ] {
-        let got = same(&mc, &node, format!("{line}\r\n").as_bytes());
+        let got = same_line(&mc, &node, &line);
         assert!(!got.closed, "{line:?}: {got}");
     }
     // A proxied line is checked after its prefix; memcached reads the prefix as the command: both close.
@@ -269,7 +274,7 @@ fn stats_cachedump_errors_and_lines() {
         "stats cachedump 63 0",
         "stats cachedump 0 0",
     ] {
-        same(&mc, &node, format!("{line}\r\n").as_bytes());
+        same_line(&mc, &node, line);
     }
     // An item's line, as memcached writes it (memcached lists only what is in its cold LRU, so the item is dumped
     // after memcached has moved it there: a second item pushes it out of the hot LRU).

@@ -31,6 +31,19 @@ fn sample(body: &str, series: &str) -> Option<f64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// Gives the node on `port` its `role` (`master 1 0`, ...) and waits until the index shows it active.
+fn assign(index: &Flared, port: u16, role: &str) {
+    let line = format!("node role 127.0.0.1 {port} {role}");
+    assert_eq!(index.connect().call(&line), "OK");
+    assert!(wait_until(Duration::from_secs(20), || {
+        index
+            .connect()
+            .stats_nodes()
+            .get(&format!("127.0.0.1:{port}:state"))
+            == Some(&"active".to_string())
+    }));
+}
+
 #[test]
 fn metrics_of_a_master_its_slave_and_the_index() {
     let index_metrics = free_port();
@@ -42,29 +55,8 @@ fn metrics_of_a_master_its_slave_and_the_index() {
     let master = Flared::node_of(index.port, &[&format!("--metrics-port={master_metrics}")]);
     let slave_metrics = free_port();
     let slave = Flared::node_of(index.port, &[&format!("--metrics-port={slave_metrics}")]);
-    let mut admin = index.connect();
-    assert_eq!(
-        admin.call(&format!("node role 127.0.0.1 {} master 1 0", master.port)),
-        "OK"
-    );
-    assert!(wait_until(Duration::from_secs(20), || {
-        index
-            .connect()
-            .stats_nodes()
-            .get(&format!("127.0.0.1:{}:state", master.port))
-            == Some(&"active".to_string())
-    }));
-    assert_eq!(
-        admin.call(&format!("node role 127.0.0.1 {} slave 1 0", slave.port)),
-        "OK"
-    );
-    assert!(wait_until(Duration::from_secs(20), || {
-        index
-            .connect()
-            .stats_nodes()
-            .get(&format!("127.0.0.1:{}:state", slave.port))
-            == Some(&"active".to_string())
-    }));
+    assign(&index, master.port, "master 1 0");
+    assign(&index, slave.port, "slave 1 0");
 
     let mut c = master.connect();
     for i in 0..100 {
