@@ -29,7 +29,7 @@ use bytes::{Buf, BytesMut};
 use super::lex::{parse_i64, parse_u64, Tokens};
 use super::{ErrorReply, StatsGroup};
 use crate::config::Secret;
-use crate::node_map::{node_key, Role, State};
+use crate::node_map::{node_key, NodeRecord, Role, State};
 
 /// A node named in a command: `<name> <port>`. The node key is `name:port`, compared as a string (cluster.md §3).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -52,6 +52,13 @@ impl NodeAddr {
     /// The node key `name:port`.
     pub fn key(&self) -> String {
         node_key(&self.name, self.port)
+    }
+}
+
+/// The node of a map record, as commands name it (an admin tool's `node role|state|remove`).
+impl From<&NodeRecord> for NodeAddr {
+    fn from(n: &NodeRecord) -> Self {
+        NodeAddr::new(&n.name, n.port)
     }
 }
 
@@ -732,6 +739,27 @@ mod tests {
             assert_eq!(c.to_line(), line);
             assert_eq!(parse_line(c.to_line().as_bytes()), Ok(c));
         }
+    }
+
+    #[test]
+    fn a_map_record_names_its_node() {
+        let n = NodeRecord {
+            name: "h".into(),
+            port: 12121,
+            role: Role::Slave,
+            state: State::Active,
+            partition: Some(2),
+            balance: 1,
+            thread_type: 16,
+        };
+        let c = AdminCommand::Index(IndexCommand::NodeRole {
+            node: NodeAddr::from(&n),
+            role: n.role,
+            balance: n.balance.into(),
+            partition: n.partition.map_or(-1, i64::from),
+            epoch: None,
+        });
+        assert_eq!(c.to_line(), "node role h 12121 slave 1 2");
     }
 
     #[test]

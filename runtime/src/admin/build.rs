@@ -17,7 +17,7 @@ use super::cluster::{parse_node_args, ArgForm, NodeArg, Nodes};
 use super::error::{AdminError, Result};
 use super::progress::{BuildSample, Progress};
 use super::prompt::{Answer, Prompter};
-use super::{address_of, change, print_nodes, Ctx, Status};
+use super::{address_of, change, node_role, node_state, print_nodes, Ctx, Status};
 
 /// How long `reconstruct` waits for a node it turned down to come back (one monitor interval in Flare).
 const BACK_TIMEOUT: Duration = Duration::from_secs(120);
@@ -80,8 +80,8 @@ pub fn slave(ctx: &Ctx, a: SlaveArgs) -> Result<Status> {
             flush(ctx, &arg.node, dry)?;
         }
         // Our index keeps this balance once the slave is active; Flare's forces 0 (handled below).
-        let command = format!("node role {} {} slave {b} {p}", n.name, n.port);
-        change(&mut index, &command, a.retry, dry)?;
+        let command = node_role(&n, Role::Slave, b, Some(p));
+        change(&mut index, command, a.retry, dry)?;
         if dry {
             continue;
         }
@@ -139,8 +139,8 @@ pub fn master(ctx: &Ctx, a: MasterArgs) -> Result<Status> {
             if !a.without_clean {
                 flush(ctx, &arg.node, dry)?;
             }
-            let command = format!("node role {} {} master {b} {p}", n.name, n.port);
-            change(&mut index, &command, a.retry, dry)?;
+            let command = node_role(&n, Role::Master, b, Some(p));
+            change(&mut index, command, a.retry, dry)?;
             if dry {
                 continue;
             }
@@ -150,8 +150,7 @@ pub fn master(ctx: &Ctx, a: MasterArgs) -> Result<Status> {
             if a.activate {
                 let q = format!("changing node's state (node={ip}, state=ready -> active)");
                 if prompter.confirm(&q)? {
-                    let command = format!("node state {} {} active", n.name, n.port);
-                    change(&mut index, &command, a.retry, dry)?;
+                    change(&mut index, node_state(&n, State::Active), a.retry, dry)?;
                 }
             } else {
                 println!(
@@ -244,12 +243,7 @@ pub fn reconstruct(ctx: &Ctx, a: ReconstructArgs) -> Result<Status> {
             Answer::Yes | Answer::All => {}
         }
         if a.change.dry_run {
-            change(
-                &mut index,
-                &format!("node state {} {} down", n.name, n.port),
-                0,
-                true,
-            )?;
+            change(&mut index, node_state(&n, State::Down), 0, true)?;
             println!("(dry run) would flush_all {key} and make it a slave of its partition again");
             continue;
         }
@@ -309,20 +303,15 @@ fn rebuild(
     // check_reconstruct guarantees a partition.
     let p = n.partition.unwrap_or(0);
     println!("turning down...");
-    change(
-        index,
-        &format!("node state {} {} down", n.name, n.port),
-        0,
-        false,
-    )?;
+    change(index, node_state(n, State::Down), 0, false)?;
     println!("waiting for node to be active again...");
     let back = wait_back(index, &key)?;
     match back.role {
         // Flare, and our index for a master: it comes back as a proxy with stale data.
         Role::Proxy => {
             flush(ctx, &Endpoint::new(n.name.clone(), n.port), false)?;
-            let command = format!("node role {} {} slave {} {p}", n.name, n.port, n.balance);
-            change(index, &command, retry, false)?;
+            let command = node_role(n, Role::Slave, n.balance, Some(p));
+            change(index, command, retry, false)?;
         }
         // Our index: a slave that was down comes back in prepare and rebuilds itself from its master.
         Role::Slave => {}
@@ -375,12 +364,8 @@ fn restore_balance(
         built.balance
     );
     if !ask || prompter.confirm(&q)? {
-        let p = built.partition.map_or(-1, i64::from);
-        let command = format!(
-            "node role {} {} slave {balance} {p}",
-            built.name, built.port
-        );
-        change(index, &command, retry, false)?;
+        let command = node_role(built, Role::Slave, balance, built.partition);
+        change(index, command, retry, false)?;
     }
     Ok(())
 }

@@ -14,6 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use flare_core::config::Secret;
+use flare_core::protocol::admin::{AdminCommand, IndexCommand};
+use flare_core::protocol::lines;
 use flare_core::protocol::reply::{ReplyEvent, ReplyKind, ReplyReader, ValueBlock};
 use flare_core::protocol::{Limits, ITEM_SIZE_HARD_MAX};
 
@@ -171,7 +174,8 @@ impl Conn {
     pub fn index(at: &Endpoint, opts: &ConnOpts) -> Result<Conn> {
         let mut conn = Conn::open("index server", at, opts)?;
         if let Some(secret) = opts.secret.as_deref().filter(|s| !s.is_empty()) {
-            let answer = conn.call_line(&format!("auth {secret}"))?;
+            let auth = IndexCommand::Auth(Secret::from(secret));
+            let answer = conn.call_line(&AdminCommand::Index(auth).to_line())?;
             if answer != "OK" {
                 return Err(AdminError::Refused {
                     what: "index server",
@@ -285,10 +289,14 @@ impl Conn {
         lines
             .iter()
             .map(|l| {
-                let rest = l
-                    .strip_prefix("STAT ")
-                    .ok_or_else(|| self.protocol(format!("not a STAT line: {l:?}")))?;
-                let (k, v) = rest.split_once(' ').unwrap_or((rest, ""));
+                let (k, v) = match lines::stat_str(l.as_bytes()) {
+                    Some(kv) => kv,
+                    // `STAT <name>` without a value: an empty value, as this reader has always taken it.
+                    None => match l.strip_prefix("STAT ") {
+                        Some(name) => (name, ""),
+                        None => return Err(self.protocol(format!("not a STAT line: {l:?}"))),
+                    },
+                };
                 Ok((k.to_string(), v.to_string()))
             })
             .collect()
@@ -429,7 +437,10 @@ impl Conn {
     fn trace_event(&self, e: &ReplyEvent) {
         match e {
             ReplyEvent::Line(l) | ReplyEvent::Item(l) => self.opts.trace.line(&self.addr, '<', l),
-            ReplyEvent::End => self.opts.trace.line(&self.addr, '<', b"END"),
+            ReplyEvent::End => {
+                let end = lines::END_LINE.trim_ascii_end();
+                self.opts.trace.line(&self.addr, '<', end)
+            }
             ReplyEvent::Value(v) => self.opts.trace.line(&self.addr, '<', &v.key),
             ReplyEvent::MetaValue { line, .. } => self.opts.trace.line(&self.addr, '<', line),
         }

@@ -35,6 +35,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use flare_core::node_map::{NodeRecord, Role, State};
+use flare_core::protocol::admin::{AdminCommand, IndexCommand, NodeAddr};
 
 use self::args::{Cli, Command, IndexArgs};
 use self::client::{Conn, ConnOpts, Endpoint, Trace};
@@ -182,14 +184,15 @@ impl Ctx {
 
 /// Sends a map-changing command (`node role`, `node state`, `node remove`) and requires `OK`. A refusal is retried
 /// `retry` times, sleeping 1, 2, … s in between, as flare-tools does. In a dry run the command is only printed.
-pub fn change(conn: &mut Conn, command: &str, retry: u32, dry_run: bool) -> Result<()> {
+pub fn change(conn: &mut Conn, command: IndexCommand, retry: u32, dry_run: bool) -> Result<()> {
+    let command = AdminCommand::Index(command).to_line();
     if dry_run {
         println!("(dry run) would send to {}: {command}", conn.addr());
         return Ok(());
     }
     let mut attempt = 0;
     loop {
-        match conn.expect_ok(command) {
+        match conn.expect_ok(&command) {
             Ok(()) => return Ok(()),
             // Retrying cannot cure a refusal of who is asking (cluster-secret, internal-netmask).
             Err(e @ AdminError::Refused { .. })
@@ -201,6 +204,26 @@ pub fn change(conn: &mut Conn, command: &str, retry: u32, dry_run: bool) -> Resu
             }
             Err(e) => return Err(e),
         }
+    }
+}
+
+/// `node role <n> <role> <balance> <partition>`, without the epoch only nodes send.
+pub fn node_role(n: &NodeRecord, role: Role, balance: u32, partition: Option<u32>) -> IndexCommand {
+    IndexCommand::NodeRole {
+        node: NodeAddr::from(n),
+        role,
+        balance: balance.into(),
+        partition: partition.map_or(-1, i64::from),
+        epoch: None,
+    }
+}
+
+/// `node state <n> <state>`, without the epoch only nodes send.
+pub fn node_state(n: &NodeRecord, state: State) -> IndexCommand {
+    IndexCommand::NodeState {
+        node: NodeAddr::from(n),
+        state,
+        epoch: None,
     }
 }
 

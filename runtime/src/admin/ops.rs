@@ -8,6 +8,7 @@ use std::net::ToSocketAddrs;
 use std::time::{Duration, Instant};
 
 use flare_core::node_map::{NodeRecord, Role, State};
+use flare_core::protocol::admin::{IndexCommand, NodeAddr};
 
 use super::args::{
     ChangeArgs, IndexCmdArgs, ListArgs, PingArgs, RemoveArgs, StatsArgs, ThreadsArgs,
@@ -17,7 +18,7 @@ use super::cluster::{parse_node_args, ArgForm, Nodes};
 use super::error::{AdminError, Result};
 use super::prompt::Prompter;
 use super::table::{self, StatsRow};
-use super::{address_of, change, print_nodes, Ctx, Status};
+use super::{address_of, change, node_role, node_state, print_nodes, Ctx, Status};
 
 /// `ping host:port ...`: `alive` when every server answers `ping` with `OK`.
 pub fn ping(ctx: &Ctx, a: PingArgs) -> Result<Status> {
@@ -226,8 +227,8 @@ pub fn balance(ctx: &Ctx, a: ChangeArgs) -> Result<Status> {
             n.balance
         );
         if prompter.confirm(&q)? {
-            let command = format!("node role {} {} {} {b} {p}", n.name, n.port, n.role);
-            change(&mut index, &command, 0, a.change.dry_run)?;
+            let command = node_role(&n, n.role, b, Some(p));
+            change(&mut index, command, 0, a.change.dry_run)?;
         }
     }
     print_nodes(&mut index, &keys)?;
@@ -267,8 +268,7 @@ fn set_state(ctx: &Ctx, a: ChangeArgs, to: State) -> Result<Status> {
             ),
         };
         if prompter.confirm(&q)? {
-            let command = format!("node state {} {} {to}", n.name, n.port);
-            change(&mut index, &command, 0, a.change.dry_run)?;
+            change(&mut index, node_state(&n, to), 0, a.change.dry_run)?;
         }
     }
     print_nodes(&mut index, &keys)?;
@@ -297,8 +297,8 @@ pub fn remove(ctx: &Ctx, a: RemoveArgs) -> Result<Status> {
             n.role, n.state
         );
         if prompter.confirm(&q)? {
-            let command = format!("node remove {} {}", n.name, n.port);
-            change(&mut index, &command, a.retry, a.change.dry_run)?;
+            let command = IndexCommand::NodeRemove(NodeAddr::from(&n));
+            change(&mut index, command, a.retry, a.change.dry_run)?;
             if !a.change.dry_run {
                 println!("{key} has been removed.");
             }

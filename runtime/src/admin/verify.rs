@@ -17,6 +17,7 @@ use std::hash::{Hash, Hasher};
 use bytes::Bytes;
 use flare_core::keys::{HashAlgorithm, PartitionParams, Resolver};
 use flare_core::node_map::{NodeRecord, Role, State};
+use flare_core::protocol::admin::{AdminCommand, IndexCommand};
 
 use super::args::VerifyArgs;
 use super::client::{Conn, Endpoint};
@@ -148,7 +149,7 @@ pub fn verify(ctx: &Ctx, a: VerifyArgs) -> Result<Status> {
 /// The index's partitioning (`meta`, protocol.md §6).
 fn meta(index: &mut Conn) -> Result<PartitionParams> {
     let mut p = PartitionParams::default();
-    for line in index.call_lines("meta")? {
+    for line in index.call_lines(&AdminCommand::Index(IndexCommand::Meta).to_line())? {
         let mut t = line.split(' ');
         let (Some("META"), Some(name), Some(value)) = (t.next(), t.next(), t.next()) else {
             continue;
