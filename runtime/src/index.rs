@@ -25,6 +25,7 @@ use flare_core::index::{
 use flare_core::protocol::admin::{
     AdminCommand, AdminParsed, AdminParser, IndexCommand, ServerQuery,
 };
+use flare_core::protocol::lines;
 use flare_core::protocol::reply::{ReplyEvent, ReplyKind};
 use flare_core::protocol::response::encode_text;
 use flare_core::protocol::{Limits, Reply, StatsGroup};
@@ -440,7 +441,7 @@ async fn probe<N: Net>(
             s.write_all(b"stats\r\n").await?;
             for e in read_reply(&mut s, Limits::default(), ReplyKind::Lines).await? {
                 if let ReplyEvent::Item(l) = e {
-                    if let Some(v) = l.strip_prefix(b"STAT replication_position ") {
+                    if let Some(v) = lines::stat_value(&l, "replication_position") {
                         pos = flare_core::protocol::text::parse_u64(v);
                     }
                 }
@@ -462,28 +463,19 @@ async fn push<N: Net>(
     net: N,
     node: String,
     version: u64,
-    lines: Vec<flare_core::protocol::NodeLine>,
+    nodes: Vec<flare_core::protocol::NodeLine>,
     timeout: Duration,
     tx: mpsc::UnboundedSender<Input>,
 ) {
     let ok = tokio::time::timeout(timeout, async {
         let (host, port) = split_node(&node).ok_or_else(|| io::Error::other("bad node key"))?;
         let mut s = net.connect(host, port).await?;
-        let mut msg = format!("node sync {version}\r\n");
-        for l in &lines {
-            msg.push_str(&format!(
-                "NODE {} {} {} {} {} {} {}\r\n",
-                String::from_utf8_lossy(&l.name),
-                l.port,
-                l.role,
-                l.state,
-                l.partition,
-                l.balance,
-                l.thread_type
-            ));
+        let mut msg = BytesMut::from(format!("node sync {version}\r\n").as_bytes());
+        for l in &nodes {
+            msg.extend_from_slice(format!("{l}\r\n").as_bytes());
         }
-        msg.push_str("END\r\n");
-        s.write_all(msg.as_bytes()).await?;
+        lines::put_end(&mut msg);
+        s.write_all(&msg).await?;
         let ok = matches!(read_reply(&mut s, Limits::default(), ReplyKind::Line).await?.first(), Some(ReplyEvent::Line(l)) if &l[..] == b"OK");
         let _ = s.write_all(b"quit\r\n").await;
         Ok::<_, io::Error>(ok)
