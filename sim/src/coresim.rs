@@ -33,9 +33,13 @@ use flare_core::exec::{self, Outcome as ExecOutcome, Tally};
 use flare_core::index::{Action as IxAction, ConnId, Index, IndexParams, ProbeResult, Snapshot};
 use flare_core::node::plan::{self, Answer as PartAnswer, Finish, Origin, Part, Pending, Plan};
 use flare_core::node::targets::{WriteFailure, WriteId};
-use flare_core::node::wire::{dump_item, replica_message, PeerReplyBuilder};
+use flare_core::node::wire::{dump_item, replica_for, PeerReplyBuilder};
 use flare_core::node::{no_lease_reply, Action, CallId, Dest, Node, NodeSettings, StoreOp};
-use flare_core::protocol::admin::{AdminCommand, AdminParsed, AdminParser, ServerQuery};
+use flare_core::node_map::{Role, State};
+use flare_core::protocol::admin::{
+    AdminCommand, AdminParsed, AdminParser, IndexCommand, NodeAddr, ServerQuery,
+};
+use flare_core::protocol::lines;
 use flare_core::protocol::reply::{PeerReply, ReplyEvent, ReplyKind, ReplyReader};
 use flare_core::protocol::response::{encode, encode_text};
 use flare_core::protocol::{
@@ -52,8 +56,8 @@ use crate::check::check_run;
 use crate::client::Answer as ClientAnswer;
 use crate::cluster::{index_config, node_config, store_config};
 use crate::history::{
-    lock, map_text, parse_stats_nodes, Env, Failure, FinalState, Kind, MapView, Op, Outcome, Phase,
-    Seen,
+    lock, map_text, parse_stats_nodes, Env, Failure, FinalState, Kind, MapView, NodeInfo, Op,
+    Outcome, Phase, Seen,
 };
 use crate::scenario::{CrashModel, Fault, Planned, Scenario, INDEX, NODE_PORT};
 use crate::workload::{classify, expected, OP_TIMEOUT};
@@ -1013,11 +1017,8 @@ impl Sim {
                     let Some((gen, true)) = h.links.get(&peer).copied() else {
                         continue;
                     };
-                    let record = match entry.kind.reads_key() {
-                        true => h.storage.get(&entry.key).ok().flatten(),
-                        false => None,
-                    };
-                    let bytes = replica_message(&path, &entry.key, record.as_ref(), entry.kind);
+                    let read = |key: &Bytes| h.storage.get(key).ok().flatten();
+                    let bytes = replica_for(&path, &entry.key, entry.kind, read);
                     let to = ReplyTo::Link {
                         host,
                         boot: h.boot,
@@ -1326,7 +1327,7 @@ impl Sim {
                 );
             }
         }
-        out.extend_from_slice(b"END\r\n");
+        lines::put_end(&mut out);
         out.freeze()
     }
 
@@ -1725,12 +1726,13 @@ impl Sim {
 
     // ---- The admin ----
 
-    fn admin(&mut self, line: &str) -> Reply {
+    fn admin(&mut self, command: IndexCommand) -> Reply {
         let conn = match self.ix.admin {
             Some(c) if self.ix.up => c,
             _ => return Reply::Error(ErrorReply::Server("index down".into())),
         };
-        let reply = self.index_line(conn, line);
+        let line = AdminCommand::Index(command).to_line();
+        let reply = self.index_line(conn, &line);
         self.trace(format!(
             "admin {line} -> {}",
             String::from_utf8_lossy(&line_of(&reply))
@@ -1787,12 +1789,21 @@ impl Sim {
                 let info = self
                     .index_map()
                     .and_then(|(_, m)| m.get(&key(&name)).cloned());
-                let role = if masters { "master" } else { "slave" };
+                let role = if masters { Role::Master } else { Role::Slave };
+                let node = NodeAddr::new(&name, NODE_PORT);
+                let role_1 = |role| IndexCommand::NodeRole {
+                    node: node.clone(),
+                    role,
+                    balance: 1,
+                    partition: p.into(),
+                    epoch: None,
+                };
+                let is_role = |ni: &NodeInfo| ni.role == role.name();
                 match info {
-                    Some(ni) if ni.role == role && ni.state == "active" => {
+                    Some(ni) if is_role(&ni) && ni.state == State::Active.name() => {
                         if !masters {
                             // Flare keeps a building slave at balance 0; give it its read weight.
-                            self.admin(&format!("node role {name} {NODE_PORT} slave 1 {p}"));
+                            self.admin(role_1(Role::Slave));
                         }
                         let next = if masters {
                             Stage::Masters(i + 1)
@@ -1801,12 +1812,16 @@ impl Sim {
                         };
                         self.set_stage(next);
                     }
-                    Some(ni) if ni.role == role && ni.state == "ready" => {
-                        self.admin(&format!("node state {name} {NODE_PORT} active"));
+                    Some(ni) if is_role(&ni) && ni.state == State::Ready.name() => {
+                        self.admin(IndexCommand::NodeState {
+                            node: node.clone(),
+                            state: State::Active,
+                            epoch: None,
+                        });
                     }
-                    Some(ni) if ni.role == role && ni.state == "prepare" => {}
+                    Some(ni) if is_role(&ni) && ni.state == State::Prepare.name() => {}
                     _ if since < STEP || since.as_millis() % 2000 < 50 => {
-                        self.admin(&format!("node role {name} {NODE_PORT} {role} 1 {p}"));
+                        self.admin(role_1(role));
                     }
                     _ => {}
                 }
@@ -2232,12 +2247,12 @@ fn sync_of(command: &Command) -> bool {
 
 /// A node map as `stats nodes` shows it.
 fn map_view(map: &flare_core::node_map::NodeMap) -> MapView {
-    let lines: Vec<Bytes> = map
+    let rows: Vec<Bytes> = map
         .stats_nodes()
         .into_iter()
-        .map(|(k, v)| Bytes::from(format!("STAT {k} {v}")))
+        .map(|(k, v)| Bytes::from(lines::stat_line(k, v)))
         .collect();
-    parse_stats_nodes(&lines)
+    parse_stats_nodes(&rows)
 }
 
 /// The first line of a reply's text form.

@@ -11,6 +11,7 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
+use flare_core::protocol::lines::stat_str;
 
 /// A data command the workload sends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -471,9 +472,7 @@ pub fn short(value: &[u8]) -> String {
 pub fn parse_stats_nodes(lines: &[Bytes]) -> MapView {
     let mut map = MapView::new();
     for l in lines {
-        let text = String::from_utf8_lossy(l);
-        let mut t = text.split_whitespace();
-        let (Some("STAT"), Some(name), Some(value)) = (t.next(), t.next(), t.next()) else {
+        let Some((name, value)) = stat_str(l) else {
             continue;
         };
         let Some((key, field)) = name.rsplit_once(':') else {
