@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use flare_core::protocol::lines;
+
 pub mod cluster;
 pub mod command;
 pub mod conformance;
@@ -346,18 +348,21 @@ impl Client {
     pub fn gets(&mut self, key: &str) -> Option<(u32, u64, Vec<u8>)> {
         self.send(format!("gets {key}\r\n").as_bytes());
         let line = self.line();
-        if line == "END" {
+        if lines::is_end(line.as_bytes()) {
             return None;
         }
-        let parts: Vec<&str> = line.split(' ').collect();
-        assert_eq!(parts.len(), 5, "bad VALUE line {line:?}");
-        assert_eq!(parts[0], "VALUE");
-        assert_eq!(parts[1], key);
-        let len: usize = parts[3].parse().unwrap();
+        let h = lines::value_header(line.as_bytes())
+            .unwrap_or_else(|| panic!("bad VALUE line {line:?}"));
+        assert_eq!(h.key, key.as_bytes(), "{line:?}");
+        let (flags, len) = (h.flags, h.len as usize);
+        let (Some(version), None) = (h.version, h.exptime) else {
+            panic!("not the VALUE line of gets: {line:?}");
+        };
         let value = self.bytes(len);
         assert_eq!(self.bytes(2), b"\r\n");
-        assert_eq!(self.line(), "END");
-        Some((parts[2].parse().unwrap(), parts[4].parse().unwrap(), value))
+        let end = self.line();
+        assert!(lines::is_end(end.as_bytes()), "{end:?} after a VALUE");
+        Some((flags, version, value))
     }
 
     /// `get key` value, or None.
@@ -376,13 +381,11 @@ impl Client {
         let mut out = Vec::new();
         loop {
             let line = self.line();
-            if line == "END" {
+            if lines::is_end(line.as_bytes()) {
                 return out;
             }
-            let rest = line
-                .strip_prefix("STAT ")
+            let (k, v) = lines::stat_str(line.as_bytes())
                 .unwrap_or_else(|| panic!("bad stats line {line:?}"));
-            let (k, v) = rest.split_once(' ').unwrap_or((rest, ""));
             out.push((k.to_string(), v.to_string()));
         }
     }
@@ -393,7 +396,7 @@ impl Client {
         let mut out = Vec::new();
         loop {
             let l = self.line();
-            if l == "END" {
+            if lines::is_end(l.as_bytes()) {
                 return out;
             }
             let error = l.starts_with("ERROR")

@@ -5,6 +5,8 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
+use flare_core::protocol::lines;
+
 /// §2.1: connect timeout.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// §2.1: `--timeout` default, per request.
@@ -218,16 +220,13 @@ impl Conn {
         }
     }
 
-    /// `stats`: `STAT ` removed, each line split at its first space (§2.4).
+    /// `stats`: `STAT ` removed, each line split at its first space (§2.4), which is how the lexer reads a `STAT`
+    /// line.
     pub fn stats(&mut self) -> Result<Vec<(String, String)>> {
         self.request("stats")?
             .into_iter()
             .map(|l| {
-                let rest = l
-                    .strip_prefix("STAT ")
-                    .ok_or_else(|| Failure::Malformed(format!("stats: {l}")))?;
-                let (k, v) = rest
-                    .split_once(' ')
+                let (k, v) = lines::stat_str(l.as_bytes())
                     .ok_or_else(|| Failure::Malformed(format!("stats: {l}")))?;
                 Ok((k.to_string(), v.to_string()))
             })
@@ -336,10 +335,12 @@ impl Conn {
         let mut items = Vec::new();
         loop {
             let line = self.line(deadline)?;
-            if line == "END" {
+            if lines::is_end(line.as_bytes()) {
                 return Ok(items);
             }
             let bad = || Failure::Malformed(format!("{cmd}: {line}"));
+            // The tool's own split, not `lines::value_header`: every single space separates, and the expire is
+            // signed.
             let t: Vec<&str> = line.split(' ').collect();
             if t[0] != "VALUE" || !(4..=6).contains(&t.len()) {
                 return Err(bad());
@@ -373,7 +374,7 @@ impl Conn {
         let mut keys = Vec::new();
         loop {
             let line = self.line(deadline)?;
-            if line == "END" {
+            if lines::is_end(line.as_bytes()) {
                 return Ok(keys);
             }
             match line.strip_prefix("KEY ") {
@@ -388,7 +389,7 @@ impl Conn {
         self.send(b"quit\r\n")?;
         let deadline = Instant::now() + QUIT_TIMEOUT;
         match self.line(Some(deadline)) {
-            Ok(l) if l == "END" || l == "OK" => Ok(()),
+            Ok(l) if lines::is_end(l.as_bytes()) || l == "OK" => Ok(()),
             Ok(l) => Err(Failure::Malformed(format!("quit: {l}"))),
             Err(Failure::Io(e)) if e.contains("closed") || e.contains("reset") => Ok(()),
             Err(e) => Err(e),
