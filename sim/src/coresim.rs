@@ -54,11 +54,11 @@ use rand::{Rng, SeedableRng};
 use crate::acks::{one_acknowledging_master, Ack};
 use crate::check::check_run;
 use crate::client::Answer as ClientAnswer;
-use crate::cluster::{index_config, node_config, store_config};
 use crate::history::{
     lock, map_text, parse_stats_nodes, Env, Failure, FinalState, Kind, MapView, NodeInfo, Op,
     Outcome, Phase, Seen,
 };
+use crate::hosts::{index_config, node_config, store_config};
 use crate::scenario::{CrashModel, Fault, Planned, Scenario, INDEX, NODE_PORT};
 use crate::workload::{classify, expected, OP_TIMEOUT};
 

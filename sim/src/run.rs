@@ -13,9 +13,9 @@ use flare_runtime::index::MemorySnapshots;
 
 use crate::admin::run_admin;
 use crate::check::check_run;
-use crate::cluster::{add_index, add_node, new_storage};
 use crate::faults::FaultDriver;
 use crate::history::{lock, Env, Failure, MapView};
+use crate::hosts::{add_index, add_node, new_storage};
 use crate::scenario::{Scenario, ADMIN};
 use crate::workload::run_client;
 

@@ -44,7 +44,7 @@ pub mod transitions;
 
 pub use persist::{Snapshot, SnapshotError};
 pub use stats::{meta_lines, threads_reply, ThreadRow};
-pub use transitions::{Cluster, Refusal};
+pub use transitions::{MapState, Refusal};
 
 use monitor::{Monitor, Phase, Position, Verdict};
 use transitions::Step;
@@ -258,7 +258,7 @@ struct PushPlan {
 pub struct Index {
     params: IndexParams,
     resolver: Resolver,
-    cluster: Cluster,
+    cluster: MapState,
     monitors: BTreeMap<String, Monitor>,
     /// Prior nodes (§4.2) and the version each must have answered before other nodes get pushes.
     gate: BTreeMap<String, u64>,
@@ -286,12 +286,12 @@ impl Index {
             Some(s) => {
                 check_same_params(&s.partition, &params.partition)?;
                 s.validate()?;
-                Cluster {
+                MapState {
                     map: s.node_map(),
                     next_thread_type: s.next_thread_type,
                 }
             }
-            None => Cluster::default(),
+            None => MapState::default(),
         };
         let leases = lease::Leases::new(params.master_lease, now, restored.is_some());
         let mut index = Index {

@@ -1,5 +1,5 @@
 //! Node-map transitions of the index server (cluster.md §4.1, §5.2, §5.4, §6.1), as pure functions from one
-//! [`Cluster`] to the next.
+//! [`MapState`] to the next.
 //!
 //! Each function takes the current cluster and returns either a refusal ([`Refusal`], the reason shown after
 //! `SERVER_ERROR`), [`Step::Unchanged`] (the command is accepted and does nothing, e.g. `node state X down` on a down
@@ -30,16 +30,16 @@ pub const NAME_MAX: usize = 255;
 
 /// What the transitions act on: the node map and the next free `thread_type`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Cluster {
+pub struct MapState {
     /// The node map (its version is bumped by the caller).
     pub map: NodeMap,
     /// The next `thread_type` to give out; never reused.
     pub next_thread_type: u32,
 }
 
-impl Default for Cluster {
+impl Default for MapState {
     fn default() -> Self {
-        Cluster {
+        MapState {
             map: NodeMap::default(),
             next_thread_type: FIRST_THREAD_TYPE,
         }
@@ -54,7 +54,7 @@ pub enum Step {
     /// The new cluster, and the node keys that must receive the push before every other node.
     Changed {
         /// The cluster after the change (version not yet bumped).
-        cluster: Cluster,
+        cluster: MapState,
         /// Prior nodes (§4.2): the promoted slave on failover, the master and slaves of an activated partition.
         prior: BTreeSet<String>,
     },
@@ -65,7 +65,7 @@ pub enum Step {
 /// **\[Improve\]** A known node that is not down restarted before the monitor noticed: it gets the node-down handling
 /// (failover if it was an active master) and is then registered as a restart (record kept, state down).
 pub fn register(
-    c: &Cluster,
+    c: &MapState,
     node: &NodeAddr,
     nodes_max: usize,
     positions: &BTreeMap<String, u64>,
@@ -98,7 +98,7 @@ pub fn register(
 
 /// `node role <node> <role> <balance> <partition>` (§6.1). `balance` and `partition` are −1 when left out.
 pub fn set_role(
-    c: &Cluster,
+    c: &MapState,
     key: &str,
     role: Role,
     balance: i64,
@@ -164,7 +164,7 @@ pub fn set_role(
 /// `node state <node> <state>` (§3, §5.2, §5.4, §6.1). With `auto_activate`, a master reporting `ready` is activated
 /// in the same step.
 pub fn set_state(
-    c: &Cluster,
+    c: &MapState,
     key: &str,
     state: State,
     auto_activate: bool,
@@ -201,7 +201,7 @@ pub fn set_state(
 }
 
 /// `node remove` (§3, §6.4): only a down node that is not a preserved master.
-pub fn remove(c: &Cluster, key: &str) -> Result<Step, Refusal> {
+pub fn remove(c: &MapState, key: &str) -> Result<Step, Refusal> {
     let r = record(c, key)?;
     if r.state != State::Down {
         return Err(Refusal::RemoveNotDown {
@@ -222,7 +222,7 @@ pub fn remove(c: &Cluster, key: &str) -> Result<Step, Refusal> {
 
 /// Node down (§5.2): from the monitor, `node state X down`, `shutdown`, or a restart. `positions` are the
 /// replication positions the candidate slaves last reported (only comparable ones: see [`choose_successor`]).
-pub fn mark_down(c: &Cluster, key: &str, positions: &BTreeMap<String, u64>) -> Step {
+pub fn mark_down(c: &MapState, key: &str, positions: &BTreeMap<String, u64>) -> Step {
     let Some(r) = c.map.nodes.get(key).cloned() else {
         return Step::Unchanged;
     };
@@ -278,14 +278,14 @@ pub fn mark_down(c: &Cluster, key: &str, positions: &BTreeMap<String, u64>) -> S
 /// #10). The \[Improve\] in [`mark_down`] that keeps a slave's role so it rebuilds itself when back is only for a
 /// slave that fails or stops: a slave the operator set down would come back active, be emptied by the tool's
 /// `flush_all`, and serve reads empty.
-fn take_out_slave(c: &Cluster, key: &str) -> Step {
+fn take_out_slave(c: &MapState, key: &str) -> Step {
     let mut next = c.clone();
     demote(node_mut(&mut next, key), State::Down);
     changed(next)
 }
 
 /// Node up (§5.4): a down node answered a ping, or `node state X active`.
-pub fn mark_up(c: &Cluster, key: &str) -> Step {
+pub fn mark_up(c: &MapState, key: &str) -> Step {
     let Some(r) = c.map.nodes.get(key) else {
         return Step::Unchanged;
     };
@@ -412,14 +412,14 @@ pub fn master_of(map: &NodeMap, p: u32) -> Option<&NodeRecord> {
 // Helpers
 // ---------------------------------------------------------------------------------------------------------------------
 
-fn changed(cluster: Cluster) -> Step {
+fn changed(cluster: MapState) -> Step {
     Step::Changed {
         cluster,
         prior: BTreeSet::new(),
     }
 }
 
-fn record<'a>(c: &'a Cluster, key: &str) -> Result<&'a NodeRecord, Refusal> {
+fn record<'a>(c: &'a MapState, key: &str) -> Result<&'a NodeRecord, Refusal> {
     c.map
         .nodes
         .get(key)
@@ -427,7 +427,7 @@ fn record<'a>(c: &'a Cluster, key: &str) -> Result<&'a NodeRecord, Refusal> {
 }
 
 /// The record `key`, which the caller has just found in `c`.
-fn node_mut<'a>(c: &'a mut Cluster, key: &str) -> &'a mut NodeRecord {
+fn node_mut<'a>(c: &'a mut MapState, key: &str) -> &'a mut NodeRecord {
     c.map
         .nodes
         .get_mut(key)
@@ -503,7 +503,7 @@ fn check_sum(map: &NodeMap, p: u32) -> Result<(), Refusal> {
     Ok(())
 }
 
-fn set_balance(c: &Cluster, key: &str, balance: i64) -> Result<Step, Refusal> {
+fn set_balance(c: &MapState, key: &str, balance: i64) -> Result<Step, Refusal> {
     let b = valid_balance(balance)?;
     let mut next = c.clone();
     let n = node_mut(&mut next, key);
@@ -516,7 +516,7 @@ fn set_balance(c: &Cluster, key: &str, balance: i64) -> Result<Step, Refusal> {
 }
 
 /// `node role X slave B` on a slave in prepare: sets the balance it will read with once active.
-fn prepare_slave_balance(c: &Cluster, r: &NodeRecord, balance: i64) -> Result<Step, Refusal> {
+fn prepare_slave_balance(c: &MapState, r: &NodeRecord, balance: i64) -> Result<Step, Refusal> {
     // The weight of a slave in prepare only applies once it is active, so any balance may be set meanwhile; the
     // same balance again (a retried command) changes nothing.
     if i64::from(r.balance) == balance {
@@ -526,7 +526,7 @@ fn prepare_slave_balance(c: &Cluster, r: &NodeRecord, balance: i64) -> Result<St
 }
 
 fn proxy_to_master(
-    c: &Cluster,
+    c: &MapState,
     key: &str,
     balance: i64,
     partition: i64,
@@ -590,7 +590,7 @@ fn proxy_to_master(
     Ok(changed(next))
 }
 
-fn proxy_to_slave(c: &Cluster, key: &str, balance: i64, partition: i64) -> Result<Step, Refusal> {
+fn proxy_to_slave(c: &MapState, key: &str, balance: i64, partition: i64) -> Result<Step, Refusal> {
     let b = valid_balance(balance)?;
     let p = valid_partition(partition)?;
     let count = partition_count(&c.map);
@@ -670,7 +670,7 @@ fn active_slaves(map: &NodeMap, p: u32) -> Vec<(String, u32)> {
 }
 
 /// The chosen slave becomes master, keeping its state and balance; balance 1 when every slave of `p` had 0.
-fn promote(c: &mut Cluster, key: &str, p: u32) {
+fn promote(c: &mut MapState, key: &str, p: u32) {
     let slave_sum: u64 = c
         .map
         .nodes
@@ -686,7 +686,7 @@ fn promote(c: &mut Cluster, key: &str, p: u32) {
 }
 
 /// Every slave of the preparing partition `p` becomes proxy/active (§5.2 step 3, §6.1).
-fn reset_preparing_slaves(c: &mut Cluster, p: Option<u32>) {
+fn reset_preparing_slaves(c: &mut MapState, p: Option<u32>) {
     let Some(p) = p else { return };
     for n in c.map.nodes.values_mut() {
         if n.role == Role::Slave && n.partition == Some(p) {
@@ -705,7 +705,7 @@ fn demote(n: &mut NodeRecord, state: State) {
 
 /// `node state X active` on a ready master: the partition becomes active (P + 1). The master and its slaves get the
 /// push first (§4.2).
-fn activate(c: &Cluster, key: &str) -> Step {
+fn activate(c: &MapState, key: &str) -> Step {
     let mut next = c.clone();
     let n = node_mut(&mut next, key);
     n.state = State::Active;

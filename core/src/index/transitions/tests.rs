@@ -18,8 +18,8 @@ fn resolver() -> Resolver {
 
 /// A cluster from `"<name> <role> <state> <partition|-> <balance>"` lines (port 12121, thread types 16.. in
 /// line order).
-fn cluster(lines: &[&str]) -> Cluster {
-    let mut c = Cluster::default();
+fn cluster(lines: &[&str]) -> MapState {
+    let mut c = MapState::default();
     for l in lines {
         let r = record_from(l, c.next_thread_type);
         c.next_thread_type += 1;
@@ -42,7 +42,7 @@ fn record_from(line: &str, thread_type: u32) -> NodeRecord {
 }
 
 /// The map as the same lines, in key order.
-fn lines(c: &Cluster) -> Vec<String> {
+fn lines(c: &MapState) -> Vec<String> {
     c.map
         .nodes
         .values()
@@ -54,7 +54,7 @@ fn lines(c: &Cluster) -> Vec<String> {
 }
 
 /// Runs one admin line (keys use port 12121) against the transitions.
-fn run_with(c: &Cluster, line: &str, auto_activate: bool) -> Result<Step, Refusal> {
+fn run_with(c: &MapState, line: &str, auto_activate: bool) -> Result<Step, Refusal> {
     let Ok(AdminCommand::Index(cmd)) = parse_line(line.as_bytes()) else {
         panic!("not an index command: {line}")
     };
@@ -565,7 +565,7 @@ fn partition_size_and_empty_partitions_are_refused() {
     );
 }
 
-fn down(c: &Cluster, key: &str, positions: &[(&str, u64)]) -> (Vec<String>, BTreeSet<String>) {
+fn down(c: &MapState, key: &str, positions: &[(&str, u64)]) -> (Vec<String>, BTreeSet<String>) {
     let positions = positions
         .iter()
         .map(|(k, v)| (format!("{k}:12121"), *v))
