@@ -2,8 +2,9 @@
 //! commands from outside `internal-netmask` (decisions.md #10) and Flare's explicit `<version>` token from a plain
 //! client unless `allow-client-version` is on (protocol.md §4.3) ([`admit`]); then run it on the store alone, or
 //! through the cluster's [`plan`](crate::node::plan) ([`through_cluster`], [`route`]: who sent it, whether it runs
-//! as master, and the refusal of a write a master without a lease may not acknowledge). Also the connection-level
-//! limits: `max-connection` ([`over_connection_limit`]) and `net-read-timeout` ([`idle_expired`]).
+//! as master, and the refusal of a write, or of a read from this node's store, that a node without a lease may not
+//! answer). Also the connection-level limits: `max-connection` ([`over_connection_limit`]) and `net-read-timeout`
+//! ([`idle_expired`]).
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};

@@ -262,7 +262,13 @@ impl Published {
         let slave = me.is_some_and(|r| r.role == Role::Slave);
         let replicated = origin.path.and_then(ProxyPath::sender_seq).is_some();
         let (local_write, local_read) = match plan {
-            Plan::Local { write, command } => (*write, !*write && plan::is_routed(command)),
+            // `mn` reads nothing.
+            Plan::Local { write, command } => (
+                *write,
+                !*write
+                    && plan::is_routed(command)
+                    && !matches!(command, crate::protocol::Command::Meta(m) if m.kind == crate::protocol::meta::MetaKind::NoOp),
+            ),
             Plan::Parts(p) => p
                 .parts
                 .iter()
@@ -517,14 +523,6 @@ impl Node {
         self.call(purpose, Dest::Index, lines);
     }
 
-    /// `<name> <port>` of this node, as index commands name it.
-    fn me(&self) -> String {
-        format!(
-            "{} {}",
-            self.settings.server_name, self.settings.server_port
-        )
-    }
-
     /// This node's address in commands to the index.
     fn addr(&self) -> NodeAddr {
         NodeAddr::new(&self.settings.server_name, self.settings.server_port)
@@ -575,7 +573,7 @@ impl Node {
     /// Tells the index this node is stopping (`shutdown <name> <port>`, cluster.md §5.5).
     pub fn shutdown(&mut self, now: Instant) {
         if !self.settings.standalone() {
-            let line = format!("shutdown {}", self.me());
+            let line = AdminCommand::Index(IndexCommand::Shutdown(self.addr())).to_line();
             self.index_call(Purpose::Shutdown, vec![(line, ReplyKind::Line)]);
         }
         self.flush(now);
@@ -707,12 +705,23 @@ impl Node {
     /// The answers to [`Action::SessionOpen`]'s lines, or why it failed (then the session is closed).
     pub fn handle_session_opened(&mut self, now: Instant, reply: Result<Vec<Bytes>, String>) {
         let ok = matches!(&reply, Ok(lines) if !lines.is_empty() && lines.iter().all(|l| &l[..] == b"OK"));
-        if !ok {
-            tracing::warn!(reply = ?reply, "index session not opened");
-        }
-        self.session.handle_opened(now, ok);
-        if !ok {
-            self.session.handle_broken(now);
+        // A Flare index does not know `node session` (nor `node lease`): it grants no leases, and this node serves
+        // as Flare's nodes do, without one, instead of refusing every read and write for good.
+        let unknown =
+            matches!(&reply, Ok(lines) if lines.last().is_some_and(|l| &l[..] == b"ERROR"));
+        if unknown {
+            tracing::warn!(
+                "the index server knows no sessions (not ours?): serving without a lease"
+            );
+            self.session.handle_unsupported(now);
+        } else {
+            if !ok {
+                tracing::warn!(reply = ?reply, "index session not opened");
+            }
+            self.session.handle_opened(now, ok);
+            if !ok {
+                self.session.handle_broken(now);
+            }
         }
         self.drive_session(now);
         self.flush(now);

@@ -20,7 +20,9 @@
 //! - **Retry.** A part that failed is tried once more on the key's master under the current map (a failover may
 //!   have happened); if that fails too the client gets `SERVER_ERROR proxy error`, never a false miss. A failed
 //!   part may have taken effect (the old master applied and replicated it, then died before it answered), so only
-//!   what is the same sent twice as once is retried ([`resendable`]): reads, `set`, `touch`, `gat`. An `append`,
+//!   what is the same sent twice as once is retried ([`resendable`]): reads, `set` (without a version), `touch`,
+//!   `gat`. A key of a multi-key read whose node answered an error line (a slave without a lease, a node that
+//!   does not serve the partition in its own map) is asked of the master the same way. An `append`,
 //!   `incr`, `add`, `cas` or `delete` sent again would apply twice or answer for the second send (`NOT_STORED`,
 //!   `EXISTS`, `NOT_FOUND` for a delete that deleted): the client gets the error and decides (core simulator,
 //!   seed 2041: a retried sync delete answered `NOT_FOUND` after its first send had deleted the key).
@@ -296,6 +298,7 @@ fn refusal(route: &WriteRoute) -> Reply {
     let msg = match route {
         WriteRoute::Loop => "proxy loop",
         WriteRoute::NotReplica => "not a replica of the sender",
+        WriteRoute::NotServing => "not serving this partition",
         _ => "no partition available",
     };
     Reply::Error(ErrorReply::Server(msg.into()))
@@ -332,8 +335,11 @@ impl Ctx<'_> {
     fn read_dest(&self, key: &[u8], pick: &mut impl FnMut() -> u32) -> Dest {
         match self.view.route_read(key, pick()) {
             ReadRoute::Local => Dest::Here,
-            // A read forwarded here by a node whose map sends it here is served here, whatever our map says.
-            ReadRoute::Forward(_) if self.path.is_some() => Dest::Here,
+            // A read forwarded here by a node whose map sends it here is not served from this store when our own
+            // map does not have us serve the key's partition: a node just put in `prepare` (a lagging slave on
+            // failover) empties its store, and a proxy one push behind would read a miss for an acknowledged
+            // write. The sender asks the master (`Merge::Keys` retries on an error line).
+            ReadRoute::Forward(_) if self.path.is_some() => Dest::Refused(WriteRoute::NotServing),
             ReadRoute::Forward(n) => Dest::Node(n),
             ReadRoute::Miss => Dest::Nowhere,
         }
@@ -681,14 +687,15 @@ impl Pending {
 fn resendable(command: &Command) -> bool {
     match command {
         Command::Get { .. } | Command::Gat { .. } | Command::Touch { .. } => true,
-        Command::Store(s) => s.mode == StoreMode::Set,
+        // A versioned set sent again finds its own version stored and answers NOT_STORED.
+        Command::Store(s) => s.mode == StoreMode::Set && s.version.is_none(),
         Command::Meta(m) => meta_resendable(m),
         _ => false,
     }
 }
 
 /// [`resendable`] for a meta command: `mg` unless it creates (`N`) or wins a recache (`R`), `ms` in set mode
-/// without a cas compare (`C`) or invalidation (`I`).
+/// without a cas compare (`C`), invalidation (`I`) or an explicit new cas (`E`, which a second send finds taken).
 fn meta_resendable(m: &MetaCommand) -> bool {
     let changes_by_state = m.flags.iter().any(|f| {
         matches!(
@@ -697,6 +704,7 @@ fn meta_resendable(m: &MetaCommand) -> bool {
                 | MetaFlag::Recache(_)
                 | MetaFlag::CompareCas(_)
                 | MetaFlag::Invalidate
+                | MetaFlag::NewCas(_)
         )
     });
     match m.kind {
@@ -965,6 +973,33 @@ mod tests {
         );
     }
 
+    /// A read forwarded to a node that does not serve the key's partition in its own map (a proxy, or a slave the
+    /// failover just put in `prepare`, whose store is being emptied) is refused, not answered from that store; the
+    /// sender asks the master.
+    #[test]
+    fn a_forwarded_read_for_a_partition_this_node_does_not_serve_is_refused() {
+        let get = || Command::Get {
+            keys: vec![b("key0")],
+            cas: false,
+        };
+        let from = path(&["m1:1"]);
+        let origin = Origin {
+            path: Some(&from),
+            ..Origin::default()
+        };
+        match plan(&cluster("px"), origin, get(), &mut || 0) {
+            Plan::Reply(Reply::Error(ErrorReply::Server(m))) => {
+                assert_eq!(&m[..], "not serving this partition")
+            }
+            other => panic!("{other:?}"),
+        }
+        // The partition's own slave serves it.
+        assert!(matches!(
+            plan(&cluster("s0"), origin, get(), &mut || 0),
+            Plan::Local { write: false, .. }
+        ));
+    }
+
     /// Core simulator, seed 9184: a slave whose lease ended refuses reads; the proxy asks the master instead of
     /// failing the client's read.
     #[test]
@@ -1057,6 +1092,17 @@ mod tests {
             )
         };
         assert!(retried(store(StoreMode::Set)));
+        let versioned = match store(StoreMode::Set) {
+            Command::Store(s) => Command::Store(StoreRequest {
+                version: Some(9),
+                ..s
+            }),
+            _ => unreachable!(),
+        };
+        assert!(
+            !retried(versioned),
+            "a versioned set answers NOT_STORED the second time"
+        );
         for mode in [
             StoreMode::Add,
             StoreMode::Replace,
@@ -1093,6 +1139,23 @@ mod tests {
         assert!(!retried(meta("md foo")));
         assert!(!retried(meta("ma foo")));
         assert!(!retried(meta("mg foo N30 v")));
+        let ms = |line: &str| {
+            let line = b(line);
+            let tokens: Vec<&[u8]> = crate::protocol::text::Tokens::new(&line).collect();
+            match crate::protocol::meta::parse(&line, &tokens, &Limits::default()) {
+                Ok(MetaParsed::NeedData { mut command, .. }) => {
+                    command.set_value(b("v"));
+                    Command::Meta(command)
+                }
+                other => panic!("{line:?}: {other:?}"),
+            }
+        };
+        assert!(retried(ms("ms foo 1 T0")));
+        assert!(
+            !retried(ms("ms foo 1 E77")),
+            "the second send finds cas 77 taken"
+        );
+        assert!(!retried(ms("ms foo 1 C5")));
     }
 
     #[test]

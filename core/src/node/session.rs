@@ -85,6 +85,9 @@ pub struct Session {
     refused: bool,
 }
 
+/// How long to wait before opening a session again at an index that did not know `node session`.
+pub const UNSUPPORTED_RETRY: Duration = Duration::from_secs(60);
+
 /// How long to wait before reopening a closed session.
 pub const REOPEN_DELAY: Duration = Duration::from_millis(100);
 
@@ -177,7 +180,10 @@ impl Session {
             return;
         };
         match renewal {
-            Renewal::Granted => self.lease_until = Some(sent + self.lease),
+            Renewal::Granted => {
+                self.lease_until = Some(sent + self.lease);
+                self.unsupported = false;
+            }
             Renewal::Refused => self.lease_until = None,
             Renewal::Unsupported => self.unsupported = true,
         }
@@ -204,6 +210,16 @@ impl Session {
                 };
             }
         }
+    }
+
+    /// The index answered `node session` with `ERROR` (a Flare index): it grants no leases, so none is enforced
+    /// ([`Session::enforced`]); the session is tried again after [`UNSUPPORTED_RETRY`] (an index upgraded meanwhile
+    /// grants leases again, and its first granted renewal enforces them).
+    pub fn handle_unsupported(&mut self, now: Instant) {
+        self.unsupported = true;
+        self.phase = Phase::Closed {
+            retry_at: now + UNSUPPORTED_RETRY,
+        };
     }
 
     /// A renewal unanswered for this long means the session is stuck (a cut that drops packets): it is closed
@@ -337,6 +353,24 @@ mod tests {
         // Granted: a new map changes nothing.
         s.renew_now_if_refused(t1 + Duration::from_millis(10));
         assert!(!s.renew(t1 + Duration::from_millis(10)));
+    }
+
+    #[test]
+    fn an_index_without_sessions_enforces_no_lease() {
+        let t0 = Instant::now();
+        let mut s = Session::new(LEASE, t0);
+        assert!(s.open(t0));
+        s.handle_unsupported(t0);
+        assert!(!s.enforced(), "a Flare index: serve without a lease");
+        assert!(!s.open(t0 + REOPEN_DELAY));
+        assert!(s.open(t0 + UNSUPPORTED_RETRY));
+        s.handle_opened(t0 + UNSUPPORTED_RETRY, true);
+        assert!(s.renew(t0 + UNSUPPORTED_RETRY));
+        s.handle_renewal(Renewal::Granted);
+        assert!(
+            s.enforced(),
+            "an index upgraded meanwhile grants leases again"
+        );
     }
 
     #[test]

@@ -44,6 +44,10 @@ pub enum WriteRoute {
     /// node's master in its map: refused, never forwarded, so the sender retries once the maps agree (and a
     /// deposed master's replication is fenced off).
     NotReplica,
+    /// A read another node forwarded here, for a partition this node does not serve in its own map (it is in
+    /// `prepare`, a proxy, or not a reader): `SERVER_ERROR not serving this partition`, and the sender asks the
+    /// master instead.
+    NotServing,
 }
 
 /// A node's cluster view. Cheap to share behind an `Arc`; replaced whole when a new map arrives.
