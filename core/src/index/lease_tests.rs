@@ -10,7 +10,11 @@ use super::{ConnId, Refusal};
 
 /// `m` master and `s` its active slave of partition 0; `m` renews its lease on its own session connection.
 fn leased_pair() -> (Harness, ConnId) {
-    let mut h = Harness::new();
+    leased(Harness::new(), "m")
+}
+
+/// [`leased_pair`] on `h`, with `node` (`m` or `s`) renewing its lease.
+fn leased(mut h: Harness, node: &str) -> (Harness, ConnId) {
     h.add(&["m", "s"]);
     for line in [
         "node role m 12121 master 1 0",
@@ -23,7 +27,7 @@ fn leased_pair() -> (Harness, ConnId) {
     let session = h.index.open_connection();
     let v = h.version();
     assert_eq!(
-        h.cmd_on(session, &format!("node lease m 12121 {v} 3000")),
+        h.cmd_on(session, &format!("node lease {node} 12121 {v} 3000")),
         "OK\r\n"
     );
     (h, session)
@@ -233,28 +237,11 @@ fn a_master_that_restarts_while_its_failover_waits_for_the_lease_comes_back_up()
 #[test]
 fn a_slave_cut_off_from_the_index_is_marked_down_only_after_its_lease_has_certainly_ended() {
     // A monitor that calls a node down after a second, well before a lease can end.
-    let mut h = Harness::with(
-        super::IndexParams {
-            monitor_interval: Duration::from_millis(300),
-            ..testkit::params()
-        },
-        None,
-    );
-    h.add(&["m", "s"]);
-    for line in [
-        "node role m 12121 master 1 0",
-        "node role s 12121 slave 1 0",
-        "node state s 12121 active",
-    ] {
-        assert_eq!(h.cmd(line), "OK\r\n", "{line}");
-    }
-    h.answer_all(&BTreeSet::new());
-    let session = h.index.open_connection();
-    let v = h.version();
-    assert_eq!(
-        h.cmd_on(session, &format!("node lease s 12121 {v} 3000")),
-        "OK\r\n"
-    );
+    let fast = super::IndexParams {
+        monitor_interval: Duration::from_millis(300),
+        ..testkit::params()
+    };
+    let (mut h, session) = leased(Harness::with(fast, None), "s");
     let granted = h.now;
     let ends = h.index.lease_ends_at(&key("s"));
     let ms = Duration::from_millis;

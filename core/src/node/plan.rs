@@ -1000,16 +1000,22 @@ mod tests {
         ));
     }
 
-    /// Core simulator, seed 9184: a slave whose lease ended refuses reads; the proxy asks the master instead of
-    /// failing the client's read.
-    #[test]
-    fn a_read_a_slave_refuses_is_asked_of_the_master() {
+    /// px's plan for `get key0`: sent to s0 (pick 1 picks the second reader).
+    fn read_of_key0_from_s0() -> Pending {
         let get = Command::Get {
             keys: vec![b("key0")],
             cas: false,
         };
         let p = parts(plan(&cluster("px"), Origin::default(), get, &mut || 1));
         assert_eq!(peer_bytes(&p.parts[0]).0, "s0:1");
+        p
+    }
+
+    /// Core simulator, seed 9184: a slave whose lease ended refuses reads; the proxy asks the master instead of
+    /// failing the client's read.
+    #[test]
+    fn a_read_a_slave_refuses_is_asked_of_the_master() {
+        let p = read_of_key0_from_s0();
         let refused = Answer::Peer(Ok(PeerReply::Line(b(
             "SERVER_ERROR lease expired (cut off from the index server); not serving reads",
         ))));
@@ -1027,13 +1033,8 @@ mod tests {
 
     #[test]
     fn a_failed_read_is_asked_of_the_master_once() {
-        // px reads key0 from s0 (pick 1 picks the second reader), which fails: the retry goes to m0.
-        let get = Command::Get {
-            keys: vec![b("key0")],
-            cas: false,
-        };
-        let p = parts(plan(&cluster("px"), Origin::default(), get, &mut || 1));
-        assert_eq!(peer_bytes(&p.parts[0]).0, "s0:1");
+        // px reads key0 from s0, which fails: the retry goes to m0.
+        let p = read_of_key0_from_s0();
         let again = match p.finish(
             &cluster("px"),
             vec![Answer::Peer(Err(()))],
