@@ -37,7 +37,8 @@ use flare_core::protocol::{lines, StatsGroup};
 
 use crate::client::{Answer, TextClient};
 use crate::history::{
-    lock, map_text, now_ms, parse_stats_nodes, short, FinalState, MapView, Phase, SharedEnv,
+    index_map_converged, lock, map_text, now_ms, parse_stats_nodes, short, FinalState, MapView,
+    Phase, SharedEnv,
 };
 use crate::scenario::{Planned, Scenario, INDEX, INDEX_PORT, NODE_PORT};
 use crate::workload::classify;
@@ -558,26 +559,9 @@ impl Admin {
     async fn converged(&mut self) -> Result<u64, String> {
         let (version, map) = self.index_map().await?;
         self.check_map(version, map.clone());
-        for name in self.s.nodes() {
-            match map.get(&Self::key(&name)) {
-                None => return Err(format!("{name} not registered")),
-                Some(n) if n.state != "active" => {
-                    return Err(format!("{name} is {}: {}", n.state, map_text(&map)))
-                }
-                Some(_) => {}
-            }
-        }
-        for p in 0..self.s.final_partitions() as i64 {
-            if !map
-                .values()
-                .any(|n| n.role == "master" && n.state == "active" && n.partition == p)
-            {
-                return Err(format!(
-                    "partition {p} has no active master: {}",
-                    map_text(&map)
-                ));
-            }
-        }
+        let names = self.s.nodes();
+        let nodes = names.iter().map(|n| (n.as_str(), Self::key(n)));
+        index_map_converged(&map, nodes, self.s.final_partitions())?;
         for (name, client) in &mut self.nodes {
             let stats = Self::stats(client)
                 .await

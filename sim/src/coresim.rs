@@ -55,12 +55,12 @@ use crate::acks::{one_acknowledging_master, Ack};
 use crate::check::check_run;
 use crate::client::Answer as ClientAnswer;
 use crate::history::{
-    lock, map_text, parse_stats_nodes, Env, Failure, FinalState, Kind, MapView, NodeInfo, Op,
-    Outcome, Phase, Seen,
+    index_map_converged, lock, map_text, parse_stats_nodes, Env, Failure, FinalState, Kind,
+    MapView, NodeInfo, Op, Outcome, Phase, Seen,
 };
 use crate::hosts::{index_config, node_config, store_config};
 use crate::scenario::{CrashModel, Fault, Planned, Scenario, INDEX, NODE_PORT};
-use crate::workload::{classify, expected, OP_TIMEOUT};
+use crate::workload::{classify, record_checked, OP_TIMEOUT};
 
 /// The index is host 0; nodes follow, then the clients, then the admin.
 const IX: usize = 0;
@@ -1706,19 +1706,7 @@ impl Sim {
         let mut op = inflight.op;
         op.complete_ms = self.ms();
         op.outcome = outcome;
-        {
-            let mut e = lock(&self.env);
-            if !expected(op.kind, &op.outcome) {
-                let detail = format!(
-                    "{} answered {:?} to {}",
-                    op.node,
-                    op.outcome,
-                    op.kind.name()
-                );
-                e.fail("protocol", detail);
-            }
-            e.record(op);
-        }
+        record_checked(&mut lock(&self.env), op);
         let (lo, hi) = self.s.think_ms;
         let think = self.clients[c].rng.random_range(lo..=hi);
         self.at(Duration::from_millis(think), Ev::ClientGo(c));
@@ -1932,26 +1920,8 @@ impl Sim {
 
     fn converged(&self) -> Result<u64, String> {
         let (version, map) = self.index_map().ok_or("index down")?;
-        for h in &self.nodes {
-            match map.get(&h.key) {
-                None => return Err(format!("{} not registered", h.name)),
-                Some(n) if n.state != "active" => {
-                    return Err(format!("{} is {}: {}", h.name, n.state, map_text(&map)))
-                }
-                _ => {}
-            }
-        }
-        for p in 0..self.s.partitions as i64 {
-            if !map
-                .values()
-                .any(|n| n.role == "master" && n.state == "active" && n.partition == p)
-            {
-                return Err(format!(
-                    "partition {p} has no active master: {}",
-                    map_text(&map)
-                ));
-            }
-        }
+        let nodes = self.nodes.iter().map(|h| (h.name.as_str(), h.key.clone()));
+        index_map_converged(&map, nodes, self.s.final_partitions())?;
         for h in &self.nodes {
             let theirs = h.node.view().map();
             if !h.up || theirs.version != version || map_view(theirs) != map {

@@ -496,6 +496,36 @@ pub fn parse_stats_nodes(lines: &[Bytes]) -> MapView {
 }
 
 /// One line per node, for traces and failure reports.
+/// The index's part of convergence (both simulators): every node, given as `(name, key)`, registered and active,
+/// and each of the `partitions` with an active master.
+pub fn index_map_converged<'a>(
+    map: &MapView,
+    nodes: impl Iterator<Item = (&'a str, String)>,
+    partitions: u32,
+) -> Result<(), String> {
+    for (name, key) in nodes {
+        match map.get(&key) {
+            None => return Err(format!("{name} not registered")),
+            Some(n) if n.state != "active" => {
+                return Err(format!("{name} is {}: {}", n.state, map_text(map)))
+            }
+            Some(_) => {}
+        }
+    }
+    for p in 0..i64::from(partitions) {
+        if !map
+            .values()
+            .any(|n| n.role == "master" && n.state == "active" && n.partition == p)
+        {
+            return Err(format!(
+                "partition {p} has no active master: {}",
+                map_text(map)
+            ));
+        }
+    }
+    Ok(())
+}
+
 pub fn map_text(map: &MapView) -> String {
     map.iter()
         .map(|(k, n)| format!("{k}={}/{}/{}/{}", n.role, n.state, n.partition, n.balance))

@@ -16,7 +16,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::client::{Answer, CallError, TextClient};
-use crate::history::{lock, now_ms, Kind, Op, Outcome, Phase, Seen, SharedEnv};
+use crate::history::{lock, now_ms, Env, Kind, Op, Outcome, Phase, Seen, SharedEnv};
 use crate::scenario::{Scenario, NODE_PORT};
 
 /// How long a client waits for a reply (a sync write may wait for its slaves, a forward may be retried once).
@@ -341,17 +341,7 @@ impl Workload {
             complete_ms: now_ms(),
             outcome: outcome.clone(),
         };
-        let mut e = lock(env);
-        if !expected(op.kind, &op.outcome) {
-            let detail = format!(
-                "{} answered {:?} to {}",
-                op.node,
-                op.outcome,
-                op.kind.name()
-            );
-            e.fail("protocol", detail);
-        }
-        e.record(op);
+        record_checked(&mut lock(env), op);
         outcome
     }
 }
@@ -414,6 +404,20 @@ pub fn classify(a: Answer) -> Outcome {
 }
 
 /// Whether a well-formed command may get this outcome.
+/// Records a completed operation, and a `protocol` failure when its answer is not one its kind may get.
+pub fn record_checked(e: &mut Env, op: Op) {
+    if !expected(op.kind, &op.outcome) {
+        let detail = format!(
+            "{} answered {:?} to {}",
+            op.node,
+            op.outcome,
+            op.kind.name()
+        );
+        e.fail("protocol", detail);
+    }
+    e.record(op);
+}
+
 pub fn expected(kind: Kind, o: &Outcome) -> bool {
     use Outcome as O;
     match o {
