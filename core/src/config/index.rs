@@ -9,8 +9,8 @@ use super::file::{find, Entry};
 use super::schema::OptionSpec;
 use super::shared::shared_options;
 use super::values::{
-    index_db, require_data_dir, Cidr, KeyHashAlgorithm, LogFacility, PartitionType, Problem,
-    Secret, Value,
+    index_db, index_servers, require_data_dir, Cidr, IndexServer, KeyHashAlgorithm, LogFacility,
+    PartitionType, Problem, Secret, Value,
 };
 use super::{ConfigError, Daemon};
 use crate::protocol::Limits;
@@ -71,6 +71,16 @@ pub struct IndexConfig {
     pub internal_netmask: Vec<Cidr>,
     /// `auto-activate`: activate a ready master automatically.
     pub auto_activate: bool,
+    /// `index-servers` (ours): every index server of the group, `server-name:server-port` of each, the same list on
+    /// each of them (this server finds itself in it). Empty (the default, or `index-servers =`) = a single index
+    /// server, no group. The entries are read as a node's `index-servers`; an entry given twice is an error.
+    pub index_servers: Vec<IndexServer>,
+    /// `index-join` (ours): this server is being added to a running group (`index add` on its leader), so it starts
+    /// with an empty `data-dir` and waits for the leader to send it the map instead of bootstrapping a group.
+    pub index_join: bool,
+    /// `index-election-timeout` (milliseconds in the file, at least 50; ours): how long a follower hears nothing
+    /// from a leader before it stands for election.
+    pub index_election_timeout: Duration,
     /// `metrics-port`; zero = off.
     pub metrics_port: u16,
     /// `metrics-address`.
@@ -89,6 +99,9 @@ shared_options!(IndexConfig, Daemon::Index, {
     key_hash_algorithm: KeyHashAlgorithm::Simple,
     index_db: String::new(),
     auto_activate: false,
+    index_servers: Vec::new(),
+    index_join: false,
+    index_election_timeout: Duration::from_millis(500),
 });
 
 /// Flare's `show variables` order for the index (stats.md §5); values line up at column 26.
@@ -142,6 +155,9 @@ impl Target for IndexConfig {
             }
             "index-db" => self.index_db = index_db(v.text()?)?,
             "auto-activate" => self.auto_activate = v.flag()?,
+            "index-servers" => self.index_servers = group_members(v.text()?)?,
+            "index-join" => self.index_join = v.flag()?,
+            "index-election-timeout" => self.index_election_timeout = v.millis()?,
             other => return Err(Problem::Unhandled(other)),
         }
         Ok(None)
@@ -176,6 +192,9 @@ impl Target for IndexConfig {
             ("key-hash-algorithm", self.key_hash_algorithm.to_string()),
             ("index-db", self.index_db.clone()),
             ("auto-activate", self.auto_activate.to_string()),
+            ("index-servers", members_text(&self.index_servers)),
+            ("index-join", self.index_join.to_string()),
+            ("index-election-timeout", millis(self.index_election_timeout)),
         ]
     }
 
@@ -185,6 +204,33 @@ impl Target for IndexConfig {
         self.monitor_read_timeout = new.monitor_read_timeout;
         self.auto_activate = new.auto_activate;
     }
+}
+
+/// `index-servers` of an index server: empty (only spaces) is no group; otherwise a node's `index-servers` rules
+/// (entries without a numeric `:port` skipped, none left an error), and no member twice, since each member is one
+/// Raft peer.
+fn group_members(text: &str) -> Result<Vec<IndexServer>, Problem> {
+    if text.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    let members = index_servers(text)?;
+    for (i, m) in members.iter().enumerate() {
+        if members[..i].contains(m) {
+            return Err(Problem::Invalid(format!(
+                "host:port[,host:port...] naming each index server once ('{m}' is given twice)"
+            )));
+        }
+    }
+    Ok(members)
+}
+
+/// The group as a file gives it: `a:1,b:2`; empty for a single index server.
+fn members_text(members: &[IndexServer]) -> String {
+    members
+        .iter()
+        .map(IndexServer::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 #[cfg(test)]

@@ -135,7 +135,8 @@ const GAT_COMPAT: &[&str] = &["memcached", "flare"];
 
 /// Every option of both daemons (config.md §4, §5, §8 and decisions.md), in the order `stats settings` lists them.
 ///
-/// A name appears once per daemon; `server-port` has one entry per daemon because the defaults differ.
+/// A name appears once per daemon; `server-port` has one entry per daemon because the defaults differ, and
+/// `index-servers` one because it means different things (a node's index servers, an index server's group).
 #[rustfmt::skip]
 pub static OPTIONS: &[OptionSpec] = &[
     // Process and networking, both daemons (§4, §5.1).
@@ -180,6 +181,13 @@ pub static OPTIONS: &[OptionSpec] = &[
     opt("index-server-name", Scope::Node, Kind::Text, "", DYN,
         "index server host (older single-index form; not with index-servers)"),
     opt("index-server-port", Scope::Node, PORT, "12120", DYN, "index server port (with index-server-name)"),
+    // Index server: the group of redundant index servers, kept in agreement by Raft (ours).
+    opt("index-servers", Scope::Index, Kind::HostPorts, "", STATIC,
+        "the index servers' group, host:port[,host:port...], the same on each (ours; empty = this server alone)"),
+    opt("index-join", Scope::Index, Kind::Switch, "false", STATIC,
+        "join a running group (empty data-dir; wait for its leader instead of bootstrapping) (ours)"),
+    opt("index-election-timeout", Scope::Index, int(50, I32), "500", STATIC,
+        "milliseconds without a leader before an index server stands for election (ours)"),
     // Node: cluster behaviour (§5.2).
     opt("proxy-concurrency", Scope::Node, int(1, I32), "2", STATIC,
         "connections per destination node for forwarding and replication"),

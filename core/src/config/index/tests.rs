@@ -1,6 +1,7 @@
 //! The index server's options, rendering and reload.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use super::*;
 use crate::config::tests::{index_file, other_value, pairs, FLAREI_SAMPLE};
@@ -19,6 +20,85 @@ fn index_db() {
         .unwrap_err()
         .to_string()
         .contains("file://<dir>"));
+}
+
+#[test]
+fn index_group_options() {
+    let alone = index_file("data-dir = /d\n").unwrap().0;
+    assert!(alone.index_servers.is_empty(), "no list: a single index server");
+    assert!(!alone.index_join);
+    assert_eq!(alone.index_election_timeout, Duration::from_millis(500));
+
+    let (c, warnings) = index_file(
+        "data-dir = /d\nindex-servers = a:12120, b:12120 ,c:12121\nindex-join = true\nindex-election-timeout = 50\n",
+    )
+    .unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let members: Vec<_> = c.index_servers.iter().map(ToString::to_string).collect();
+    assert_eq!(members, ["a:12120", "b:12120", "c:12121"]);
+    assert!(c.index_join);
+    assert_eq!(c.index_election_timeout, Duration::from_millis(50));
+
+    // A bare switch, as `--index-join` on the command line; an empty list is a single server.
+    let (c, _) = index_file("data-dir = /d\nindex-join\nindex-servers =\n").unwrap();
+    assert!(c.index_join);
+    assert!(c.index_servers.is_empty());
+    // The node's rules for the list: entries without a numeric port are skipped.
+    let (c, _) = index_file("data-dir = /d\nindex-servers = a, b:1 ,c:x, :5, d:2\n").unwrap();
+    let members: Vec<_> = c.index_servers.iter().map(ToString::to_string).collect();
+    assert_eq!(members, ["b:1", "d:2"]);
+}
+
+#[test]
+fn index_group_options_refused() {
+    let err = |text: &str| index_file(text).unwrap_err().to_string();
+    assert_eq!(
+        err("data-dir = /d\nindex-election-timeout = 49\n"),
+        "flarei.conf:2: option 'index-election-timeout': invalid value '49' (expected an integer from 50 to 2147483647)"
+    );
+    assert!(err("data-dir = /d\nindex-election-timeout = x\n").contains("expected an integer"));
+    assert_eq!(
+        err("data-dir = /d\nindex-servers = a,b\n"),
+        "flarei.conf:2: option 'index-servers': invalid value 'a,b' (expected host:port[,host:port...])"
+    );
+    assert!(err("data-dir = /d\nindex-servers = a:0\n").contains("invalid value 'a:0'"));
+    assert!(err("data-dir = /d\nindex-servers = a:65536\n").contains("invalid value"));
+    assert_eq!(
+        err("data-dir = /d\nindex-servers = a:1,b:2,a:1\n"),
+        "flarei.conf:2: option 'index-servers': invalid value 'a:1,b:2,a:1' \
+         (expected host:port[,host:port...] naming each index server once ('a:1' is given twice))"
+    );
+    assert!(err("data-dir = /d\nindex-join = maybe\n").contains("expected true or false"));
+    // The group options are the index's: a node refuses them.
+    assert_eq!(
+        crate::config::tests::node_err("data-dir = /d\nindex-join = true\n"),
+        "flared.conf:2: option 'index-join' is not an option of flared"
+    );
+}
+
+#[test]
+fn index_group_options_are_settings_and_round_trip() {
+    let (c, _) = index_file(
+        "data-dir = /d\nindex-servers = a:1,b:2\nindex-join = true\nindex-election-timeout = 750\n",
+    )
+    .unwrap();
+    let settings: BTreeMap<_, _> = c.settings().into_iter().collect();
+    assert_eq!(settings["index_servers"], "a:1,b:2");
+    assert_eq!(settings["index_join"], "true");
+    assert_eq!(settings["index_election_timeout"], "750");
+    let lines = c.show_variables("", "");
+    assert!(lines.contains(&"index_servers:            a:1,b:2".to_owned()), "{lines:?}");
+    assert!(lines.contains(&"index_election_timeout:   750".to_owned()), "{lines:?}");
+    assert_eq!(IndexConfig::from_pairs(&c.to_pairs()).unwrap().0, c);
+    let alone = index_file("data-dir = /d\n").unwrap().0;
+    assert_eq!(IndexConfig::from_pairs(&alone.to_pairs()).unwrap().0, alone);
+    // None is dynamic: a group's membership changes through `index add` / `index remove`, not SIGHUP.
+    let (reloaded, changes) = alone.reload(&c);
+    assert_eq!(reloaded, alone);
+    assert_eq!(
+        changes.ignored,
+        ["index-servers", "index-join", "index-election-timeout"]
+    );
 }
 
 #[test]

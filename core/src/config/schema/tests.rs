@@ -109,6 +109,9 @@ fn defaults_match_config_md() {
         (Index, "internal-netmask", ""),
         (Index, "max-line-length", "65536"),
         (Index, "auto-activate", "false"),
+        (Index, "index-servers", ""),
+        (Index, "index-join", "false"),
+        (Index, "index-election-timeout", "500"),
         (Index, "metrics-port", "0"),
         (Index, "metrics-address", "127.0.0.1"),
     ];
