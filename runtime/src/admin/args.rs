@@ -15,7 +15,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     name = "flare-admin",
     version,
     about = "Manage a Flare cluster: list and inspect nodes, add masters and slaves, reconstruct, remove, dump and restore data, verify placement.",
-    after_help = "Exit status: 0 = OK, 1 = NG.\nThe index server is -i/--index-server, else --cluster (FLARE_INDEX_SERVERS), else FLARE_INDEX_SERVER, else 127.0.0.1:12120."
+    after_help = "Exit status: 0 = OK, 1 = NG.\nThe index server is -i/--index-server, else --cluster (FLARE_INDEX_SERVERS), else FLARE_INDEX_SERVER, else 127.0.0.1:12120.\nSeveral index servers (--index-servers a:p,b:p,c:p, or -i repeated): map changes go to their leader, and a server that is down is skipped."
 )]
 pub struct Cli {
     /// Index server selection (may also follow the subcommand).
@@ -29,12 +29,22 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// `-i/--index-server`, `-p/--index-server-port`, `--cluster` (admin-tool.md §3).
+/// `-i/--index-server`, `-p/--index-server-port`, `--cluster` (admin-tool.md §3). Several index servers (a Raft
+/// group, docs/index-servers.md) are given as a comma list (`--index-servers a:p,b:p,c:p`, the name `flared` and
+/// `flarei` use for the option) or by repeating `-i`; the tool talks to the group's leader and, when a server is
+/// down, to the next one.
 #[derive(Clone, Debug, Default, Args)]
 pub struct IndexArgs {
-    /// Index server, HOST[:PORT] (default: FLARE_INDEX_SERVER, else 127.0.0.1:12120).
-    #[arg(short = 'i', long = "index-server", value_name = "HOST[:PORT]")]
-    pub index_server: Option<String>,
+    /// Index server, HOST[:PORT]; several as a comma list or repeated (default: FLARE_INDEX_SERVER, else
+    /// 127.0.0.1:12120).
+    #[arg(
+        short = 'i',
+        long = "index-server",
+        visible_alias = "index-servers",
+        value_name = "HOST[:PORT][,...]",
+        value_delimiter = ','
+    )]
+    pub index_servers: Vec<String>,
     /// Index server port (default: FLARE_INDEX_SERVER_PORT, else 12120).
     #[arg(short = 'p', long = "index-server-port", value_name = "PORT")]
     pub index_server_port: Option<u16>,
@@ -43,12 +53,33 @@ pub struct IndexArgs {
     pub cluster: Option<String>,
 }
 
+impl IndexArgs {
+    /// These options, with `outer`'s where these give none (`flare-admin index -i HOST list`).
+    pub fn or(self, outer: &IndexArgs) -> IndexArgs {
+        IndexArgs {
+            index_servers: if self.index_servers.is_empty() {
+                outer.index_servers.clone()
+            } else {
+                self.index_servers
+            },
+            index_server_port: self.index_server_port.or(outer.index_server_port),
+            cluster: self.cluster.or_else(|| outer.cluster.clone()),
+        }
+    }
+}
+
 /// The index options of `dumpkey`, whose `-p` is the partition (as in flare-tools).
 #[derive(Clone, Debug, Default, Args)]
 pub struct DumpkeyIndexArgs {
-    /// Index server, HOST[:PORT].
-    #[arg(short = 'i', long = "index-server", value_name = "HOST[:PORT]")]
-    pub index_server: Option<String>,
+    /// Index server, HOST[:PORT]; several as a comma list or repeated.
+    #[arg(
+        short = 'i',
+        long = "index-server",
+        visible_alias = "index-servers",
+        value_name = "HOST[:PORT][,...]",
+        value_delimiter = ','
+    )]
+    pub index_servers: Vec<String>,
     /// Index server port.
     #[arg(long = "index-server-port", value_name = "PORT")]
     pub index_server_port: Option<u16>,
@@ -60,7 +91,7 @@ pub struct DumpkeyIndexArgs {
 impl From<DumpkeyIndexArgs> for IndexArgs {
     fn from(a: DumpkeyIndexArgs) -> IndexArgs {
         IndexArgs {
-            index_server: a.index_server,
+            index_servers: a.index_servers,
             index_server_port: a.index_server_port,
             cluster: a.cluster,
         }
@@ -117,7 +148,7 @@ pub enum Command {
     Flush(FlushArgs),
     /// Remove down nodes from the cluster.
     Remove(RemoveArgs),
-    /// Print the node map as Flare's flare.xml.
+    /// Print the node map as Flare's flare.xml; `index list|add|remove`: the index servers' group.
     Index(IndexCmdArgs),
     /// Show the threads (connections, node monitors) of the index server or a node.
     Threads(ThreadsArgs),
@@ -305,7 +336,8 @@ pub struct RemoveArgs {
     pub retry: u32,
 }
 
-/// `index`.
+/// `index`: without an action, flare-tools' `index` (the node map as `flare.xml`); with one, the index servers'
+/// Raft group.
 #[derive(Debug, Args)]
 pub struct IndexCmdArgs {
     #[command(flatten)]
@@ -316,6 +348,41 @@ pub struct IndexCmdArgs {
     /// Add N to the node map version written.
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub increment: u64,
+    /// The index servers' group; without one, print the node map as flare.xml.
+    #[command(subcommand)]
+    pub action: Option<IndexAction>,
+}
+
+/// `index list`, `index add`, `index remove`.
+#[derive(Debug, Subcommand)]
+pub enum IndexAction {
+    /// Show each index server's Raft role, term, leader and applied index.
+    List(IndexListArgs),
+    /// Add an index server to the group (start it first with index-join and the list including it).
+    Add(IndexMemberArgs),
+    /// Remove an index server from the group (stop it afterwards).
+    Remove(IndexMemberArgs),
+}
+
+/// `index list`.
+#[derive(Debug, Args)]
+pub struct IndexListArgs {
+    #[command(flatten)]
+    pub index: IndexArgs,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `index add`, `index remove`.
+#[derive(Debug, Args)]
+pub struct IndexMemberArgs {
+    #[command(flatten)]
+    pub index: IndexArgs,
+    /// The index server, host:port (its server-name and server-port, as in index-servers).
+    pub server: String,
+    #[command(flatten)]
+    pub change: ChangeOpts,
 }
 
 /// `threads`.
@@ -461,11 +528,11 @@ mod tests {
     #[test]
     fn index_options_go_before_or_after_the_subcommand() {
         let c = Cli::try_parse_from(["flare-admin", "-i", "idx:1", "list"]).unwrap();
-        assert_eq!(c.index.index_server.as_deref(), Some("idx:1"));
+        assert_eq!(c.index.index_servers, ["idx:1"]);
         let c = Cli::try_parse_from(["flare-admin", "list", "-i", "idx:2", "--json"]).unwrap();
         match c.command {
             Command::List(l) => {
-                assert_eq!(l.index.index_server.as_deref(), Some("idx:2"));
+                assert_eq!(l.index.index_servers, ["idx:2"]);
                 assert!(l.json);
             }
             other => panic!("{other:?}"),
@@ -486,6 +553,92 @@ mod tests {
         match c.command {
             Command::Dumpkey(d) => assert_eq!((d.partition, d.partition_size), (Some(1), Some(2))),
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn several_index_servers_as_a_list_or_repeated_flags() {
+        let servers = |args: &[&str]| {
+            let mut all = vec!["flare-admin"];
+            all.extend_from_slice(args);
+            let c = Cli::try_parse_from(all).unwrap();
+            match c.command {
+                Command::List(l) => l.index.or(&c.index).index_servers,
+                other => panic!("{other:?}"),
+            }
+        };
+        let three = ["a:1", "b:2", "c:3"];
+        assert_eq!(servers(&["--index-servers", "a:1,b:2,c:3", "list"]), three);
+        assert_eq!(servers(&["--index-servers=a:1,b:2,c:3", "list"]), three);
+        assert_eq!(
+            servers(&["-i", "a:1", "-i", "b:2", "--index-server", "c:3", "list"]),
+            three
+        );
+        assert_eq!(
+            servers(&["list", "-i", "a:1,b:2", "--index-servers", "c:3"]),
+            three
+        );
+        // The subcommand's own options win over the ones before it.
+        assert_eq!(servers(&["-i", "x:9", "list", "-i", "a:1"]), ["a:1"]);
+        assert_eq!(servers(&["-i", "x:9", "list"]), ["x:9"]);
+    }
+
+    #[test]
+    fn index_alone_is_the_flare_xml_and_index_actions_manage_the_group() {
+        let parse = |args: &[&str]| {
+            let mut all = vec!["flare-admin"];
+            all.extend_from_slice(args);
+            match Cli::try_parse_from(all).unwrap().command {
+                Command::Index(i) => i,
+                other => panic!("{other:?}"),
+            }
+        };
+        let xml = parse(&["index", "--output", "f.xml", "--increment", "2"]);
+        assert!(xml.action.is_none());
+        assert_eq!(
+            (xml.output.unwrap(), xml.increment),
+            (PathBuf::from("f.xml"), 2)
+        );
+        let list = parse(&["index", "-i", "a:1,b:2", "list", "--json"]);
+        assert_eq!(list.index.index_servers, ["a:1", "b:2"]);
+        assert!(matches!(
+            list.action,
+            Some(IndexAction::List(IndexListArgs { json: true, .. }))
+        ));
+        match parse(&["index", "add", "10.0.0.4:12120", "--force"]).action {
+            Some(IndexAction::Add(m)) => {
+                assert_eq!(m.server, "10.0.0.4:12120");
+                assert!(m.change.force && !m.change.dry_run);
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(&[
+            "index",
+            "remove",
+            "-n",
+            "10.0.0.2:12120",
+            "--index-servers",
+            "a:1",
+        ])
+        .action
+        {
+            Some(IndexAction::Remove(m)) => {
+                assert_eq!(
+                    (m.server.as_str(), m.change.dry_run),
+                    ("10.0.0.2:12120", true)
+                );
+                assert_eq!(m.index.index_servers, ["a:1"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        for bad in [
+            &["index", "add"][..],
+            &["index", "add", "a:1", "b:2"],
+            &["index", "promote", "a:1"],
+        ] {
+            let mut all = vec!["flare-admin"];
+            all.extend_from_slice(bad);
+            assert!(Cli::try_parse_from(all).is_err(), "{bad:?}");
         }
     }
 }

@@ -6,6 +6,12 @@
 //! bytes, size limits) is the one the servers themselves use; anything else becomes [`AdminError::Protocol`] and the
 //! connection is not used again. The tool is a short-lived, mostly sequential program, so it uses plain blocking
 //! sockets rather than the daemons' tokio runtime; the few fan-outs (`stats` on every node) use scoped threads.
+//!
+//! A connection to a group of index servers ([`Conn::index_group`]) goes to the leader, as their `stats` name it
+//! (else to the first server that answers), and keeps the list: a read whose server goes away is read again from
+//! the next live one, and a command a follower refuses with `not the index leader` is sent again to the leader it
+//! names, or, during an election, once one is elected, within the request timeout. A command whose connection
+//! breaks is not sent again (it may have been applied).
 
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -21,11 +27,14 @@ use flare_core::protocol::reply::{ReplyEvent, ReplyKind, ReplyReader, ValueBlock
 use flare_core::protocol::{Limits, ITEM_SIZE_HARD_MAX};
 
 use super::error::{reason, AdminError, Result};
+use super::indexes::{self, Choice, GroupView, NotLeader};
 
 /// Connect timeout (admin-tool.md §2.1).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Bytes read from the socket at a time.
 const READ_CHUNK: usize = 64 * 1024;
+/// The pause before asking a group again while it elects a leader.
+const ELECTION_PAUSE: Duration = Duration::from_millis(200);
 
 /// `host:port` of a server.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -165,6 +174,8 @@ pub struct Conn {
     chunk: Vec<u8>,
     reader: ReplyReader,
     opts: ConnOpts,
+    /// The index servers this connection may move to (empty: it stays with its server).
+    group: Vec<Endpoint>,
     /// The handshake's answer.
     pub version: ServerVersion,
 }
@@ -186,6 +197,58 @@ impl Conn {
             }
         }
         Ok(conn)
+    }
+
+    /// Connects to the leader of the index servers `servers` (a group of one: to that server, exactly as
+    /// [`Conn::index`]). A server that is down is skipped; a follower leads to the leader it names; when no server
+    /// names a leader, the first one that answered is used (followers forward map changes).
+    pub fn index_group(servers: &[Endpoint], opts: &ConnOpts) -> Result<Conn> {
+        let mut conn = match servers {
+            [] => return Err(AdminError::Usage("no index server given".into())),
+            [one] => Conn::index(one, opts)?,
+            several => Conn::leader_of(several, opts)?,
+        };
+        conn.group = servers.to_vec();
+        Ok(conn)
+    }
+
+    fn leader_of(servers: &[Endpoint], opts: &ConnOpts) -> Result<Conn> {
+        let mut fallback = None;
+        let mut failures = Vec::new();
+        for at in servers {
+            let mut conn = match Conn::index(at, opts) {
+                Ok(c) => c,
+                Err(e) => {
+                    failures.push(short(&e));
+                    continue;
+                }
+            };
+            let view = match conn.stats(None) {
+                Ok(stats) => GroupView::from_stats(&stats),
+                Err(e) => {
+                    failures.push(short(&e));
+                    continue;
+                }
+            };
+            match indexes::choice(&view, at) {
+                Choice::Here => return Ok(conn),
+                Choice::Leader(leader) => {
+                    if let Some(c) = Conn::confirmed_leader(&leader, opts) {
+                        return Ok(c);
+                    }
+                }
+                Choice::Elsewhere => {}
+            }
+            fallback.get_or_insert(conn);
+        }
+        fallback.ok_or_else(|| AdminError::NoIndexServer(failures.join("; ")))
+    }
+
+    /// A connection to `at` if it says it is the leader.
+    fn confirmed_leader(at: &Endpoint, opts: &ConnOpts) -> Option<Conn> {
+        let mut c = Conn::index(at, opts).ok()?;
+        let view = GroupView::from_stats(&c.stats(None).ok()?);
+        view.is_leader().then_some(c)
     }
 
     /// Connects to a node and shakes hands.
@@ -230,6 +293,7 @@ impl Conn {
             chunk: vec![0; READ_CHUNK],
             reader: ReplyReader::new(limits),
             opts: opts.clone(),
+            group: Vec::new(),
             version: ServerVersion::parse(""),
         };
         let line = conn.call_line("version")?;
@@ -242,8 +306,23 @@ impl Conn {
         &self.addr
     }
 
-    /// Sends `command` and returns its one-line reply (`OK`, `STORED`, an error line, ...).
+    /// Sends `command` and returns its one-line reply (`OK`, `STORED`, an error line, ...). On a group, a
+    /// follower's `not the index leader` is sent again to the leader until the request timeout; after that the
+    /// refusal is the reply.
     pub fn call_line(&mut self, command: &str) -> Result<String> {
+        let until = Instant::now() + self.opts.timeout;
+        loop {
+            let reply = self.call_line_once(command)?;
+            match indexes::not_leader(&reply) {
+                Some(hint) if !self.group.is_empty() && Instant::now() < until => {
+                    self.follow(hint)?
+                }
+                _ => return Ok(reply),
+            }
+        }
+    }
+
+    fn call_line_once(&mut self, command: &str) -> Result<String> {
         self.send_command(command)?;
         let deadline = self.deadline();
         match self.event(ReplyKind::Line, deadline)? {
@@ -262,8 +341,19 @@ impl Conn {
         }
     }
 
-    /// Sends `command` and returns the listing lines before `END` (`stats`, `meta`); an error line fails.
+    /// Sends `command` and returns the listing lines before `END` (`stats`, `meta`); an error line fails. On a
+    /// group of several, a read whose connection breaks is read again from the next live server.
     pub fn call_lines(&mut self, command: &str) -> Result<Vec<String>> {
+        match self.call_lines_once(command) {
+            Err(AdminError::Io { .. }) if self.group.len() > 1 => {
+                self.reconnect()?;
+                self.call_lines_once(command)
+            }
+            r => r,
+        }
+    }
+
+    fn call_lines_once(&mut self, command: &str) -> Result<Vec<String>> {
         self.send_command(command)?;
         let deadline = self.deadline();
         let mut out = Vec::new();
@@ -383,6 +473,26 @@ impl Conn {
         }
     }
 
+    /// Moves to the leader a follower named, or (no leader yet) waits a moment and chooses again.
+    fn follow(&mut self, hint: NotLeader) -> Result<()> {
+        if let NotLeader::LeaderIs(leader) = &hint {
+            if let Ok(c) = Conn::index(leader, &self.opts) {
+                let group = std::mem::take(&mut self.group);
+                *self = c;
+                self.group = group;
+                return Ok(());
+            }
+        }
+        std::thread::sleep(ELECTION_PAUSE);
+        self.reconnect()
+    }
+
+    /// Chooses again among the group (see [`Conn::index_group`]).
+    fn reconnect(&mut self) -> Result<()> {
+        *self = Conn::index_group(&self.group, &self.opts)?;
+        Ok(())
+    }
+
     fn send_command(&mut self, command: &str) -> Result<()> {
         self.opts.trace.line(&self.addr, '>', command.as_bytes());
         let mut bytes = Vec::with_capacity(command.len() + 2);
@@ -463,6 +573,16 @@ impl Conn {
     }
 }
 
+/// A failure as `<server>: <reason>`, for the list of servers that all failed.
+fn short(e: &AdminError) -> String {
+    match e {
+        AdminError::Connect { addr, reason, .. } | AdminError::Io { addr, reason, .. } => {
+            format!("{addr}: {reason}")
+        }
+        other => other.to_string(),
+    }
+}
+
 impl Drop for Conn {
     fn drop(&mut self) {
         // admin-tool.md §2.7: say goodbye; the answer (or the close) does not matter.
@@ -520,5 +640,160 @@ mod tests {
             e.to_string(),
             format!("cannot connect to index server 127.0.0.1:{port}: connection refused")
         );
+    }
+
+    use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
+
+    /// A scripted index server on loopback, for the group logic without a real group: `answer` maps each request
+    /// line (after `version`) to its whole reply, or to `None` to close the connection.
+    fn scripted(answer: fn(&str) -> Option<String>) -> u16 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                std::thread::spawn(move || {
+                    let mut out = stream.try_clone().unwrap();
+                    let lines = io::BufRead::lines(io::BufReader::new(stream));
+                    for line in lines.map_while(|l| l.ok()) {
+                        let reply = match line.trim_end() {
+                            "quit" => None,
+                            "version" => Some("VERSION flare-2.0.0\r\n".to_string()),
+                            other => answer(other),
+                        };
+                        match reply {
+                            Some(r) if out.write_all(r.as_bytes()).is_ok() => {}
+                            _ => return,
+                        }
+                    }
+                });
+            }
+        });
+        port
+    }
+
+    fn dead_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    fn opts() -> ConnOpts {
+        ConnOpts {
+            timeout: Duration::from_secs(2),
+            trace: Trace::default(),
+            secret: None,
+        }
+    }
+
+    fn local(port: u16) -> Endpoint {
+        Endpoint::new("127.0.0.1", port)
+    }
+
+    #[test]
+    fn a_group_connection_skips_a_dead_server_and_goes_to_the_leader() {
+        static LEADER: AtomicU16 = AtomicU16::new(0);
+        let leader = scripted(|line| match line {
+            "stats" => Some("STAT index_role leader\r\nEND\r\n".into()),
+            "node state n 1 down" => Some("OK\r\n".into()),
+            _ => Some("ERROR\r\n".into()),
+        });
+        LEADER.store(leader, Ordering::SeqCst);
+        let follower = scripted(|line| match line {
+            "stats" => Some(format!(
+                "STAT index_role follower\r\nSTAT index_leader 127.0.0.1:{}\r\nEND\r\n",
+                LEADER.load(Ordering::SeqCst)
+            )),
+            _ => Some("SERVER_ERROR wrong server\r\n".into()),
+        });
+        let group = [local(dead_port()), local(follower), local(leader)];
+        let mut c = Conn::index_group(&group, &opts()).unwrap();
+        assert_eq!(c.addr(), format!("127.0.0.1:{leader}"));
+        assert_eq!(c.call_line("node state n 1 down").unwrap(), "OK");
+        // With every server down, the error names each one.
+        let (a, b) = (dead_port(), dead_port());
+        let e = Conn::index_group(&[local(a), local(b)], &opts())
+            .err()
+            .unwrap();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "cannot connect to any index server: 127.0.0.1:{a}: connection refused; \
+                 127.0.0.1:{b}: connection refused"
+            )
+        );
+    }
+
+    #[test]
+    fn a_followers_refusal_is_sent_again_to_the_leader_it_names() {
+        static LEADER: AtomicU16 = AtomicU16::new(0);
+        let leader = scripted(|line| match line {
+            "stats" => Some("STAT index_role leader\r\nEND\r\n".into()),
+            "index add 127.0.0.1:9" => Some("OK\r\n".into()),
+            _ => Some("ERROR\r\n".into()),
+        });
+        LEADER.store(leader, Ordering::SeqCst);
+        // A follower given alone, refusing the change with the leader's name.
+        let follower = scripted(|_| {
+            Some(format!(
+                "SERVER_ERROR not the index leader; leader is 127.0.0.1:{}\r\n",
+                LEADER.load(Ordering::SeqCst)
+            ))
+        });
+        let mut c = Conn::index_group(&[local(follower)], &opts()).unwrap();
+        assert_eq!(c.addr(), format!("127.0.0.1:{follower}"));
+        assert_eq!(c.call_line("index add 127.0.0.1:9").unwrap(), "OK");
+        assert_eq!(c.addr(), format!("127.0.0.1:{leader}"));
+        // With no leader elected until the timeout, the refusal is the answer: no endless loop.
+        let lost = scripted(|line| match line {
+            "stats" => Some("STAT index_role candidate\r\nSTAT index_leader -\r\nEND\r\n".into()),
+            _ => Some("SERVER_ERROR not the index leader; no leader elected yet\r\n".into()),
+        });
+        let quick = ConnOpts {
+            timeout: Duration::from_secs(1),
+            ..opts()
+        };
+        let mut c = Conn::index_group(&[local(lost)], &quick).unwrap();
+        let started = Instant::now();
+        assert_eq!(
+            c.call_line("node state n 1 down").unwrap(),
+            "SERVER_ERROR not the index leader; no leader elected yet"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[test]
+    fn a_read_whose_server_goes_away_is_read_from_the_next() {
+        // The first server answers its first `stats` (the leader choice), then closes every connection.
+        static STATS_SEEN: AtomicU32 = AtomicU32::new(0);
+        let flaky = scripted(|line| {
+            let first = line == "stats" && STATS_SEEN.fetch_add(1, Ordering::SeqCst) == 0;
+            first.then(|| "STAT index_role leader\r\nEND\r\n".into())
+        });
+        let steady = scripted(|line| match line {
+            "stats" => Some("STAT index_role leader\r\nEND\r\n".into()),
+            "stats nodes" => Some("STAT n:1:role proxy\r\nEND\r\n".into()),
+            _ => Some("ERROR\r\n".into()),
+        });
+        let mut c = Conn::index_group(&[local(flaky), local(steady)], &opts()).unwrap();
+        assert_eq!(c.addr(), format!("127.0.0.1:{flaky}"));
+        assert_eq!(
+            c.stats(Some("nodes")).unwrap(),
+            [("n:1:role".to_string(), "proxy".to_string())]
+        );
+        assert_eq!(c.addr(), format!("127.0.0.1:{steady}"));
+        // A command is not sent again after its connection broke: it may have been applied.
+        let breaks =
+            scripted(|line| (line == "stats").then(|| "STAT index_role leader\r\nEND\r\n".into()));
+        let mut c = Conn::index_group(&[local(breaks), local(steady)], &opts()).unwrap();
+        assert!(matches!(
+            c.call_line("node state n 1 down"),
+            Err(AdminError::Io { .. })
+        ));
     }
 }

@@ -227,8 +227,8 @@ pub fn parse_node_args(args: &[String], form: ArgForm) -> Result<Vec<NodeArg>> {
 /// How the index server was asked for (admin-tool.md §3), before the environment is consulted.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct IndexRequest {
-    /// `-i/--index-server HOST[:PORT]`.
-    pub server: Option<String>,
+    /// `-i/--index-server HOST[:PORT]`, repeated or a comma list (`--index-servers`): one entry per server.
+    pub servers: Vec<String>,
     /// `-p/--index-server-port`.
     pub port: Option<u16>,
     /// `--cluster NAME`.
@@ -238,11 +238,11 @@ pub struct IndexRequest {
 /// The environment variables of admin-tool.md §3.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct IndexEnv {
-    /// `FLARE_INDEX_SERVER=host[:port]`.
+    /// `FLARE_INDEX_SERVER=host[:port]` (ours: also a comma list, `a:p,b:p,c:p`).
     pub server: Option<String>,
     /// `FLARE_INDEX_SERVER_PORT` (flare-tools' README names it; its code ignores it. We read it.)
     pub port: Option<String>,
-    /// `FLARE_INDEX_SERVERS=name:host:port;...`.
+    /// `FLARE_INDEX_SERVERS=name:host:port;...` (ours: `name:host:port,host:port;...` for a group).
     pub servers: Option<String>,
 }
 
@@ -258,16 +258,18 @@ impl IndexEnv {
     }
 }
 
-/// Picks the index server: `-i` first, then `--cluster`, then the cluster of `FLARE_INDEX_SERVERS` whose node list
-/// holds every node in `node_keys` (`lists` reads a candidate's node keys), then `FLARE_INDEX_SERVER`, then
-/// `127.0.0.1:12120`. The port comes from `HOST:PORT`, else `-p`, else `FLARE_INDEX_SERVER_PORT`, else 12120; giving
-/// both `HOST:PORT` and `-p` is an error.
+/// Picks the index servers: `-i` first, then `--cluster`, then the cluster of `FLARE_INDEX_SERVERS` whose node list
+/// holds every node in `node_keys` (`lists` reads the node keys of a cluster's index servers), then
+/// `FLARE_INDEX_SERVER`, then `127.0.0.1:12120`. A port comes from `HOST:PORT`, else `-p`, else
+/// `FLARE_INDEX_SERVER_PORT`, else 12120; giving both `HOST:PORT` and `-p` is an error. The list is in the order
+/// given, without repeats, and never empty: which of them is the leader is asked later
+/// ([`super::client::Conn::index_group`]).
 pub fn choose_index(
     req: &IndexRequest,
     env: &IndexEnv,
     node_keys: &[String],
-    lists: impl Fn(&Endpoint) -> Option<Vec<String>>,
-) -> Result<Endpoint> {
+    lists: impl Fn(&[Endpoint]) -> Option<Vec<String>>,
+) -> Result<Vec<Endpoint>> {
     let env_port = match &env.port {
         Some(p) => Some(p.parse::<u16>().map_err(|_| {
             AdminError::Usage(format!("FLARE_INDEX_SERVER_PORT={p} is not a port"))
@@ -275,15 +277,22 @@ pub fn choose_index(
         None => None,
     };
     let fallback_port = req.port.or(env_port).unwrap_or(DEFAULT_INDEX_PORT);
-    if let Some(s) = &req.server {
-        let (host, port) = split_host(s)?;
-        if port.is_some() && req.port.is_some() {
+    let given: Vec<&str> = req
+        .servers
+        .iter()
+        .flat_map(|s| s.split(','))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    if !given.is_empty() {
+        let servers = parse_servers(&given, fallback_port)?;
+        if req.port.is_some() && servers.iter().any(|(_, explicit)| *explicit) {
             return Err(AdminError::Usage(
                 "give the index server's port either in --index-server or with --index-server-port, not both"
                     .into(),
             ));
         }
-        return Ok(Endpoint::new(host, port.unwrap_or(fallback_port)));
+        return Ok(unique(servers));
     }
     let clusters = parse_clusters(env.servers.as_deref().unwrap_or(""))?;
     if let Some(name) = &req.cluster {
@@ -307,15 +316,49 @@ pub fn choose_index(
         }
     }
     if let Some(s) = &env.server {
-        let (host, port) = split_host(s)?;
-        return Ok(Endpoint::new(host, port.unwrap_or(fallback_port)));
+        let listed: Vec<&str> = s
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
+        if !listed.is_empty() {
+            return Ok(unique(parse_servers(&listed, fallback_port)?));
+        }
     }
-    Ok(Endpoint::new(DEFAULT_INDEX_HOST, fallback_port))
+    Ok(vec![Endpoint::new(DEFAULT_INDEX_HOST, fallback_port)])
+}
+
+/// `host[:port]` entries, each with whether its port was written out.
+fn parse_servers(entries: &[&str], fallback_port: u16) -> Result<Vec<(Endpoint, bool)>> {
+    entries
+        .iter()
+        .map(|s| {
+            let (host, port) = split_host(s)?;
+            Ok((
+                Endpoint::new(host, port.unwrap_or(fallback_port)),
+                port.is_some(),
+            ))
+        })
+        .collect()
+}
+
+/// The endpoints in their first order, each once.
+fn unique(servers: Vec<(Endpoint, bool)>) -> Vec<Endpoint> {
+    let mut out: Vec<Endpoint> = Vec::with_capacity(servers.len());
+    for (e, _) in servers {
+        if !out.contains(&e) {
+            out.push(e);
+        }
+    }
+    out
 }
 
 fn split_host(s: &str) -> Result<(String, Option<u16>)> {
     match s.split_once(':') {
-        None => Ok((s.to_string(), None)),
+        None if !s.is_empty() => Ok((s.to_string(), None)),
+        None => Err(AdminError::Usage(
+            "invalid index server '' (expected host[:port])".into(),
+        )),
         Some((h, p)) => {
             let port = p.parse::<u16>().ok().filter(|p| *p != 0 && !h.is_empty());
             match port {
@@ -328,24 +371,28 @@ fn split_host(s: &str) -> Result<(String, Option<u16>)> {
     }
 }
 
-/// `name:host:port;name:host:port` → (name, index).
-fn parse_clusters(s: &str) -> Result<Vec<(String, Endpoint)>> {
+/// `name:host:port;name:host:port` → (name, index servers); a cluster with several index servers lists them as
+/// `name:host:port,host:port`.
+fn parse_clusters(s: &str) -> Result<Vec<(String, Vec<Endpoint>)>> {
     s.split(';')
         .filter(|c| !c.trim().is_empty())
         .map(|c| {
+            let bad = || {
+                AdminError::Usage(format!(
+                    "FLARE_INDEX_SERVERS: bad entry '{c}' (expected name:host:port[,host:port...])"
+                ))
+            };
             let mut parts = c.trim().splitn(2, ':');
             match (parts.next(), parts.next()) {
-                (Some(name), Some(rest)) if !name.is_empty() => Ok((
-                    name.to_string(),
-                    Endpoint::parse(rest).map_err(|_| {
-                        AdminError::Usage(format!(
-                            "FLARE_INDEX_SERVERS: bad entry '{c}' (expected name:host:port)"
-                        ))
-                    })?,
-                )),
-                _ => Err(AdminError::Usage(format!(
-                    "FLARE_INDEX_SERVERS: bad entry '{c}' (expected name:host:port)"
-                ))),
+                (Some(name), Some(rest)) if !name.is_empty() => {
+                    let servers = rest
+                        .split(',')
+                        .map(|e| Endpoint::parse(e.trim()).map_err(|_| bad()))
+                        .collect::<Result<Vec<_>>>()?;
+                    let servers = unique(servers.into_iter().map(|e| (e, true)).collect());
+                    Ok((name.to_string(), servers))
+                }
+                _ => Err(bad()),
             }
         })
         .collect()
@@ -430,18 +477,19 @@ mod tests {
 
     #[test]
     fn index_server_selection_order() {
-        let none = |_: &Endpoint| None;
+        let none = |_: &[Endpoint]| None;
         let e = IndexEnv::default();
         let pick = |req: &IndexRequest, env: &IndexEnv| choose_index(req, env, &[], none);
+        let one = |h: &str, p: u16| vec![Endpoint::new(h, p)];
         assert_eq!(
             pick(&IndexRequest::default(), &e).unwrap(),
-            Endpoint::new("127.0.0.1", 12120)
+            one("127.0.0.1", 12120)
         );
         let req = IndexRequest {
-            server: Some("idx:1".into()),
+            servers: vec!["idx:1".into()],
             ..Default::default()
         };
-        assert_eq!(pick(&req, &e).unwrap(), Endpoint::new("idx", 1));
+        assert_eq!(pick(&req, &e).unwrap(), one("idx", 1));
         let both = IndexRequest {
             port: Some(2),
             ..req.clone()
@@ -454,20 +502,20 @@ mod tests {
         };
         assert_eq!(
             pick(&IndexRequest::default(), &env).unwrap(),
-            Endpoint::new("envidx", 3)
+            one("envidx", 3)
         );
         let by_name = IndexRequest {
             cluster: Some("b".into()),
             ..Default::default()
         };
-        assert_eq!(pick(&by_name, &env).unwrap(), Endpoint::new("ib", 11));
+        assert_eq!(pick(&by_name, &env).unwrap(), one("ib", 11));
         let unknown = IndexRequest {
             cluster: Some("c".into()),
             ..Default::default()
         };
         assert!(pick(&unknown, &env).is_err());
         // The cluster that lists every node given on the command line.
-        let lists = |e: &Endpoint| Some(vec![format!("node-of-{}:1", e.host)]);
+        let lists = |e: &[Endpoint]| Some(vec![format!("node-of-{}:1", e[0].host)]);
         assert_eq!(
             choose_index(
                 &IndexRequest::default(),
@@ -476,7 +524,70 @@ mod tests {
                 lists
             )
             .unwrap(),
-            Endpoint::new("ib", 11)
+            one("ib", 11)
         );
+    }
+
+    #[test]
+    fn several_index_servers_as_a_list_or_repeated() {
+        let none = |_: &[Endpoint]| None;
+        let e = IndexEnv::default();
+        let pick = |servers: &[&str], port: Option<u16>| {
+            let req = IndexRequest {
+                servers: servers.iter().map(|s| s.to_string()).collect(),
+                port,
+                ..Default::default()
+            };
+            choose_index(&req, &e, &[], none)
+        };
+        let three = vec![
+            Endpoint::new("a", 1),
+            Endpoint::new("b", 2),
+            Endpoint::new("c", 3),
+        ];
+        // `--index-servers a:1,b:2,c:3` reaches here split by clap; a comma list in one entry is split too.
+        assert_eq!(pick(&["a:1", "b:2", "c:3"], None).unwrap(), three);
+        assert_eq!(pick(&["a:1,b:2", "c:3"], None).unwrap(), three);
+        // In the order given, each once; blanks are ignored.
+        assert_eq!(
+            pick(&["a:1", " b:2 ", "", "a:1", "c:3"], None).unwrap(),
+            three
+        );
+        // -p gives the port of entries without one, and is an error next to an explicit one.
+        assert_eq!(
+            pick(&["a", "b"], Some(7)).unwrap(),
+            vec![Endpoint::new("a", 7), Endpoint::new("b", 7)]
+        );
+        assert!(pick(&["a", "b:2"], Some(7)).is_err());
+        assert_eq!(
+            pick(&["a", "b:2"], None).unwrap(),
+            vec![Endpoint::new("a", 12120), Endpoint::new("b", 2)]
+        );
+        for bad in [&["a:1", "b:x"][..], &["a:0"], &[":1"], &["a:1,b:"]] {
+            assert!(pick(bad, None).is_err(), "{bad:?}");
+        }
+        // FLARE_INDEX_SERVER may be a list; FLARE_INDEX_SERVERS' clusters may each have several.
+        let env = IndexEnv {
+            server: Some("x:1, y:2".into()),
+            port: None,
+            servers: Some("one:p:1,q:2;two:r:3".into()),
+        };
+        assert_eq!(
+            choose_index(&IndexRequest::default(), &env, &[], none).unwrap(),
+            vec![Endpoint::new("x", 1), Endpoint::new("y", 2)]
+        );
+        let one = IndexRequest {
+            cluster: Some("one".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            choose_index(&one, &env, &[], none).unwrap(),
+            vec![Endpoint::new("p", 1), Endpoint::new("q", 2)]
+        );
+        let bad = IndexEnv {
+            servers: Some("one:p:1,q".into()),
+            ..Default::default()
+        };
+        assert!(choose_index(&one, &bad, &[], none).is_err());
     }
 }

@@ -20,6 +20,9 @@ pub enum AdminError {
         /// Lower-case reason (`connection refused`, `timed out`, `cannot resolve the name`).
         reason: String,
     },
+    /// None of several index servers could be connected to; each is named with its reason.
+    #[error("cannot connect to any index server: {0}")]
+    NoIndexServer(String),
     /// The connection failed or timed out in the middle of a request.
     #[error("{what} {addr}: {reason}")]
     Io {

@@ -6,6 +6,8 @@
 //! - [`args`]: the clap command line;
 //! - [`client`]: one blocking connection (handshake, timeouts, replies read by core's `ReplyReader`);
 //! - [`cluster`]: `stats nodes` as core's `NodeMap`, the index-server choice, node arguments;
+//! - [`indexes`]: a group of index servers (their Raft role, term, leader and applied index from `stats`, the
+//!   leader's refusal lines) and the `index list|add|remove` subcommands;
 //! - [`prompt`], [`progress`], [`table`]: confirmations, progress display, output formats (pure where possible);
 //! - `ops` (ping, list, stats, balance, down, activate, remove, index, threads), `build` (master, slave,
 //!   reconstruct), `transfer` (dump, dumpkey, restore) and `verify`: the subcommands.
@@ -21,6 +23,7 @@ mod build;
 pub mod client;
 pub mod cluster;
 pub mod error;
+pub mod indexes;
 mod ops;
 pub mod progress;
 pub mod prompt;
@@ -38,7 +41,7 @@ use clap::Parser;
 use flare_core::node_map::{NodeRecord, Role, State};
 use flare_core::protocol::admin::{AdminCommand, IndexCommand, NodeAddr};
 
-use self::args::{Cli, Command, IndexArgs};
+use self::args::{Cli, Command, IndexAction, IndexArgs};
 use self::client::{Conn, ConnOpts, Endpoint, Trace};
 use self::cluster::{choose_index, IndexEnv, IndexRequest, Nodes};
 use self::error::{AdminError, Result};
@@ -135,7 +138,25 @@ fn run(cli: Cli) -> Result<Status> {
         Command::Reconstruct(a) => build::reconstruct(&ctx, a),
         Command::Flush(a) => build::flush_nodes(&ctx, a),
         Command::Remove(a) => ops::remove(&ctx, a),
-        Command::Index(a) => ops::index(&ctx, a),
+        Command::Index(a) => match a.action {
+            None => ops::index(&ctx, a),
+            Some(_) if a.output.is_some() || a.increment != 0 => Err(AdminError::Usage(
+                "--output and --increment are options of `index` alone (the flare.xml), not of `index list|add|remove`"
+                    .into(),
+            )),
+            Some(IndexAction::List(mut l)) => {
+                l.index = l.index.or(&a.index);
+                indexes::list(&ctx, l)
+            }
+            Some(IndexAction::Add(mut m)) => {
+                m.index = m.index.or(&a.index);
+                indexes::add(&ctx, m)
+            }
+            Some(IndexAction::Remove(mut m)) => {
+                m.index = m.index.or(&a.index);
+                indexes::remove(&ctx, m)
+            }
+        },
         Command::Threads(a) => ops::threads(&ctx, a),
         Command::Dump(a) => transfer::dump(&ctx, a),
         Command::Dumpkey(a) => transfer::dumpkey(&ctx, a),
@@ -153,27 +174,29 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    /// The index server for a subcommand's options (which win over the ones before the subcommand); `node_keys`
-    /// are the nodes the subcommand names, used to pick a cluster from `FLARE_INDEX_SERVERS`.
-    pub fn index_endpoint(&self, sub: &IndexArgs, node_keys: &[String]) -> Result<Endpoint> {
+    /// The index servers for a subcommand's options (which win over the ones before the subcommand); `node_keys`
+    /// are the nodes the subcommand names, used to pick a cluster from `FLARE_INDEX_SERVERS`. Never empty.
+    pub fn index_servers(&self, sub: &IndexArgs, node_keys: &[String]) -> Result<Vec<Endpoint>> {
+        let servers = if sub.index_servers.is_empty() {
+            self.top_index.index_servers.clone()
+        } else {
+            sub.index_servers.clone()
+        };
         let req = IndexRequest {
-            server: sub
-                .index_server
-                .clone()
-                .or(self.top_index.index_server.clone()),
+            servers,
             port: sub.index_server_port.or(self.top_index.index_server_port),
             cluster: sub.cluster.clone().or(self.top_index.cluster.clone()),
         };
-        choose_index(&req, &self.env, node_keys, |e| {
-            let mut c = Conn::index(e, &self.conn).ok()?;
+        choose_index(&req, &self.env, node_keys, |servers| {
+            let mut c = Conn::index_group(servers, &self.conn).ok()?;
             let nodes = Nodes::fetch(&mut c).ok()?;
             Some(nodes.map.nodes.keys().cloned().collect())
         })
     }
 
-    /// A connection to the index server.
+    /// A connection to the index server (of several, the leader; see [`Conn::index_group`]).
     pub fn index(&self, sub: &IndexArgs, node_keys: &[String]) -> Result<Conn> {
-        Conn::index(&self.index_endpoint(sub, node_keys)?, &self.conn)
+        Conn::index_group(&self.index_servers(sub, node_keys)?, &self.conn)
     }
 
     /// A connection to a node.

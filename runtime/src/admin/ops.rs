@@ -16,14 +16,15 @@ use super::args::{
 use super::client::{Conn, Endpoint};
 use super::cluster::{parse_node_args, ArgForm, Nodes};
 use super::error::{AdminError, Result};
+use super::indexes;
 use super::prompt::Prompter;
 use super::table::{self, StatsRow};
 use super::{address_of, change, node_role, node_state, print_nodes, Ctx, Status};
 
-/// `ping host:port ...`: `alive` when every server answers `ping` with `OK`.
+/// `ping host:port ...`: `alive` when every server answers `ping` with `OK`; without hosts, every index server.
 pub fn ping(ctx: &Ctx, a: PingArgs) -> Result<Status> {
     let targets = if a.hosts.is_empty() {
-        vec![ctx.index_endpoint(&a.index, &[])?]
+        ctx.index_servers(&a.index, &[])?
     } else {
         a.hosts
             .iter()
@@ -73,9 +74,12 @@ pub fn list(ctx: &Ctx, a: ListArgs) -> Result<Status> {
     Ok(Status::Ok)
 }
 
-/// `stats` / `flare-stats`: the statistics table, `--count` times or (`--watch`) until interrupted.
+/// `stats` / `flare-stats`: the statistics table, `--count` times or (`--watch`) until interrupted. With several
+/// index servers, each table follows the `index list` table of them (role, term, leader, applied) and a blank line.
 pub fn stats(ctx: &Ctx, a: StatsArgs) -> Result<Status> {
-    let mut index = ctx.index(&a.index, &a.hosts)?;
+    let given = ctx.index_servers(&a.index, &a.hosts)?;
+    let mut index = Conn::index_group(&given, &ctx.conn)?;
+    let group = index_group_to_show(&given, &mut index);
     let count = a.count.unwrap_or(if a.watch { u64::MAX } else { 1 });
     let wait = Duration::from_secs(a.wait.max(1));
     let clear = a.watch && !a.json && std::io::stdout().is_terminal();
@@ -108,7 +112,15 @@ pub fn stats(ctx: &Ctx, a: StatsArgs) -> Result<Status> {
                 format!("{doc:#}\n")
             }
         } else {
-            table::stats_table(&rows, &a.delimiter, a.qps)
+            let mut text = String::new();
+            if let Some(servers) = &group {
+                let statuses = indexes::survey(ctx, servers);
+                let members = indexes::group_members(&statuses);
+                text.push_str(&table::index_table(&statuses, members.as_deref()));
+                text.push('\n');
+            }
+            text.push_str(&table::stats_table(&rows, &a.delimiter, a.qps));
+            text
         };
         if clear {
             let _ = write!(out, "\x1b[H\x1b[2J");
@@ -117,6 +129,22 @@ pub fn stats(ctx: &Ctx, a: StatsArgs) -> Result<Status> {
         let _ = out.flush();
     }
     Ok(Status::Ok)
+}
+
+/// The index servers `stats` shows a section for: the ones given and the members the index names, when they are
+/// more than one (a single index keeps flare-tools' output exactly).
+fn index_group_to_show(given: &[Endpoint], index: &mut Conn) -> Option<Vec<Endpoint>> {
+    let members = index
+        .stats(None)
+        .map(|s| indexes::GroupView::from_stats(&s).members)
+        .unwrap_or_default();
+    let mut servers = given.to_vec();
+    for m in members {
+        if !servers.contains(&m) {
+            servers.push(m);
+        }
+    }
+    (servers.len() > 1).then_some(servers)
 }
 
 /// One row per node (filtered by `hosts`), each node's `stats` read in its own thread.
@@ -388,13 +416,12 @@ fn xml_escape(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
-/// `threads [host:port]`: `stats threads` of a server (default: the index).
+/// `threads [host:port]`: `stats threads` of a server (default: the index, of several the leader).
 pub fn threads(ctx: &Ctx, a: ThreadsArgs) -> Result<Status> {
-    let at = match &a.host {
-        Some(h) => Endpoint::parse(h)?,
-        None => ctx.index_endpoint(&a.index, &[])?,
+    let mut c = match &a.host {
+        Some(h) => Conn::open("server", &Endpoint::parse(h)?, &ctx.conn)?,
+        None => ctx.index(&a.index, &[])?,
     };
-    let mut c = Conn::open("server", &at, &ctx.conn)?;
     let stats = c.stats(Some("threads"))?;
     print!("{}", table::threads_table(&stats));
     Ok(Status::Ok)

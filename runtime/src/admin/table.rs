@@ -6,11 +6,17 @@
 //!   `%-25.25s %6s %6s %9s %7s %8.8s %4s %6.6s %3.3s %4.4s %6.6s %7s` (the first column widens to the longest node
 //!   key), and `qps qps-r qps-w` (`%5.5s`) with `--qps`.
 //! * `threads`: `%5s %-32s %-13s %4s %8s`, header `id peer operation type queue`.
+//! * `index list` (ours, and the index section of `stats` when there are several index servers):
+//!   `%-32s %11s %6s %-32s %8s %6s`, header `server role term leader applied member`; a server that could not be
+//!   read shows `unreachable` and nothing after it, one without a group `-`.
 
 use std::collections::BTreeMap;
 
 use flare_core::node_map::NodeRecord;
 use serde_json::{json, Map, Value};
+
+use super::client::Endpoint;
+use super::indexes::IndexStatus;
 
 /// `list`'s header and rows. `name` gives the displayed host (the node name, or its address with `--numeric-hosts`).
 pub fn list_table(nodes: &[&NodeRecord], name: impl Fn(&NodeRecord) -> String) -> String {
@@ -279,6 +285,78 @@ pub fn threads_table(stats: &[(String, String)]) -> String {
     out
 }
 
+/// The `index list` table: one row per server, `member` as `members` (the group's voters, when known) has it.
+pub fn index_table(statuses: &[IndexStatus], members: Option<&[Endpoint]>) -> String {
+    let row = |cells: [&str; 6]| {
+        let line = format!(
+            "{:<32} {:>11} {:>6} {:<32} {:>8} {:>6}",
+            cells[0], cells[1], cells[2], cells[3], cells[4], cells[5]
+        );
+        format!("{}\n", line.trim_end())
+    };
+    let mut out = row(["server", "role", "term", "leader", "applied", "member"]);
+    for s in statuses {
+        let server = s.server.to_string();
+        let Ok(v) = &s.view else {
+            out.push_str(&row([&server, "unreachable", "", "", "", ""]));
+            continue;
+        };
+        let num = |n: Option<u64>| n.map_or("-".to_string(), |n| n.to_string());
+        let member = match members {
+            Some(m) if m.contains(&s.server) => "yes",
+            Some(_) => "no",
+            None => "-",
+        };
+        out.push_str(&row([
+            &server,
+            v.role.as_deref().unwrap_or("-"),
+            &num(v.term),
+            &v.leader
+                .as_ref()
+                .map_or("-".to_string(), Endpoint::to_string),
+            &num(v.applied),
+            member,
+        ]));
+    }
+    out
+}
+
+/// `index list --json`: one object per server (`server`, `reachable`, `role`, `term`, `leader`, `applied`,
+/// `members`, `member`, `node_map_version`, and `error` when unreachable); unknown values are `null`.
+pub fn index_json(statuses: &[IndexStatus], members: Option<&[Endpoint]>) -> Value {
+    let list = statuses
+        .iter()
+        .map(|s| {
+            let mut m = Map::new();
+            m.insert("server".into(), json!(s.server.to_string()));
+            m.insert("reachable".into(), json!(s.view.is_ok()));
+            m.insert(
+                "member".into(),
+                members.map_or(Value::Null, |ms| json!(ms.contains(&s.server))),
+            );
+            match &s.view {
+                Ok(v) => {
+                    m.insert("role".into(), json!(v.role));
+                    m.insert("term".into(), json!(v.term));
+                    m.insert(
+                        "leader".into(),
+                        json!(v.leader.as_ref().map(Endpoint::to_string)),
+                    );
+                    m.insert("applied".into(), json!(v.applied));
+                    let listed: Vec<String> = v.members.iter().map(Endpoint::to_string).collect();
+                    m.insert("members".into(), json!(listed));
+                    m.insert("node_map_version".into(), json!(v.node_map_version));
+                }
+                Err(e) => {
+                    m.insert("error".into(), json!(e));
+                }
+            }
+            Value::Object(m)
+        })
+        .collect();
+    Value::Array(list)
+}
+
 fn pad_left(s: &str, w: usize) -> String {
     let cut: String = s.chars().take(w).collect();
     format!("{cut:<w$}")
@@ -413,5 +491,73 @@ mod tests {
         );
         assert!(lines[1].starts_with("    2 127.0.0.1:5000"), "{t}");
         assert!(lines[2].contains(" -   "), "{t}");
+    }
+
+    #[test]
+    fn index_table_from_stats_lines() {
+        let at = |s: &str| Endpoint::parse(s).unwrap();
+        let statuses = [
+            IndexStatus::from_lines(
+                at("127.0.0.1:12120"),
+                &[
+                    "STAT index_role leader",
+                    "STAT index_term 3",
+                    "STAT index_leader 127.0.0.1:12120",
+                    "STAT index_applied 42",
+                    "STAT index_members 127.0.0.1:12120,127.0.0.1:12121,127.0.0.1:12122",
+                ],
+            ),
+            IndexStatus::from_lines(
+                at("127.0.0.1:12121"),
+                &[
+                    "STAT index_role follower",
+                    "STAT index_term 3",
+                    "STAT index_leader 127.0.0.1:12120",
+                    "STAT index_applied 41",
+                ],
+            ),
+            IndexStatus {
+                server: at("127.0.0.1:12122"),
+                view: Err(
+                    "cannot connect to index server 127.0.0.1:12122: connection refused".into(),
+                ),
+            },
+            IndexStatus::from_lines(
+                at("127.0.0.1:12123"),
+                &[
+                    "STAT index_role candidate",
+                    "STAT index_term 4",
+                    "STAT index_leader -",
+                ],
+            ),
+        ];
+        let members = crate::admin::indexes::group_members(&statuses);
+        let t = index_table(&statuses, members.as_deref());
+        assert_eq!(
+            t,
+            "server                                  role   term leader                            applied member\n\
+             127.0.0.1:12120                       leader      3 127.0.0.1:12120                        42    yes\n\
+             127.0.0.1:12121                     follower      3 127.0.0.1:12120                        41    yes\n\
+             127.0.0.1:12122                  unreachable\n\
+             127.0.0.1:12123                    candidate      4 -                                       -     no\n"
+        );
+        // A server that is not in a group (Flare's index) shows `-`, and membership is unknown without a list.
+        let flare = [IndexStatus::from_lines(
+            at("idx:12120"),
+            &["STAT node_map_version 3"],
+        )];
+        let t = index_table(&flare, None);
+        assert_eq!(
+            t.lines().nth(1).unwrap(),
+            "idx:12120                                  -      - -                                       -      -"
+        );
+        let j = index_json(&statuses, members.as_deref());
+        assert_eq!(j[0]["role"], json!("leader"));
+        assert_eq!(j[0]["applied"], json!(42));
+        assert_eq!(j[0]["members"].as_array().unwrap().len(), 3);
+        assert_eq!(j[2]["reachable"], json!(false));
+        assert_eq!(j[2]["member"], json!(true));
+        assert_eq!(j[3]["leader"], Value::Null);
+        assert_eq!(j[3]["member"], json!(false));
     }
 }
