@@ -713,7 +713,8 @@ impl Sim {
                 let h = &mut self.nodes[n];
                 if h.boot == boot && h.session == Some((sid, None)) {
                     h.session = None;
-                    h.node.handle_session_opened(now, Err("timeout".into()));
+                    h.node
+                        .handle_session_opened(now, None, Err("timeout".into()));
                     self.drain_node(n);
                 }
             }
@@ -1147,7 +1148,7 @@ impl Sim {
                 let h = &mut self.nodes[n];
                 if h.session == Some((sid, None)) {
                     h.session = Some((sid, Some(conn)));
-                    h.node.handle_session_opened(now, Ok(answers));
+                    h.node.handle_session_opened(now, None, Ok(answers));
                 }
             }
             Payload::SessionReply { conn, line } => {
@@ -1187,9 +1188,11 @@ impl Sim {
                 }
                 Payload::SessionOpen { sid, .. } if self.nodes[n].session == Some((sid, None)) => {
                     self.nodes[n].session = None;
-                    self.nodes[n]
-                        .node
-                        .handle_session_opened(now, Err("connection refused".into()));
+                    self.nodes[n].node.handle_session_opened(
+                        now,
+                        None,
+                        Err("connection refused".into()),
+                    );
                 }
                 Payload::SessionLine { conn, .. } => {
                     if matches!(self.nodes[n].session, Some((_, Some(c))) if c == conn) {

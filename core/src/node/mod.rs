@@ -13,7 +13,7 @@
 //! - [`view`]: the node map this node holds and every routing decision a key needs;
 //! - [`replication`]: one target's backlog, window and ordered acknowledgements, and the messages sent;
 //! - [`targets`]: every target's link (back-off, stall) and the sync writes waiting for acknowledgements;
-//! - [`session`]: the session with the index and the lease;
+//! - [`session`]: the session with the index and the lease, and which index server is tried first (the leader);
 //! - [`registration`]: what registering sends and how its answers become the first map;
 //! - `rebuild`: the reconstruction flow;
 //! - [`admit`]: what a connection may not send (internal commands outside `internal-netmask`, client versions);
@@ -62,6 +62,8 @@ pub mod registration;
 mod regressions;
 pub mod replication;
 pub mod session;
+#[cfg(test)]
+mod session_tests;
 mod settings;
 pub mod stats;
 pub mod targets;
@@ -72,7 +74,7 @@ pub mod wire;
 
 use plan::{Origin, Plan};
 use replication::{ChangeKind, Queued, SenderStats};
-use session::{Renewal, Session};
+use session::{IndexAddr, IndexOrder, Redirect, Renewal, Session};
 use targets::{LinkAction, Targets, WriteFailure, WriteId};
 use view::ClusterView;
 
@@ -118,7 +120,8 @@ pub struct CallId(pub u64);
 /// Where a call goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Dest {
-    /// An index server: each configured one in turn until one answers.
+    /// An index server: each of [`Node::index_order`] in turn (the leader as far as the node knows first) until one
+    /// answers.
     Index,
     /// A node, `name:port`.
     Node(String),
@@ -143,8 +146,9 @@ pub enum StoreOp {
 /// What the driver must do, in queue order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
-    /// Send `lines` on one fresh connection to `to`, reading one reply of its kind for each, within `timeout`;
-    /// report with [`Node::handle_call_reply`].
+    /// Send `lines` on one fresh connection to `to` (trying [`Node::call_addresses`], taken when the action is
+    /// performed, in turn), reading one reply of its kind for each, within `timeout`; report with
+    /// [`Node::handle_call_reply`].
     Call {
         /// Matches the reply.
         call: CallId,
@@ -155,8 +159,10 @@ pub enum Action {
         /// How long the whole exchange may take.
         timeout: Duration,
     },
-    /// Open the session connection with an index server (each in turn): send `lines`, reading one line for each;
-    /// report with [`Node::handle_session_opened`]. Keep the connection for [`Action::SessionSend`].
+    /// Open the session connection with an index server (each of [`Node::index_order`], taken when the action is
+    /// performed, in turn until one answers): send `lines`, reading one line for each; report with
+    /// [`Node::handle_session_opened`], saying which server answered. Keep the connection for
+    /// [`Action::SessionSend`].
     SessionOpen {
         /// The lines (`auth`, `node session`).
         lines: Vec<String>,
@@ -311,6 +317,13 @@ enum Purpose {
     Shutdown,
 }
 
+impl Purpose {
+    /// Whether the call goes to the index (the others go to nodes).
+    fn to_index(self) -> bool {
+        !matches!(self, Purpose::SourceCheck { .. } | Purpose::Count { .. })
+    }
+}
+
 /// Progress of the reconstruction, for `stats`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RebuildStats {
@@ -333,6 +346,10 @@ pub struct Node {
     reg_reads: u32,
     registered: Option<registration::Registered>,
     session: Session,
+    /// Which index server calls and session opens try first.
+    index: IndexOrder,
+    /// The index server the open session is with (when the driver said).
+    session_at: Option<IndexAddr>,
     targets: Targets,
     rebuild: rebuild::Rebuilds,
     calls: BTreeMap<CallId, Purpose>,
@@ -365,6 +382,8 @@ impl Node {
         let mut node = Node {
             targets: Targets::new(settings.replication_backlog, settings.proxy_timeout * 3),
             session: Session::new(settings.lease, now),
+            index: IndexOrder::new(settings.index_servers.clone()),
+            session_at: None,
             view: Arc::new(view),
             registration: if standalone {
                 Registration::Done
@@ -424,6 +443,17 @@ impl Node {
         !self.enforced() || self.session.valid(now)
     }
 
+    /// The index servers a call to the index or a session open tries now, in order: the leader as far as this node
+    /// knows first, then the configured ones (see [`session`]). One configured server: that one.
+    pub fn index_order(&self) -> Vec<IndexAddr> {
+        self.index.order()
+    }
+
+    /// The addresses a call to `to` tries now, in order ([`wire::call_addresses`] over [`Node::index_order`]).
+    pub fn call_addresses(&self, to: &Dest) -> Vec<IndexAddr> {
+        wire::call_addresses(to, &self.index.order())
+    }
+
     /// The next action to perform, in order.
     pub fn poll_action(&mut self) -> Option<Action> {
         self.actions.pop_front()
@@ -455,6 +485,8 @@ impl Node {
         if self.registration == Registration::Done && !self.settings.standalone() {
             self.session.expire(now);
             if self.session.stuck(now) {
+                // The server that left it unanswered is not tried first again (a leader that hangs).
+                self.index.pass_over(self.session_at.take().as_ref());
                 self.actions.push_back(Action::SessionClose);
                 self.session.handle_closed(now);
             }
@@ -546,9 +578,20 @@ impl Node {
         let Some(purpose) = self.calls.remove(&call) else {
             return;
         };
+        // A follower that cannot forward a command names the leader: the next calls go there first.
+        if let (true, Ok(replies)) = (purpose.to_index(), &reply) {
+            let leader = replies.iter().flatten().find_map(|e| match e {
+                ReplyEvent::Line(l) => Redirect::parse(l).filter(|r| *r != Redirect::NoLeader),
+                _ => None,
+            });
+            if let Some(r) = leader {
+                self.index.redirected(None, &r);
+            }
+        }
         // The reply to `auth` comes first on index calls when a secret is configured.
         let reply = match (purpose, self.settings.cluster_secret.is_empty(), reply) {
-            (Purpose::SourceCheck { .. } | Purpose::Count { .. }, _, r) | (_, true, r) => r,
+            (p, _, r) if !p.to_index() => r,
+            (_, true, r) => r,
             (_, false, Ok(mut replies)) => match replies.first().map(|r| &r[..]) {
                 Some([ReplyEvent::Line(l)]) if &l[..] == b"OK" => Ok(replies.split_off(1)),
                 Some([ReplyEvent::Line(l)]) => Err(format!(
@@ -702,9 +745,24 @@ impl Node {
         }
     }
 
-    /// The answers to [`Action::SessionOpen`]'s lines, or why it failed (then the session is closed).
-    pub fn handle_session_opened(&mut self, now: Instant, reply: Result<Vec<Bytes>, String>) {
+    /// The answers to [`Action::SessionOpen`]'s lines from the index server `from` (`None`: the driver does not say
+    /// which), or why it failed (then the session is closed).
+    pub fn handle_session_opened(
+        &mut self,
+        now: Instant,
+        from: Option<IndexAddr>,
+        reply: Result<Vec<Bytes>, String>,
+    ) {
         let ok = matches!(&reply, Ok(lines) if !lines.is_empty() && lines.iter().all(|l| &l[..] == b"OK"));
+        let opening = matches!(self.session.phase(), session::Phase::Opening { .. });
+        if let (Some(from), Ok(_)) = (&from, &reply) {
+            self.index.answered(from);
+        }
+        // A follower: the session goes to the leader it names at once, or is tried again soon.
+        let redirect = match &reply {
+            Ok(lines) => lines.iter().find_map(|l| Redirect::parse(l)),
+            Err(_) => None,
+        };
         // A Flare index does not know `node session` (nor `node lease`): it grants no leases, and this node serves
         // as Flare's nodes do, without one, instead of refusing every read and write for good.
         let unknown =
@@ -714,6 +772,11 @@ impl Node {
                 "the index server knows no sessions (not ours?): serving without a lease"
             );
             self.session.handle_unsupported(now);
+        } else if let (Some(r), true) = (redirect, opening) {
+            tracing::info!(from = ?from, redirect = ?r, "index server is not the leader; opening the session again");
+            self.index.redirected(from.as_ref(), &r);
+            // Being opened, not open: nothing to close (the driver drops the connection with the next open).
+            self.session.handle_redirect(now, &r);
         } else {
             if !ok {
                 tracing::warn!(reply = ?reply, "index session not opened");
@@ -721,6 +784,9 @@ impl Node {
             self.session.handle_opened(now, ok);
             if !ok {
                 self.session.handle_broken(now);
+            } else if opening {
+                self.index.granted(from.as_ref());
+                self.session_at = from;
             }
         }
         self.drive_session(now);
@@ -729,6 +795,9 @@ impl Node {
 
     /// The one-line answer to an [`Action::SessionSend`].
     pub fn handle_session_reply(&mut self, now: Instant, line: &[u8]) {
+        if let Some(r) = Redirect::parse(line) {
+            return self.renewal_redirected(now, &r);
+        }
         let renewal = match line {
             b"OK" => Renewal::Granted,
             b"ERROR" => {
@@ -740,8 +809,24 @@ impl Node {
                 Renewal::Refused
             }
         };
+        if renewal == Renewal::Granted {
+            self.index.granted(self.session_at.as_ref());
+        }
         self.session.handle_renewal(renewal);
         self.drive_session(now);
+        self.flush(now);
+    }
+
+    /// A renewal answered with a redirect: the session's server is no longer the leader. The renewal grants
+    /// nothing and the lease ends (as a refused one does); this node closes the session and opens one with the
+    /// leader at once (or soon, when none is elected yet). The open waits for the next timeout, due now: the driver
+    /// reports the close first ([`Action::SessionClose`]), and an open queued before it would be taken for broken.
+    fn renewal_redirected(&mut self, now: Instant, r: &Redirect) {
+        tracing::warn!(from = ?self.session_at, redirect = ?r, "lease renewal refused by an index server that is not the leader; moving the session");
+        self.index.redirected(self.session_at.take().as_ref(), r);
+        if self.session.handle_redirect(now, r) {
+            self.actions.push_back(Action::SessionClose);
+        }
         self.flush(now);
     }
 
@@ -749,6 +834,7 @@ impl Node {
     /// opened again soon; the lease runs to its end (see [`session`]).
     pub fn handle_session_closed(&mut self, now: Instant) {
         if !matches!(self.session.phase(), session::Phase::Closed { .. }) {
+            self.session_at = None;
             self.session.handle_broken(now);
         }
         self.flush(now);
@@ -1065,7 +1151,9 @@ mod tests {
                     };
                     n.handle_call_reply(now, call, reply);
                 }
-                Action::SessionOpen { .. } => n.handle_session_opened(now, Ok(vec![line("OK")])),
+                Action::SessionOpen { .. } => {
+                    n.handle_session_opened(now, None, Ok(vec![line("OK")]))
+                }
                 Action::SessionSend { .. } if now < cut => n.handle_session_reply(now, b"OK"),
                 Action::Store(op) => n.handle_store_result(now, &op, true),
                 _ => {}

@@ -23,8 +23,21 @@
 //! close of the session (FIN or RST) seen by the index comes from this node's host (no middlebox resets). An index
 //! that does not know `node lease` (answers `ERROR`) grants no leases; the node then acknowledges as Flare's nodes
 //! do, without one (logged once).
+//!
+//! **Several index servers.** Only the leader of the index group grants sessions and leases; a follower answers
+//! `node session` and `node lease` with a [`Redirect`] (the leader it knows, or none elected yet). [`IndexOrder`]
+//! keeps the order in which calls and session opens try the index servers: the leader as far as this node knows
+//! first (the last redirect's, or the server whose session or renewal last answered `OK`), then the configured
+//! servers in their order, starting after the last one that knew no leader or left the session unanswered. An
+//! open redirected to a leader is tried again there at once, one told no leader is elected yet soon after
+//! ([`NO_LEADER_RETRY`]), and a redirected renewal ends the session as a refused one ends the lease: the node
+//! closes it and opens one with the leader at once ([`Session::handle_redirect`]). A follower's answer never
+//! extends a lease. With one index server nothing of this happens: it never redirects, and the order is that
+//! server.
 
 use std::time::{Duration, Instant};
+
+use crate::node::wire::split_node;
 
 /// How often the lease is renewed.
 pub const RENEW_INTERVAL: Duration = Duration::from_secs(1);
@@ -72,6 +85,125 @@ pub enum Renewal {
     Unsupported,
 }
 
+/// A follower index server's refusal of what only the leader does (`node session`, `node lease`, a write it cannot
+/// forward).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Redirect {
+    /// `SERVER_ERROR not the index leader; leader is <host:port>`: go to that server.
+    Leader(String, u16),
+    /// `SERVER_ERROR not the index leader; no leader elected yet`: try again soon (another server may know one).
+    NoLeader,
+}
+
+/// What both redirect lines start with.
+const NOT_LEADER: &[u8] = b"SERVER_ERROR not the index leader; ";
+const LEADER_IS: &[u8] = b"leader is ";
+const NO_LEADER: &[u8] = b"no leader elected yet";
+
+impl Redirect {
+    /// The redirect an answer line (without its line ending) is, exactly one of the two lines; `None` for any other
+    /// line.
+    pub fn parse(line: &[u8]) -> Option<Redirect> {
+        let rest = line.strip_prefix(NOT_LEADER)?;
+        if rest == NO_LEADER {
+            return Some(Redirect::NoLeader);
+        }
+        let addr = std::str::from_utf8(rest.strip_prefix(LEADER_IS)?).ok()?;
+        let (host, port) = split_node(addr)?;
+        let bad = host.is_empty() || port == 0 || host.bytes().any(|b| b.is_ascii_whitespace());
+        (!bad).then(|| Redirect::Leader(host.to_string(), port))
+    }
+
+    /// The line a follower answers with (without its line ending).
+    pub fn line(&self) -> String {
+        let tail = match self {
+            Redirect::Leader(host, port) => format!("leader is {host}:{port}"),
+            Redirect::NoLeader => "no leader elected yet".to_string(),
+        };
+        format!("{}{tail}", String::from_utf8_lossy(NOT_LEADER))
+    }
+}
+
+/// An index server's address, `(host, port)`.
+pub type IndexAddr = (String, u16);
+
+/// The order in which calls to the index and session opens try the index servers (see the module header).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IndexOrder {
+    /// The configured servers (`index-servers`), in their order.
+    servers: Vec<IndexAddr>,
+    /// The leader as far as this node knows.
+    leader: Option<IndexAddr>,
+    /// Where the configured list is started from.
+    start: usize,
+}
+
+impl IndexOrder {
+    /// The configured `servers`, no leader known.
+    pub fn new(servers: Vec<IndexAddr>) -> Self {
+        IndexOrder {
+            servers,
+            leader: None,
+            start: 0,
+        }
+    }
+
+    /// The leader as far as this node knows.
+    pub fn leader(&self) -> Option<&IndexAddr> {
+        self.leader.as_ref()
+    }
+
+    /// The servers to try, in order: the known leader (even one not configured: a server added to the group),
+    /// then the configured ones from the start point round, each once.
+    pub fn order(&self) -> Vec<IndexAddr> {
+        let n = self.servers.len();
+        let rest = (0..n)
+            .map(|i| &self.servers[(self.start + i) % n])
+            .filter(|s| Some(*s) != self.leader.as_ref());
+        self.leader.iter().chain(rest).cloned().collect()
+    }
+
+    /// `from` answered a session open. The servers tried before it did not answer, so a leader other than `from`
+    /// (tried first) is no longer taken for one (an index server that was killed).
+    pub fn answered(&mut self, from: &IndexAddr) {
+        if self.leader.as_ref().is_some_and(|l| l != from) {
+            self.leader = None;
+        }
+    }
+
+    /// `from` answered `OK` to `node session` or a renewal: it is the leader (`None`: the driver does not say
+    /// which server answered; nothing is learnt).
+    pub fn granted(&mut self, from: Option<&IndexAddr>) {
+        if let Some(from) = from {
+            self.leader = Some(from.clone());
+        }
+    }
+
+    /// `from` answered with `redirect`: the leader it names is tried first; one that knows no leader is passed
+    /// over.
+    pub fn redirected(&mut self, from: Option<&IndexAddr>, redirect: &Redirect) {
+        match redirect {
+            Redirect::Leader(host, port) => self.leader = Some((host.clone(), *port)),
+            Redirect::NoLeader => self.pass_over(from),
+        }
+    }
+
+    /// `server` cannot serve the session now (it knows no leader, or left the session unanswered; `None`: the one
+    /// tried first): it is no longer taken for the leader, and the configured list is next tried from the server
+    /// after it, so that every server is asked in turn.
+    pub fn pass_over(&mut self, server: Option<&IndexAddr>) {
+        let Some(server) = server.cloned().or_else(|| self.order().into_iter().next()) else {
+            return;
+        };
+        if self.leader.as_ref() == Some(&server) {
+            self.leader = None;
+        }
+        if let Some(i) = self.servers.iter().position(|s| *s == server) {
+            self.start = (i + 1) % self.servers.len();
+        }
+    }
+}
+
 /// The session and the lease.
 #[derive(Clone, Debug)]
 pub struct Session {
@@ -83,6 +215,9 @@ pub struct Session {
     unsupported: bool,
     /// The last renewal was refused.
     refused: bool,
+    /// Opens and renewals redirected to a leader in a row (since the last open that succeeded or was told no
+    /// leader is elected).
+    redirects: u32,
 }
 
 /// How long to wait before opening a session again at an index that did not know `node session`.
@@ -90,6 +225,14 @@ pub const UNSUPPORTED_RETRY: Duration = Duration::from_secs(60);
 
 /// How long to wait before reopening a closed session.
 pub const REOPEN_DELAY: Duration = Duration::from_millis(100);
+
+/// How long to wait before opening a session again after an index server said no leader is elected yet: an
+/// election takes a few hundred milliseconds, and the next server asked may know the leader already.
+pub const NO_LEADER_RETRY: Duration = Duration::from_millis(150);
+
+/// How long to wait before following a redirect to a leader when the previous open was redirected too (the first
+/// one is followed at once): two servers naming each other during a change of leader cost no busy loop.
+pub const REDIRECT_RETRY: Duration = Duration::from_millis(50);
 
 impl Session {
     /// A closed session whose first attempt is due at `now`.
@@ -100,6 +243,7 @@ impl Session {
             lease_until: None,
             unsupported: false,
             refused: false,
+            redirects: 0,
         }
     }
 
@@ -142,6 +286,9 @@ impl Session {
         if !matches!(self.phase, Phase::Opening { .. }) {
             return;
         }
+        if ok {
+            self.redirects = 0;
+        }
         self.phase = match ok {
             true => Phase::Open {
                 renew_sent: None,
@@ -151,6 +298,40 @@ impl Session {
                 retry_at: now + REOPEN_DELAY,
             },
         };
+    }
+
+    /// The index server answered the open or a renewal with `redirect` (it is not the leader): this session ends,
+    /// and the next open is due at once when the leader is named (after [`REDIRECT_RETRY`] when the open before
+    /// was redirected to a leader too), or after [`NO_LEADER_RETRY`] when none is elected yet. A redirected renewal
+    /// grants nothing and ends the lease, as a refused one does; the node closes the session, and true says so
+    /// (the driver's connection must be closed). A redirected open leaves the lease of an earlier session running
+    /// to its end, as a broken session does. Nothing changes when no session is being opened or open.
+    pub fn handle_redirect(&mut self, now: Instant, redirect: &Redirect) -> bool {
+        let open = match self.phase {
+            Phase::Open { .. } => true,
+            Phase::Opening { .. } => false,
+            Phase::Closed { .. } => return false,
+        };
+        if open {
+            self.lease_until = None;
+        }
+        let delay = match redirect {
+            Redirect::Leader(..) => {
+                self.redirects += 1;
+                match self.redirects {
+                    1 => Duration::ZERO,
+                    _ => REDIRECT_RETRY,
+                }
+            }
+            Redirect::NoLeader => {
+                self.redirects = 0;
+                NO_LEADER_RETRY
+            }
+        };
+        self.phase = Phase::Closed {
+            retry_at: now + delay,
+        };
+        open
     }
 
     /// A renewal is due at `now`: it is sent now. False when none is due.
@@ -451,6 +632,157 @@ mod tests {
             s.valid(t0 + Duration::from_secs(100)),
             "a Flare index grants none"
         );
+    }
+
+    #[test]
+    fn the_two_redirect_lines_and_nothing_else_are_redirects() {
+        let leader = b"SERVER_ERROR not the index leader; leader is i2.example:12120";
+        let none = b"SERVER_ERROR not the index leader; no leader elected yet";
+        assert_eq!(
+            Redirect::parse(leader),
+            Some(Redirect::Leader("i2.example".into(), 12120))
+        );
+        assert_eq!(Redirect::parse(none), Some(Redirect::NoLeader));
+        assert_eq!(
+            Redirect::parse(b"SERVER_ERROR not the index leader; leader is 10.0.0.3:7"),
+            Some(Redirect::Leader("10.0.0.3".into(), 7))
+        );
+        for line in [
+            &b"OK"[..],
+            b"ERROR",
+            b"SERVER_ERROR not the index leader",
+            b"SERVER_ERROR not the index leader; ",
+            b"SERVER_ERROR not the index leader; leader is ",
+            b"SERVER_ERROR not the index leader; leader is i2",
+            b"SERVER_ERROR not the index leader; leader is :12120",
+            b"SERVER_ERROR not the index leader; leader is i2:",
+            b"SERVER_ERROR not the index leader; leader is i2:99999",
+            b"SERVER_ERROR not the index leader; leader is i2:0",
+            b"SERVER_ERROR not the index leader; leader is i 2:12120",
+            b"SERVER_ERROR not the index leader; leader is i2:12120 ",
+            b"SERVER_ERROR not the index leader; no leader elected yet ",
+            b"SERVER_ERROR not the index leader; no leader",
+            b"SERVER_ERROR not the index leader;leader is i2:12120",
+            b"server_error not the index leader; leader is i2:12120",
+            b"CLIENT_ERROR not the index leader; leader is i2:12120",
+            b"SERVER_ERROR unknown node",
+            b"SERVER_ERROR not the index leader; leader is \xff:1",
+        ] {
+            assert_eq!(
+                Redirect::parse(line),
+                None,
+                "{}",
+                String::from_utf8_lossy(line)
+            );
+        }
+        // The lines a follower sends are the ones read.
+        assert_eq!(Redirect::NoLeader.line().as_bytes(), none);
+        let r = Redirect::Leader("i2.example".into(), 12120);
+        assert_eq!(r.line().as_bytes(), leader);
+    }
+
+    fn addr(s: &str) -> IndexAddr {
+        (s.to_string(), 12120)
+    }
+
+    #[test]
+    fn the_known_leader_is_tried_first_then_the_configured_order() {
+        let mut o = IndexOrder::new(vec![addr("i1"), addr("i2"), addr("i3")]);
+        assert_eq!(o.order(), [addr("i1"), addr("i2"), addr("i3")]);
+        o.redirected(Some(&addr("i1")), &Redirect::Leader("i3".into(), 12120));
+        assert_eq!(o.leader(), Some(&addr("i3")));
+        assert_eq!(o.order(), [addr("i3"), addr("i1"), addr("i2")]);
+        // A leader not configured (added to the group later) is tried first too.
+        o.redirected(None, &Redirect::Leader("i4".into(), 12120));
+        assert_eq!(o.order(), [addr("i4"), addr("i1"), addr("i2"), addr("i3")]);
+        o.granted(Some(&addr("i2")));
+        assert_eq!(o.order(), [addr("i2"), addr("i1"), addr("i3")]);
+        // The driver did not say who answered: nothing learnt.
+        o.granted(None);
+        assert_eq!(o.leader(), Some(&addr("i2")));
+        // i3 answered an open: i2, tried before it, did not.
+        o.answered(&addr("i2"));
+        assert_eq!(o.leader(), Some(&addr("i2")));
+        o.answered(&addr("i3"));
+        assert_eq!(o.leader(), None);
+        assert_eq!(o.order(), [addr("i1"), addr("i2"), addr("i3")]);
+    }
+
+    #[test]
+    fn a_server_without_a_leader_is_passed_over_so_every_server_is_asked() {
+        let mut o = IndexOrder::new(vec![addr("i1"), addr("i2"), addr("i3")]);
+        o.redirected(Some(&addr("i1")), &Redirect::NoLeader);
+        assert_eq!(o.order(), [addr("i2"), addr("i3"), addr("i1")]);
+        o.redirected(Some(&addr("i2")), &Redirect::NoLeader);
+        assert_eq!(o.order(), [addr("i3"), addr("i1"), addr("i2")]);
+        o.redirected(Some(&addr("i3")), &Redirect::NoLeader);
+        assert_eq!(o.order(), [addr("i1"), addr("i2"), addr("i3")]);
+        // The leader hint itself passed over (it hangs): not first any more.
+        o.granted(Some(&addr("i2")));
+        o.pass_over(None);
+        assert_eq!(o.leader(), None);
+        assert_eq!(o.order(), [addr("i3"), addr("i1"), addr("i2")]);
+        // One server: always that one.
+        let mut one = IndexOrder::new(vec![addr("index")]);
+        one.granted(Some(&addr("index")));
+        one.pass_over(None);
+        one.redirected(None, &Redirect::NoLeader);
+        assert_eq!(one.order(), [addr("index")]);
+        assert!(IndexOrder::new(Vec::new()).order().is_empty());
+    }
+
+    #[test]
+    fn a_redirected_open_is_tried_again_at_once_or_soon() {
+        let t0 = Instant::now();
+        let to_leader = Redirect::Leader("i2".into(), 12120);
+        let mut s = Session::new(LEASE, t0);
+        assert!(s.open(t0));
+        assert!(
+            !s.handle_redirect(t0, &to_leader),
+            "being opened: nothing to close"
+        );
+        assert!(s.open(t0), "a redirect to the leader is followed at once");
+        // Redirected to a leader again (two servers naming each other): a little later.
+        s.handle_redirect(t0, &to_leader);
+        assert!(!s.open(t0 + REDIRECT_RETRY - Duration::from_millis(1)));
+        assert!(s.open(t0 + REDIRECT_RETRY));
+        let t1 = t0 + REDIRECT_RETRY;
+        s.handle_redirect(t1, &Redirect::NoLeader);
+        assert_eq!(s.next_timeout(), Some(t1 + NO_LEADER_RETRY));
+        assert!(s.open(t1 + NO_LEADER_RETRY));
+        // After no leader, the first redirect to one is followed at once again.
+        let t2 = t1 + NO_LEADER_RETRY;
+        s.handle_redirect(t2, &to_leader);
+        assert!(s.open(t2));
+        s.handle_opened(t2, true);
+        assert!(matches!(s.phase(), Phase::Open { .. }));
+        // Nothing being opened or open: a redirect changes nothing.
+        let mut closed = Session::new(LEASE, t0 + Duration::from_secs(9));
+        assert!(!closed.handle_redirect(t0, &to_leader));
+        assert!(!closed.open(t0));
+    }
+
+    #[test]
+    fn a_redirected_renewal_ends_the_lease_and_the_session() {
+        let t0 = Instant::now();
+        let mut s = leased(t0);
+        let t1 = t0 + RENEW_INTERVAL;
+        assert!(s.renew(t1));
+        assert!(s.valid(t1));
+        assert!(s.handle_redirect(t1, &Redirect::Leader("i2".into(), 12120)));
+        assert!(
+            !s.valid(t1),
+            "a follower's answer grants nothing, and the node closes"
+        );
+        assert_eq!(s.lease_until(), None);
+        assert!(s.open(t1), "the session with the leader is opened at once");
+        // A broken session's lease is not ended by a redirected open.
+        let mut b = leased(t0);
+        b.handle_broken(t1);
+        assert!(b.open(t1 + REOPEN_DELAY));
+        b.handle_redirect(t1 + REOPEN_DELAY, &Redirect::NoLeader);
+        assert!(b.valid(t1 + REOPEN_DELAY));
+        assert!(!b.valid(t0 + LEASE));
     }
 
     #[test]

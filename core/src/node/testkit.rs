@@ -6,7 +6,9 @@
 //! storage operations at once (their results reported), everything else recorded for the test to answer: index
 //! and peer calls in [`Kit::calls`], the session (opened, renewals in [`Kit::renewals`]), replication links and
 //! the entries sent on them ([`Kit::sent`], built from the store as the driver builds them), dump pulls, and the
-//! end of sync writes. Client requests go through [`Kit::request`]: decoded by the real decoder, planned with
+//! end of sync writes. Like the driver, it takes the index servers a session open tries
+//! ([`Node::index_order`]) when it performs the open ([`Kit::session_order`]); the server that answers is the
+//! first of them unless the test says another ([`Kit::answer_session_from`]). Client requests go through [`Kit::request`]: decoded by the real decoder, planned with
 //! [`plan::plan`] on the published view, refused without a lease, run on the store and replicated, as
 //! `runtime/src/node/route.rs` runs them. Time moves only with [`Kit::advance`], which fires every timeout on the
 //! way at its due time.
@@ -87,6 +89,8 @@ pub struct Kit {
     pub calls: Vec<Call>,
     /// The lines of a session being opened.
     pub session_opening: Option<Vec<String>>,
+    /// The index servers the last session open tries, in order.
+    pub session_order: Vec<(String, u16)>,
     /// The session is open.
     pub session_up: bool,
     /// Renewals sent and not answered, in order.
@@ -173,7 +177,7 @@ pub fn line(s: &str) -> Vec<Vec<ReplyEvent>> {
     vec![vec![ReplyEvent::Line(Bytes::copy_from_slice(s.as_bytes()))]]
 }
 
-/// The settings of node `name` (port [`PORT`], one index, proxy-timeout 1 s, lease `lease`).
+/// The settings of node `name` (port [`PORT`], one index server `index:12120`, proxy-timeout 1 s, lease `lease`).
 pub fn settings(name: &str, lease: Duration) -> NodeSettings {
     NodeSettings {
         server_name: name.into(),
@@ -206,6 +210,7 @@ impl Kit {
             now: t0,
             calls: Vec::new(),
             session_opening: None,
+            session_order: Vec::new(),
             session_up: false,
             renewals: VecDeque::new(),
             links_opening: Vec::new(),
@@ -251,6 +256,7 @@ impl Kit {
                     self.session_up = false;
                     self.renewals.clear();
                     self.session_opening = Some(lines);
+                    self.session_order = self.node.index_order();
                 }
                 Action::SessionSend { line } => self.renewals.push_back(line),
                 Action::SessionClose => {
@@ -400,12 +406,43 @@ impl Kit {
         self.answer("node add", Ok(reply));
     }
 
-    /// Reports the session open (both lines answered `OK`).
+    /// Reports the session open (every line answered `OK` by the first server tried).
     pub fn open_session(&mut self) {
+        self.answer_session("OK");
+    }
+
+    /// Answers the session being opened from the first server it tries: every line `OK` but the last (`node
+    /// session`), answered `last`.
+    pub fn answer_session(&mut self, last: &str) {
+        let first = self.session_order.first().cloned();
+        self.answer_session_from(first, last);
+    }
+
+    /// [`Kit::answer_session`], answered by `from` (the servers before it did not answer).
+    pub fn answer_session_from(&mut self, from: Option<(String, u16)>, last: &str) {
         let lines = self.session_opening.take().expect("a session being opened");
-        let ok = lines.iter().map(|_| Bytes::from_static(b"OK")).collect();
-        self.session_up = true;
-        self.node.handle_session_opened(self.now, Ok(ok));
+        let mut answers: Vec<Bytes> = lines.iter().map(|_| Bytes::from_static(b"OK")).collect();
+        if let Some(l) = answers.last_mut() {
+            *l = Bytes::copy_from_slice(last.as_bytes());
+        }
+        self.session_up = last == "OK";
+        self.node.handle_session_opened(self.now, from, Ok(answers));
+        self.pump();
+    }
+
+    /// Answers the oldest renewal waiting with `line` (panics when there is none).
+    pub fn answer_renewal(&mut self, line: &str) {
+        self.renewals.pop_front().expect("a renewal waiting");
+        self.node.handle_session_reply(self.now, line.as_bytes());
+        self.pump();
+    }
+
+    /// The session breaks or the index server closes it (a killed index server).
+    pub fn break_session(&mut self) {
+        self.session_up = false;
+        self.session_opening = None;
+        self.renewals.clear();
+        self.node.handle_session_closed(self.now);
         self.pump();
     }
 

@@ -20,8 +20,8 @@ pub fn split_node(node: &str) -> Option<(&str, u16)> {
     Some((host, port.parse().ok()?))
 }
 
-/// The addresses a call to `to` tries, in order: every index server, or the node's own address (none when its key
-/// does not parse).
+/// The addresses a call to `to` tries, in order: the index servers in the order given (the machine's
+/// [`crate::node::Node::index_order`]), or the node's own address (none when its key does not parse).
 pub fn call_addresses(to: &Dest, index_servers: &[(String, u16)]) -> Vec<(String, u16)> {
     match to {
         Dest::Index => index_servers.to_vec(),

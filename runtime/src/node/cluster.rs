@@ -2,9 +2,10 @@
 //! bytes for it. Every decision (registration, the map, the session and lease, replication links and their
 //! back-off, reconstruction and its reports) is the machine's; this module performs its [`Action`]s (index calls,
 //! the session, replication links, dump pulls, storage operations), feeds the results back with `handle_*`, and
-//! sleeps until [`Node::poll_timeout`]. What the byte-moving itself needs decided (where a call goes, when a reply
-//! is whole, the message a replication entry becomes and which key state it reads, what a dump pull's events mean
-//! and the item a dump record becomes) is [`wire`]'s.
+//! sleeps until [`Node::poll_timeout`]. What the byte-moving itself needs decided is the machine's too: which index
+//! servers a call or the session tries, in order ([`Node::call_addresses`], [`Node::index_order`]; the session
+//! reports which one answered), and [`wire`]'s: when a reply is whole, the message a replication entry becomes and
+//! which key state it reads, what a dump pull's events mean and the item a dump record becomes.
 //!
 //! One lock holds the machine: [`drive`] takes it, runs one `handle_*` call and performs every action queued, in
 //! order (storage operations at once, I/O by spawning a task that reports back through [`drive`]). Connections read
@@ -236,13 +237,15 @@ fn perform<N: Net, S: Storage + 'static>(
             timeout,
         } => {
             shared.cluster.calls.fetch_add(1, Relaxed);
-            tokio::spawn(call_task(shared.clone(), call, to, lines, timeout));
+            let dests = m.node.call_addresses(&to);
+            tokio::spawn(call_task(shared.clone(), call, to, dests, lines, timeout));
         }
         Action::SessionOpen { lines } => {
             m.generation += 1;
             let (tx, rx) = mpsc::unbounded_channel();
             m.session = Some((m.generation, tx));
-            tokio::spawn(session_task(shared.clone(), m.generation, lines, rx));
+            let dests = m.node.index_order();
+            tokio::spawn(session_task(shared.clone(), m.generation, dests, lines, rx));
         }
         Action::SessionSend { line } => {
             if let Some((_, tx)) = &m.session {
@@ -428,12 +431,12 @@ async fn call_task<N: Net, S: Storage + 'static>(
     shared: Arc<Shared<N, S>>,
     call: CallId,
     to: Dest,
+    dests: Vec<(String, u16)>,
     lines: Vec<(String, ReplyKind)>,
     timeout: Duration,
 ) {
-    let dests = wire::call_addresses(&to, &shared.cluster.settings.machine.index_servers);
     let result = match exchange(&shared, dests, &lines, timeout).await {
-        Ok((_, replies)) => Ok(replies),
+        Ok((_, _, replies)) => Ok(replies),
         Err(e) => Err(e.unwrap_or_else(|| format!("no address for {to:?}"))),
     };
     drive(&shared, |n, now| n.handle_call_reply(now, call, result));
@@ -442,13 +445,14 @@ async fn call_task<N: Net, S: Storage + 'static>(
 }
 
 /// Sends `lines` on a fresh connection to each of `dests` in turn, reading one reply of each line's kind, until one
-/// answers them all within `timeout`: that connection and the replies, or the last failure (`None`: no address).
+/// answers them all within `timeout`: the address that answered, its connection and the replies, or the last
+/// failure (`None`: no address).
 async fn exchange<N: Net, S: Storage + 'static>(
     shared: &Shared<N, S>,
     dests: Vec<(String, u16)>,
     lines: &[(String, ReplyKind)],
     timeout: Duration,
-) -> Result<(N::Stream, Vec<Vec<ReplyEvent>>), Option<String>> {
+) -> Result<((String, u16), N::Stream, Vec<Vec<ReplyEvent>>), Option<String>> {
     let mut failed = None;
     for (host, port) in dests {
         let attempt = tokio::time::timeout(timeout, async {
@@ -462,7 +466,7 @@ async fn exchange<N: Net, S: Storage + 'static>(
         })
         .await;
         failed = Some(match attempt {
-            Ok(Ok(r)) => return Ok(r),
+            Ok(Ok((s, replies))) => return Ok(((host, port), s, replies)),
             Ok(Err(e)) => format!("{host}:{port}: {e}"),
             Err(_) => format!("{host}:{port} did not answer in {timeout:?}"),
         });
@@ -470,30 +474,26 @@ async fn exchange<N: Net, S: Storage + 'static>(
     Err(failed)
 }
 
-/// The session with an index server: opens it with `lines`, then sends the machine's lines and reports each
-/// answer, and reports the close (unless the machine closed it itself).
+/// The session with an index server: opens it with `lines` at the first of `dests` that answers, then sends the
+/// machine's lines and reports each answer, and reports the close (unless the machine closed it itself).
 async fn session_task<N: Net, S: Storage + 'static>(
     shared: Arc<Shared<N, S>>,
     generation: u64,
+    dests: Vec<(String, u16)>,
     lines: Vec<String>,
     mut rx: mpsc::UnboundedReceiver<Bytes>,
 ) {
     let settings = &shared.cluster.settings.machine;
     let lines: Vec<_> = lines.into_iter().map(|l| (l, ReplyKind::Line)).collect();
-    let opened = exchange(
-        &shared,
-        settings.index_servers.clone(),
-        &lines,
-        settings.session_open_timeout(),
-    );
+    let opened = exchange(&shared, dests, &lines, settings.session_open_timeout());
     let opened = opened
         .await
         .ok()
-        .and_then(|(stream, replies)| Some((stream, wire::line_answers(replies)?)));
-    let Some((mut stream, answers)) = opened else {
+        .and_then(|(from, stream, replies)| Some((from, stream, wire::line_answers(replies)?)));
+    let Some((from, mut stream, answers)) = opened else {
         if shared.cluster.lock().session_is(generation) {
             drive(&shared, |n, now| {
-                n.handle_session_opened(now, Err("no index server answered".into()))
+                n.handle_session_opened(now, None, Err("no index server answered".into()))
             });
         }
         return;
@@ -501,7 +501,9 @@ async fn session_task<N: Net, S: Storage + 'static>(
     if !shared.cluster.lock().session_is(generation) {
         return;
     }
-    drive(&shared, |n, now| n.handle_session_opened(now, Ok(answers)));
+    drive(&shared, |n, now| {
+        n.handle_session_opened(now, Some(from), Ok(answers))
+    });
     let closed = || "index closed the session".to_string();
     let ended = pump(&mut stream, shared.settings.limits, &mut rx, closed, |l| {
         drive(&shared, |n, now| n.handle_session_reply(now, l))
@@ -565,7 +567,7 @@ async fn link_task<N: Net, S: Storage + 'static>(
     }
     let ok = connected.is_some();
     drive(&shared, |n, now| n.handle_link_opened(now, &peer, ok));
-    let Some((mut stream, _)) = connected else {
+    let Some((_, mut stream, _)) = connected else {
         shared.cluster.lock().forget_link(&peer, generation);
         return;
     };
