@@ -18,7 +18,10 @@
 //!   died or closed it, and a node stops acknowledging the moment its session closes), the lease ends at once, so a
 //!   killed master fails over as fast as before. A close the index made itself (its read timeout) ends nothing;
 //! - a new index process knows nothing of the leases its predecessor granted: every lease may run until
-//!   `start + grace` (only when it resumes a persisted map: a new cluster has no master to fail over).
+//!   `start + grace` (only when it resumes a persisted map: a new cluster has no master to fail over); a new
+//!   leader of an index group waits longer still ([`Leases::extend_restart`]: its deposed predecessor may have
+//!   renewed leases after it was elected). Once a node closed a session this index renewed its lease on, its lease
+//!   has ended whoever granted it: a node holds one lease and ends it before its session's close goes out.
 //!
 //! Assumptions, written down: clock rates differ by at most 1% (`LEASE_DRIFT`); a FIN or RST seen by the index on a
 //! session comes from the node's own host (no middlebox resets connections); a node checks its lease when it decides
@@ -43,6 +46,9 @@ struct Held {
     until: Option<(Instant, ConnId)>,
     /// The map version that took the master role away, while the node may not hold it yet.
     demoted_at: Option<u64>,
+    /// The node closed the session its last renewal here was granted on: its process no longer counts on any
+    /// lease (a node ends its lease before its session's close goes out, and a killed process holds none).
+    closed: bool,
 }
 
 /// Every node's lease and prepare epoch.
@@ -71,6 +77,14 @@ impl Leases {
             restart_until: if resumed { now + grace } else { now },
             held: BTreeMap::new(),
             prepared: BTreeMap::new(),
+        }
+    }
+
+    /// Leases granted elsewhere may run `extra` longer than a restart's grace (a new group leader: see
+    /// [`super::Index::lead`]).
+    pub fn extend_restart(&mut self, now: Instant, extra: Duration) {
+        if self.enabled() {
+            self.restart_until = self.restart_until.max(now + self.grace + extra);
         }
     }
 
@@ -105,6 +119,7 @@ impl Leases {
             h.demoted_at = None;
         }
         h.until = Some((now + self.grace, conn));
+        h.closed = false;
         Ok(())
     }
 
@@ -113,14 +128,24 @@ impl Leases {
         if let Some(h) = self.held.get_mut(node) {
             if by_peer && h.until.is_some_and(|(_, c)| c == conn) {
                 h.until = Some((now, conn));
+                h.closed = true;
             }
         }
     }
 
-    /// When `node`'s lease has certainly ended.
+    /// When `node`'s lease has certainly ended. Leases granted by a previous process (or group leader) may run
+    /// until the restart's end, unless the node closed a session this index granted it a renewal on since: a node
+    /// holds one lease, which ends before its session closes (and with its process).
     pub fn ends_at(&self, node: &str) -> Instant {
-        let own = self.held.get(node).and_then(|h| h.until).map(|(t, _)| t);
-        own.map_or(self.restart_until, |t| t.max(self.restart_until))
+        match self.held.get(node) {
+            Some(Held {
+                until: Some((t, _)),
+                closed: true,
+                ..
+            }) => *t,
+            Some(Held { until: Some((t, _)), .. }) => (*t).max(self.restart_until),
+            _ => self.restart_until,
+        }
     }
 
     /// Whether `node` may still hold a lease at `now` (always false when leases are off).
@@ -203,6 +228,24 @@ mod tests {
         assert!(l.may_hold(t + L, "a:1"));
         l.session_closed(t + Duration::from_millis(10), "a:1", ConnId(5), true);
         assert!(!l.may_hold(t + Duration::from_millis(10), "a:1"));
+    }
+
+    #[test]
+    fn a_new_leader_waits_longer_unless_the_node_closed_a_session_it_renewed_on() {
+        let t = Instant::now();
+        let grace = crate::node::session::index_grace(L);
+        let extra = Duration::from_millis(800);
+        let mut l = Leases::new(L, t, true);
+        l.extend_restart(t, extra);
+        assert!(l.may_hold(t + grace, "a:1"), "a deposed leader may have renewed it");
+        assert!(!l.may_hold(t + grace + extra, "a:1"));
+        // Renewed here, then the node closed that session (killed): its one lease is over, whoever granted it.
+        l.renew(t, "a:1", ConnId(5), 1, Some(3000)).expect("granted");
+        assert!(l.may_hold(t + grace, "a:1"));
+        l.session_closed(t + Duration::from_millis(5), "a:1", ConnId(5), true);
+        assert!(!l.may_hold(t + Duration::from_millis(5), "a:1"));
+        // A node that never renewed here still waits for the whole takeover.
+        assert!(l.may_hold(t + grace, "b:1"));
     }
 
     #[test]

@@ -32,6 +32,8 @@ use crate::protocol::admin::IndexCommand;
 use crate::protocol::{ErrorReply, NodeLine, Reply};
 
 mod commands;
+pub mod group;
+pub mod kv;
 pub mod lease;
 mod monitor;
 pub mod persist;
@@ -415,6 +417,13 @@ impl Index {
                 reply: Reply::Nothing,
                 close: true,
             },
+            // The group's commands ([`group::Group`] answers them before the index sees a command).
+            IndexCommand::IndexAdd(_)
+            | IndexCommand::IndexRemove(_)
+            | IndexCommand::IndexPeer(_)
+            | IndexCommand::IndexRaft(_) => CommandOutcome::answer(Reply::Error(
+                ErrorReply::Server("index group commands go to the group".into()),
+            )),
         }
     }
 
@@ -597,6 +606,45 @@ impl Index {
             }
         }
         Ok(())
+    }
+
+    /// Stops acting and takes `committed` as the map: an index server that does not lead its group (see
+    /// [`group`]) runs no monitor, pushes nothing and holds exactly the map its group applied. Connections (and
+    /// their authentication) stay; queued probes and pushes are dropped, queued closes kept.
+    pub fn follow(&mut self, committed: &Snapshot) {
+        self.cluster = MapState {
+            map: committed.node_map(),
+            next_thread_type: committed.next_thread_type,
+        };
+        self.monitors.clear();
+        self.gate.clear();
+        self.deferred_down.clear();
+        self.actions.retain(|a| matches!(a, Action::Close(_)));
+    }
+
+    /// Starts acting on the map it holds (the group's applied map): a fresh monitor for every node, its current
+    /// map pushed to every node, and every lease treated as possibly running until `now` + the lease's grace +
+    /// `extra` (leases granted by a previous leader, or by this process before: `extra` covers how long a deposed
+    /// leader may still have granted renewals before it noticed).
+    pub fn lead(&mut self, now: Instant, extra: Duration) {
+        self.monitors.clear();
+        self.gate.clear();
+        self.deferred_down.clear();
+        self.leases = lease::Leases::new(self.params.master_lease, now, true);
+        self.leases.extend_restart(now, extra);
+        let keys: Vec<String> = self.cluster.map.nodes.keys().cloned().collect();
+        for key in keys {
+            self.start_monitor(now, &key, now);
+            if let Some(m) = self.monitors.get_mut(&key) {
+                m.queue_push(now, false);
+            }
+        }
+        self.dispatch();
+    }
+
+    /// Whether `conn` may send map-changing commands (no secret, or it authenticated).
+    pub fn is_authenticated(&self, conn: ConnId) -> bool {
+        self.authenticated(conn)
     }
 
     /// The authoritative node map.
