@@ -1,14 +1,18 @@
-//! The `flarei` driver: runs the core [`Index`] state machine in one task, serves admin connections, and performs the
-//! index's actions: persisting snapshots, pinging nodes, pushing the node map (cluster.md §3–§5, §11).
+//! The `flarei` driver: runs the core index [`Group`] (raft-rs around the index state machine) in one task, serves
+//! admin connections, and performs the group's outputs: writing the Raft log, sending Raft messages to the other
+//! index servers, forwarding a follower's writes to the leader, pinging nodes, pushing the node map (cluster.md
+//! §3–§5, §11; docs/index-servers.md).
 //!
-//! Generic over [`Net`] (tokio in production, turmoil in the simulation) and over where snapshots live
-//! ([`SnapshotStore`]: a file written atomically in production, memory that survives a simulated crash in the
-//! simulation).
+//! Generic over [`Net`] (tokio in production, turmoil in the simulation), over where the Raft log lives
+//! ([`RaftStore`]: RocksDB in production, memory that survives a simulated crash in the simulation) and over where
+//! the applied map's copy lives ([`SnapshotStore`]: the `flare-index.snapshot` file, also read once at start to take
+//! over the map of an earlier single index server).
 //!
-//! The state machine task owns the `Index`; connections send it their commands and wait for the answer, probe and
-//! push tasks report their results to it. After every input it drains the actions in order: a `Persist` is written
-//! (and fsynced) before anything after it and before the command's reply is released, so no reply or push ever shows
-//! an unpersisted node-map version.
+//! The state machine task owns the `Group`; connections send it their commands and wait for the answer, probe,
+//! push and forward tasks report their results to it. After every input it drains the outputs in order: a `Store`
+//! is written (and synced) before anything after it and before any reply is released, so no reply or push ever shows
+//! a map version that is not durably in the log. Links to the other index servers (one outgoing connection each,
+//! `index peer <me>` then `index raft` frames) drop messages while a peer is unreachable: Raft resends.
 
 use std::io;
 use std::net::SocketAddr;
@@ -19,9 +23,8 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use flare_core::config::{DaemonConfig, IndexConfig};
-use flare_core::index::{
-    threads_reply, Action, ConnId, Index, IndexParams, ProbeResult, Snapshot, ThreadRow,
-};
+use flare_core::index::group::{Group, GroupSettings, GroupStatus, Output};
+use flare_core::index::{threads_reply, Action, ConnId, IndexParams, ProbeResult, Snapshot, ThreadRow};
 use flare_core::protocol::admin::{
     AdminCommand, AdminParsed, AdminParser, IndexCommand, ServerQuery,
 };
@@ -33,6 +36,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
+pub use crate::index_store::{MemoryRaftStore, RaftStore, RocksRaftStore};
 use crate::net::{read_reply, Listener, Net};
 use crate::node::peers::split_node;
 use crate::node::stats::rusage;
@@ -126,12 +130,22 @@ pub struct IndexSettings {
     pub line_max: usize,
     /// `internal-netmask`: who may send map-changing commands; empty = any (SIGHUP: [`IndexControl::reload`]).
     pub internal_netmask: Vec<flare_core::config::Cidr>,
+    /// The index group: this server, the members, join, election timeout.
+    pub group: GroupSettings,
+    /// `cluster-secret`, sent (`auth`) on this server's links to other index servers.
+    pub secret: flare_core::config::Secret,
+    /// Seeds the group's election timeouts (random in production, from the simulation's seed in the simulation).
+    pub seed: u64,
 }
 
 impl IndexSettings {
-    /// The settings of the index server configured by `c`, with its `show variables` lines.
-    pub fn from_config(c: &IndexConfig, show_variables: Vec<String>) -> IndexSettings {
-        IndexSettings {
+    /// The settings of the index server configured by `c`, with its `show variables` lines; `Err` when this server
+    /// cannot find itself in `index-servers`.
+    pub fn from_config(c: &IndexConfig, show_variables: Vec<String>) -> Result<IndexSettings, String> {
+        Ok(IndexSettings {
+            group: GroupSettings::from_config(c)?,
+            secret: c.cluster_secret.clone(),
+            seed: rand::random(),
             listen: SocketAddr::from(([0, 0, 0, 0], c.server_port)),
             max_connection: c.max_connection as usize,
             net_read_timeout: c.net_read_timeout,
@@ -140,7 +154,7 @@ impl IndexSettings {
             settings: c.settings(),
             line_max: c.max_line_length,
             internal_netmask: c.internal_netmask.clone(),
-        }
+        })
     }
 }
 
@@ -165,6 +179,8 @@ enum Input {
         version: u64,
         ok: bool,
     },
+    /// A forwarded command's answer came back (or not) from the leader; the reply already went to its connection.
+    Forwarded,
     Open(oneshot::Sender<ConnId>),
     Closed(ConnId),
     /// A node's session connection ended; `by_peer`: the node closed or reset it.
@@ -177,11 +193,12 @@ enum Input {
 }
 
 /// A bound index server.
-pub struct IndexServer<N: Net, P: SnapshotStore> {
+pub struct IndexServer<N: Net, P: SnapshotStore, R: RaftStore> {
     net: N,
     listener: N::Listener,
-    index: Index,
+    group: Group,
     snapshots: P,
+    log: R,
     ctx: Arc<Ctx>,
     inputs: (mpsc::UnboundedSender<Input>, mpsc::UnboundedReceiver<Input>),
 }
@@ -196,8 +213,10 @@ struct Ctx {
     max_connection: AtomicUsize,
     /// `internal-netmask` (reloadable).
     internal_netmask: std::sync::RwLock<Arc<Vec<flare_core::config::Cidr>>>,
-    /// The node map as last persisted (for `/metrics`).
+    /// The node map as last applied (for `/metrics`).
     map: Mutex<Arc<flare_core::node_map::NodeMap>>,
+    /// The group's role, term, leader, applied index and members (for `stats`).
+    status: Mutex<GroupStatus>,
     /// Node-map changes persisted since start.
     map_changes: AtomicU64,
     connections: AtomicUsize,
@@ -206,23 +225,33 @@ struct Ctx {
     conns: Mutex<std::collections::BTreeMap<u64, ThreadRow>>,
 }
 
-impl<N: Net, P: SnapshotStore> IndexServer<N, P> {
-    /// Restores the cluster from `snapshots` (if any), then binds the listener.
+impl<N: Net, P: SnapshotStore, R: RaftStore> IndexServer<N, P, R> {
+    /// Restores the group from `log` (or bootstraps it; an earlier single index server's map in `snapshots` is taken
+    /// over), then binds the listener.
     pub async fn bind(
         net: N,
         params: IndexParams,
         settings: IndexSettings,
         snapshots: P,
+        log: R,
     ) -> io::Result<Self> {
-        let restored = match snapshots.load()? {
-            Some(bytes) => Some(
+        let stored = log.load()?;
+        let legacy = match (stored.is_empty(), snapshots.load()?) {
+            (true, Some(bytes)) => Some(
                 Snapshot::decode(&bytes)
                     .map_err(|e| io::Error::other(format!("index snapshot: {e}")))?,
             ),
-            None => None,
+            _ => None,
         };
-        let index =
-            Index::new(params, restored, Instant::now().into_std()).map_err(io::Error::other)?;
+        let group = Group::new(
+            params,
+            settings.group.clone(),
+            stored,
+            legacy,
+            settings.seed,
+            Instant::now().into_std(),
+        )
+        .map_err(io::Error::other)?;
         let listener = net.bind(settings.listen).await?;
         let (tx, rx) = mpsc::unbounded_channel();
         let ctx = Arc::new(Ctx {
@@ -231,8 +260,9 @@ impl<N: Net, P: SnapshotStore> IndexServer<N, P> {
             internal_netmask: std::sync::RwLock::new(Arc::new(settings.internal_netmask.clone())),
             settings,
             started: Instant::now(),
-            map_version: AtomicU64::new(index.node_map().version),
-            map: Mutex::new(Arc::new(index.node_map().clone())),
+            map_version: AtomicU64::new(group.applied().version),
+            map: Mutex::new(Arc::new(group.applied().node_map())),
+            status: Mutex::new(group.status()),
             map_changes: AtomicU64::new(0),
             connections: AtomicUsize::new(0),
             total_connections: AtomicU64::new(0),
@@ -242,8 +272,9 @@ impl<N: Net, P: SnapshotStore> IndexServer<N, P> {
         Ok(IndexServer {
             net,
             listener,
-            index,
+            group,
             snapshots,
+            log,
             ctx,
             inputs: (tx, rx),
         })
@@ -276,18 +307,26 @@ impl<N: Net, P: SnapshotStore> IndexServer<N, P> {
         let IndexServer {
             net,
             mut listener,
-            mut index,
+            mut group,
             snapshots,
+            log,
             ctx,
             inputs: (tx, mut rx),
         } = self;
-        // Replies held until the actions of their input are performed: (to, reply, close after it).
-        type Held = (oneshot::Sender<(Reply, bool)>, Reply, bool);
-        let mut waiting: Vec<Held> = Vec::new();
-        drain(&net, &mut index, &snapshots, &tx, &ctx)?;
+        let mut io = Io {
+            net,
+            snapshots,
+            log,
+            tx: tx.clone(),
+            ctx: ctx.clone(),
+            links: Links::default(),
+            pending: std::collections::HashMap::new(),
+            waiting: Vec::new(),
+        };
+        io.drain(&mut group)?;
         tokio::pin!(stop);
         loop {
-            let timer = index.poll_timeout();
+            let timer = group.poll_timeout();
             let sleep = async {
                 match timer {
                     Some(at) => tokio::time::sleep_until(Instant::from_std(at)).await,
@@ -301,26 +340,30 @@ impl<N: Net, P: SnapshotStore> IndexServer<N, P> {
                     let Some(input) = input else { break };
                     let now = Instant::now().into_std();
                     match input {
-                        Input::Command { conn, command, reply } => {
-                            let out = index.handle_command(now, conn, command);
-                            waiting.push((reply, out.reply, out.close));
+                        Input::Command { conn, command, reply } => match group.handle_command(now, conn, command) {
+                            Some(out) => io.waiting.push((reply, out.reply, out.close)),
+                            None => { io.pending.insert(conn, reply); }
+                        },
+                        Input::Threads { group: g, mut rows, reply } => {
+                            rows.extend(group.monitor_threads(now));
+                            let _ = reply.send(threads_reply(g, &rows));
                         }
-                        Input::Threads { group, mut rows, reply } => {
-                            rows.extend(index.monitor_threads(now));
-                            let _ = reply.send(threads_reply(group, &rows));
+                        Input::Probe { node, result } => group.handle_probe_result(now, &node, result),
+                        Input::Push { node, version, ok } => group.handle_push_result(now, &node, version, ok),
+                        Input::Forwarded => {}
+                        Input::Open(reply) => { let _ = reply.send(group.open_connection()); }
+                        Input::Closed(conn) => {
+                            io.pending.remove(&conn);
+                            group.close_connection(conn)
                         }
-                        Input::Probe { node, result } => index.handle_probe_result(now, &node, result),
-                        Input::Push { node, version, ok } => index.handle_push_result(now, &node, version, ok),
-                        Input::Open(reply) => { let _ = reply.send(index.open_connection()); }
-                        Input::Closed(conn) => index.close_connection(conn),
-                        Input::SessionLost { node, conn, by_peer } => index.handle_session_lost(now, &node, conn, by_peer),
-                        Input::Reconfigure(params) => match index.reconfigure(now, params) {
+                        Input::SessionLost { node, conn, by_peer } => group.handle_session_lost(now, &node, conn, by_peer),
+                        Input::Reconfigure(params) => match group.reconfigure(now, params) {
                             Ok(()) => tracing::info!("index settings reloaded"),
                             Err(e) => tracing::error!(error = %e, "reload refused, keeping the old settings"),
                         },
                     }
                 }
-                _ = sleep => index.handle_timeout(Instant::now().into_std()),
+                _ = sleep => group.handle_timeout(Instant::now().into_std()),
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => accept(&ctx, stream, peer),
                     Err(e) => {
@@ -329,14 +372,239 @@ impl<N: Net, P: SnapshotStore> IndexServer<N, P> {
                     }
                 },
             }
-            // Persist (and start probes and pushes) before any reply goes out.
-            drain(&net, &mut index, &snapshots, &tx, &ctx)?;
-            for (reply, r, close) in waiting.drain(..) {
-                let _ = reply.send((r, close));
-            }
+            // Write the log (and start sends, probes and pushes) before any reply goes out.
+            io.drain(&mut group)?;
         }
         Ok(())
     }
+}
+
+/// Replies held until the outputs of their input are performed: (to, reply, close after it).
+type Held = (oneshot::Sender<(Reply, bool)>, Reply, bool);
+
+/// What the state machine task performs its outputs with.
+struct Io<N: Net, P: SnapshotStore, R: RaftStore> {
+    net: N,
+    snapshots: P,
+    log: R,
+    tx: mpsc::UnboundedSender<Input>,
+    ctx: Arc<Ctx>,
+    links: Links,
+    /// Connections whose reply comes later (a proposal, a forward).
+    pending: std::collections::HashMap<ConnId, oneshot::Sender<(Reply, bool)>>,
+    waiting: Vec<Held>,
+}
+
+impl<N: Net, P: SnapshotStore, R: RaftStore> Io<N, P, R> {
+    /// Performs every queued output in order, then releases the replies. A failed write of the log stops the
+    /// server: the group in memory is then ahead of the disk.
+    fn drain(&mut self, group: &mut Group) -> io::Result<()> {
+        while let Some(out) = group.poll_output() {
+            match out {
+                Output::Store(ops) => self.log.write(&ops).map_err(|e| {
+                    io::Error::other(format!("cannot write the index log, stopping: {e}"))
+                })?,
+                Output::Send { to, bytes } => self.links.send(&self.net, &self.ctx, &to, bytes),
+                Output::Applied(snapshot) => {
+                    self.snapshots.save(&snapshot.encode()).map_err(|e| {
+                        io::Error::other(format!("cannot write the node map file, stopping: {e}"))
+                    })?;
+                    self.ctx.map_version.store(snapshot.version, Relaxed);
+                    self.ctx.map_changes.fetch_add(1, Relaxed);
+                    *self.ctx.map.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Arc::new(snapshot.node_map());
+                }
+                Output::Index(action) => self.act(action),
+                Output::Reply { conn, outcome } => {
+                    if let Some(to) = self.pending.remove(&conn) {
+                        self.waiting.push((to, outcome.reply, outcome.close));
+                    }
+                }
+                Output::Forward { conn, to, command } => {
+                    if let Some(reply) = self.pending.remove(&conn) {
+                        tokio::spawn(forward(
+                            self.net.clone(),
+                            self.ctx.clone(),
+                            to,
+                            command,
+                            reply,
+                            self.tx.clone(),
+                        ));
+                    }
+                }
+                Output::Fatal(why) => return Err(io::Error::other(format!("index group: {why}"))),
+            }
+        }
+        *self.ctx.status.lock().unwrap_or_else(|e| e.into_inner()) = group.status();
+        for (reply, r, close) in self.waiting.drain(..) {
+            let _ = reply.send((r, close));
+        }
+        Ok(())
+    }
+
+    fn act(&mut self, action: Action) {
+        let (net, tx) = (&self.net, &self.tx);
+        match action {
+            // The group turns the index's persists into proposals; none reaches the driver.
+            Action::Persist(_) => {}
+            Action::Probe {
+                node,
+                timeout,
+                position,
+            } => {
+                tokio::spawn(probe(net.clone(), node, timeout, position, tx.clone()));
+            }
+            Action::Push {
+                node,
+                version,
+                lines,
+                timeout,
+            } => {
+                tokio::spawn(push(net.clone(), node, version, lines, timeout, tx.clone()));
+            }
+            Action::Close(conn) => {
+                if let Some(k) = self
+                    .ctx
+                    .kills
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(&conn.0)
+                {
+                    let _ = k.send(true);
+                }
+            }
+        }
+    }
+}
+
+/// One outgoing connection per other index server, fed by a bounded queue.
+#[derive(Default)]
+struct Links {
+    to: std::collections::HashMap<String, mpsc::Sender<Vec<u8>>>,
+}
+
+/// Raft messages queued for one peer before new ones are dropped (Raft resends what is lost).
+const LINK_QUEUE: usize = 1024;
+
+impl Links {
+    fn send<N: Net>(&mut self, net: &N, ctx: &Arc<Ctx>, to: &str, bytes: Vec<u8>) {
+        let tx = self.to.entry(to.to_owned()).or_insert_with(|| {
+            let (tx, rx) = mpsc::channel(LINK_QUEUE);
+            tokio::spawn(link(net.clone(), ctx.clone(), to.to_owned(), rx));
+            tx
+        });
+        if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(bytes) {
+            tracing::debug!(peer = to, "raft link queue full, message dropped");
+        }
+    }
+}
+
+/// Opens a connection to index server `to` as an index peer (`auth` first when there is a secret).
+async fn open_peer<N: Net>(net: &N, ctx: &Ctx, to: &str) -> io::Result<N::Stream> {
+    let (host, port) = split_node(to).ok_or_else(|| io::Error::other("bad index server address"))?;
+    let mut s = net.connect(host, port).await?;
+    let mut lines = Vec::new();
+    if !ctx.settings.secret.is_empty() {
+        lines.push(format!("auth {}", ctx.settings.secret.expose()));
+    }
+    lines.push(format!("index peer {}", ctx.settings.group.me));
+    for line in lines {
+        s.write_all(format!("{line}\r\n").as_bytes()).await?;
+        match read_reply(&mut s, Limits::default(), ReplyKind::Line).await?.first() {
+            Some(ReplyEvent::Line(l)) if &l[..] == b"OK" => {}
+            other => {
+                return Err(io::Error::other(format!(
+                    "{to} refused {}: {other:?}",
+                    line.split_whitespace().next().unwrap_or_default()
+                )))
+            }
+        }
+    }
+    Ok(s)
+}
+
+/// Carries Raft messages to `to`, reconnecting (after 100 ms) when the connection fails.
+async fn link<N: Net>(net: N, ctx: Arc<Ctx>, to: String, mut rx: mpsc::Receiver<Vec<u8>>) {
+    loop {
+        let opened = tokio::time::timeout(Duration::from_secs(1), open_peer(&net, &ctx, &to)).await;
+        let mut stream = match opened {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::debug!(peer = to, error = %e, "raft link not open");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                // What queued meanwhile is stale: Raft sends again.
+                while rx.try_recv().is_ok() {}
+                continue;
+            }
+            Err(_) => {
+                while rx.try_recv().is_ok() {}
+                continue;
+            }
+        };
+        loop {
+            let Some(msg) = rx.recv().await else { return };
+            let mut frame = BytesMut::with_capacity(msg.len() + 32);
+            frame.extend_from_slice(format!("index raft {}\r\n", msg.len()).as_bytes());
+            frame.extend_from_slice(&msg);
+            frame.extend_from_slice(b"\r\n");
+            let sent = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&frame)).await;
+            if !matches!(sent, Ok(Ok(()))) {
+                tracing::debug!(peer = to, "raft link broke");
+                break;
+            }
+        }
+    }
+}
+
+/// Sends a follower's map-changing command to the leader and relays its answer unchanged.
+async fn forward<N: Net>(
+    net: N,
+    ctx: Arc<Ctx>,
+    to: String,
+    command: IndexCommand,
+    reply: oneshot::Sender<(Reply, bool)>,
+    tx: mpsc::UnboundedSender<Input>,
+) {
+    let kind = match command {
+        IndexCommand::NodeAdd(_) => ReplyKind::Lines,
+        _ => ReplyKind::Line,
+    };
+    let line = AdminCommand::Index(command).to_line();
+    let answer = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut s = open_peer(&net, &ctx, &to).await?;
+        s.write_all(format!("{line}\r\n").as_bytes()).await?;
+        let events = read_reply(&mut s, Limits::default(), kind).await?;
+        let _ = s.write_all(b"quit\r\n").await;
+        Ok::<_, io::Error>(events)
+    })
+    .await;
+    let r = match answer {
+        Ok(Ok(events)) => Reply::Raw(relayed(events)),
+        Ok(Err(e)) => Reply::Error(flare_core::protocol::ErrorReply::Server(
+            format!("index leader {to} did not answer: {e}").into(),
+        )),
+        Err(_) => Reply::Error(flare_core::protocol::ErrorReply::Server(
+            format!("index leader {to} did not answer in time").into(),
+        )),
+    };
+    let _ = reply.send((r, false));
+    let _ = tx.send(Input::Forwarded);
+}
+
+/// The bytes of a reply read from another server, as it sent them.
+fn relayed(events: Vec<ReplyEvent>) -> bytes::Bytes {
+    let mut out = BytesMut::new();
+    for e in events {
+        match e {
+            ReplyEvent::Line(l) | ReplyEvent::Item(l) => {
+                out.extend_from_slice(&l);
+                out.extend_from_slice(b"\r\n");
+            }
+            ReplyEvent::End => lines::put_end(&mut out),
+            _ => {}
+        }
+    }
+    out.freeze()
 }
 
 /// Applies reloaded settings to a running index server.
@@ -372,55 +640,6 @@ impl Ctx {
             .unwrap_or_else(|e| e.into_inner());
         flare_core::node::admit::internal_allowed(&masks, peer)
     }
-}
-
-/// Performs every queued action in order. A failed persist stops the server: the map in memory is ahead of the disk.
-fn drain<N: Net, P: SnapshotStore>(
-    net: &N,
-    index: &mut Index,
-    snapshots: &P,
-    tx: &mpsc::UnboundedSender<Input>,
-    ctx: &Ctx,
-) -> io::Result<()> {
-    while let Some(action) = index.poll_action() {
-        match action {
-            Action::Persist(snapshot) => {
-                snapshots.save(&snapshot.encode()).map_err(|e| {
-                    io::Error::other(format!("cannot persist the node map, stopping: {e}"))
-                })?;
-                ctx.map_version.store(snapshot.version, Relaxed);
-                ctx.map_changes.fetch_add(1, Relaxed);
-                *ctx.map.lock().unwrap_or_else(|e| e.into_inner()) =
-                    Arc::new(index.node_map().clone());
-            }
-            Action::Probe {
-                node,
-                timeout,
-                position,
-            } => {
-                tokio::spawn(probe(net.clone(), node, timeout, position, tx.clone()));
-            }
-            Action::Push {
-                node,
-                version,
-                lines,
-                timeout,
-            } => {
-                tokio::spawn(push(net.clone(), node, version, lines, timeout, tx.clone()));
-            }
-            Action::Close(conn) => {
-                if let Some(k) = ctx
-                    .kills
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .get(&conn.0)
-                {
-                    let _ = k.send(true);
-                }
-            }
-        }
-    }
-    Ok(())
 }
 
 /// `ping` (and `stats` for the replication position), reported as one result.
@@ -571,7 +790,9 @@ async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
                     }
                     AdminParsed::Error { error, close } => (Reply::Error(error), close),
                     AdminParsed::Command(AdminCommand::Index(command))
-                        if command.changes_map() && !ctx.internal_allowed(peer.ip()) =>
+                        if (command.changes_map()
+                            || matches!(command, IndexCommand::IndexPeer(_) | IndexCommand::IndexRaft(_)))
+                            && !ctx.internal_allowed(peer.ip()) =>
                     {
                         tracing::warn!(%peer, "map-changing command refused (internal-netmask)");
                         (
@@ -737,6 +958,12 @@ fn general_stats(ctx: &Ctx) -> Vec<(String, String)> {
         "node_map_version",
         ctx.map_version.load(Relaxed).to_string(),
     );
+    let status = ctx.status.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    put("index_role", status.role.name().to_string());
+    put("index_term", status.term.to_string());
+    put("index_leader", status.leader.unwrap_or_else(|| "-".into()));
+    put("index_applied", status.applied.to_string());
+    put("index_members", status.members.join(","));
     put("server_version", format!("flare-{}", flare_core::VERSION));
     s
 }

@@ -89,19 +89,25 @@ pub fn add_index(
 ) {
     let c = index_config(s);
     let params = IndexParams::from_config(&c);
-    let settings = IndexSettings::from_config(&c, c.show_variables("", ""));
+    let settings = IndexSettings::from_config(&c, c.show_variables("", ""))
+        .expect("the simulated index finds itself");
     let boots = Arc::new(AtomicU64::new(0));
+    // The Raft log survives the host's crashes, as a disk would.
+    let log = Arc::new(flare_runtime::index::MemoryRaftStore::default());
     sim.host(INDEX, move || {
-        let (params, settings, snapshots, env) = (
+        let (params, mut settings, snapshots, env, log) = (
             params.clone(),
             settings.clone(),
             snapshots.clone(),
             env.clone(),
+            log.clone(),
         );
         let boot = boots.fetch_add(1, Relaxed);
+        // Election timeouts from the boot count: the same run every time.
+        settings.seed = boot;
         async move {
             lock(&env).trace(format!("{} boot index #{boot}", now_ms()));
-            let server = IndexServer::bind(SimNet, params, settings, snapshots).await?;
+            let server = IndexServer::bind(SimNet, params, settings, snapshots, log).await?;
             server.run(std::future::pending()).await?;
             Ok(())
         }

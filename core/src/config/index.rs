@@ -101,7 +101,7 @@ shared_options!(IndexConfig, Daemon::Index, {
     auto_activate: false,
     index_servers: Vec::new(),
     index_join: false,
-    index_election_timeout: Duration::from_millis(500),
+    index_election_timeout: crate::index::group::DEFAULT_ELECTION_TIMEOUT,
 });
 
 /// Flare's `show variables` order for the index (stats.md §5); values line up at column 26.

@@ -90,6 +90,48 @@ impl GroupSettings {
         }
     }
 
+    /// The group of a `flarei` configuration: `index-servers`, `index-join`, `index-election-timeout`; this server is
+    /// the entry `server-name:server-port`, or, with no `server-name`, the one entry on `server-port`.
+    pub fn from_config(c: &crate::config::IndexConfig) -> Result<GroupSettings, String> {
+        let members: Vec<String> = c.index_servers.iter().map(ToString::to_string).collect();
+        let me = match (c.server_name.is_empty(), members.is_empty()) {
+            (false, _) => format!("{}:{}", c.server_name, c.server_port),
+            (true, true) => format!("localhost:{}", c.server_port),
+            (true, false) => {
+                let mine: Vec<&String> = c
+                    .index_servers
+                    .iter()
+                    .zip(&members)
+                    .filter(|(s, _)| s.port == c.server_port)
+                    .map(|(_, m)| m)
+                    .collect();
+                match mine.as_slice() {
+                    [one] => (*one).clone(),
+                    _ => {
+                        return Err(format!(
+                            "index-servers ({}) has {} entries on port {}: set server-name to this server's entry",
+                            members.join(","),
+                            mine.len(),
+                            c.server_port
+                        ))
+                    }
+                }
+            }
+        };
+        if !members.is_empty() && !members.contains(&me) {
+            return Err(format!(
+                "{me} (server-name:server-port) is not in index-servers ({})",
+                members.join(",")
+            ));
+        }
+        Ok(GroupSettings {
+            me,
+            members,
+            join: c.index_join,
+            election_timeout: c.index_election_timeout,
+        })
+    }
+
     fn tick(&self) -> Duration {
         (self.election_timeout / ELECTION_TICKS as u32).max(Duration::from_millis(1))
     }

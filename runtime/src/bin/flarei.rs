@@ -1,5 +1,6 @@
 //! `flarei`: the Flare index server. Reads a Flare-style configuration (`-f flarei.conf`, `--<option>=<value>`),
-//! resumes the cluster from the node map persisted in `data-dir`, monitors every node and pushes map changes.
+//! resumes its index group from the Raft log in `data-dir` (docs/index-servers.md), and, while it leads the group,
+//! monitors every node and pushes map changes.
 //! SIGTERM/SIGINT stop it; SIGHUP re-reads the configuration and applies the monitor options (config.md §6).
 
 use std::process::ExitCode;
@@ -8,7 +9,7 @@ use flare_core::config::IndexConfig;
 use flare_core::index::IndexParams;
 use flare_runtime::cli::LoadedIndex;
 use flare_runtime::daemon::{self, PidFile};
-use flare_runtime::index::{FileSnapshots, IndexServer, IndexSettings};
+use flare_runtime::index::{FileSnapshots, IndexServer, IndexSettings, RocksRaftStore};
 use flare_runtime::net::TokioNet;
 
 fn main() -> ExitCode {
@@ -19,11 +20,15 @@ async fn serve(loaded: LoadedIndex) -> Result<(), String> {
     let c = loaded.config.clone();
     let data_dir = std::path::Path::new(&c.data_dir);
     std::fs::create_dir_all(data_dir).map_err(|e| format!("data-dir {}: {e}", c.data_dir))?;
+    let settings = IndexSettings::from_config(&c, loaded.show_variables())?;
+    let log = RocksRaftStore::open(data_dir)
+        .map_err(|e| format!("index log in {}: {e}", data_dir.display()))?;
     let server = IndexServer::bind(
         TokioNet,
         IndexParams::from_config(&c),
-        IndexSettings::from_config(&c, loaded.show_variables()),
+        settings,
         FileSnapshots::new(data_dir),
+        log,
     )
     .await
     .map_err(|e| format!("cannot start on port {}: {e}", c.server_port))?;

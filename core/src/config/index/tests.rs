@@ -27,7 +27,7 @@ fn index_group_options() {
     let alone = index_file("data-dir = /d\n").unwrap().0;
     assert!(alone.index_servers.is_empty(), "no list: a single index server");
     assert!(!alone.index_join);
-    assert_eq!(alone.index_election_timeout, Duration::from_millis(500));
+    assert_eq!(alone.index_election_timeout, Duration::from_millis(400));
 
     let (c, warnings) = index_file(
         "data-dir = /d\nindex-servers = a:12120, b:12120 ,c:12121\nindex-join = true\nindex-election-timeout = 50\n",
