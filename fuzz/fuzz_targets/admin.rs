@@ -4,8 +4,9 @@
 //!
 //! The first byte picks the mode and the chunk size.
 //! - Even: the rest is a connection's bytes. Invariants: parsing never panics and holds at most `line_max + 1`
-//!   bytes of an incomplete line; it returns the same results however the input is split; every command re-encodes
-//!   with `to_line` and parses back to itself; every reply encodes to CRLF lines. Then every index command is run
+//!   bytes of an incomplete line (or of an `index raft` block, whose limit is below `line_max` here); it returns the
+//!   same results however the input is split; every command re-encodes with `to_line` (an `index raft` with its
+//!   block after the line) and parses back to itself; every reply encodes to CRLF lines. Then every index command is run
 //!   on an `Index` (probes and pushes answered from the input's bits): after each step the map is consistent, the
 //!   version moved by at most 1 and exactly as many snapshots were persisted, and every push carries a persisted
 //!   map.
@@ -16,15 +17,21 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use flare_core::index::{transitions, Action, Index, IndexParams, ProbeResult, Snapshot};
 use flare_core::keys::{HashAlgorithm, PartitionParams};
-use flare_core::protocol::admin::{parse_line, AdminCommand, AdminParsed, AdminParser};
+use flare_core::protocol::admin::{parse_line, AdminCommand, AdminParsed, AdminParser, IndexCommand};
 use flare_core::protocol::response::encode_text;
 use flare_core::protocol::{NodeLine, Reply};
 use libfuzzer_sys::fuzz_target;
 
 const LINE_MAX: usize = 256;
+/// Below `LINE_MAX`, so that `LINE_MAX + 1` bounds what is buffered while a block is awaited too.
+const RAFT_MESSAGE_MAX: usize = 200;
+
+fn parser() -> AdminParser {
+    AdminParser::new(LINE_MAX).with_raft_message_max(RAFT_MESSAGE_MAX)
+}
 
 fn parse(input: &[u8], chunk: usize) -> Vec<AdminParsed> {
-    let mut parser = AdminParser::new(LINE_MAX);
+    let mut parser = parser();
     let mut buf = BytesMut::new();
     let mut out = Vec::new();
     for piece in input.chunks(chunk.max(1)) {
@@ -47,6 +54,16 @@ fn parse(input: &[u8], chunk: usize) -> Vec<AdminParsed> {
 
 fn check_parsed(p: &AdminParsed) {
     let reply = match p {
+        AdminParsed::Command(AdminCommand::Index(IndexCommand::IndexRaft(message))) => {
+            assert!(message.len() <= RAFT_MESSAGE_MAX);
+            let c = AdminCommand::Index(IndexCommand::IndexRaft(message.clone()));
+            let mut wire = BytesMut::from(format!("{}\r\n", c.to_line()).as_bytes());
+            wire.extend_from_slice(message);
+            wire.extend_from_slice(b"\r\n");
+            assert_eq!(parser().parse(&mut wire).as_ref(), Some(p), "round trip of a raft block");
+            assert!(wire.is_empty());
+            return;
+        }
         AdminParsed::Command(c) => {
             let line = c.to_line();
             assert_eq!(parse_line(line.as_bytes()).as_ref(), Ok(c), "round trip of {line:?}");

@@ -25,6 +25,7 @@ const LIMITS: Limits = Limits {
     item_size_max: 128,
     keys_per_get_max: 8,
     nodes_max: 8,
+    raft_message_max: 1024,
 };
 
 const NOW: u64 = 1_800_000_000;

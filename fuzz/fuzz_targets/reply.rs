@@ -15,6 +15,7 @@ const LIMITS: Limits = Limits {
     item_size_max: 128,
     keys_per_get_max: 8,
     nodes_max: 8,
+    raft_message_max: 1024,
 };
 
 fn read(input: &[u8], kind: ReplyKind, chunk: usize) -> (Vec<ReplyEvent>, Option<ReplyError>) {

@@ -3,15 +3,19 @@
 //! The index speaks a small text protocol: one command per line, tokens separated by spaces, a line ending in `\n`
 //! (a `\r` before it is dropped), exactly as on nodes (protocol.md §1). What it accepts:
 //!
-//! - map-changing commands: `node add|role|state|remove`, `shutdown <name> <port>`;
+//! - map-changing commands: `node add|role|state|remove`, `shutdown <name> <port>`, and the group's membership
+//!   changes `index add|remove <host:port>` (ours, redundant index servers);
 //! - `auth <secret>` (decisions.md #10, see below);
+//! - between index servers of a group (ours): `index peer <host:port>` (this connection comes from that index
+//!   server) and `index raft <len>\r\n<len bytes>\r\n`, one binary Raft message;
 //! - `meta`, `ping`, `kill <id>`, `quit`, `verbosity <n> [noreply]`, `stats nodes|items|slabs|sizes`,
 //!   `stats threads slave`: answered by [`crate::index::Index::handle_command`];
 //! - `version`, `show variables`, `stats`, `stats settings`, `stats threads [request|queue]`: answered by the
 //!   driver from process-level state (pid, rusage, config, its connection table) — [`AdminCommand::Server`].
 //!
 //! Everything else, data commands included, is `ERROR`, and so is a malformed known command (Flare answers `ERROR`
-//! for any parse error of an index command). A request starting with byte `0x80` is binary: the index has no binary
+//! for any parse error of an index command), except the `index` commands, which are ours: a bad `<host:port>` or a
+//! missing or extra argument is a `CLIENT_ERROR`. A request starting with byte `0x80` is binary: the index has no binary
 //! protocol and closes the connection without a reply ([`AdminParsed::Close`]).
 //!
 //! **Shared secret.** When the index is configured with `cluster-secret`, a connection must send
@@ -21,13 +25,20 @@
 //! Limits: a line longer than `line_max` bytes is answered with `CLIENT_ERROR line too long` and the connection is
 //! closed, as soon as that many bytes are buffered without a line end. The parser never panics and holds at most
 //! `line_max + 1` bytes of an incomplete line (the fuzz target `admin` checks both).
+//!
+//! **Raft blocks.** `index raft <len>` is followed by a data block of `len` bytes and `\r\n`. A `len` that is not a
+//! number, or is over `raft_message_max` ([`Limits::raft_message_max`]), is a `CLIENT_ERROR` that closes the
+//! connection at once, before any of the block is waited for; so is a block not followed by `\r\n`. Otherwise the
+//! parser consumes the header line and waits, as for a partial line, until the whole block is buffered: it then
+//! holds at most `len + 1` bytes of an incomplete block, and the message is split off the buffer without a copy.
+//! [`parse_line`] alone cannot read a block, so it refuses `index raft`.
 
 use std::fmt;
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 use super::lex::{parse_i64, parse_u64, Tokens};
-use super::{ErrorReply, StatsGroup};
+use super::{ErrorReply, Limits, StatsGroup};
 use crate::config::Secret;
 use crate::node_map::{node_key, NodeRecord, Role, State};
 
@@ -140,6 +151,16 @@ pub enum IndexCommand {
     },
     /// `quit`: close the connection without a reply (protocol.md §4.11 \[Improve\]).
     Quit,
+    /// `index add <host:port>` (ours): add an index server to the group (`crate::index::group`). The address is
+    /// `host:port` with the port in canonical decimal (`a:012120` becomes `a:12120`), as for every `index` command.
+    IndexAdd(String),
+    /// `index remove <host:port>` (ours): remove an index server from the group.
+    IndexRemove(String),
+    /// `index peer <host:port>` (ours): this connection comes from index server `<host:port>`.
+    IndexPeer(String),
+    /// `index raft <len>` followed by `<len>` bytes and `\r\n` (ours): one Raft message from an index peer, only
+    /// from [`AdminParser`] (the block is not part of the line).
+    IndexRaft(Bytes),
 }
 
 /// A query the driver answers itself.
@@ -168,6 +189,8 @@ impl IndexCommand {
                 | IndexCommand::NodeState { .. }
                 | IndexCommand::NodeRemove(_)
                 | IndexCommand::Shutdown(_)
+                | IndexCommand::IndexAdd(_)
+                | IndexCommand::IndexRemove(_)
         )
     }
 }
@@ -191,6 +214,10 @@ impl AdminCommand {
                 IndexCommand::Kill(_) => "kill",
                 IndexCommand::Verbosity { .. } => "verbosity",
                 IndexCommand::Quit => "quit",
+                IndexCommand::IndexAdd(_) => "index_add",
+                IndexCommand::IndexRemove(_) => "index_remove",
+                IndexCommand::IndexPeer(_) => "index_peer",
+                IndexCommand::IndexRaft(_) => "index_raft",
             },
             AdminCommand::Server(q) => match q {
                 ServerQuery::Version => "version",
@@ -202,7 +229,9 @@ impl AdminCommand {
         }
     }
 
-    /// The command line without its `\r\n` (what a node or an admin tool sends). Parsing it gives `self` back.
+    /// The command line without its `\r\n` (what a node or an admin tool sends). Parsing it gives `self` back,
+    /// except for [`IndexCommand::IndexRaft`]: its line is the header `index raft <len>`, and the message (then
+    /// `\r\n`) must follow it on the wire.
     pub fn to_line(&self) -> String {
         match self {
             AdminCommand::Index(c) => index_line(c),
@@ -256,6 +285,11 @@ fn index_line(c: &IndexCommand) -> String {
         IndexCommand::Ping => "ping".into(),
         IndexCommand::Stats(g) => stats_line(*g).into(),
         IndexCommand::Kill(id) => format!("kill {id}"),
+        IndexCommand::IndexAdd(a) => format!("index add {a}"),
+        IndexCommand::IndexRemove(a) => format!("index remove {a}"),
+        IndexCommand::IndexPeer(a) => format!("index peer {a}"),
+        // The block follows the line.
+        IndexCommand::IndexRaft(b) => format!("index raft {}", b.len()),
         IndexCommand::Verbosity { noreply: false } => "verbosity 0".into(),
         IndexCommand::Verbosity { noreply: true } => "verbosity 0 noreply".into(),
         IndexCommand::Quit => "quit".into(),
@@ -300,21 +334,37 @@ pub const ADMIN_LINE_MAX: usize = 4096;
 #[derive(Debug)]
 pub struct AdminParser {
     line_max: usize,
+    raft_message_max: usize,
     /// Bytes at the front of the buffer already searched for `\n` (the current line is incomplete).
     scanned: usize,
+    /// The length of the `index raft` block awaited: its header line is consumed, the block is not complete yet.
+    block: Option<usize>,
 }
 
 impl AdminParser {
-    /// A parser rejecting lines longer than `line_max` bytes (without the line ending).
+    /// A parser rejecting lines longer than `line_max` bytes (without the line ending), and Raft messages longer
+    /// than the default [`Limits::raft_message_max`].
     pub fn new(line_max: usize) -> Self {
         AdminParser {
             line_max,
+            raft_message_max: Limits::default().raft_message_max,
             scanned: 0,
+            block: None,
         }
     }
 
-    /// The next command in `buf`, or `None` when more bytes are needed (the buffer is then untouched).
+    /// The same parser, rejecting `index raft` blocks longer than `max` bytes.
+    pub fn with_raft_message_max(mut self, max: usize) -> Self {
+        self.raft_message_max = max;
+        self
+    }
+
+    /// The next command in `buf`, or `None` when more bytes are needed. The buffer is then untouched, except that
+    /// the header line of an `index raft` block is consumed while the parser waits for the block.
     pub fn parse(&mut self, buf: &mut BytesMut) -> Option<AdminParsed> {
+        if let Some(len) = self.block {
+            return self.raft_block(buf, len);
+        }
         if self.scanned == 0 && buf.first() == Some(&super::binary::MAGIC_REQUEST) {
             buf.clear();
             return Some(AdminParsed::Close);
@@ -338,6 +388,23 @@ impl AdminParser {
         if line_len > self.line_max {
             return Some(self.too_long(buf));
         }
+        if let Some(header) = raft_header(&buf[..line_len]) {
+            buf.advance(end + 1);
+            return match header {
+                Some(len) if len <= self.raft_message_max => {
+                    self.block = Some(len);
+                    self.raft_block(buf, len)
+                }
+                Some(_) => Some(close(
+                    buf,
+                    ErrorReply::Client("raft message too large".into()),
+                )),
+                None => Some(close(
+                    buf,
+                    ErrorReply::Client("bad raft message length".into()),
+                )),
+            };
+        }
         let parsed = match parse_line(&buf[..line_len]) {
             Ok(c) => AdminParsed::Command(c),
             Err(error) => AdminParsed::Error {
@@ -349,19 +416,52 @@ impl AdminParser {
         Some(parsed)
     }
 
-    /// True while a line is partly received.
+    /// True while a line, or the block of an `index raft`, is partly received.
     pub fn in_progress(&self) -> bool {
-        self.scanned > 0
+        self.scanned > 0 || self.block.is_some()
     }
 
     fn too_long(&mut self, buf: &mut BytesMut) -> AdminParsed {
-        buf.clear();
         self.scanned = 0;
-        AdminParsed::Error {
-            error: ErrorReply::LineTooLong,
-            close: true,
-        }
+        close(buf, ErrorReply::LineTooLong)
     }
+
+    /// The `len`-byte block of an `index raft` whose header is consumed, once it and its `\r\n` are buffered.
+    fn raft_block(&mut self, buf: &mut BytesMut, len: usize) -> Option<AdminParsed> {
+        // `len <= raft_message_max` was checked on the header; saturating keeps a huge configured maximum harmless.
+        if buf.len() < len.saturating_add(2) {
+            return None;
+        }
+        self.block = None;
+        let message = buf.split_to(len).freeze();
+        if !buf.starts_with(b"\r\n") {
+            return Some(close(buf, ErrorReply::BadDataChunk));
+        }
+        buf.advance(2);
+        Some(AdminParsed::Command(AdminCommand::Index(
+            IndexCommand::IndexRaft(message),
+        )))
+    }
+}
+
+/// An error after which the stream cannot be resynchronised: the buffer is dropped and the connection closed.
+fn close(buf: &mut BytesMut, error: ErrorReply) -> AdminParsed {
+    buf.clear();
+    AdminParsed::Error { error, close: true }
+}
+
+/// `Some` when `line` is an `index raft` header: `Some(len)` for `index raft <len>`, `None` for a missing, malformed
+/// or extra argument (the length of the block that follows is then unknown).
+fn raft_header(line: &[u8]) -> Option<Option<usize>> {
+    let mut t = Tokens::new(line);
+    if (t.next(), t.next()) != (Some(&b"index"[..]), Some(&b"raft"[..])) {
+        return None;
+    }
+    let len = t
+        .next()
+        .and_then(parse_u64)
+        .and_then(|n| usize::try_from(n).ok());
+    Some(end(len, t))
 }
 
 impl Default for AdminParser {
@@ -370,7 +470,9 @@ impl Default for AdminParser {
     }
 }
 
-/// Parses one command line (without its line ending). Every rejection is `ERROR`, as in Flare.
+/// Parses one command line (without its line ending). Every rejection is `ERROR`, as in Flare, except those of the
+/// `index` commands (ours), which are `CLIENT_ERROR`s. `index raft <len>` is refused: its block follows the line, so
+/// only [`AdminParser`] reads it.
 pub fn parse_line(line: &[u8]) -> Result<AdminCommand, ErrorReply> {
     let mut t = Tokens::new(line);
     let bad = ErrorReply::UnknownCommand;
@@ -379,6 +481,7 @@ pub fn parse_line(line: &[u8]) -> Result<AdminCommand, ErrorReply> {
     let server = |q| Ok(AdminCommand::Server(q));
     match name {
         b"node" => parse_node(t).map(AdminCommand::Index).ok_or(bad),
+        b"index" => parse_index(t).map(AdminCommand::Index),
         b"shutdown" => end(parse_addr(&mut t), t)
             .map(|n| AdminCommand::Index(IndexCommand::Shutdown(n)))
             .ok_or(bad),
@@ -466,6 +569,41 @@ fn parse_node(mut t: Tokens<'_>) -> Option<IndexCommand> {
     end(Some(cmd), t)
 }
 
+/// `index add|remove|peer <host:port>` (ours). An unknown verb is `ERROR`, bad arguments a `CLIENT_ERROR`.
+fn parse_index(mut t: Tokens<'_>) -> Result<IndexCommand, ErrorReply> {
+    let make: fn(String) -> IndexCommand = match t.next() {
+        Some(b"add") => IndexCommand::IndexAdd,
+        Some(b"remove") => IndexCommand::IndexRemove,
+        Some(b"peer") => IndexCommand::IndexPeer,
+        Some(b"raft") => {
+            return Err(ErrorReply::Client(
+                "index raft must be followed by its data block".into(),
+            ))
+        }
+        _ => return Err(ErrorReply::UnknownCommand),
+    };
+    let addr = t.next().ok_or(ErrorReply::BadCommandLine)?;
+    let addr = index_addr(addr).ok_or(ErrorReply::Client(
+        "bad index server address (expected <host>:<port>)".into(),
+    ))?;
+    end(Some(make(addr)), t).ok_or(ErrorReply::BadCommandLine)
+}
+
+/// An index server's `<host>:<port>`, as `index-servers` names it: a non-empty host without `:`, `,` or control
+/// characters, and a decimal port 1..=65535, returned in canonical form (`a:012120` is `a:12120`) so that one
+/// server has one name.
+fn index_addr(token: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(token).ok()?;
+    let (host, port) = text.split_once(':')?;
+    if host.is_empty() || host.chars().any(|c| c.is_control() || c == ',') {
+        return None;
+    }
+    let port = u16::try_from(parse_u64(port.as_bytes())?)
+        .ok()
+        .filter(|&p| p != 0)?;
+    Some(format!("{host}:{port}"))
+}
+
 /// `verbosity <n> [noreply]`: the level is required (protocol.md §4.11).
 fn parse_verbosity(mut t: Tokens<'_>) -> Option<IndexCommand> {
     parse_u64(t.next()?)?;
@@ -504,6 +642,9 @@ fn parse_stats(mut t: Tokens<'_>) -> Option<AdminCommand> {
         }
     })
 }
+
+#[cfg(test)]
+mod index_tests;
 
 #[cfg(test)]
 mod tests {

@@ -728,6 +728,7 @@ mod tests {
             item_size_max: 64,
             keys_per_get_max: 8,
             nodes_max: 4,
+            raft_message_max: 1024,
         }
     }
 

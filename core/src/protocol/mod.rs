@@ -46,6 +46,10 @@ pub struct Limits {
     pub keys_per_get_max: usize,
     /// Most `NODE` lines in one `node sync`.
     pub nodes_max: usize,
+    /// Largest Raft message one `index raft <len>` block may carry between index servers (default 16 MiB: a
+    /// snapshot of the node map travels in one message); a longer length closes the connection before any of the
+    /// block is buffered.
+    pub raft_message_max: usize,
 }
 
 impl Default for Limits {
@@ -56,6 +60,7 @@ impl Default for Limits {
             item_size_max: 64 * 1024 * 1024,
             keys_per_get_max: 8192,
             nodes_max: 4096,
+            raft_message_max: 16 * 1024 * 1024,
         }
     }
 }
