@@ -5,6 +5,7 @@ pub mod admin;
 pub mod cli;
 pub mod daemon;
 pub mod index;
+pub mod index_store;
 pub mod metrics;
 pub mod net;
 pub mod node;
