@@ -194,7 +194,10 @@ impl Target for IndexConfig {
             ("auto-activate", self.auto_activate.to_string()),
             ("index-servers", members_text(&self.index_servers)),
             ("index-join", self.index_join.to_string()),
-            ("index-election-timeout", millis(self.index_election_timeout)),
+            (
+                "index-election-timeout",
+                millis(self.index_election_timeout),
+            ),
         ]
     }
 

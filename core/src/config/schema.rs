@@ -186,7 +186,7 @@ pub static OPTIONS: &[OptionSpec] = &[
         "the index servers' group, host:port[,host:port...], the same on each (ours; empty = this server alone)"),
     opt("index-join", Scope::Index, Kind::Switch, "false", STATIC,
         "join a running group (empty data-dir; wait for its leader instead of bootstrapping) (ours)"),
-    opt("index-election-timeout", Scope::Index, int(50, I32), "500", STATIC,
+    opt("index-election-timeout", Scope::Index, int(50, I32), "400", STATIC,
         "milliseconds without a leader before an index server stands for election (ours)"),
     // Node: cluster behaviour (§5.2).
     opt("proxy-concurrency", Scope::Node, int(1, I32), "2", STATIC,

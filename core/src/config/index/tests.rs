@@ -25,7 +25,10 @@ fn index_db() {
 #[test]
 fn index_group_options() {
     let alone = index_file("data-dir = /d\n").unwrap().0;
-    assert!(alone.index_servers.is_empty(), "no list: a single index server");
+    assert!(
+        alone.index_servers.is_empty(),
+        "no list: a single index server"
+    );
     assert!(!alone.index_join);
     assert_eq!(alone.index_election_timeout, Duration::from_millis(400));
 
@@ -87,8 +90,14 @@ fn index_group_options_are_settings_and_round_trip() {
     assert_eq!(settings["index_join"], "true");
     assert_eq!(settings["index_election_timeout"], "750");
     let lines = c.show_variables("", "");
-    assert!(lines.contains(&"index_servers:            a:1,b:2".to_owned()), "{lines:?}");
-    assert!(lines.contains(&"index_election_timeout:   750".to_owned()), "{lines:?}");
+    assert!(
+        lines.contains(&"index_servers:            a:1,b:2".to_owned()),
+        "{lines:?}"
+    );
+    assert!(
+        lines.contains(&"index_election_timeout:   750".to_owned()),
+        "{lines:?}"
+    );
     assert_eq!(IndexConfig::from_pairs(&c.to_pairs()).unwrap().0, c);
     let alone = index_file("data-dir = /d\n").unwrap().0;
     assert_eq!(IndexConfig::from_pairs(&alone.to_pairs()).unwrap().0, alone);

@@ -111,7 +111,7 @@ fn defaults_match_config_md() {
         (Index, "auto-activate", "false"),
         (Index, "index-servers", ""),
         (Index, "index-join", "false"),
-        (Index, "index-election-timeout", "500"),
+        (Index, "index-election-timeout", "400"),
         (Index, "metrics-port", "0"),
         (Index, "metrics-address", "127.0.0.1"),
     ];
