@@ -10,6 +10,9 @@
 //!
 //! The parsing and the choice are pure functions of what was read; the table is in [`super::table`].
 
+use std::time::{Duration, Instant};
+
+use flare_core::protocol::admin::{AdminCommand, IndexCommand};
 use flare_core::protocol::lines;
 
 use super::args::{IndexListArgs, IndexMemberArgs};
@@ -25,6 +28,11 @@ const NOT_LEADER: &str = "SERVER_ERROR not the index leader";
 const LEADER_IS: &str = "; leader is ";
 /// The Raft role of the leader in `index_role`.
 const LEADER: &str = "leader";
+/// What the leader says when asked to remove itself (`SERVER_ERROR <host:port> is the leader; leadership is being
+/// handed over, send the command again`).
+const HANDING_OVER: &str = "leadership is being handed over";
+/// The pause before sending such a removal again.
+const HANDOVER_PAUSE: Duration = Duration::from_millis(300);
 
 /// What one index server's `stats` says about its group. Every field is empty for a server that does not report
 /// it.
@@ -202,12 +210,12 @@ pub enum MemberChange {
 
 impl MemberChange {
     /// The command line sent to the leader.
-    // The contract's `index add|remove <host:port>`, written here until core's `AdminCommand` has it.
     pub fn line(self, server: &Endpoint) -> String {
-        match self {
-            MemberChange::Add => format!("index add {server}"),
-            MemberChange::Remove => format!("index remove {server}"),
-        }
+        let command = match self {
+            MemberChange::Add => IndexCommand::IndexAdd(server.to_string()),
+            MemberChange::Remove => IndexCommand::IndexRemove(server.to_string()),
+        };
+        AdminCommand::Index(command).to_line()
     }
 
     /// The members after the change.
@@ -234,16 +242,20 @@ impl MemberChange {
     }
 }
 
-/// `a:p,b:p` (or `-` for none).
+/// True for the leader's answer to its own removal: it hands its leadership over first, and the command is to be
+/// sent again (to the next leader).
+pub fn handing_over(reply: &str) -> bool {
+    reply.starts_with("SERVER_ERROR ") && reply.contains(HANDING_OVER)
+}
+
+/// `a:p,b:p` in sorted order (or `-` for none).
 pub fn join(servers: &[Endpoint]) -> String {
     if servers.is_empty() {
         return "-".into();
     }
-    servers
-        .iter()
-        .map(Endpoint::to_string)
-        .collect::<Vec<_>>()
-        .join(",")
+    let mut names: Vec<String> = servers.iter().map(Endpoint::to_string).collect();
+    names.sort();
+    names.join(",")
 }
 
 /// `index list`: every index server's role, term, leader and applied index.
@@ -356,16 +368,25 @@ fn change_members(ctx: &Ctx, a: IndexMemberArgs, change: MemberChange) -> Result
     if !prompter.confirm(&change.question(&server, &members))? {
         return Ok(Status::Ok);
     }
-    let reply = match index.call_line(&line) {
-        Ok(r) => r,
-        // The leader removing itself may close the connection before its answer arrives.
-        Err(AdminError::Io { addr, reason, .. }) => {
-            return Err(AdminError::Failed(format!(
-                "index server {addr}: {reason} before answering `{line}`; whether it was applied is unknown: \
-                 check with `flare-admin index list`"
-            )))
+    let until = Instant::now() + ctx.conn.timeout;
+    let reply = loop {
+        let reply = match index.call_line(&line) {
+            Ok(r) => r,
+            // The leader removing itself may close the connection before its answer arrives.
+            Err(AdminError::Io { addr, reason, .. }) => {
+                return Err(AdminError::Failed(format!(
+                    "index server {addr}: {reason} before answering `{line}`; whether it was applied is unknown: \
+                     check with `flare-admin index list`"
+                )))
+            }
+            Err(e) => return Err(e),
+        };
+        if !handing_over(&reply) || Instant::now() >= until {
+            break reply;
         }
-        Err(e) => return Err(e),
+        // The leader asked to remove itself first hands its leadership to another member: ask that one.
+        std::thread::sleep(HANDOVER_PAUSE);
+        index = ctx.index(&a.index, &[])?;
     };
     if reply != "OK" {
         return Err(index.refused(&line, reply));
@@ -542,6 +563,17 @@ mod tests {
         assert_eq!(health(&[down.clone(), follower.clone()]), Status::Ng);
         assert_eq!(health(&[down, follower, leader]), Status::Ok);
         assert_eq!(health(&[flare]), Status::Ok);
+    }
+
+    #[test]
+    fn the_leader_removing_itself_is_asked_again() {
+        assert!(handing_over(
+            "SERVER_ERROR 127.0.0.1:12121 is the leader; leadership is being handed over, send the command again"
+        ));
+        assert!(!handing_over(
+            "SERVER_ERROR not the index leader; no leader elected yet"
+        ));
+        assert!(!handing_over("OK"));
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! * `threads`: `%5s %-32s %-13s %4s %8s`, header `id peer operation type queue`.
 //! * `index list` (ours, and the index section of `stats` when there are several index servers):
 //!   `%-32s %11s %6s %-32s %8s %6s`, header `server role term leader applied member`; a server that could not be
-//!   read shows `unreachable` and nothing after it, one without a group `-`.
+//!   read shows `unreachable` (and `-` up to `member`), one without a group `-`.
 
 use std::collections::BTreeMap;
 
@@ -297,16 +297,16 @@ pub fn index_table(statuses: &[IndexStatus], members: Option<&[Endpoint]>) -> St
     let mut out = row(["server", "role", "term", "leader", "applied", "member"]);
     for s in statuses {
         let server = s.server.to_string();
-        let Ok(v) = &s.view else {
-            out.push_str(&row([&server, "unreachable", "", "", "", ""]));
-            continue;
-        };
-        let num = |n: Option<u64>| n.map_or("-".to_string(), |n| n.to_string());
         let member = match members {
             Some(m) if m.contains(&s.server) => "yes",
             Some(_) => "no",
             None => "-",
         };
+        let Ok(v) = &s.view else {
+            out.push_str(&row([&server, "unreachable", "-", "-", "-", member]));
+            continue;
+        };
+        let num = |n: Option<u64>| n.map_or("-".to_string(), |n| n.to_string());
         out.push_str(&row([
             &server,
             v.role.as_deref().unwrap_or("-"),
@@ -538,7 +538,7 @@ mod tests {
             "server                                  role   term leader                            applied member\n\
              127.0.0.1:12120                       leader      3 127.0.0.1:12120                        42    yes\n\
              127.0.0.1:12121                     follower      3 127.0.0.1:12120                        41    yes\n\
-             127.0.0.1:12122                  unreachable\n\
+             127.0.0.1:12122                  unreachable      - -                                       -    yes\n\
              127.0.0.1:12123                    candidate      4 -                                       -     no\n"
         );
         // A server that is not in a group (Flare's index) shows `-`, and membership is unknown without a list.
