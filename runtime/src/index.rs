@@ -523,11 +523,13 @@ async fn open_peer<N: Net>(net: &N, ctx: &Ctx, to: &str) -> io::Result<N::Stream
     Ok(s)
 }
 
-/// Carries Raft messages to `to`, reconnecting (after 100 ms) when the connection fails.
+/// Carries Raft messages to `to`, reconnecting (after 100 ms) when the connection fails. The peer never writes
+/// after the handshake, so anything read (its close above all) ends the connection at once: a message written to
+/// a restarted peer's dead connection would be lost, and the first messages after a restart are an election's.
 async fn link<N: Net>(net: N, ctx: Arc<Ctx>, to: String, mut rx: mpsc::Receiver<Vec<u8>>) {
     loop {
         let opened = tokio::time::timeout(Duration::from_secs(1), open_peer(&net, &ctx, &to)).await;
-        let mut stream = match opened {
+        let stream = match opened {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 tracing::debug!(peer = to, error = %e, "raft link not open");
@@ -541,13 +543,22 @@ async fn link<N: Net>(net: N, ctx: Arc<Ctx>, to: String, mut rx: mpsc::Receiver<
                 continue;
             }
         };
+        let (mut reader, mut writer) = tokio::io::split(stream);
+        let mut scratch = [0u8; 64];
         loop {
-            let Some(msg) = rx.recv().await else { return };
+            let msg = tokio::select! {
+                msg = rx.recv() => msg,
+                _ = reader.read(&mut scratch) => {
+                    tracing::debug!(peer = to, "raft link closed by the peer");
+                    break;
+                }
+            };
+            let Some(msg) = msg else { return };
             let mut frame = BytesMut::with_capacity(msg.len() + 32);
             frame.extend_from_slice(format!("index raft {}\r\n", msg.len()).as_bytes());
             frame.extend_from_slice(&msg);
             frame.extend_from_slice(b"\r\n");
-            let sent = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&frame)).await;
+            let sent = tokio::time::timeout(Duration::from_secs(1), writer.write_all(&frame)).await;
             if !matches!(sent, Ok(Ok(()))) {
                 tracing::debug!(peer = to, "raft link broke");
                 break;
@@ -772,7 +783,8 @@ async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     mut stream: S,
     mut kill: watch::Receiver<bool>,
 ) -> io::Result<()> {
-    let mut parser = AdminParser::new(ctx.settings.line_max);
+    // No `index raft` block is buffered before the connection said `index peer` and was answered `OK`.
+    let mut parser = AdminParser::new(ctx.settings.line_max).with_raft_message_max(0);
     let mut rbuf = BytesMut::with_capacity(4096);
     let mut wbuf = BytesMut::new();
     // The node whose session this connection is (it registered, or said `node session`, on it).
@@ -809,6 +821,7 @@ async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
                             }
                             _ => None,
                         };
+                        let peer_hello = matches!(command, IndexCommand::IndexPeer(_));
                         let (tx, rx) = oneshot::channel();
                         if let Some(row) = ctx
                             .conns
@@ -827,6 +840,9 @@ async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
                             .map_err(|_| io::Error::other("index stopped"))?;
                         let (reply, close) =
                             rx.await.map_err(|_| io::Error::other("index stopped"))?;
+                        if peer_hello && reply == Reply::Ok {
+                            parser.set_raft_message_max(Limits::default().raft_message_max);
+                        }
                         if node.is_some() && !matches!(reply, Reply::Error(_)) {
                             session = node;
                         }

@@ -51,15 +51,21 @@ use crate::node_map::NodeMap;
 use crate::protocol::admin::IndexCommand;
 use crate::protocol::{ErrorReply, Reply};
 
-/// Election timeout in ticks. Each follower's timeout is drawn from `(ELECTION_TICKS, 2 × ELECTION_TICKS)`: above
-/// `ELECTION_TICKS`, because with check-quorum a follower refuses to (pre-)vote while it heard from a leader within
-/// `ELECTION_TICKS` ticks, and the members' ticks are not in phase: the first to campaign after a leader died must
-/// find the others out of that lease, or it waits a whole second timeout.
+/// Election timeout in ticks: with check-quorum a follower refuses to (pre-)vote while it heard from a leader
+/// within this many ticks.
 pub const ELECTION_TICKS: usize = 10;
+/// A follower's timeout before it campaigns, drawn from this range (in ticks): past the others' check-quorum lease by
+/// two ticks (ticks are not in phase across processes, and a busy process ticks late), so that the first to
+/// campaign after a leader died finds the others out of it.
+pub const FOLLOWER_TIMEOUT_TICKS: std::ops::Range<usize> = ELECTION_TICKS + 2..ELECTION_TICKS + 8;
+const _: () = assert!(FOLLOWER_TIMEOUT_TICKS.end <= 2 * ELECTION_TICKS, "raft-rs draws below 2 x election_tick");
+/// A (pre-)candidate's timeout before it tries again, drawn from this range: short, since a failed round (two
+/// survivors that split the vote) means no leader, and a second draw seldom splits again.
+pub const CANDIDATE_RETRY_TICKS: std::ops::Range<usize> = 2..7;
 /// Heartbeat interval in ticks.
 pub const HEARTBEAT_TICKS: usize = 2;
-/// `index-election-timeout`'s default: a tick every 40 ms, a heartbeat every 80 ms, a dead leader replaced 0.44 to
-/// 0.8 s after its last heartbeat (nine possible timeouts: two survivors seldom campaign at the same moment).
+/// `index-election-timeout`'s default: a tick every 40 ms, a heartbeat every 80 ms, a dead leader replaced 0.48 to
+/// 0.72 s after its last heartbeat (a split vote adds 0.08 to 0.28 s).
 pub const DEFAULT_ELECTION_TIMEOUT: Duration = Duration::from_millis(400);
 /// Applied entries between two compactions of the log into a snapshot.
 pub const COMPACT_EVERY: u64 = 64;
@@ -186,7 +192,7 @@ pub struct GroupStatus {
     pub leader: Option<String>,
     /// The last applied log index.
     pub applied: u64,
-    /// The voters' addresses, in id order.
+    /// The voters' addresses, sorted.
     pub members: Vec<String>,
     /// Leading and acting: monitoring, failing over, pushing.
     pub acting: bool,
@@ -836,11 +842,15 @@ impl Group {
             term: self.raw.raft.term,
             leader: self.leader(),
             applied: self.applied_index,
-            members: self
-                .voters()
-                .iter()
-                .map(|v| self.book.get(v).cloned().unwrap_or_else(|| format!("#{v}")))
-                .collect(),
+            members: {
+                let mut m: Vec<String> = self
+                    .voters()
+                    .iter()
+                    .map(|v| self.book.get(v).cloned().unwrap_or_else(|| format!("#{v}")))
+                    .collect();
+                m.sort();
+                m
+            },
             acting: self.acting(),
             conflicts: self.conflicts,
         }
@@ -995,8 +1005,18 @@ impl Group {
         let now = (r.term, r.state, r.leader_id);
         if now != self.drawn {
             self.drawn = now;
-            let t = self.rng.random_range(ELECTION_TICKS + 1..2 * ELECTION_TICKS);
-            self.raw.raft.set_randomized_election_timeout(t);
+            match r.state {
+                // raft-rs draws no timeout below ELECTION_TICKS: the retry is the time left to it.
+                StateRole::Candidate | StateRole::PreCandidate => {
+                    let retry = self.rng.random_range(CANDIDATE_RETRY_TICKS);
+                    self.raw.raft.set_randomized_election_timeout(ELECTION_TICKS);
+                    self.raw.raft.election_elapsed = ELECTION_TICKS - retry;
+                }
+                _ => {
+                    let t = self.rng.random_range(FOLLOWER_TIMEOUT_TICKS);
+                    self.raw.raft.set_randomized_election_timeout(t);
+                }
+            }
         }
     }
 

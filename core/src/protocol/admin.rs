@@ -359,6 +359,13 @@ impl AdminParser {
         self
     }
 
+    /// Changes the largest `index raft` block accepted from now on; 0 refuses every block (`index raft needs index
+    /// peer first`), which is how a connection starts before it has said `index peer`, so that no client can make the
+    /// server buffer a block.
+    pub fn set_raft_message_max(&mut self, max: usize) {
+        self.raft_message_max = max;
+    }
+
     /// The next command in `buf`, or `None` when more bytes are needed. The buffer is then untouched, except that
     /// the header line of an `index raft` block is consumed while the parser waits for the block.
     pub fn parse(&mut self, buf: &mut BytesMut) -> Option<AdminParsed> {
@@ -395,6 +402,10 @@ impl AdminParser {
                     self.block = Some(len);
                     self.raft_block(buf, len)
                 }
+                Some(_) if self.raft_message_max == 0 => Some(close(
+                    buf,
+                    ErrorReply::Client("index raft needs index peer first".into()),
+                )),
                 Some(_) => Some(close(
                     buf,
                     ErrorReply::Client("raft message too large".into()),
