@@ -403,3 +403,27 @@ proptest! {
     }
 }
 
+
+#[test]
+fn a_single_index_servers_map_of_an_earlier_release_is_taken_over() {
+    // What an earlier release persisted: a map at version 7 with one node, no Raft log.
+    let mut old = Bus::new(1, 4);
+    for i in 0..7 {
+        old.command(0, node_add(&format!("n{i}")));
+    }
+    let legacy = old.group(0).applied().clone();
+    assert_eq!(legacy.version, 7);
+    let now = Instant::now();
+    let mut g = Group::new(params(), GroupSettings::alone(&addr(0)), Vec::new(), Some(legacy.clone()), 1, now)
+        .expect("start");
+    let mut applied = Vec::new();
+    while let Some(out) = g.poll_output() {
+        if let Output::Applied(s) = out {
+            applied.push(s);
+        }
+    }
+    assert_eq!(g.applied(), &legacy);
+    assert_eq!(applied, vec![legacy.clone()]);
+    assert!(g.status().acting);
+    assert_eq!(g.node_map().nodes.len(), 7);
+}
