@@ -151,3 +151,43 @@ fn config_corpus_parses_without_panics() {
     }
     assert!(parsed > 0, "no config corpus entry parsed");
 }
+
+#[test]
+fn group_corpus_starts_or_refuses_without_panics() {
+    use flare_core::index::group::{decode_snapshot_data, Group, GroupSettings};
+    let mut decoded = 0;
+    for (name, input) in corpus("group") {
+        let Some((&mode, rest)) = input.split_first() else { continue };
+        if mode % 2 == 0 {
+            decoded += usize::from(decode_snapshot_data(rest).is_ok());
+            continue;
+        }
+        // `<key len u8><key><value len u16 le><value>` records, as the fuzz target reads them.
+        let mut stored = Vec::new();
+        let mut at = rest;
+        while let Some((&klen, r)) = at.split_first() {
+            let klen = klen as usize;
+            if r.len() < klen + 2 {
+                break;
+            }
+            let (key, r) = r.split_at(klen);
+            let vlen = u16::from_le_bytes([r[0], r[1]]) as usize;
+            let value = &r[2..][..vlen.min(r.len() - 2)];
+            stored.push((key.to_vec(), value.to_vec()));
+            at = &r[2 + value.len()..];
+        }
+        let started = Group::new(
+            Default::default(),
+            GroupSettings::alone("127.0.0.1:12120"),
+            stored,
+            None,
+            1,
+            std::time::Instant::now(),
+        );
+        if let Ok(mut g) = started {
+            while g.poll_output().is_some() {}
+        }
+        let _ = name;
+    }
+    assert!(decoded >= 1, "the snapshot seed decodes");
+}

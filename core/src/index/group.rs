@@ -1413,6 +1413,7 @@ fn restore(
     log.entries.sort_by_key(|e| e.index);
     let snap = log.snap_index();
     log.entries.retain(|e| e.index > snap);
+    let mut term = log.snap.get_metadata().term;
     for (i, e) in log.entries.iter().enumerate() {
         if e.index != snap + 1 + i as u64 {
             return Err(GroupError::Store(format!(
@@ -1420,6 +1421,24 @@ fn restore(
                 e.index
             )));
         }
+        if e.term < term {
+            return Err(GroupError::Store(format!("entry {} has an older term than the one before", e.index)));
+        }
+        term = e.term;
+    }
+    // raft-rs stops the process on a hard state that disagrees with the log: refuse it with a message instead.
+    let last = snap + log.entries.len() as u64;
+    if log.hard.commit < snap || log.hard.commit > last {
+        return Err(GroupError::Store(format!(
+            "commit index {} outside the log [{snap}, {last}]",
+            log.hard.commit
+        )));
+    }
+    if log.hard.term < term {
+        return Err(GroupError::Store(format!(
+            "hard state term {} is older than the log's last term {term}",
+            log.hard.term
+        )));
     }
     Ok(())
 }
