@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 
 use prost::Message as _;
 use raft::eraftpb::{
-    ConfChange, ConfChangeType, ConfState, Entry, EntryType, HardState, Message,
+    ConfChange, ConfChangeType, ConfState, Entry, EntryType, HardState, Message, MessageType,
     Snapshot as RaftSnapshot,
 };
 use raft::{GetEntriesContext, RaftState, RawNode, StateRole, Storage};
@@ -425,6 +425,8 @@ pub struct Group {
     /// A map of an earlier release's single index server, proposed once this server leads an empty group.
     legacy: Option<Snapshot>,
     conflicts: u64,
+    /// Members a snapshot was sent to in the current Ready (reported after `advance`).
+    snapshots_sent: Vec<u64>,
 }
 
 impl std::fmt::Debug for Group {
@@ -563,6 +565,7 @@ impl Group {
             conf_change: None,
             legacy: legacy.filter(|l| !l.nodes.is_empty()),
             conflicts: 0,
+            snapshots_sent: Vec::new(),
             settings,
         };
         if !bootstrap.is_empty() {
@@ -750,8 +753,38 @@ impl Group {
             tracing::warn!(to = msg.to, from = msg.from, "raft message for another member dropped");
             return;
         }
+        let mut msg = msg;
+        let last = self.raw.raft.raft_log.last_index();
+        let mut wiped = None;
+        if msg.get_msg_type() == MessageType::MsgHeartbeat && msg.commit > last {
+            // A member whose data directory was wiped restarts behind what the leader knows it had: raft-rs stops
+            // the process on a heartbeat committing past its log, and the leader, counting this member as holding
+            // its log, would send it nothing. The commit a heartbeat carries is advisory: take it as far as the log
+            // goes, and ask the leader for a snapshot of the committed map.
+            tracing::warn!(
+                commit = msg.commit,
+                last,
+                "the leader knows this server's log went further than it does (data directory lost?): asking for a snapshot"
+            );
+            wiped = Some((msg.from, msg.commit));
+            msg.commit = last;
+        }
         if let Err(e) = self.raw.step(msg) {
             tracing::debug!(error = %e, "raft message refused");
+        }
+        if let Some((leader, commit)) = wiped {
+            // The form raft-rs's own snapshot request takes (a rejected append naming the index the leader
+            // believes this member holds), which it can send only when its last entry is of the current term.
+            let mut ask = Message::default();
+            ask.set_msg_type(MessageType::MsgAppendResponse);
+            ask.to = leader;
+            ask.from = self.id;
+            ask.term = self.raw.raft.term;
+            ask.index = commit;
+            ask.reject = true;
+            ask.reject_hint = last;
+            ask.request_snapshot = commit;
+            self.send(vec![ask]);
         }
     }
 
@@ -1125,6 +1158,11 @@ impl Group {
         self.raw.advance_apply();
         self.compact();
         self.refresh_snapshot();
+        // A snapshot travels inside its message: reported sent at once (raft-rs keeps the member paused until it
+        // hears). If it is lost, the member's answer to the next append makes the leader send another.
+        for to in std::mem::take(&mut self.snapshots_sent) {
+            self.raw.report_snapshot(to, raft::SnapshotStatus::Finish);
+        }
     }
 
     /// Keeps [`Log::fresh`] at the applied index.
@@ -1154,6 +1192,9 @@ impl Group {
 
     fn send(&mut self, messages: Vec<Message>) {
         for m in messages {
+            if m.get_msg_type() == MessageType::MsgSnapshot {
+                self.snapshots_sent.push(m.to);
+            }
             match self.book.get(&m.to) {
                 Some(to) => self.outputs.push_back(Output::Send {
                     to: to.clone(),

@@ -427,3 +427,24 @@ fn a_single_index_servers_map_of_an_earlier_release_is_taken_over() {
     assert!(g.status().acting);
     assert_eq!(g.node_map().nodes.len(), 7);
 }
+
+#[test]
+fn a_wiped_member_catches_up_by_log_and_after_compaction_by_snapshot() {
+    let mut bus = Bus::new(3, 13);
+    let (leader, _) = bus.until_leader(Duration::from_secs(3));
+    let f = (leader + 1) % 3;
+    for round in 0..2 {
+        // Few changes: the log still has them all; many: the leader compacted them into a snapshot.
+        let changes = if round == 0 { 3 } else { COMPACT_EVERY + 5 };
+        for i in 0..changes {
+            bus.command(leader, node_add(&format!("r{round}n{i}")));
+        }
+        bus.stop(f);
+        bus.members[f].disk.clear();
+        bus.start(f, (0..3).map(addr).collect(), false);
+        bus.run(Duration::from_secs(1));
+        let want = bus.group(leader).applied().clone();
+        assert_eq!(bus.group(f).applied(), &want, "round {round}");
+        assert_eq!(bus.acting(), vec![leader], "round {round}");
+    }
+}
