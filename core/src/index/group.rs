@@ -749,6 +749,13 @@ impl Group {
                 return;
             }
         };
+        // The generated getters panic on an enum value they do not know (raft-rs calls them too).
+        let known = MessageType::from_i32(msg.msg_type).is_some()
+            && msg.entries.iter().all(|e| EntryType::from_i32(e.entry_type).is_some());
+        if !known {
+            tracing::warn!("raft message with an unknown message or entry type dropped");
+            return;
+        }
         if msg.to != self.id || !self.book.contains_key(&msg.from) {
             tracing::warn!(to = msg.to, from = msg.from, "raft message for another member dropped");
             return;
@@ -1445,8 +1452,11 @@ fn restore(
                 }
             }
             k if k.starts_with(keys::ENTRY) => {
-                log.entries
-                    .push(Entry::decode(&v[..]).map_err(|e| bad("entry", e))?)
+                let e = Entry::decode(&v[..]).map_err(|e| bad("entry", e))?;
+                if EntryType::from_i32(e.entry_type).is_none() {
+                    return Err(GroupError::Store(format!("entry {} of unknown type", e.index)));
+                }
+                log.entries.push(e)
             }
             _ => {}
         }
