@@ -1343,7 +1343,14 @@ impl Group {
 
     fn apply_conf_change(&mut self, e: &Entry) {
         let cc = match ConfChange::decode(&e.data[..]) {
-            Ok(cc) => cc,
+            Ok(cc) if ConfChangeType::from_i32(cc.change_type).is_some() => cc,
+            Ok(cc) => {
+                self.outputs.push_back(Output::Fatal(format!(
+                    "committed entry {} is a configuration change of unknown type {}",
+                    e.index, cc.change_type
+                )));
+                return;
+            }
             Err(err) => {
                 self.outputs.push_back(Output::Fatal(format!(
                     "committed entry {} is not a configuration change: {err}",
