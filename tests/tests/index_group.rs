@@ -227,3 +227,50 @@ fn a_minority_of_index_servers_cannot_change_the_map() {
     }
     assert_eq!(field(&ix, &n, "role"), "proxy");
 }
+
+#[test]
+fn an_index_server_is_added_while_the_cluster_serves_and_removed_again() {
+    let mut ix = Indexes::start(3);
+    let n = node(&ix);
+    admin(&ix.servers[1], &format!("node role 127.0.0.1 {} master 1 0", n.port));
+    wait_field(&ix, &n, "state", "active");
+    // The fourth server starts empty and waits (--index-join) with the list that includes it.
+    let port = free_port();
+    let list = format!("{},127.0.0.1:{port}", ix.list);
+    let flag = format!("--index-servers={list}");
+    let new = Flared::start_binary("flarei", port, &[flag.as_str(), "--index-join"]);
+    ix.servers.push(new);
+    assert_eq!(ix.stat(3, "node_map_version"), "0", "a joining server waits for the leader");
+    // Sent to a follower: forwarded to the leader, answered once the configuration change is applied.
+    admin(&ix.servers[0], &format!("index add 127.0.0.1:{port}"));
+    let caught_up = wait_until(Duration::from_secs(5), || {
+        ix.stat(3, "node_map_version") == ix.stat(0, "node_map_version")
+            && ix.stat(3, "index_role") == "follower"
+    });
+    assert!(caught_up, "the new index server did not catch up\n{}", ix.servers[3].log());
+    let members = ix.stat(3, "index_members");
+    assert_eq!(members.split(',').count(), 4, "{members}");
+    assert_eq!(ix.servers[3].connect().stats_nodes(), ix.servers[0].connect().stats_nodes());
+    // It serves like the others: it survives the leader's death with the group, and forwards writes.
+    let leader = ix.wait_leader(None, Duration::from_secs(5)).expect("leader");
+    ix.servers[leader].kill9();
+    assert!(ix.wait_leader(Some(leader), Duration::from_secs(3)).is_some(), "no leader of 3 of 4");
+    ix.servers[leader].spawn();
+    // Removed again (through the new member), it is no longer a voter anywhere.
+    let via = &ix.servers[3];
+    let mut reply = String::new();
+    for _ in 0..20 {
+        reply = via.connect().call(&format!("index remove 127.0.0.1:{port}"));
+        if reply == "OK" {
+            break;
+        }
+        // It may be the leader itself: the first answer hands leadership over.
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(reply, "OK");
+    let gone = wait_until(Duration::from_secs(5), || {
+        (0..3).all(|i| ix.stat(i, "index_members").split(',').count() == 3)
+    });
+    assert!(gone, "members: {}", ix.stat(0, "index_members"));
+    assert!(ix.wait_leader(Some(3), Duration::from_secs(3)).is_some());
+}
