@@ -20,6 +20,8 @@ struct Member {
     forwards: Vec<(ConnId, String, IndexCommand)>,
     /// (log version) of every map applied, in order.
     applied: Vec<Snapshot>,
+    /// Probes asked for and not answered yet.
+    probes: Vec<String>,
 }
 
 struct Bus {
@@ -57,6 +59,7 @@ impl Bus {
                 replies: Vec::new(),
                 forwards: Vec::new(),
                 applied: Vec::new(),
+                probes: Vec::new(),
             });
         }
         for i in 0..n {
@@ -97,6 +100,8 @@ impl Bus {
     fn drain(&mut self) {
         loop {
             let mut sends = Vec::new();
+            // Pushes are answered OK (the nodes of these tests take every map).
+            let mut pushes = Vec::new();
             for (i, m) in self.members.iter_mut().enumerate() {
                 let Some(g) = m.group.as_mut() else { continue };
                 while let Some(out) = g.poll_output() {
@@ -121,12 +126,20 @@ impl Bus {
                         Output::Applied(s) => m.applied.push(s),
                         Output::Reply { conn, outcome } => m.replies.push((conn, outcome.reply)),
                         Output::Forward { conn, to, command } => m.forwards.push((conn, to, command)),
+                        Output::Index(Action::Probe { node, .. }) => m.probes.push(node),
+                        Output::Index(Action::Push { node, version, .. }) => pushes.push((i, node, version)),
                         Output::Index(_) => {}
                         Output::Fatal(why) => panic!("fatal at {}: {why}", m.addr),
                     }
                 }
             }
-            if sends.is_empty() {
+            let now = self.now;
+            for (i, node, version) in &pushes {
+                if let Some(g) = self.members[*i].group.as_mut() {
+                    g.handle_push_result(now, node, *version, true);
+                }
+            }
+            if sends.is_empty() && pushes.is_empty() {
                 return;
             }
             for (from, to, bytes) in sends {
@@ -335,6 +348,7 @@ fn a_joining_member_catches_up_from_a_snapshot_and_votes() {
         replies: Vec::new(),
         forwards: Vec::new(),
         applied: Vec::new(),
+        probes: Vec::new(),
     });
     bus.start(3, (0..4).map(addr).collect(), true);
     assert_eq!(
@@ -447,4 +461,46 @@ fn a_wiped_member_catches_up_by_log_and_after_compaction_by_snapshot() {
         assert_eq!(bus.group(f).applied(), &want, "round {round}");
         assert_eq!(bus.acting(), vec![leader], "round {round}");
     }
+}
+
+impl Bus {
+    /// Runs until member `i` asks to probe `node`, then answers it failed.
+    fn fail_probe(&mut self, i: usize, node: &str) {
+        let start = self.now;
+        while !self.members[i].probes.iter().any(|p| p == node) {
+            assert!(self.now - start < Duration::from_secs(30), "no probe of {node} from member {i}");
+            self.run(Duration::from_millis(20));
+        }
+        self.members[i].probes.retain(|p| p != node);
+        let now = self.now;
+        self.group(i).handle_probe_result(now, node, super::super::ProbeResult::default());
+        self.drain();
+    }
+
+    fn state(&mut self, i: usize, node: &str) -> crate::node_map::State {
+        self.group(i).node_map().nodes[node].state
+    }
+}
+
+#[test]
+fn a_new_leader_counts_a_nodes_failures_afresh() {
+    use crate::node_map::State;
+    let mut bus = Bus::new(3, 17);
+    let (leader, _) = bus.until_leader(Duration::from_secs(3));
+    bus.command(leader, node_add("n1"));
+    let key = "n1:12121";
+    // Two failures of three on the old leader: not down.
+    bus.fail_probe(leader, key);
+    bus.fail_probe(leader, key);
+    assert_eq!(bus.state(leader, key), State::Active);
+    bus.stop(leader);
+    let (next, _) = bus.until_leader(Duration::from_secs(3));
+    // One more failure seen by the new leader is its first: still active; its third makes the node down.
+    bus.fail_probe(next, key);
+    assert_eq!(bus.state(next, key), State::Active, "failures before it led counted");
+    bus.fail_probe(next, key);
+    bus.fail_probe(next, key);
+    bus.run(Duration::from_millis(100));
+    assert_eq!(bus.state(next, key), State::Down);
+    assert_eq!(bus.group(next).applied().nodes.iter().find(|n| n.key() == key).map(|n| n.state), Some(State::Down));
 }
