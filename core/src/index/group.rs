@@ -1484,6 +1484,20 @@ fn restore(
         }
         term = e.term;
     }
+    // raft-rs stops the process on a configuration it cannot rebuild as it is (this group makes no joint changes).
+    for (what, cs) in [("configuration", &log.conf), ("snapshot's configuration", log.snap.get_metadata().get_conf_state())] {
+        let voters: std::collections::BTreeSet<u64> = cs.voters.iter().copied().collect();
+        let learners: std::collections::BTreeSet<u64> = cs.learners.iter().copied().collect();
+        let simple = voters.len() == cs.voters.len()
+            && learners.len() == cs.learners.len()
+            && voters.is_disjoint(&learners)
+            && cs.voters_outgoing.is_empty()
+            && cs.learners_next.is_empty()
+            && !cs.auto_leave;
+        if !simple {
+            return Err(GroupError::Store(format!("stored {what} is not a plain set of members: {cs:?}")));
+        }
+    }
     // raft-rs stops the process on a hard state that disagrees with the log: refuse it with a message instead.
     let last = snap + log.entries.len() as u64;
     if log.hard.commit < snap || log.hard.commit > last {
