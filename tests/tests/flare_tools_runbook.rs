@@ -2,39 +2,149 @@
 //! client side and subcommands emulated from the spec ([`flare_tests::flare_tools`]), the test drives a real cluster
 //! of `flarei`/`flared` processes through a runbook that touches every item of the server compatibility checklist
 //! (admin-tool.md §6, #1–#13), checking that data written before each step is still readable through the cluster
-//! afterwards. The emulation's own strictness is tested in `flare_tools_emulation.rs`.
+//! afterwards. The runbook runs twice: against one index server, as Flare has it, and against a follower of a Raft
+//! group of three index servers (issue 12), which must answer the tools as the single server does (reads from its
+//! applied map, map changes forwarded to the leader and the leader's replies relayed); the tools are never pointed
+//! at the leader. The emulation's own strictness is tested in `flare_tools_emulation.rs`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use flare_tests::flare_tools::admin::{self, Sample};
 use flare_tests::flare_tools::tool::{self, Conn};
-use flare_tests::{Flared, FLARE_STATS};
+use flare_tests::{free_port, wait_until, Flared, FLARE_STATS};
 
-/// A cluster of real processes: the index and nodes `n0..n6`, each known by its node key.
+/// Where the tools' index server is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Indexes {
+    /// One index server, as Flare has it.
+    One,
+    /// A Raft group of three index servers (issue 12), the tools pointed at a follower, which answers reads from
+    /// its applied map and forwards map changes to the leader.
+    FollowerOfThree,
+}
+
+/// Index servers started with these, in both layouts (the same on every member of a group).
+const INDEX_ARGS: [&str; 2] = ["--monitor-interval=1", "--key-hash-algorithm=crc32"];
+/// Node arguments: a pause after each dumped item (µs) keeps builds slow enough for the progress loop to watch them
+/// grow.
+const NODE_ARGS: [&str; 1] = ["--reconstruction-interval=1000"];
+
+/// A cluster of real processes: the index server(s) and nodes `n0..n6`, each known by its node key.
 struct Cluster {
-    index: Flared,
+    indexes: Vec<Flared>,
+    /// The index server every tool (and the test's own look at the map) talks to: the only one, or a follower.
+    tool: usize,
     nodes: Vec<Flared>,
 }
 
+/// `stats` field `name` of the server at `addr` (None when it does not answer).
+fn stat_of(addr: &str, name: &str) -> Option<String> {
+    let mut c = Conn::open(addr).ok()?;
+    let v = c.stat(name).ok();
+    let _ = c.close();
+    v
+}
+
 impl Cluster {
-    fn start(count: usize) -> Cluster {
-        let index = Flared::index(&["--monitor-interval=1", "--key-hash-algorithm=crc32"]);
-        let port = index.port;
-        // A pause after each dumped item (µs) keeps builds slow enough for the progress loop to watch them grow.
+    fn start(layout: Indexes, count: usize) -> Cluster {
+        let (indexes, tool) = match layout {
+            Indexes::One => (vec![Flared::index(&INDEX_ARGS)], 0),
+            Indexes::FollowerOfThree => Self::start_group(3),
+        };
+        let list = indexes
+            .iter()
+            .map(Flared::addr)
+            .collect::<Vec<_>>()
+            .join(",");
+        let tool_addr = indexes[tool].addr();
         let nodes = std::thread::scope(|s| {
             let handles: Vec<_> = (0..count)
                 .map(|_| {
-                    s.spawn(move || Flared::node_of(port, &["--reconstruction-interval=1000"]))
+                    let (list, tool_addr) = (&list, &tool_addr);
+                    s.spawn(move || node_of(list, tool_addr))
                 })
                 .collect();
             handles.into_iter().map(|h| h.join().unwrap()).collect()
         });
-        Cluster { index, nodes }
+        let c = Cluster {
+            indexes,
+            tool,
+            nodes,
+        };
+        c.tool_is_follower();
+        c
+    }
+
+    /// Three index servers in one group, once one leads; returns them and a follower that knows the leader.
+    fn start_group(n: usize) -> (Vec<Flared>, usize) {
+        let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let list = ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let flag = format!("--index-servers={list}");
+        let servers: Vec<Flared> = ports
+            .iter()
+            .map(|p| {
+                let mut args = vec![flag.as_str()];
+                args.extend_from_slice(&INDEX_ARGS);
+                Flared::start_binary("flarei", *p, &args)
+            })
+            .collect();
+        let mut follower = None;
+        let found = wait_until(Duration::from_secs(10), || {
+            let roles: Vec<(String, String)> = servers
+                .iter()
+                .map(|s| {
+                    let role = stat_of(&s.addr(), "index_role").unwrap_or_default();
+                    let leader = stat_of(&s.addr(), "index_leader").unwrap_or_default();
+                    (role, leader)
+                })
+                .collect();
+            let leader = roles.iter().position(|(r, _)| r == "leader");
+            follower = leader.and_then(|l| {
+                let leader_addr = servers[l].addr();
+                roles
+                    .iter()
+                    .position(|(r, knows)| r == "follower" && *knows == leader_addr)
+            });
+            follower.is_some()
+        });
+        assert!(
+            found,
+            "no leader with a follower that knows it among {list}"
+        );
+        let follower = follower.expect("found");
+        eprintln!(
+            "index group {list}: the tools use follower {}",
+            servers[follower].addr()
+        );
+        (servers, follower)
+    }
+
+    /// In the group, the tools' index server must still be a follower (never the leader), with a leader it knows.
+    fn tool_is_follower(&self) {
+        if self.indexes.len() == 1 {
+            return;
+        }
+        let addr = self.index_addr();
+        let role = stat_of(&addr, "index_role");
+        let leader = stat_of(&addr, "index_leader");
+        assert_eq!(
+            role.as_deref(),
+            Some("follower"),
+            "the tools' index server {addr} is no longer a follower (leader {leader:?})"
+        );
+        assert!(
+            leader.as_deref().is_some_and(|l| l != "-" && l != addr),
+            "{addr} knows no leader: {leader:?}"
+        );
     }
 
     fn index_addr(&self) -> String {
-        self.index.addr()
+        self.indexes[self.tool].addr()
     }
 
     fn key(&self, i: usize) -> String {
@@ -79,8 +189,21 @@ impl Cluster {
 
     /// Waits until every running node holds the index's node map (pushes are asynchronous). The tool never needs
     /// this; the test's own reads and writes through a proxy do.
+    /// In the group, the version waited for is the newest any index server has applied (the leader's): the tools'
+    /// follower may trail it for a moment, and the nodes get the leader's pushes.
     fn converged(&self, running: &[usize]) {
-        let want = self.index_conn().stat("node_map_version").expect("stat");
+        self.tool_is_follower();
+        let want = self
+            .indexes
+            .iter()
+            .map(|s| {
+                stat_of(&s.addr(), "node_map_version")
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .expect("node_map_version of an index server")
+            })
+            .max()
+            .expect("an index server")
+            .to_string();
         for &i in running {
             let ok = flare_tests::wait_until(Duration::from_secs(10), || {
                 let mut c = Conn::open(&self.key(i)).expect("connect");
@@ -89,6 +212,23 @@ impl Cluster {
             assert!(ok, "n{i} did not get node map {want}");
         }
     }
+}
+
+/// A node with index servers `list`, once the tools' index server `tool` lists it in `stats nodes`.
+fn node_of(list: &str, tool: &str) -> Flared {
+    let flag = format!("--index-servers={list}");
+    let mut args = vec![flag.as_str()];
+    args.extend_from_slice(&NODE_ARGS);
+    let node = Flared::start_binary("flared", free_port(), &args);
+    // Its port opens before it has registered (the index may call it back while it registers).
+    let key = node.addr();
+    let registered = wait_until(Duration::from_secs(20), || {
+        Conn::open(tool)
+            .and_then(|mut c| c.stats_nodes())
+            .is_ok_and(|nodes| nodes.iter().any(|n| n.key == key))
+    });
+    assert!(registered, "{key} did not register\n{}", node.log());
+    node
 }
 
 /// Writes `count` keys `<prefix>:<i>` through node `via` with the tool's generic reader (`set` → `STORED`).
@@ -309,12 +449,28 @@ fn verify(c: &Cluster, data: &BTreeMap<String, Vec<u8>>) {
     );
 }
 
+/// One variant at a time: each is a dozen processes and timing-sensitive progress checks on a small machine.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn flare_admin_runbook_against_a_real_cluster() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    runbook(Indexes::One);
+}
+
+/// The same runbook with three index servers (issue 12), every tool pointed at a follower: its reads come from the
+/// follower's applied map, its map changes are forwarded to the leader and the leader's replies relayed.
+#[test]
+fn flare_admin_runbook_against_a_follower_of_three_index_servers() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    runbook(Indexes::FollowerOfThree);
+}
+
+fn runbook(layout: Indexes) {
     let started = Instant::now();
     // n0: master 0, n1 and n4: slaves 0, n2: master 1, n3: slave 1, n5: proxy for client traffic, n6: proxy that is
     // set down, comes back, and is removed.
-    let mut c = Cluster::start(7);
+    let mut c = Cluster::start(layout, 7);
     let index = c.index_addr();
     let all: Vec<usize> = (0..7).collect();
     for i in 0..7 {
@@ -615,5 +771,6 @@ fn flare_admin_runbook_against_a_real_cluster() {
     for addr in std::iter::once(index.clone()).chain(running.iter().map(|&i| c.key(i))) {
         assert_flare_stats(&addr);
     }
-    eprintln!("runbook took {:?}", started.elapsed());
+    c.tool_is_follower();
+    eprintln!("runbook ({layout:?}) took {:?}", started.elapsed());
 }
