@@ -344,10 +344,16 @@ impl<N: Net, P: SnapshotStore, R: RaftStore> IndexServer<N, P, R> {
                             Some(out) => io.waiting.push((reply, out.reply, out.close)),
                             None => { io.pending.insert(conn, reply); }
                         },
-                        Input::Threads { group: g, mut rows, reply } => {
-                            rows.extend(group.monitor_threads(now));
-                            let _ = reply.send(threads_reply(g, &rows));
-                        }
+                        Input::Threads { group: g, mut rows, reply } => match group.threads_from() {
+                            // The node monitors run on the leader: its answer is relayed.
+                            Some(leader) => {
+                                tokio::spawn(relay_threads(io.net.clone(), leader, g, rows, reply));
+                            }
+                            None => {
+                                rows.extend(group.monitor_threads(now));
+                                let _ = reply.send(threads_reply(g, &rows));
+                            }
+                        },
                         Input::Probe { node, result } => group.handle_probe_result(now, &node, result),
                         Input::Push { node, version, ok } => group.handle_push_result(now, &node, version, ok),
                         Input::Forwarded => {}
@@ -565,6 +571,36 @@ async fn link<N: Net>(net: N, ctx: Arc<Ctx>, to: String, mut rx: mpsc::Receiver<
             }
         }
     }
+}
+
+/// A follower's `stats threads`: the leader's answer (its connections and node monitors), or this server's own
+/// connections when the leader does not answer.
+async fn relay_threads<N: Net>(
+    net: N,
+    leader: String,
+    group: StatsGroup,
+    rows: Vec<ThreadRow>,
+    reply: oneshot::Sender<Reply>,
+) {
+    let line = AdminCommand::Server(ServerQuery::StatsThreads(group)).to_line();
+    let answer = tokio::time::timeout(Duration::from_secs(2), async {
+        let (host, port) =
+            split_node(&leader).ok_or_else(|| io::Error::other("bad index server address"))?;
+        let mut s = net.connect(host, port).await?;
+        s.write_all(format!("{line}\r\n").as_bytes()).await?;
+        let events = read_reply(&mut s, Limits::default(), ReplyKind::Lines).await?;
+        let _ = s.write_all(b"quit\r\n").await;
+        Ok::<_, io::Error>(events)
+    })
+    .await;
+    let r = match answer {
+        Ok(Ok(events)) => Reply::Raw(relayed(events)),
+        _ => {
+            tracing::warn!(leader, "the index leader did not answer stats threads; showing this server's own");
+            threads_reply(group, &rows)
+        }
+    };
+    let _ = reply.send(r);
 }
 
 /// Sends a follower's map-changing command to the leader and relays its answer unchanged.

@@ -907,6 +907,15 @@ impl Group {
         &self.applied
     }
 
+    /// Who answers `stats threads`: `None` this server (it leads, or knows no leader), or the leader whose answer a
+    /// follower relays, since the node monitors run there only.
+    pub fn threads_from(&self) -> Option<String> {
+        match self.acting() {
+            true => None,
+            false => self.leader().filter(|l| *l != self.settings.me),
+        }
+    }
+
     /// See [`Index::monitor_threads`] (none unless acting).
     pub fn monitor_threads(&self, now: Instant) -> Vec<ThreadRow> {
         self.index.monitor_threads(now)
