@@ -1500,6 +1500,8 @@ fn restore(
         let simple = voters.len() == cs.voters.len()
             && learners.len() == cs.learners.len()
             && voters.is_disjoint(&learners)
+            && !voters.contains(&raft::INVALID_ID)
+            && !learners.contains(&raft::INVALID_ID)
             && cs.voters_outgoing.is_empty()
             && cs.learners_next.is_empty()
             && !cs.auto_leave;
