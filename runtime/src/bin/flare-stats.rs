@@ -1,4 +1,5 @@
-//! `flare-stats`: `flare-admin stats` (the cluster's statistics table), with the same options (admin-tool.md §1).
+//! `flare-stats`: `flare-admin stats` (the cluster's statistics table, after the index servers' role, term, leader
+//! and applied index when there are several), with the same options (admin-tool.md §1).
 
 use std::process::ExitCode;
 
