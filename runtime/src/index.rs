@@ -617,22 +617,33 @@ async fn forward<N: Net>(
         _ => ReplyKind::Line,
     };
     let line = AdminCommand::Index(command).to_line();
-    let answer = tokio::time::timeout(Duration::from_secs(5), async {
-        let mut s = open_peer(&net, &ctx, &to).await?;
-        s.write_all(format!("{line}\r\n").as_bytes()).await?;
-        let events = read_reply(&mut s, Limits::default(), kind).await?;
-        let _ = s.write_all(b"quit\r\n").await;
-        Ok::<_, io::Error>(events)
-    })
-    .await;
-    let r = match answer {
-        Ok(Ok(events)) => Reply::Raw(relayed(events)),
-        Ok(Err(e)) => Reply::Error(flare_core::protocol::ErrorReply::Server(
-            format!("index leader {to} did not answer: {e}").into(),
-        )),
-        Err(_) => Reply::Error(flare_core::protocol::ErrorReply::Server(
-            format!("index leader {to} did not answer in time").into(),
-        )),
+    let server_error = |text: String| Reply::Error(flare_core::protocol::ErrorReply::Server(text.into()));
+    let opened = tokio::time::timeout(Duration::from_secs(1), open_peer(&net, &ctx, &to)).await;
+    let r = match opened {
+        // Not sent: as good as no leader (the caller may send it again; our nodes and tools do).
+        Ok(Err(_)) | Err(_) => {
+            tracing::debug!(leader = to, "forward: the leader cannot be reached");
+            server_error(flare_core::index::group::redirect_line(None))
+        }
+        Ok(Ok(mut s)) => {
+            let answer = tokio::time::timeout(Duration::from_secs(5), async {
+                s.write_all(format!("{line}\r\n").as_bytes()).await?;
+                let events = read_reply(&mut s, Limits::default(), kind).await?;
+                let _ = s.write_all(b"quit\r\n").await;
+                Ok::<_, io::Error>(events)
+            })
+            .await;
+            // Sent: whether it was applied is unknown, so say so instead of inviting a blind retry.
+            match answer {
+                Ok(Ok(events)) => Reply::Raw(relayed(events)),
+                Ok(Err(e)) => server_error(format!(
+                    "index leader {to} did not answer ({e}); the change may have been applied: check the map"
+                )),
+                Err(_) => server_error(format!(
+                    "index leader {to} did not answer in time; the change may have been applied: check the map"
+                )),
+            }
+        }
     };
     let _ = reply.send((r, false));
     let _ = tx.send(Input::Forwarded);
