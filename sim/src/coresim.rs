@@ -1,16 +1,28 @@
-//! The core-level cluster simulator: the index and node **machines** of a whole cluster (`core::index::Index`,
-//! `core::node::Node`), each node on the storage model (`MemoryStorage`), joined by an in-memory network, stepped
-//! by one event queue in one thread. No tokio, no turmoil, no drivers: thousands of seeds a minute, where the
-//! turmoil simulation over the production drivers (`crate::run`) runs a few.
+//! The core-level cluster simulator: the index and node **machines** of a whole cluster (K index servers, each a
+//! `core::index::group::Group`, the Raft group around `core::index::Index`; `core::node::Node`), each node on the
+//! storage model (`MemoryStorage`), joined by an in-memory network, stepped by one event queue in one thread. No
+//! tokio, no turmoil, no drivers: thousands of seeds a minute, where the turmoil simulation over the production
+//! drivers (`crate::run`) runs a few.
 //!
-//! **What it models.** Every message of the cluster is one [`Payload`] between two hosts (index, nodes, clients,
-//! the admin): node calls, the index session and its renewals, probes and pushes, replication entries on their
-//! links, forwarded requests and their answers, dumps. Requests and answers are real bytes, decoded with core's
+//! **What it models.** Every message of the cluster is one [`Payload`] between two hosts (index servers, nodes,
+//! clients, the admin): node calls, the index session and its renewals, probes and pushes, Raft messages between
+//! index servers and the commands a follower forwards to the leader, replication entries on their links,
+//! forwarded requests and their answers, dumps. Requests and answers are real bytes, decoded with core's
 //! parsers (`Decoder`, `AdminParser`, `ReplyReader`), so what a node serves is what `flared` serves. A link
 //! between two hosts has a latency drawn per message, keeps its messages in order, and can be cut (messages lost:
 //! connections stall), held (messages kept and delivered on release), or slowed. A crashed host loses its
 //! in-memory state but not its storage (process crashes); its peers see its connections close. Time moves from
 //! event to event.
+//!
+//! **The index group** (`servers`, `group_plan`): the core swarm runs 1, 3 or 5 index servers (drawn from the seed;
+//! named scenarios run one), hosts `index`, `index1`, …, each with a disk that survives its crashes. Nodes are
+//! configured with all of them and try them in the order their machine says (`Node::call_addresses`,
+//! `Node::index_order`: the leader they know first), the next one when a server refuses the connection or does
+//! not answer in time, as `flared` does; they follow a follower's redirect. The admin sends each command to a
+//! server drawn at random (a follower forwards it), and sends it again on an error (to the leader a redirect
+//! names). With more than one server, a fault plan of the group's own is added to the swarm's: servers crash and
+//! restart (sometimes a majority, for a while; never the last one up), the acting leader crashes, servers are cut
+//! from each other and from nodes, links between them are held or slowed.
 //!
 //! **The run** follows the turmoil simulation's phases (`history::Phase`) on the same [`Scenario`] (the swarm's
 //! draw, with what this simulator does not model turned off: growth, slaves added under load, slave rebuilds,
@@ -19,9 +31,13 @@
 //! a checked window, drain, and the read-back of every node's store and of every key through every node.
 //!
 //! **Checkers**: the same as `crate::run`'s (`check::check_run`: values, sync writes survive, fresh reads, slaves
-//! match masters, keys in their partition, reads through any node, one master per partition per map version), and
-//! the real-time one (`acks::one_acknowledging_master`) on the acknowledgements the driver saw, timed in
-//! simulated time. Everything random derives from the seed; the trace hash makes the determinism check.
+//! match masters, keys in their partition, reads through any node, one master per partition per map version), the
+//! real-time one (`acks::one_acknowledging_master`) on the acknowledgements the driver saw, timed in simulated
+//! time, and the index group's (`group_check`: index servers apply the same map under a version and nodes hold
+//! only those; acknowledged maps survive; one pushing server per term, only while acting; no conflicts). The calm
+//! phase restarts every index server, and convergence then waits for one acting leader whose map every server
+//! applied and every node holds. Everything random derives from the seed; the trace hash makes the determinism
+//! check.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
@@ -29,16 +45,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use flare_core::config::{IndexServer as IndexServerAddr, NodeConfig};
 use flare_core::exec::{self, Outcome as ExecOutcome, Tally};
-use flare_core::index::{Action as IxAction, ConnId, Index, IndexParams, ProbeResult, Snapshot};
+use flare_core::index::{ConnId, IndexParams};
 use flare_core::node::plan::{self, Answer as PartAnswer, Finish, Origin, Part, Pending, Plan};
+use flare_core::node::session::{IndexAddr, Redirect};
 use flare_core::node::targets::{WriteFailure, WriteId};
 use flare_core::node::wire::{dump_item, replica_for, PeerReplyBuilder};
 use flare_core::node::{no_lease_reply, Action, CallId, Dest, Node, NodeSettings, StoreOp};
 use flare_core::node_map::{Role, State};
-use flare_core::protocol::admin::{
-    AdminCommand, AdminParsed, AdminParser, IndexCommand, NodeAddr, ServerQuery,
-};
+use flare_core::protocol::admin::{AdminCommand, IndexCommand, NodeAddr};
 use flare_core::protocol::lines;
 use flare_core::protocol::reply::{PeerReply, ReplyEvent, ReplyKind, ReplyReader};
 use flare_core::protocol::response::{encode, encode_text};
@@ -59,11 +75,22 @@ use crate::history::{
     MapView, NodeInfo, Op, Outcome, Phase, Seen,
 };
 use crate::hosts::{index_config, node_config, store_config};
-use crate::scenario::{CrashModel, Fault, Planned, Scenario, INDEX, NODE_PORT};
+use crate::scenario::{CrashModel, Fault, Planned, Scenario, INDEX_PORT, NODE_PORT};
 use crate::workload::{classify, record_checked, OP_TIMEOUT};
 
-/// The index is host 0; nodes follow, then the clients, then the admin.
-const IX: usize = 0;
+mod group_check;
+mod group_plan;
+mod servers;
+
+use group_check::GroupLog;
+pub use group_plan::{group_faults, index_servers, server_names, LEADER};
+use servers::IndexServer;
+
+/// How long the admin waits for an index server's reply (a follower waits [`servers::FORWARD_TIMEOUT`] for its
+/// leader).
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(6);
+/// How often the admin sends a command that failed before it gives up (its caller tries again later).
+const ADMIN_TRIES: u32 = 5;
 
 /// What one core-level run found.
 #[derive(Debug)]
@@ -80,6 +107,8 @@ pub struct CoreReport {
     pub sim_ms: u64,
     /// Client operations recorded.
     pub ops: usize,
+    /// Index servers in the group.
+    pub index_servers: usize,
 }
 
 impl CoreReport {
@@ -88,12 +117,14 @@ impl CoreReport {
         self.failures.is_empty()
     }
 
-    /// The one-line replay command.
+    /// The one-line replay command (with the group's size when it is not the one the seed draws).
     pub fn replay_line(&self) -> String {
-        format!(
-            "scripts/sim-core 1 {}   (or: target/release/flare-sim-core --seed {})",
-            self.scenario.seed, self.scenario.seed
-        )
+        let env = match self.index_servers == GroupOptions::drawn(&self.scenario) {
+            true => String::new(),
+            false => format!("FLARE_CORE_INDEX_SERVERS={} ", self.index_servers),
+        };
+        let seed = self.scenario.seed;
+        format!("{env}scripts/sim-core 1 {seed}   (or: {env}target/release/flare-sim-core --seed {seed})")
     }
 }
 
@@ -221,6 +252,29 @@ enum Payload {
         pull: CallId,
         bytes: Bytes,
     },
+    /// One Raft message between index servers.
+    Raft {
+        bytes: Vec<u8>,
+    },
+    /// A command a follower forwards to the leader, on a connection marked `index peer <peer>`.
+    Forward {
+        forward: u64,
+        peer: String,
+        line: String,
+    },
+    ForwardReply {
+        forward: u64,
+        reply: Reply,
+    },
+    /// An admin command to an index server.
+    AdminLine {
+        op: u64,
+        line: String,
+    },
+    AdminReply {
+        op: u64,
+        reply: Reply,
+    },
     /// The destination process is gone (down, or restarted since): its kernel refused or reset the connection.
     Refused(Box<Payload>),
 }
@@ -237,13 +291,23 @@ struct Msg {
 enum Ev {
     Deliver(Msg),
     NodeTimer(usize, u64),
-    IndexTimer(u64),
-    CallTimeout(usize, u64, CallId),
+    /// Index server, timer generation.
+    IndexTimer(usize, u64),
+    /// An index server's first start.
+    IndexBoot(usize),
+    /// Node, boot, call, attempt.
+    CallTimeout(usize, u64, CallId, usize),
     LinkTimeout(usize, u64, String, u64),
-    SessionTimeout(usize, u64, u64),
+    /// Node, boot, session, attempt.
+    SessionTimeout(usize, u64, u64, usize),
     PartTimeout(usize, u64, u64, usize),
-    ProbeTimeout(u64),
-    PushTimeout(u64),
+    /// Index server, probe.
+    ProbeTimeout(usize, u64),
+    /// Index server, push.
+    PushTimeout(usize, u64),
+    /// Index server, boot, forward.
+    ForwardTimeout(usize, u64, u64),
+    AdminTimeout(u64),
     ClientTimeout(usize, u64),
     ClientGo(usize),
     Admin,
@@ -270,8 +334,8 @@ struct NodeHost {
     store: Store<Arc<MemoryStorage>>,
     node: Node,
     timer_gen: u64,
-    calls: BTreeSet<CallId>,
-    session: Option<(u64, Option<ConnId>)>,
+    calls: BTreeMap<CallId, Attempts>,
+    session: Option<NodeSession>,
     next_sid: u64,
     links: BTreeMap<String, (u64, bool)>,
     next_gen: u64,
@@ -281,23 +345,36 @@ struct NodeHost {
     held_version: Option<u64>,
 }
 
-struct IndexHost {
-    up: bool,
-    boot: u64,
-    params: IndexParams,
-    snapshot: Option<Snapshot>,
-    index: Option<Index>,
-    timer_gen: u64,
-    probes: BTreeMap<u64, String>,
-    pushes: BTreeMap<u64, (String, u64)>,
-    next_id: u64,
-    sessions: BTreeMap<ConnId, usize>,
-    admin: Option<ConnId>,
-    held_version: Option<u64>,
-    /// The highest connection id any index process gave out: a restarted index numbers its connections from
-    /// scratch, and a session of the new process must not pass for one of the old (messages on a connection are
-    /// told apart by its id; real sockets are never reused that way).
-    conn_floor: u64,
+/// A node's call, tried at each of its destinations in turn until one answers (`flared`'s exchange).
+struct Attempts {
+    /// Hosts, in order.
+    dests: Vec<usize>,
+    /// The one tried now.
+    at: usize,
+    lines: Vec<(String, ReplyKind)>,
+    /// Per destination.
+    timeout: Duration,
+}
+
+/// A node's index session: opened at each of `dests` in turn until one answers, then on that server.
+struct NodeSession {
+    sid: u64,
+    dests: Vec<usize>,
+    at: usize,
+    lines: Vec<String>,
+    /// The server that answered the open and the connection's id there.
+    open: Option<(usize, ConnId)>,
+}
+
+/// The admin's command in flight: sent to one server, again on an error.
+struct AdminCmd {
+    line: String,
+    /// The server it goes to next.
+    server: usize,
+    tries: u32,
+    /// The try in flight (its op id), or none: sent again at `retry_at`.
+    op: Option<u64>,
+    retry_at: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -339,8 +416,16 @@ struct Sim {
     free: Vec<usize>,
     seq: u64,
     rng: StdRng,
+    /// Host names: the index servers (hosts `0..K`), the nodes, the clients, the admin.
     names: Vec<String>,
-    ix: IndexHost,
+    params: IndexParams,
+    ix: Vec<IndexServer>,
+    group_log: GroupLog,
+    /// Index servers `Crash(LEADER)` took down, for `Restart(LEADER)`.
+    leader_crashes: Vec<usize>,
+    admin_cmd: Option<AdminCmd>,
+    /// See [`GroupOptions::amnesia`].
+    amnesia: bool,
     nodes: Vec<NodeHost>,
     clients: Vec<ClientHost>,
     admin_host: usize,
@@ -353,6 +438,8 @@ struct Sim {
     acks: Vec<Ack>,
     stage: Stage,
     stage_since: Duration,
+    /// The setup stage's command was sent.
+    stage_sent: bool,
     workload_start: Duration,
     admin_ops: BTreeMap<u64, (String, String, bool)>,
     final_state: Option<FinalState>,
@@ -369,10 +456,16 @@ fn pair(a: usize, b: usize) -> (usize, usize) {
 }
 
 impl Sim {
-    fn new(s: &Scenario) -> Sim {
+    /// The cluster of `s` with `k` index servers (the group's faults added to the plan).
+    fn new(s: &Scenario, k: usize) -> Sim {
         let base = Instant::now();
+        let mut s = s.clone();
+        s.faults.extend(group_faults(&s, k));
+        s.faults.sort_by_key(|t| t.at);
+        let s = &s;
         let layout = s.layout();
-        let mut names = vec![INDEX.to_string()];
+        let servers = server_names(k);
+        let mut names = servers.clone();
         names.extend(layout.iter().map(|(n, _)| n.clone()));
         names.extend(s.client_hosts());
         names.push(crate::scenario::ADMIN.to_string());
@@ -382,8 +475,7 @@ impl Sim {
         let nodes = layout
             .iter()
             .map(|(name, _)| {
-                let mut c = node_config(name);
-                c.master_lease = s.master_lease;
+                let c = node_config_of(s, name, &servers);
                 let settings = NodeSettings::from_config(&c);
                 let storage = Arc::new(MemoryStorage::new());
                 let store = Store::new(storage.clone(), store_config(&c));
@@ -398,7 +490,7 @@ impl Sim {
                     store,
                     node,
                     timer_gen: 0,
-                    calls: BTreeSet::new(),
+                    calls: BTreeMap::new(),
                     session: None,
                     next_sid: 0,
                     links: BTreeMap::new(),
@@ -431,21 +523,12 @@ impl Sim {
             seq: 0,
             rng: StdRng::seed_from_u64(s.seed ^ 0xc0de_5eed),
             names,
-            ix: IndexHost {
-                up: true,
-                boot: 0,
-                params: params.clone(),
-                snapshot: None,
-                index: None,
-                timer_gen: 0,
-                probes: BTreeMap::new(),
-                pushes: BTreeMap::new(),
-                next_id: 0,
-                sessions: BTreeMap::new(),
-                admin: None,
-                held_version: None,
-                conn_floor: 0,
-            },
+            params,
+            ix: servers.iter().map(|n| IndexServer::new(n)).collect(),
+            group_log: GroupLog::default(),
+            leader_crashes: Vec::new(),
+            admin_cmd: None,
+            amnesia: false,
             nodes,
             clients,
             admin_host,
@@ -457,6 +540,7 @@ impl Sim {
             acks: Vec::new(),
             stage: Stage::Registering,
             stage_since: Duration::ZERO,
+            stage_sent: false,
             workload_start: Duration::ZERO,
             admin_ops: BTreeMap::new(),
             final_state: None,
@@ -466,7 +550,12 @@ impl Sim {
             debug: std::env::var_os("FLARE_CORE_DEBUG").is_some(),
             stalled: BTreeSet::new(),
         };
-        sim.boot_index();
+        // The first server starts at once, the others a little later each (real processes' ticks are not in phase).
+        sim.boot_index(0);
+        for i in 1..k {
+            let after = Duration::from_millis(sim.rng.random_range(1..=40));
+            sim.at(after, Ev::IndexBoot(i));
+        }
         for n in 0..sim.nodes.len() {
             sim.drain_node(n);
         }
@@ -502,19 +591,40 @@ impl Sim {
         self.queue.push(Reverse((self.now + delay, self.seq, slot)));
     }
 
+    /// Node `n`'s host.
+    fn node_host(&self, n: usize) -> usize {
+        self.ix.len() + n
+    }
+
+    /// The node a host is, if it is one.
+    fn node_of(&self, host: usize) -> Option<usize> {
+        host.checked_sub(self.ix.len())
+            .filter(|n| *n < self.nodes.len())
+    }
+
+    /// An index server or a node (a host that can be down), not a client or the admin.
+    fn is_cluster_host(&self, host: usize) -> bool {
+        host < self.ix.len() + self.nodes.len()
+    }
+
     fn host_of_key(&self, key: &str) -> Option<usize> {
-        self.nodes.iter().position(|n| n.key == key).map(|i| i + 1)
+        let n = self.nodes.iter().position(|n| n.key == key)?;
+        Some(self.node_host(n))
     }
 
     fn boot_of(&self, host: usize) -> Option<u64> {
-        match host {
-            IX => self.ix.up.then_some(self.ix.boot),
-            h if h <= self.nodes.len() => {
-                let n = &self.nodes[h - 1];
-                n.up.then_some(n.boot)
-            }
-            _ => Some(0),
+        if let Some(x) = self.ix.get(host) {
+            return x.up.then_some(x.boot);
         }
+        match self.node_of(host) {
+            Some(n) => self.nodes[n].up.then_some(self.nodes[n].boot),
+            None => Some(0),
+        }
+    }
+
+    /// An index server's address as nodes spell it.
+    fn ix_addr(&self, i: usize) -> IndexAddr {
+        (self.ix[i].name.clone(), INDEX_PORT)
     }
 
     // ---- The network ----
@@ -527,6 +637,7 @@ impl Sim {
                 | Payload::Answer { .. }
                 | Payload::SessionEnd { .. }
                 | Payload::LinkFin { .. }
+                | Payload::Raft { .. }
         ) {
             return;
         }
@@ -552,7 +663,7 @@ impl Sim {
         }
         let Some(to_boot) = self.boot_of(to) else {
             let cut = self.cut.get(&pair(from, to)).is_some_and(|c| *c > 0);
-            if !cut && to <= self.nodes.len() {
+            if !cut && self.is_cluster_host(to) {
                 let msg = Msg {
                     from,
                     to,
@@ -609,14 +720,17 @@ impl Sim {
             } => Some(format!("link {host} {peer} {gen}")),
             Payload::LinkFin { peer } => {
                 // From the dead peer `from` to the master `to`: the link `to` holds towards it.
-                let gen = self.nodes.get(to.wrapping_sub(1))?.links.get(peer)?.0;
-                let _ = from;
+                let gen = self.nodes.get(self.node_of(to)?)?.links.get(peer)?.0;
                 Some(format!("link {to} {peer} {gen}"))
             }
             Payload::SessionLine { conn, .. }
             | Payload::SessionReply { conn, .. }
             | Payload::SessionEnd { conn, .. }
-            | Payload::SessionBroken { conn } => Some(format!("session {}", conn.0)),
+            | Payload::SessionBroken { conn } => {
+                // Connection ids are the server's: the server end names the connection.
+                let server = if from < self.ix.len() { from } else { to };
+                Some(format!("session {server} {}", conn.0))
+            }
             _ => None,
         }
     }
@@ -667,11 +781,14 @@ impl Sim {
                 if self.boot_of(msg.to) != Some(msg.to_boot) {
                     return self.refuse(msg);
                 }
-                match msg.to {
-                    IX => self.index_msg(msg),
-                    h if h <= self.nodes.len() => self.node_msg(h - 1, msg),
-                    h if h == self.admin_host => self.client_msg(None, msg),
-                    h => self.client_msg(Some(h - 1 - self.nodes.len()), msg),
+                let to = msg.to;
+                if to < self.ix.len() {
+                    return self.index_msg(to, msg.from, msg.payload);
+                }
+                match self.node_of(to) {
+                    Some(n) => self.node_msg(n, msg),
+                    None if to == self.admin_host => self.client_msg(None, msg),
+                    None => self.client_msg(Some(to - self.ix.len() - self.nodes.len()), msg),
                 }
             }
             Ev::NodeTimer(n, gen) => {
@@ -681,21 +798,16 @@ impl Sim {
                     self.drain_node(n);
                 }
             }
-            Ev::IndexTimer(gen) => {
-                if self.ix.up && self.ix.timer_gen == gen {
-                    let now = self.t();
-                    if let Some(ix) = self.ix.index.as_mut() {
-                        ix.handle_timeout(now);
-                    }
-                    self.drain_index();
+            Ev::IndexTimer(i, gen) => self.index_timer(i, gen),
+            Ev::IndexBoot(i) => {
+                if !self.ix[i].up && self.ix[i].group.is_none() {
+                    self.boot_index(i);
                 }
             }
-            Ev::CallTimeout(n, boot, call) => {
-                if self.nodes[n].boot == boot && self.nodes[n].calls.remove(&call) {
-                    let now = self.t();
-                    self.nodes[n]
-                        .node
-                        .handle_call_reply(now, call, Err("timeout".into()));
+            Ev::CallTimeout(n, boot, call, at) => {
+                let current = self.nodes[n].calls.get(&call).is_some_and(|a| a.at == at);
+                if self.nodes[n].boot == boot && current {
+                    self.next_attempt(n, call, "timeout");
                     self.drain_node(n);
                 }
             }
@@ -708,13 +820,14 @@ impl Sim {
                     self.drain_node(n);
                 }
             }
-            Ev::SessionTimeout(n, boot, sid) => {
-                let now = self.t();
-                let h = &mut self.nodes[n];
-                if h.boot == boot && h.session == Some((sid, None)) {
-                    h.session = None;
-                    h.node
-                        .handle_session_opened(now, None, Err("timeout".into()));
+            Ev::SessionTimeout(n, boot, sid, at) => {
+                let h = &self.nodes[n];
+                let opening = h
+                    .session
+                    .as_ref()
+                    .is_some_and(|s| s.sid == sid && s.open.is_none() && s.at == at);
+                if h.boot == boot && opening {
+                    self.next_session_attempt(n, "timeout");
                     self.drain_node(n);
                 }
             }
@@ -723,24 +836,15 @@ impl Sim {
                     self.part_answer(n, req, part, PartAnswer::Peer(Err(())));
                 }
             }
-            Ev::ProbeTimeout(id) => {
-                if let Some(node) = self.ix.probes.remove(&id) {
-                    let now = self.t();
-                    if let Some(ix) = self.ix.index.as_mut() {
-                        ix.handle_probe_result(now, &node, ProbeResult::default());
-                    }
-                    self.drain_index();
+            Ev::ProbeTimeout(i, id) => self.probe_failed(i, id),
+            Ev::PushTimeout(i, id) => self.push_failed(i, id),
+            Ev::ForwardTimeout(i, boot, forward) => {
+                if self.ix[i].boot == boot {
+                    let why = "index leader did not answer in time".to_string();
+                    self.forwarded(i, forward, Err(why));
                 }
             }
-            Ev::PushTimeout(id) => {
-                if let Some((node, version)) = self.ix.pushes.remove(&id) {
-                    let now = self.t();
-                    if let Some(ix) = self.ix.index.as_mut() {
-                        ix.handle_push_result(now, &node, version, false);
-                    }
-                    self.drain_index();
-                }
-            }
+            Ev::AdminTimeout(op) => self.admin_reply(op, Err("no answer in time".into())),
             Ev::ClientTimeout(c, id) => {
                 if self.clients[c]
                     .inflight
@@ -760,201 +864,10 @@ impl Sim {
         }
     }
 
-    // ---- The index ----
-
-    fn boot_index(&mut self) {
-        let now = self.t();
-        let index = Index::new(self.ix.params.clone(), self.ix.snapshot.clone(), now)
-            .expect("invariant: the scenario's index parameters and snapshots are valid");
-        self.ix.index = Some(index);
-        self.ix.admin = self.open_index_conn();
-        self.trace(format!("boot index #{}", self.ix.boot));
-        self.drain_index();
-    }
-
-    /// A connection to the index process, with an id no earlier process gave out.
-    fn open_index_conn(&mut self) -> Option<ConnId> {
-        let ix = self.ix.index.as_mut()?;
-        let mut conn = ix.open_connection();
-        while conn.0 <= self.ix.conn_floor {
-            ix.close_connection(conn);
-            conn = ix.open_connection();
-        }
-        self.ix.conn_floor = conn.0;
-        Some(conn)
-    }
-
-    fn drain_index(&mut self) {
-        loop {
-            let Some(a) = self.ix.index.as_mut().and_then(Index::poll_action) else {
-                break;
-            };
-            match a {
-                IxAction::Persist(s) => self.ix.snapshot = Some(s),
-                IxAction::Probe {
-                    node,
-                    timeout,
-                    position,
-                } => {
-                    self.ix.next_id += 1;
-                    let id = self.ix.next_id;
-                    self.ix.probes.insert(id, node.clone());
-                    self.at(timeout, Ev::ProbeTimeout(id));
-                    if let Some(h) = self.host_of_key(&node) {
-                        self.send(IX, h, Payload::Probe { id, position });
-                    }
-                }
-                IxAction::Push {
-                    node,
-                    version,
-                    lines,
-                    timeout,
-                } => {
-                    self.ix.next_id += 1;
-                    let id = self.ix.next_id;
-                    self.ix.pushes.insert(id, (node.clone(), version));
-                    self.at(timeout, Ev::PushTimeout(id));
-                    if let Some(h) = self.host_of_key(&node) {
-                        self.send(IX, h, Payload::Push { id, version, lines });
-                    }
-                }
-                IxAction::Close(conn) => {
-                    if let Some(n) = self.ix.sessions.remove(&conn) {
-                        self.send(IX, n + 1, Payload::SessionBroken { conn });
-                    }
-                    if let Some(ix) = self.ix.index.as_mut() {
-                        ix.close_connection(conn);
-                    }
-                }
-            }
-        }
-        let now = self.t();
-        if let Some(t) = self.ix.index.as_ref().and_then(Index::poll_timeout) {
-            self.ix.timer_gen += 1;
-            let gen = self.ix.timer_gen;
-            self.at(t.saturating_duration_since(now), Ev::IndexTimer(gen));
-        }
-        if let Some(ix) = &self.ix.index {
-            let version = ix.node_map().version;
-            if self.ix.held_version != Some(version) {
-                self.ix.held_version = Some(version);
-                let map = map_view(ix.node_map());
-                lock(&self.env).hold_map(INDEX, version, map);
-            }
-        }
-    }
-
-    /// Runs one admin-protocol line on the index for connection `conn`.
-    fn index_line(&mut self, conn: ConnId, line: &str) -> Reply {
-        let now = self.t();
-        let mut parser = AdminParser::new(flare_core::protocol::admin::ADMIN_LINE_MAX);
-        let mut buf = BytesMut::from(format!("{line}\r\n").as_bytes());
-        let Some(ix) = self.ix.index.as_mut() else {
-            return Reply::Error(ErrorReply::Server("index down".into()));
-        };
-        let reply = match parser.parse(&mut buf) {
-            Some(AdminParsed::Command(AdminCommand::Index(cmd))) => {
-                ix.handle_command(now, conn, cmd).reply
-            }
-            Some(AdminParsed::Command(AdminCommand::Server(ServerQuery::Stats))) => Reply::Stats(
-                vec![("node_map_version".into(), ix.node_map().version.to_string())],
-            ),
-            Some(AdminParsed::Command(AdminCommand::Server(_))) => Reply::Stats(Vec::new()),
-            Some(AdminParsed::Error { error, .. }) => Reply::Error(error),
-            _ => Reply::Error(ErrorReply::UnknownCommand),
-        };
-        self.drain_index();
-        reply
-    }
-
-    fn index_msg(&mut self, msg: Msg) {
-        let from = msg.from;
-        let now = self.t();
-        match msg.payload {
-            Payload::Call { call, lines } => {
-                let Some(conn) = self.open_index_conn() else {
-                    return;
-                };
-                let mut replies = Vec::new();
-                for (line, kind) in &lines {
-                    let reply = self.index_line(conn, line);
-                    replies.push(events(&reply, *kind));
-                }
-                if let Some(ix) = self.ix.index.as_mut() {
-                    ix.close_connection(conn);
-                }
-                self.send(IX, from, Payload::CallReply { call, replies });
-            }
-            Payload::SessionOpen { sid, lines } => {
-                let Some(conn) = self.open_index_conn() else {
-                    return;
-                };
-                let answers = lines
-                    .iter()
-                    .map(|l| line_of(&self.index_line(conn, l)))
-                    .collect();
-                self.ix.sessions.insert(conn, from - 1);
-                self.send(IX, from, Payload::SessionOpened { sid, conn, answers });
-            }
-            Payload::SessionLine { conn, line } if self.ix.sessions.contains_key(&conn) => {
-                let reply = line_of(&self.index_line(conn, &line));
-                self.send(IX, from, Payload::SessionReply { conn, line: reply });
-            }
-            Payload::SessionEnd { conn, node } if self.ix.sessions.remove(&conn).is_some() => {
-                if let Some(ix) = self.ix.index.as_mut() {
-                    ix.handle_session_lost(now, &node, conn, true);
-                    ix.close_connection(conn);
-                }
-                self.drain_index();
-            }
-            Payload::ProbeReply { id, position } => {
-                if let Some(node) = self.ix.probes.remove(&id) {
-                    if let Some(ix) = self.ix.index.as_mut() {
-                        let r = ProbeResult {
-                            ok: true,
-                            replication_position: Some(position),
-                        };
-                        ix.handle_probe_result(now, &node, r);
-                    }
-                    self.drain_index();
-                }
-            }
-            Payload::Refused(p) => {
-                match *p {
-                    Payload::Probe { id, .. } => {
-                        if let Some(node) = self.ix.probes.remove(&id) {
-                            if let Some(ix) = self.ix.index.as_mut() {
-                                ix.handle_probe_result(now, &node, ProbeResult::default());
-                            }
-                        }
-                    }
-                    Payload::Push { id, .. } => {
-                        if let Some((node, version)) = self.ix.pushes.remove(&id) {
-                            if let Some(ix) = self.ix.index.as_mut() {
-                                ix.handle_push_result(now, &node, version, false);
-                            }
-                        }
-                    }
-                    _ => {}
-                }
-                self.drain_index();
-            }
-            Payload::PushReply { id, ok } => {
-                if let Some((node, version)) = self.ix.pushes.remove(&id) {
-                    if let Some(ix) = self.ix.index.as_mut() {
-                        ix.handle_push_result(now, &node, version, ok);
-                    }
-                    self.drain_index();
-                }
-            }
-            _ => {}
-        }
-    }
-
     // ---- The nodes ----
 
     fn drain_node(&mut self, n: usize) {
-        let host = n + 1;
+        let host = self.node_host(n);
         while let Some(a) = self.nodes[n].node.poll_action() {
             let now = self.t();
             match a {
@@ -964,38 +877,43 @@ impl Sim {
                     lines,
                     timeout,
                 } => {
-                    let dest = match &to {
-                        Dest::Index => Some(IX),
-                        Dest::Node(k) => self.host_of_key(k),
+                    let dests = match &to {
+                        Dest::Index => self.index_hosts(self.nodes[n].node.call_addresses(&to)),
+                        Dest::Node(k) => self.host_of_key(k).into_iter().collect(),
                     };
-                    let h = &mut self.nodes[n];
-                    h.calls.insert(call);
-                    let boot = h.boot;
-                    self.at(timeout, Ev::CallTimeout(n, boot, call));
-                    if let Some(d) = dest {
-                        self.send(host, d, Payload::Call { call, lines });
-                    }
+                    let a = Attempts {
+                        dests,
+                        at: 0,
+                        lines,
+                        timeout,
+                    };
+                    self.nodes[n].calls.insert(call, a);
+                    self.attempt(n, call);
                 }
                 Action::SessionOpen { lines } => {
+                    // A session open or being opened is dropped (`flared` drops its connection).
+                    self.drop_session(n);
+                    let dests = self.index_hosts(self.nodes[n].node.index_order());
                     let h = &mut self.nodes[n];
                     h.next_sid += 1;
-                    let sid = h.next_sid;
-                    h.session = Some((sid, None));
-                    let (boot, wait) = (h.boot, h.settings.session_open_timeout());
-                    self.at(wait, Ev::SessionTimeout(n, boot, sid));
-                    self.send(host, IX, Payload::SessionOpen { sid, lines });
+                    h.session = Some(NodeSession {
+                        sid: h.next_sid,
+                        dests,
+                        at: 0,
+                        lines,
+                        open: None,
+                    });
+                    self.session_attempt(n);
                 }
                 Action::SessionSend { line } => {
-                    if let Some((_, Some(conn))) = self.nodes[n].session {
-                        self.send(host, IX, Payload::SessionLine { conn, line });
+                    if let Some((server, conn)) =
+                        self.nodes[n].session.as_ref().and_then(|s| s.open)
+                    {
+                        self.send(host, server, Payload::SessionLine { conn, line });
                     }
                 }
                 Action::SessionClose => {
-                    let h = &mut self.nodes[n];
-                    if let Some((_, Some(conn))) = h.session.take() {
-                        let node = h.key.clone();
-                        self.send(host, IX, Payload::SessionEnd { conn, node });
-                    }
+                    self.drop_session(n);
                     self.nodes[n].node.handle_session_closed(now);
                 }
                 Action::LinkOpen { peer } => {
@@ -1079,9 +997,106 @@ impl Sim {
             let map = map_view(h.node.view().map());
             let name = h.name.clone();
             let text = format!("{name} holds v{version} {}", map_text(&map));
-            lock(&self.env).hold_map(&name, version, map);
+            let mut e = lock(&self.env);
+            self.group_log.node_holds(&mut e, &name, version, &map);
+            e.hold_map(&name, version, map);
+            drop(e);
             self.trace(text);
         }
+    }
+
+    /// The hosts of index server addresses, in order (unknown ones left out).
+    fn index_hosts(&self, addrs: Vec<IndexAddr>) -> Vec<usize> {
+        addrs
+            .iter()
+            .filter_map(|a| self.ix_by_host_port(a))
+            .collect()
+    }
+
+    /// Sends node `n`'s call `call` to its current destination (none left: its timeout fails it).
+    fn attempt(&mut self, n: usize, call: CallId) {
+        let host = self.node_host(n);
+        let h = &self.nodes[n];
+        let Some(a) = h.calls.get(&call) else {
+            return;
+        };
+        let (boot, at, timeout) = (h.boot, a.at, a.timeout);
+        let dest = a.dests.get(at).copied();
+        let lines = a.lines.clone();
+        self.at(timeout, Ev::CallTimeout(n, boot, call, at));
+        if let Some(d) = dest {
+            self.send(host, d, Payload::Call { call, lines });
+        }
+    }
+
+    /// Node `n`'s call `call` failed at its current destination (`why`): the next one, or the call fails.
+    fn next_attempt(&mut self, n: usize, call: CallId, why: &str) {
+        let Some(a) = self.nodes[n].calls.get_mut(&call) else {
+            return;
+        };
+        a.at += 1;
+        if a.at < a.dests.len() {
+            return self.attempt(n, call);
+        }
+        self.nodes[n].calls.remove(&call);
+        let now = self.t();
+        self.nodes[n]
+            .node
+            .handle_call_reply(now, call, Err(why.into()));
+    }
+
+    /// Sends node `n`'s session open to its current destination (none left: its timeout fails it).
+    fn session_attempt(&mut self, n: usize) {
+        let host = self.node_host(n);
+        let h = &self.nodes[n];
+        let Some(s) = &h.session else {
+            return;
+        };
+        let (boot, sid, at, wait) = (h.boot, s.sid, s.at, h.settings.session_open_timeout());
+        let dest = s.dests.get(at).copied();
+        let lines = s.lines.clone();
+        self.at(wait, Ev::SessionTimeout(n, boot, sid, at));
+        if let Some(d) = dest {
+            self.send(host, d, Payload::SessionOpen { sid, lines });
+        }
+    }
+
+    /// Node `n`'s session open failed at its current destination (`why`): the next one, or the open fails.
+    fn next_session_attempt(&mut self, n: usize, why: &str) {
+        let Some(s) = self.nodes[n].session.as_mut() else {
+            return;
+        };
+        s.at += 1;
+        if s.at < s.dests.len() {
+            return self.session_attempt(n);
+        }
+        self.nodes[n].session = None;
+        let now = self.t();
+        self.nodes[n]
+            .node
+            .handle_session_opened(now, None, Err(why.into()));
+    }
+
+    /// Node `n` drops its session's connection (an open one: the server sees it end).
+    fn drop_session(&mut self, n: usize) {
+        let host = self.node_host(n);
+        let h = &mut self.nodes[n];
+        if let Some(NodeSession {
+            open: Some((server, conn)),
+            ..
+        }) = h.session.take()
+        {
+            let node = h.key.clone();
+            self.send(host, server, Payload::SessionEnd { conn, node });
+        }
+    }
+
+    /// Whether node `n`'s session is open at `server` on `conn`.
+    fn session_is(&self, n: usize, server: usize, conn: ConnId) -> bool {
+        self.nodes[n]
+            .session
+            .as_ref()
+            .is_some_and(|s| s.open == Some((server, conn)))
     }
 
     fn store_op(&mut self, n: usize, op: StoreOp) {
@@ -1124,11 +1139,23 @@ impl Sim {
     }
 
     fn node_msg(&mut self, n: usize, msg: Msg) {
-        let host = n + 1;
+        let host = self.node_host(n);
         let from = msg.from;
         let now = self.t();
+        let calling = |s: &Sim, call: &CallId| {
+            s.nodes[n]
+                .calls
+                .get(call)
+                .is_some_and(|a| a.dests.get(a.at) == Some(&from))
+        };
+        let opening = |s: &Sim, sid: u64| {
+            s.nodes[n].session.as_ref().is_some_and(|s| {
+                s.sid == sid && s.open.is_none() && s.dests.get(s.at) == Some(&from)
+            })
+        };
         match msg.payload {
-            Payload::CallReply { call, replies } if self.nodes[n].calls.remove(&call) => {
+            Payload::CallReply { call, replies } if calling(self, &call) => {
+                self.nodes[n].calls.remove(&call);
                 self.nodes[n].node.handle_call_reply(now, call, Ok(replies));
             }
             Payload::Call { call, lines } => {
@@ -1145,22 +1172,26 @@ impl Sim {
                 self.send(host, from, Payload::CallReply { call, replies });
             }
             Payload::SessionOpened { sid, conn, answers } => {
-                let h = &mut self.nodes[n];
-                if h.session == Some((sid, None)) {
-                    h.session = Some((sid, Some(conn)));
-                    h.node.handle_session_opened(now, None, Ok(answers));
+                if opening(self, sid) {
+                    if let Some(s) = self.nodes[n].session.as_mut() {
+                        s.open = Some((from, conn));
+                    }
+                    let addr = self.ix_addr(from);
+                    self.nodes[n]
+                        .node
+                        .handle_session_opened(now, Some(addr), Ok(answers));
+                } else {
+                    // The answer to an open given up on: the node has dropped that connection.
+                    let node = self.nodes[n].key.clone();
+                    self.send(host, from, Payload::SessionEnd { conn, node });
                 }
             }
-            Payload::SessionReply { conn, line } => {
-                if matches!(self.nodes[n].session, Some((_, Some(c))) if c == conn) {
-                    self.nodes[n].node.handle_session_reply(now, &line);
-                }
+            Payload::SessionReply { conn, line } if self.session_is(n, from, conn) => {
+                self.nodes[n].node.handle_session_reply(now, &line);
             }
-            Payload::SessionBroken { conn } => {
-                if matches!(self.nodes[n].session, Some((_, Some(c))) if c == conn) {
-                    self.nodes[n].session = None;
-                    self.nodes[n].node.handle_session_closed(now);
-                }
+            Payload::SessionBroken { conn } if self.session_is(n, from, conn) => {
+                self.nodes[n].session = None;
+                self.nodes[n].node.handle_session_closed(now);
             }
             Payload::LinkSyn { gen, peer } => {
                 let me = self.nodes[n].key.clone();
@@ -1179,26 +1210,15 @@ impl Sim {
             }
             Payload::Request { bytes, to } => self.serve(n, bytes, to),
             Payload::Refused(p) => match *p {
-                Payload::Call { call, .. } if self.nodes[n].calls.remove(&call) => {
-                    self.nodes[n].node.handle_call_reply(
-                        now,
-                        call,
-                        Err("connection refused".into()),
-                    );
+                Payload::Call { call, .. } if calling(self, &call) => {
+                    self.next_attempt(n, call, "connection refused");
                 }
-                Payload::SessionOpen { sid, .. } if self.nodes[n].session == Some((sid, None)) => {
+                Payload::SessionOpen { sid, .. } if opening(self, sid) => {
+                    self.next_session_attempt(n, "connection refused");
+                }
+                Payload::SessionLine { conn, .. } if self.session_is(n, from, conn) => {
                     self.nodes[n].session = None;
-                    self.nodes[n].node.handle_session_opened(
-                        now,
-                        None,
-                        Err("connection refused".into()),
-                    );
-                }
-                Payload::SessionLine { conn, .. } => {
-                    if matches!(self.nodes[n].session, Some((_, Some(c))) if c == conn) {
-                        self.nodes[n].session = None;
-                        self.nodes[n].node.handle_session_closed(now);
-                    }
+                    self.nodes[n].node.handle_session_closed(now);
                 }
                 Payload::LinkSyn { gen, .. }
                 | Payload::Request {
@@ -1206,9 +1226,8 @@ impl Sim {
                     ..
                 } => {
                     let peer = self
-                        .nodes
-                        .get(from.wrapping_sub(1))
-                        .map(|h| h.key.clone())
+                        .node_of(from)
+                        .map(|p| self.nodes[p].key.clone())
                         .unwrap_or_default();
                     if self.nodes[n].links.get(&peer).is_some_and(|l| l.0 == gen) {
                         self.nodes[n].links.remove(&peer);
@@ -1499,7 +1518,7 @@ impl Sim {
     }
 
     fn run_parts(&mut self, n: usize, req: u64, as_master: bool, sync: bool) {
-        let host = n + 1;
+        let host = self.node_host(n);
         let parts: Vec<Part> = match self.nodes[n].reqs.get(&req) {
             Some(r) => r.pending.parts.clone(),
             None => return,
@@ -1602,13 +1621,14 @@ impl Sim {
             | ReplyTo::Link { host, .. } => *host,
             ReplyTo::Local { .. } => unreachable!("answered above"),
         };
-        self.send(n + 1, dest, Payload::Answer { bytes, to });
+        let host = self.node_host(n);
+        self.send(host, dest, Payload::Answer { bytes, to });
     }
 
     // ---- Clients ----
 
     fn client_host(&self, c: usize) -> usize {
-        1 + self.nodes.len() + c
+        self.ix.len() + self.nodes.len() + c
     }
 
     fn client_go(&mut self, c: usize) {
@@ -1656,10 +1676,11 @@ impl Sim {
             reads: kind.is_read(),
         });
         let host = self.client_host(c);
+        let to = self.node_host(node);
         self.at(OP_TIMEOUT, Ev::ClientTimeout(c, id));
         self.send(
             host,
-            node + 1,
+            to,
             Payload::Request {
                 bytes: Bytes::from(bytes),
                 to: ReplyTo::Client { host, op: id },
@@ -1668,6 +1689,17 @@ impl Sim {
     }
 
     fn client_msg(&mut self, c: Option<usize>, msg: Msg) {
+        if c.is_none() {
+            if let Payload::AdminReply { op, reply } = &msg.payload {
+                let (op, reply) = (*op, reply.clone());
+                return self.admin_reply(op, Ok(reply));
+            }
+            if let Payload::Refused(p) = &msg.payload {
+                if let Payload::AdminLine { op, .. } = **p {
+                    return self.admin_reply(op, Err("connection refused".into()));
+                }
+            }
+        }
         if let (Payload::Refused(p), Some(c)) = (&msg.payload, c) {
             if let Payload::Request {
                 to: ReplyTo::Client { op, .. },
@@ -1717,29 +1749,86 @@ impl Sim {
 
     // ---- The admin ----
 
-    fn admin(&mut self, command: IndexCommand) -> Reply {
-        let conn = match self.ix.admin {
-            Some(c) if self.ix.up => c,
-            _ => return Reply::Error(ErrorReply::Server("index down".into())),
-        };
-        let line = AdminCommand::Index(command).to_line();
-        let reply = self.index_line(conn, &line);
-        self.trace(format!(
-            "admin {line} -> {}",
-            String::from_utf8_lossy(&line_of(&reply))
-        ));
-        reply
+    /// Sends an admin command to an index server drawn at random, unless one is in flight (`false`). It is sent
+    /// again on an error (to the leader a redirect names, or another server drawn at random) up to [`ADMIN_TRIES`]
+    /// times, as an operator's script would.
+    fn admin(&mut self, command: IndexCommand) -> bool {
+        if self.admin_cmd.is_some() {
+            return false;
+        }
+        let server = self.rng.random_range(0..self.ix.len());
+        self.admin_cmd = Some(AdminCmd {
+            line: AdminCommand::Index(command).to_line(),
+            server,
+            tries: 0,
+            op: None,
+            retry_at: self.now,
+        });
+        self.admin_send();
+        true
     }
 
+    fn admin_send(&mut self) {
+        self.next_op += 1;
+        let op = self.next_op;
+        let Some(cmd) = self.admin_cmd.as_mut() else {
+            return;
+        };
+        cmd.op = Some(op);
+        cmd.tries += 1;
+        let (server, line) = (cmd.server, cmd.line.clone());
+        self.at(ADMIN_TIMEOUT, Ev::AdminTimeout(op));
+        self.send(self.admin_host, server, Payload::AdminLine { op, line });
+    }
+
+    /// The answer to the admin's try `op` (`Err`: none came).
+    fn admin_reply(&mut self, op: u64, reply: Result<Reply, String>) {
+        let Some(cmd) = self.admin_cmd.as_mut().filter(|c| c.op == Some(op)) else {
+            return;
+        };
+        cmd.op = None;
+        let (server, line, tries) = (cmd.server, cmd.line.clone(), cmd.tries);
+        let text = match &reply {
+            Ok(r) => String::from_utf8_lossy(&line_of(r)).into_owned(),
+            Err(e) => e.clone(),
+        };
+        self.trace(format!("admin {line} at {} -> {text}", self.names[server]));
+        let next = match &reply {
+            Ok(Reply::Error(_)) | Err(_) if tries < ADMIN_TRIES => {
+                match Redirect::parse(text.as_bytes()) {
+                    Some(Redirect::Leader(host, port)) => self.ix_by_host_port(&(host, port)),
+                    _ => None,
+                }
+                .unwrap_or_else(|| self.rng.random_range(0..self.ix.len()))
+            }
+            // Done, or given up: the caller sees the map and tries again later.
+            _ => {
+                self.admin_cmd = None;
+                return;
+            }
+        };
+        if let Some(cmd) = self.admin_cmd.as_mut() {
+            cmd.server = next;
+            cmd.retry_at = self.now + Duration::from_millis(100);
+        }
+    }
+
+    /// The latest map an index server applied (committed maps are ordered by version).
     fn index_map(&self) -> Option<(u64, MapView)> {
-        let ix = self.ix.index.as_ref().filter(|_| self.ix.up)?;
-        Some((ix.node_map().version, map_view(ix.node_map())))
+        let g = self
+            .ix
+            .iter()
+            .filter_map(|x| x.group.as_ref())
+            .max_by_key(|g| g.applied().version)?;
+        let a = g.applied();
+        Some((a.version, map_view(&a.node_map())))
     }
 
     fn set_stage(&mut self, stage: Stage) {
         self.trace(format!("stage {stage:?}"));
         self.stage = stage;
         self.stage_since = self.now;
+        self.stage_sent = false;
     }
 
     fn admin_step(&mut self) {
@@ -1747,6 +1836,15 @@ impl Sim {
         let key = |n: &str| format!("{n}:{NODE_PORT}");
         let since = self.now - self.stage_since;
         let layout = self.s.layout();
+        if let Some(cmd) = &self.admin_cmd {
+            if cmd.op.is_none() && self.now >= cmd.retry_at {
+                self.admin_send();
+            }
+            // One command at a time: the setup goes on once this one is answered.
+            if matches!(self.stage, Stage::Masters(_) | Stage::Slaves(_)) {
+                return self.at(STEP, Ev::Admin);
+            }
+        }
         match self.stage {
             Stage::Registering => {
                 let all = self
@@ -1811,8 +1909,8 @@ impl Sim {
                         });
                     }
                     Some(ni) if is_role(&ni) && ni.state == State::Prepare.name() => {}
-                    _ if since < STEP || since.as_millis() % 2000 < 50 => {
-                        self.admin(role_1(role));
+                    _ if !self.stage_sent || since.as_millis() % 2000 < 50 => {
+                        self.stage_sent |= self.admin(role_1(role));
                     }
                     _ => {}
                 }
@@ -1922,6 +2020,31 @@ impl Sim {
     }
 
     fn converged(&self) -> Result<u64, String> {
+        if let Some(x) = self.ix.iter().find(|x| !x.up) {
+            return Err(format!("{} is down", x.name));
+        }
+        let acting: Vec<&IndexServer> = self.ix.iter().filter(|x| x.acting()).collect();
+        let [leader] = acting.as_slice() else {
+            return Err(format!("{} index servers act", acting.len()));
+        };
+        let g = leader.group.as_ref().ok_or("the leader is down")?;
+        let version = g.applied().version;
+        if g.node_map().version != version {
+            return Err(format!(
+                "{}'s map v{} is not applied yet (v{version})",
+                leader.name,
+                g.node_map().version
+            ));
+        }
+        for x in &self.ix {
+            let theirs = x.group.as_ref().map_or(0, |g| g.applied().version);
+            if theirs != version {
+                return Err(format!(
+                    "{} applied v{theirs}, the leader v{version}",
+                    x.name
+                ));
+            }
+        }
         let (version, map) = self.index_map().ok_or("index down")?;
         let nodes = self.nodes.iter().map(|h| (h.name.as_str(), h.key.clone()));
         index_map_converged(&map, nodes, self.s.final_partitions())?;
@@ -1984,9 +2107,10 @@ impl Sim {
                 self.admin_ops
                     .insert(id, (name.clone(), key.0.clone(), key.1));
                 let host = self.admin_host;
+                let node = self.node_host(n);
                 self.send(
                     host,
-                    n + 1,
+                    node,
                     Payload::Request {
                         bytes: Bytes::from(format!("gets {}\r\n", key.0)),
                         to: ReplyTo::Client { host, op: id },
@@ -2032,6 +2156,41 @@ impl Sim {
         e.phase = Phase::Done;
         drop(e);
         self.done = true;
+    }
+
+    /// After a run that converged and read back: a quiet period (no clients, no faults) in which the followers
+    /// catch up, then the index group's end checks.
+    fn settle(&mut self) {
+        const QUIET: Duration = Duration::from_secs(2);
+        let settled = lock(&self.env).final_state.is_some();
+        if settled {
+            let until = self.now + QUIET;
+            while let Some(Reverse((t, _, slot))) = self.queue.peek().copied() {
+                if t > until {
+                    break;
+                }
+                self.queue.pop();
+                let ev = self.events[slot]
+                    .take()
+                    .expect("invariant: a queued event is stored");
+                self.free.push(slot);
+                self.now = t;
+                self.processed += 1;
+                self.handle(ev);
+            }
+        }
+        let mut live = Vec::new();
+        let mut e = lock(&self.env);
+        for x in &self.ix {
+            if let Some(g) = &x.group {
+                let st = g.status();
+                self.group_log.conflicts(&mut e, &x.name, st.conflicts);
+                live.push((x.name.clone(), g.applied().version));
+            }
+        }
+        if settled {
+            self.group_log.settled(&mut e, &live);
+        }
     }
 
     // ---- Faults ----
@@ -2102,7 +2261,8 @@ impl Sim {
         for p in held {
             self.release(p, true);
         }
-        let down: Vec<String> = std::iter::once((INDEX.to_string(), self.ix.up))
+        self.leader_crashes.clear();
+        let down: Vec<String> = (self.ix.iter().map(|x| (x.name.clone(), x.up)))
             .chain(self.nodes.iter().map(|h| (h.name.clone(), h.up)))
             .filter(|(_, up)| !up)
             .map(|(n, _)| n)
@@ -2113,20 +2273,24 @@ impl Sim {
     }
 
     fn crash(&mut self, name: &str) {
-        if name == INDEX {
-            if !self.ix.up {
-                return;
+        let server = match name {
+            LEADER => self.ix.iter().position(IndexServer::acting),
+            name => self.ix.iter().position(|x| x.name == name),
+        };
+        if let Some(i) = server {
+            let up = self.ix.iter().filter(|x| x.up).count();
+            if self.ix.len() > 1 && up == 1 && self.ix[i].up {
+                // The group's plan never takes its last server down (a single index server may crash).
+                return self.trace(format!(
+                    "{} stays up: the last index server up",
+                    self.ix[i].name
+                ));
             }
-            self.ix.up = false;
-            self.ix.boot += 1;
-            self.ix.index = None;
-            self.ix.probes.clear();
-            self.ix.pushes.clear();
-            let sessions = std::mem::take(&mut self.ix.sessions);
-            for (conn, n) in sessions {
-                self.send_from_dead(IX, n + 1, Payload::SessionBroken { conn });
+            if name == LEADER && self.ix[i].up {
+                self.trace(format!("the acting index server is {}", self.ix[i].name));
+                self.leader_crashes.push(i);
             }
-            return;
+            return self.crash_index(i);
         }
         let Some(n) = self.nodes.iter().position(|h| h.name == name) else {
             return;
@@ -2134,36 +2298,31 @@ impl Sim {
         if !self.nodes[n].up {
             return;
         }
-        let host = n + 1;
+        let host = self.node_host(n);
         let h = &mut self.nodes[n];
         h.up = false;
         h.boot += 1;
         let session = h.session.take();
         let key = h.key.clone();
-        let links: Vec<String> = h.links.keys().cloned().collect();
         h.links.clear();
         h.calls.clear();
         h.waits.clear();
         h.reqs.clear();
         // The kernel closes the dead process's connections: the index sees its session end, peers their links.
-        if let Some((_, Some(conn))) = session {
+        if let Some((server, conn)) = session.and_then(|s| s.open) {
             self.send_from_dead(
                 host,
-                IX,
+                server,
                 Payload::SessionEnd {
                     conn,
                     node: key.clone(),
                 },
             );
         }
-        for peer in links {
-            if let Some(p) = self.host_of_key(&peer) {
-                let _ = p;
-            }
-        }
         for m in 0..self.nodes.len() {
             if m != n && self.nodes[m].links.contains_key(&key) {
-                self.send_from_dead(host, m + 1, Payload::LinkFin { peer: key.clone() });
+                let to = self.node_host(m);
+                self.send_from_dead(host, to, Payload::LinkFin { peer: key.clone() });
             }
         }
     }
@@ -2174,13 +2333,14 @@ impl Sim {
     }
 
     fn restart(&mut self, name: &str) {
-        if name == INDEX {
-            if self.ix.up {
-                return;
+        let server = match name {
+            LEADER if !self.leader_crashes.is_empty() => Some(self.leader_crashes.remove(0)),
+            name => self.ix.iter().position(|x| x.name == name),
+        };
+        if let Some(i) = server {
+            if !self.ix[i].up {
+                self.boot_index(i);
             }
-            self.ix.up = true;
-            self.ix.sessions.clear();
-            self.boot_index();
             return;
         }
         let Some(n) = self.nodes.iter().position(|h| h.name == name) else {
@@ -2190,11 +2350,8 @@ impl Sim {
             return;
         }
         let now = self.t();
-        let c = {
-            let mut c = node_config(name);
-            c.master_lease = self.s.master_lease;
-            c
-        };
+        let servers: Vec<String> = self.ix.iter().map(|x| x.name.clone()).collect();
+        let c = node_config_of(&self.s, name, &servers);
         let h = &mut self.nodes[n];
         h.up = true;
         h.store = match Store::open(h.storage.clone(), store_config(&c)) {
@@ -2207,6 +2364,20 @@ impl Sim {
         self.trace(format!("boot {name} #{boot}"));
         self.drain_node(n);
     }
+}
+
+/// Node `name`'s configuration: `hosts::node_config` with the scenario's lease and every index server.
+fn node_config_of(s: &Scenario, name: &str, servers: &[String]) -> NodeConfig {
+    let mut c = node_config(name);
+    c.master_lease = s.master_lease;
+    c.index_servers = servers
+        .iter()
+        .map(|n| IndexServerAddr {
+            name: n.clone(),
+            port: INDEX_PORT,
+        })
+        .collect();
+    c
 }
 
 fn sync_of(command: &Command) -> bool {
@@ -2370,12 +2541,54 @@ fn request(c: &mut ClientHost, s: &Scenario, reads_only: bool) -> Request {
 }
 
 /// Runs one scenario to the end and checks it.
+/// How a run's index group is made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GroupOptions {
+    /// Index servers (1, 3, 5, …).
+    pub servers: usize,
+    /// A restarted index server comes back with an empty disk (a loss Raft does not survive: only the negative test
+    /// that shows the group checkers catch what follows).
+    pub amnesia: bool,
+}
+
+impl GroupOptions {
+    /// The group of scenario `s`: `FLARE_CORE_INDEX_SERVERS` servers when set, otherwise as drawn
+    /// ([`GroupOptions::drawn`]).
+    pub fn of(s: &Scenario) -> GroupOptions {
+        let servers = std::env::var("FLARE_CORE_INDEX_SERVERS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| Self::drawn(s));
+        GroupOptions {
+            servers,
+            amnesia: false,
+        }
+    }
+
+    /// The core swarm's seed draws the group's size ([`index_servers`]); any other scenario has one index server.
+    pub fn drawn(s: &Scenario) -> usize {
+        match s.name.as_str() {
+            "core" => index_servers(s.seed),
+            _ => 1,
+        }
+    }
+}
+
+/// Runs one scenario to the end and checks it, with the index group [`GroupOptions::of`] it.
 pub fn run(s: &Scenario) -> CoreReport {
-    let mut sim = Sim::new(s);
+    run_with(s, GroupOptions::of(s))
+}
+
+/// Runs one scenario with the index group `g` to the end and checks it.
+pub fn run_with(s: &Scenario, g: GroupOptions) -> CoreReport {
+    let k = g.servers.max(1);
+    let mut sim = Sim::new(s, k);
+    sim.amnesia = g.amnesia;
     sim.run();
     if !sim.done {
         sim.finish();
     }
+    sim.settle();
     let env = lock(&sim.env);
     if std::env::var_os("FLARE_CORE_TRACE").is_some() {
         for l in &env.trace {
@@ -2391,5 +2604,6 @@ pub fn run(s: &Scenario) -> CoreReport {
         events: sim.processed,
         sim_ms: sim.ms(),
         ops: env.ops.len(),
+        index_servers: k,
     }
 }
