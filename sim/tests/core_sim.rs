@@ -1,8 +1,10 @@
-//! The core-level cluster simulator (`flare_sim::coresim`) in CI: a bounded set of seeds through every checker, the
-//! determinism check, and the negative case (the real-time checker catches split brain when leases are off).
+//! The core-level cluster simulator (`flare_sim::coresim`) in CI: a bounded set of seeds through every checker (with
+//! one, three or five index servers, as each seed draws), the determinism check, and the negative cases (the
+//! real-time checker catches split brain when leases are off; the index group's checkers catch servers that lose
+//! their disk).
 //! `scripts/sim-core N [START]` sweeps many more (10,000 in a few minutes).
 
-use flare_sim::coresim::{run, scenario};
+use flare_sim::coresim::{index_servers, run, run_with, scenario, GroupOptions};
 
 /// Seeds that found bugs (post-mortems in the commits that fixed them, regression tests in `core`):
 /// - 105: a node restarted while the index was down applied the restarted index's push before its registration
@@ -37,19 +39,35 @@ const FOUND_BUGS: &[u64] = &[
     105, 134, 151, 1144, 2041, 8668, 1447, 5057, 5842, 8573, 9184, 9777, 1965,
 ];
 
+/// Seeds `0..FLARE_CORE_SEEDS` (default 300; two in five with one index server, the others with three or five),
+/// then [`FOUND_BUGS`] both with the index servers their seed draws and with one (the group they were found with).
 #[test]
 fn core_seeds_pass_every_checker() {
     let n: u64 = std::env::var("FLARE_CORE_SEEDS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(300);
+    let drawn = (0..n).chain(FOUND_BUGS.iter().copied()).map(|seed| {
+        let s = scenario(seed);
+        (GroupOptions::of(&s), s)
+    });
+    let alone = FOUND_BUGS.iter().map(|seed| {
+        let s = scenario(*seed);
+        let g = GroupOptions {
+            servers: 1,
+            amnesia: false,
+        };
+        (g, s)
+    });
     let mut failed = Vec::new();
-    for seed in (0..n).chain(FOUND_BUGS.iter().copied()) {
-        let r = run(&scenario(seed));
+    for (g, s) in drawn.chain(alone) {
+        let r = run_with(&s, g);
         if !r.passed() {
             let first = &r.failures[0];
             failed.push(format!(
-                "seed {seed}: {}: {} -- replay: {}",
+                "seed {} ({} index servers): {}: {} -- replay: {}",
+                s.seed,
+                g.servers,
                 first.checker,
                 first.detail,
                 r.replay_line()
@@ -64,9 +82,36 @@ fn core_seeds_pass_every_checker() {
     );
 }
 
+/// With a wiped disk on every index server restart (Raft's one assumption broken), a group whose majority crashed
+/// forgets its votes and its log: two servers act in one term, or make other maps under committed versions. The
+/// group checkers must say so in some seed of a group.
+#[test]
+fn index_servers_that_forget_their_disk_are_caught() {
+    let group = [
+        "index maps agree",
+        "acknowledged maps survive",
+        "one pushing index server per term",
+    ];
+    let caught = (0..100)
+        .filter(|seed| index_servers(*seed) > 1)
+        .any(|seed| {
+            let s = scenario(seed);
+            let g = GroupOptions {
+                servers: index_servers(seed),
+                amnesia: true,
+            };
+            run_with(&s, g)
+                .failures
+                .iter()
+                .any(|f| group.contains(&f.checker))
+        });
+    assert!(caught, "index servers that lost their disk went unseen");
+}
+
 #[test]
 fn a_seed_replays_to_the_same_trace() {
-    for seed in [3, 151] {
+    // 3 and 151: one index server; 6: three; 2: five.
+    for seed in [3, 151, 6, 2] {
         let (a, b) = (run(&scenario(seed)), run(&scenario(seed)));
         assert_eq!(a.trace_hash, b.trace_hash, "seed {seed}");
         assert!(
