@@ -21,6 +21,14 @@
 //! (`flush_all`, `node role <s> slave 1 <p>`, wait for `active`, balance back to 1) while the workload runs, and the
 //! cluster must converge again.
 //!
+//! With an index group ([`Scenario::index_servers`] > 1) the admin talks to the group as flare-admin does: a
+//! map-changing command goes to the server that says it leads (`stats`: `index_role`; else the `index_leader` it
+//! names; else the next server), a down server is passed over, and a `not the index leader` answer is sent again
+//! to the leader it names (or, with no leader yet, to the next server after a pause). Maps are read from the leader
+//! too (`stats`, `stats nodes`, `stats` on one server), and the map invariants below are checked per server. The
+//! group's own watch and checkers are [`group_check`](crate::group_check); once the final state is read the admin
+//! waits for every index server to agree on it ([`group_check::wait_settled`]).
+//!
 //! Convergence (calm phase, before [`Scenario::calm_limit`]): every node registered and `active`, every partition
 //! has an active master, and every node holds the index's map (same version, same records). Then the workload goes
 //! on for [`Scenario::checked_window`] (those reads must be fresh), stops, replication drains (every node's
@@ -35,23 +43,34 @@ use flare_core::protocol::admin::{AdminCommand, IndexCommand, NodeAddr, ServerQu
 use flare_core::protocol::reply::ReplyKind;
 use flare_core::protocol::{lines, StatsGroup};
 
-use crate::client::{Answer, TextClient};
+use crate::client::{Answer, CallError, TextClient};
+use crate::group_check::{self, SharedWatch};
 use crate::history::{
     index_map_converged, lock, map_text, now_ms, parse_stats_nodes, short, FinalState, MapView,
     Phase, SharedEnv,
 };
-use crate::scenario::{Planned, Scenario, INDEX, INDEX_PORT, NODE_PORT};
+use crate::scenario::{Planned, Scenario, INDEX_PORT, NODE_PORT};
 use crate::workload::classify;
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the admin waits for an index server's `stats` when it looks for the leader.
+const FIND_TIMEOUT: Duration = Duration::from_millis(500);
 const POLL: Duration = Duration::from_millis(200);
 
-/// Runs the admin client for the whole run.
-pub async fn run_admin(s: Scenario, env: SharedEnv) -> turmoil::Result {
+/// Runs the admin client for the whole run (`watch`: the index group's record, watched from here when there is a
+/// group).
+pub async fn run_admin(s: Scenario, env: SharedEnv, watch: SharedWatch) -> turmoil::Result {
+    let watchers = match s.index_servers > 1 {
+        true => group_check::start_watching(&s, &env, &watch),
+        false => Vec::new(),
+    };
     let mut admin = Admin::new(&s, env.clone());
     if let Err(e) = admin.setup().await {
         lock(&env).fail("setup", e);
         admin.finish().await;
+        for w in watchers {
+            let _ = w.await;
+        }
         return Ok(());
     }
     {
@@ -114,14 +133,26 @@ pub async fn run_admin(s: Scenario, env: SharedEnv) -> turmoil::Result {
         Ok(()) => {
             tokio::time::sleep(s.checked_window).await;
             admin.stop_clients().await;
-            if let Err(e) = admin.verify().await {
-                lock(&env).fail("verify", e);
+            match admin.verify().await {
+                Err(e) => lock(&env).fail("verify", e),
+                Ok(()) if s.index_servers > 1 => {
+                    let (version, map) = {
+                        let e = lock(&env);
+                        let f = e.final_state.as_ref().map(|f| (f.version, f.map.clone()));
+                        f.unwrap_or_default()
+                    };
+                    group_check::wait_settled(&s, &env, &watch, version, &map).await;
+                }
+                Ok(()) => {}
             }
         }
         Err(e) => lock(&env).fail("convergence", e),
     }
     admin.finish().await;
     let _ = poller.await;
+    for w in watchers {
+        let _ = w.await;
+    }
     Ok(())
 }
 
@@ -166,15 +197,154 @@ async fn poll_held_maps(s: Scenario, env: SharedEnv) {
     }
 }
 
+/// The index servers as the admin reaches them (see the module docs): one connection to each, and the one asked
+/// first (the last that said it leads).
+struct Indexes {
+    servers: Vec<(String, TextClient)>,
+    current: usize,
+}
+
+/// `SERVER_ERROR not the index leader; ...` (the group's refusal, as a follower answers it), with the leader it
+/// names (`host:port`), if any.
+fn not_the_leader(answer: &str) -> Option<Option<&str>> {
+    let rest = answer.strip_prefix("SERVER_ERROR not the index leader; ")?;
+    Some(rest.strip_prefix("leader is "))
+}
+
+impl Indexes {
+    fn new(s: &Scenario) -> Self {
+        Indexes {
+            servers: s
+                .index_hosts()
+                .into_iter()
+                .map(|h| (h.clone(), TextClient::new(&h, INDEX_PORT)))
+                .collect(),
+            current: 0,
+        }
+    }
+
+    fn group(&self) -> bool {
+        self.servers.len() > 1
+    }
+
+    fn name(&self) -> &str {
+        &self.servers[self.current].0
+    }
+
+    fn client(&mut self) -> &mut TextClient {
+        &mut self.servers[self.current].1
+    }
+
+    fn next(&mut self) {
+        self.current = (self.current + 1) % self.servers.len();
+    }
+
+    /// Makes `addr` (`host:port`) the server asked first; false when it is none of them.
+    fn point_at(&mut self, addr: &str) -> bool {
+        let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+        match self.servers.iter().position(|(h, _)| h == host) {
+            Some(i) => {
+                self.current = i;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// With a group: makes the leader the server asked first, as far as `stats` tells. The servers are asked once
+    /// each, from the current one on; the first to answer wins if it says it leads; otherwise the one that says it
+    /// leads with the highest term, else (no leader) the one with the newest map. A server that does not answer
+    /// within [`FIND_TIMEOUT`] is passed over.
+    async fn find_leader(&mut self) {
+        let mut best: Option<(bool, u64, u64, usize)> = None;
+        for _ in 0..self.servers.len() {
+            let i = self.current;
+            let stats = AdminCommand::Server(ServerQuery::Stats).to_line();
+            let req = format!("{stats}\r\n");
+            if let Ok(Answer::Lines(l)) = self
+                .client()
+                .call(req.as_bytes(), ReplyKind::Lines, FIND_TIMEOUT)
+                .await
+            {
+                if let Some(st) = group_check::status_of(&l) {
+                    let leads = st.role == "leader";
+                    let rank = (leads, if leads { st.term } else { 0 }, st.version, i);
+                    if leads && best.is_none() {
+                        return;
+                    }
+                    if best.is_none_or(|b| (rank.0, rank.1, rank.2) > (b.0, b.1, b.2)) {
+                        best = Some(rank);
+                    }
+                }
+            }
+            self.next();
+        }
+        if let Some((_, _, _, i)) = best {
+            self.current = i;
+        }
+    }
+
+    /// Sends a one-line command to the group (to the single index server as it is), as the module docs say: to the
+    /// leader, again to the leader a refusal names, past a server that cannot be reached. A timeout, or any other
+    /// answer, is returned as it is.
+    async fn line(&mut self, line: &str) -> Result<String, String> {
+        let req = format!("{line}\r\n");
+        if !self.group() {
+            return match self
+                .client()
+                .call(req.as_bytes(), ReplyKind::Line, CALL_TIMEOUT)
+                .await
+            {
+                Ok(Answer::Line(l)) => Ok(String::from_utf8_lossy(&l).into_owned()),
+                Ok(other) => Err(format!("{line}: unexpected {other:?}")),
+                Err(e) => Err(format!("{line}: {e}")),
+            };
+        }
+        self.find_leader().await;
+        let mut last = String::from("no index server tried");
+        for _ in 0..2 * self.servers.len() {
+            let to = self.name().to_string();
+            match self
+                .client()
+                .call(req.as_bytes(), ReplyKind::Line, CALL_TIMEOUT)
+                .await
+            {
+                Ok(Answer::Line(l)) => {
+                    let answer = String::from_utf8_lossy(&l).into_owned();
+                    let named = match not_the_leader(&answer) {
+                        None => return Ok(answer),
+                        Some(named) => named.filter(|l| *l != format!("{to}:{INDEX_PORT}")),
+                    };
+                    // Sent again to the leader it names; with none (or itself), to the next server after a pause.
+                    if !named.is_some_and(|l| self.point_at(l)) {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        self.next();
+                    }
+                    last = format!("{to}: {answer}");
+                }
+                Ok(other) => return Err(format!("{line}: unexpected {other:?} from {to}")),
+                // Not reached (refused, reset): the next server.
+                Err(CallError::Io(e)) => {
+                    last = format!("{to}: {:?}", e.kind());
+                    self.next();
+                }
+                Err(e @ CallError::Timeout) => return Err(format!("{line}: {e} ({to})")),
+            }
+        }
+        Err(format!("{line}: no index server took it; last: {last}"))
+    }
+}
+
 struct Admin {
     s: Scenario,
     env: SharedEnv,
-    index: TextClient,
+    index: Indexes,
     nodes: BTreeMap<String, TextClient>,
+    /// Per index server: the last version and map it showed, and the most partitions a map it showed had.
+    last_seen: BTreeMap<String, (u64, MapView, i64)>,
+    /// The latest map (of the highest version) the index showed, and its version.
     last_version: u64,
     last_map: MapView,
-    /// The most partitions a map this admin saw had.
-    max_partitions: i64,
 }
 
 impl Admin {
@@ -182,15 +352,15 @@ impl Admin {
         Admin {
             s: s.clone(),
             env,
-            index: TextClient::new(INDEX, INDEX_PORT),
+            index: Indexes::new(s),
             nodes: s
                 .nodes()
                 .into_iter()
                 .map(|n| (n.clone(), TextClient::new(&n, NODE_PORT)))
                 .collect(),
+            last_seen: BTreeMap::new(),
             last_version: 0,
             last_map: MapView::new(),
-            max_partitions: 0,
         }
     }
 
@@ -203,16 +373,7 @@ impl Admin {
     }
 
     async fn index_line(&mut self, line: &str) -> Result<String, String> {
-        let req = format!("{line}\r\n");
-        match self
-            .index
-            .call(req.as_bytes(), ReplyKind::Line, CALL_TIMEOUT)
-            .await
-        {
-            Ok(Answer::Line(l)) => Ok(String::from_utf8_lossy(&l).into_owned()),
-            Ok(other) => Err(format!("{line}: unexpected {other:?}")),
-            Err(e) => Err(format!("{line}: {e}")),
-        }
+        self.index.line(line).await
     }
 
     async fn command(&mut self, line: &str) -> Result<(), String> {
@@ -250,25 +411,39 @@ impl Admin {
             .collect())
     }
 
-    /// The index's map and its version. They come from two commands (`stats`, `stats nodes`), so the version is
-    /// read before and after the map, and the pair kept only when both agree.
+    /// The index's map and its version (from the leader, with a group; see [`Admin::index_map_of`]).
     async fn index_map(&mut self) -> Result<(u64, MapView), String> {
-        let mut version = self.index_version().await?;
+        self.index_map_of().await.map(|(_, v, m)| (v, m))
+    }
+
+    /// The map and version of one index server (the leader when one answers as such, with a group), and which
+    /// server it was. They come from two commands (`stats`, `stats nodes`), so the version is read before and after
+    /// the map, and the pair kept only when both agree.
+    async fn index_map_of(&mut self) -> Result<(String, u64, MapView), String> {
+        if self.index.group() {
+            self.index.find_leader().await;
+        }
+        let server = self.index.name().to_string();
+        let fail = |e: String| format!("{server}: {e}");
+        let mut version = self.index_version().await.map_err(fail)?;
         for _ in 0..5 {
             let stats_nodes = AdminCommand::Index(IndexCommand::Stats(StatsGroup::Nodes));
-            let map =
-                parse_stats_nodes(&Self::listing(&mut self.index, &stats_nodes.to_line()).await?);
-            let after = self.index_version().await?;
+            let map = parse_stats_nodes(
+                &Self::listing(self.index.client(), &stats_nodes.to_line())
+                    .await
+                    .map_err(fail)?,
+            );
+            let after = self.index_version().await.map_err(fail)?;
             if after == version {
-                return Ok((version, map));
+                return Ok((server, version, map));
             }
             version = after;
         }
-        Err("the map keeps changing".into())
+        Err(fail("the map keeps changing".into()))
     }
 
     async fn index_version(&mut self) -> Result<u64, String> {
-        let stats = Self::stats(&mut self.index).await?;
+        let stats = Self::stats(self.index.client()).await?;
         stats
             .get("node_map_version")
             .and_then(|v| v.parse().ok())
@@ -457,30 +632,37 @@ impl Admin {
             if lock(&self.env).phase >= Phase::Calm {
                 return;
             }
-            if let Ok((version, map)) = self.index_map().await {
-                self.check_map(version, map);
+            if let Ok((server, version, map)) = self.index_map_of().await {
+                self.check_map(&server, version, map);
             }
             tokio::time::sleep(POLL).await;
         }
     }
 
-    /// Invariants of every map the index shows: versions never go back (a restarted index resumes from its
-    /// snapshot), a changed map has a new version, at most one master per partition, no partition lost, no node
-    /// forgotten.
-    fn check_map(&mut self, version: u64, map: MapView) {
+    /// Invariants of every map index server `server` shows: its versions never go back (a restarted index resumes
+    /// from its snapshot or log), a changed map has a new version, at most one master per partition, no partition
+    /// lost, no node forgotten.
+    fn check_map(&mut self, server: &str, version: u64, map: MapView) {
         let mut e = lock(&self.env);
-        e.hold_map(INDEX, version, map.clone());
-        if version < self.last_version {
+        e.hold_map(server, version, map.clone());
+        let (last_version, last_map, max_partitions) =
+            self.last_seen.get(server).cloned().unwrap_or_default();
+        let group = if self.index.group() {
+            format!("{server}: ")
+        } else {
+            String::new()
+        };
+        if version < last_version {
             e.fail(
                 "index map",
-                format!("version went back from {} to {version}", self.last_version),
+                format!("{group}version went back from {last_version} to {version}"),
             );
         }
-        if version == self.last_version && map != self.last_map && !self.last_map.is_empty() {
+        if version == last_version && map != last_map && !last_map.is_empty() {
             e.fail(
                 "index map",
                 format!(
-                    "map changed without a new version (v{version}): {}",
+                    "{group}map changed without a new version (v{version}): {}",
                     map_text(&map)
                 ),
             );
@@ -500,33 +682,37 @@ impl Admin {
         let partitions = masters.len() as i64;
         let allowed = self.s.partitions as i64..=self.s.final_partitions() as i64;
         if !allowed.contains(&partitions)
-            || partitions < self.max_partitions
+            || partitions < max_partitions
             || (0..partitions).any(|p| !masters.contains_key(&p))
         {
             e.fail(
                 "index map",
                 format!(
-                    "partitions are not 0..{} (at least {} seen before): {}",
+                    "{group}partitions are not 0..{} (at least {} seen before): v{version} {}",
                     self.s.final_partitions(),
-                    self.max_partitions,
+                    max_partitions,
                     map_text(&map)
                 ),
             );
         }
-        self.max_partitions = self.max_partitions.max(partitions);
+        self.last_seen.insert(
+            server.to_string(),
+            (version, map.clone(), max_partitions.max(partitions)),
+        );
         if map.len() != self.s.nodes().len() {
             e.fail(
                 "index map",
                 format!("{} nodes instead of {}", map.len(), self.s.nodes().len()),
             );
         }
-        if map != self.last_map {
+        // The run's sequence of maps: a server that lags behind the one read before shows nothing new.
+        if map != self.last_map && version >= self.last_version {
             let seq = e.next_seq();
             e.trace(format!("{} map v{version} {}", now_ms(), map_text(&map)));
             e.maps.push((seq, map.clone()));
             self.last_map = map;
         }
-        self.last_version = version;
+        self.last_version = self.last_version.max(version);
     }
 
     /// Waits until the cluster converged (see the module docs).
@@ -557,8 +743,8 @@ impl Admin {
     }
 
     async fn converged(&mut self) -> Result<u64, String> {
-        let (version, map) = self.index_map().await?;
-        self.check_map(version, map.clone());
+        let (server, version, map) = self.index_map_of().await?;
+        self.check_map(&server, version, map.clone());
         let names = self.s.nodes();
         let nodes = names.iter().map(|n| (n.as_str(), Self::key(n)));
         index_map_converged(&map, nodes, self.s.final_partitions())?;

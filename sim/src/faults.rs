@@ -3,6 +3,12 @@
 //! Faults overlap (two episodes may cut the same link), so each kind is counted per link: a link is repaired when
 //! the last partition of it ends, not the first. At the end of the fault phase every link is repaired and released,
 //! every latency reset, and every crashed host restarted; the run then enters the calm phase.
+//!
+//! A fault that names [`INDEX_LEADER`] hits the index server the admin saw leading last (`GroupWatch::leader`,
+//! a crashed one left out), resolved when the fault starts; the end event that names it (`Restart`, `Repair`,
+//! `Release`, `Unslow` with the same other end) undoes the earliest such start still in effect, on the server that
+//! start hit. With no leader seen, the start and its end are no-ops. A fault between a host and itself (the leader
+//! cut from "every index server", itself among them) is a no-op.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -10,8 +16,9 @@ use std::time::Duration;
 
 use flare_core::storage::MemoryStorage;
 
+use crate::group_check::{watch_lock, SharedWatch};
 use crate::history::{lock, Phase, SharedEnv};
-use crate::scenario::{CrashModel, Fault, Scenario};
+use crate::scenario::{CrashModel, Fault, Scenario, INDEX_LEADER};
 
 /// The fault state of a run.
 pub struct FaultDriver {
@@ -26,6 +33,9 @@ pub struct FaultDriver {
     holds: BTreeMap<(String, String), u32>,
     slows: BTreeMap<(String, String), u32>,
     crashed: BTreeSet<String>,
+    watch: SharedWatch,
+    /// (kind of fault, the other end) → the servers that starts naming [`INDEX_LEADER`] hit, oldest first.
+    leaders: BTreeMap<(&'static str, String), std::collections::VecDeque<Option<String>>>,
 }
 
 fn pair(a: &str, b: &str) -> (String, String) {
@@ -37,8 +47,13 @@ fn pair(a: &str, b: &str) -> (String, String) {
 }
 
 impl FaultDriver {
-    /// The driver of `s`'s plan; `storages` are the nodes' engines (a machine crash rolls them back).
-    pub fn new(s: &Scenario, storages: BTreeMap<String, Arc<MemoryStorage>>) -> Self {
+    /// The driver of `s`'s plan; `storages` are the nodes' engines (a machine crash rolls them back); `watch` tells
+    /// which index server leads.
+    pub fn new(
+        s: &Scenario,
+        storages: BTreeMap<String, Arc<MemoryStorage>>,
+        watch: SharedWatch,
+    ) -> Self {
         FaultDriver {
             plan: s.faults.clone(),
             next: 0,
@@ -51,7 +66,59 @@ impl FaultDriver {
             holds: BTreeMap::new(),
             slows: BTreeMap::new(),
             crashed: BTreeSet::new(),
+            watch,
+            leaders: BTreeMap::new(),
         }
+    }
+
+    /// `fault` with [`INDEX_LEADER`] replaced by the server it hits (see the module docs); `None` when it names the
+    /// leader and there is none to hit.
+    fn resolve(&mut self, fault: &Fault) -> Option<Fault> {
+        let (kind, start, a, b) = match fault {
+            Fault::Partition(a, b) => ("partition", true, a, b),
+            Fault::Repair(a, b) => ("partition", false, a, b),
+            Fault::Hold(a, b) => ("hold", true, a, b),
+            Fault::Release(a, b) => ("hold", false, a, b),
+            Fault::Slow(a, b, _) => ("slow", true, a, b),
+            Fault::Unslow(a, b) => ("slow", false, a, b),
+            Fault::Crash(h) => ("crash", true, h, h),
+            Fault::Restart(h) => ("crash", false, h, h),
+        };
+        if a != INDEX_LEADER && b != INDEX_LEADER {
+            return Some(fault.clone());
+        }
+        let other = if a == INDEX_LEADER { b } else { a };
+        let key = (kind, other.clone());
+        let hit = if start {
+            let leader = watch_lock(&self.watch).leader(&self.crashed);
+            self.leaders
+                .entry(key)
+                .or_default()
+                .push_back(leader.clone());
+            leader
+        } else {
+            self.leaders
+                .get_mut(&key)
+                .and_then(|q| q.pop_front())
+                .flatten()
+        }?;
+        let swap = |h: &String| {
+            if h == INDEX_LEADER {
+                hit.clone()
+            } else {
+                h.clone()
+            }
+        };
+        Some(match fault {
+            Fault::Partition(a, b) => Fault::Partition(swap(a), swap(b)),
+            Fault::Repair(a, b) => Fault::Repair(swap(a), swap(b)),
+            Fault::Hold(a, b) => Fault::Hold(swap(a), swap(b)),
+            Fault::Release(a, b) => Fault::Release(swap(a), swap(b)),
+            Fault::Slow(a, b, max) => Fault::Slow(swap(a), swap(b), *max),
+            Fault::Unslow(a, b) => Fault::Unslow(swap(a), swap(b)),
+            Fault::Crash(h) => Fault::Crash(swap(h)),
+            Fault::Restart(h) => Fault::Restart(swap(h)),
+        })
     }
 
     /// Called after every step: applies the faults that are due, and heals at the end of the fault phase.
@@ -74,8 +141,43 @@ impl FaultDriver {
         }
     }
 
-    fn apply(&mut self, sim: &mut turmoil::Sim<'_>, env: &SharedEnv, fault: &Fault, now: Duration) {
-        let applied = match fault {
+    fn apply(
+        &mut self,
+        sim: &mut turmoil::Sim<'_>,
+        env: &SharedEnv,
+        planned: &Fault,
+        now: Duration,
+    ) {
+        let resolved = self.resolve(planned);
+        let same_host = matches!(
+            &resolved,
+            Some(Fault::Partition(a, b) | Fault::Repair(a, b) | Fault::Hold(a, b) | Fault::Release(a, b)
+                | Fault::Slow(a, b, _) | Fault::Unslow(a, b)) if a == b
+        );
+        let applied = match resolved.as_ref().filter(|_| !same_host) {
+            None => None,
+            Some(fault) => self.apply_resolved(sim, env, fault),
+        };
+        let mut e = lock(env);
+        let hit = match &resolved {
+            Some(f) if f != planned => format!(" -> {f:?}"),
+            _ => String::new(),
+        };
+        let line = format!(
+            "{} fault {planned:?}{hit}{}",
+            now.as_millis(),
+            if applied.is_some() { "" } else { " (no-op)" }
+        );
+        e.trace(line);
+    }
+
+    fn apply_resolved(
+        &mut self,
+        sim: &mut turmoil::Sim<'_>,
+        env: &SharedEnv,
+        fault: &Fault,
+    ) -> Option<()> {
+        match fault {
             Fault::Partition(a, b) => bump(&mut self.partitions, pair(a, b))
                 .then(|| sim.partition(a.as_str(), b.as_str())),
             Fault::Repair(a, b) => drop_one(&mut self.partitions, pair(a, b))
@@ -103,14 +205,7 @@ impl FaultDriver {
                 .insert(h.clone())
                 .then(|| self.crash(sim, env, h)),
             Fault::Restart(h) => self.crashed.remove(h).then(|| sim.bounce(h.as_str())),
-        };
-        let mut e = lock(env);
-        let line = format!(
-            "{} fault {fault:?}{}",
-            now.as_millis(),
-            if applied.is_some() { "" } else { " (no-op)" }
-        );
-        e.trace(line);
+        }
     }
 
     fn crash(&mut self, sim: &mut turmoil::Sim<'_>, env: &SharedEnv, host: &str) {

@@ -2,8 +2,14 @@
 //! configure them (from the schema defaults with sim-friendly values: monitor interval 1 s, threshold 3, proxy
 //! timeout 1 s, replication backlog 10 000), on [`SimNet`].
 //!
+//! With [`Scenario::index_servers`] > 1 the index servers are a Raft group: hosts `index`, `index1`, ..., each
+//! configured as `flarei` with `index-servers = index:12120,index1:12120,...` and `server-name` = its host name; every
+//! node gets the same list. A single index server has no list, as before.
+//!
 //! A host is a factory turmoil calls again on every restart (`bounce`), so everything that must outlive a crash is
-//! created outside it and shared: each node's [`MemoryStorage`] and the index's [`MemorySnapshots`]. A node host
+//! created outside it and shared: each node's [`MemoryStorage`], each index server's [`MemorySnapshots`] and Raft
+//! log ([`MemoryRaftStore`]). An index server's election timeouts are seeded from the scenario's seed, its place in
+//! the group and its boot count, so that a run is the same every time and two servers never draw alike. A node host
 //! also plays the part of the process supervisor (systemd): when start-up fails (the index is unreachable, say) it
 //! waits a second and starts the node again, as a restarted process would.
 
@@ -17,7 +23,7 @@ use flare_core::config::{
 use flare_core::index::IndexParams;
 use flare_core::storage::MemoryStorage;
 use flare_core::store::{Store, StoreConfig};
-use flare_runtime::index::{IndexServer, IndexSettings, MemorySnapshots};
+use flare_runtime::index::{IndexServer, IndexSettings, MemoryRaftStore, MemorySnapshots};
 use flare_runtime::node::cluster::ClusterSettings;
 use flare_runtime::node::{NodeServer, NodeSettings};
 
@@ -28,10 +34,36 @@ use crate::scenario::{CrashModel, Scenario, INDEX, INDEX_PORT, NODE_PORT};
 /// The version string every simulated process reports.
 pub const VERSION_STRING: &str = "2.0.0";
 
-/// The index configuration of a scenario.
+/// The `index-servers` list of a scenario (empty for a single index server).
+pub fn index_list(s: &Scenario) -> Vec<IndexAddr> {
+    match s.index_servers {
+        0 | 1 => Vec::new(),
+        _ => s
+            .index_hosts()
+            .into_iter()
+            .map(|name| IndexAddr {
+                name,
+                port: INDEX_PORT,
+            })
+            .collect(),
+    }
+}
+
+/// The configuration of the (first) index server of a scenario.
 pub fn index_config(s: &Scenario) -> IndexConfig {
+    index_config_of(s, INDEX)
+}
+
+/// The configuration of index server `host` in a scenario.
+pub fn index_config_of(s: &Scenario, host: &str) -> IndexConfig {
+    let group = index_list(s);
     IndexConfig {
-        data_dir: "/sim/index".into(),
+        data_dir: format!("/sim/{host}"),
+        server_name: match group.is_empty() {
+            true => String::new(),
+            false => host.to_string(),
+        },
+        index_servers: group,
         server_port: INDEX_PORT,
         monitor_interval: Duration::from_secs(1),
         monitor_threshold: 3,
@@ -47,7 +79,7 @@ pub fn index_config(s: &Scenario) -> IndexConfig {
     }
 }
 
-/// The configuration of node `name`.
+/// The configuration of node `name` with the one index server ([`add_node`] gives it the scenario's).
 pub fn node_config(name: &str) -> NodeConfig {
     NodeConfig {
         data_dir: format!("/sim/{name}"),
@@ -80,33 +112,47 @@ pub fn store_config(c: &NodeConfig) -> StoreConfig {
     StoreConfig::from_config(c)
 }
 
-/// Registers the index host.
-pub fn add_index(
-    sim: &mut turmoil::Sim<'_>,
-    s: &Scenario,
-    env: SharedEnv,
-    snapshots: Arc<MemorySnapshots>,
-) {
-    let c = index_config(s);
+/// Registers the index server hosts of `s` (one, or the whole group), each with its own map copy and Raft log.
+pub fn add_indexes(sim: &mut turmoil::Sim<'_>, s: &Scenario, env: SharedEnv) {
+    for (place, host) in s.index_hosts().into_iter().enumerate() {
+        add_index(sim, s, &host, place as u64, env.clone());
+    }
+}
+
+/// Registers index server `host`, the `place`-th of its group.
+fn add_index(sim: &mut turmoil::Sim<'_>, s: &Scenario, host: &str, place: u64, env: SharedEnv) {
+    let c = index_config_of(s, host);
     let params = IndexParams::from_config(&c);
     let settings = IndexSettings::from_config(&c, c.show_variables("", ""))
         .expect("the simulated index finds itself");
     let boots = Arc::new(AtomicU64::new(0));
-    // The Raft log survives the host's crashes, as a disk would.
-    let log = Arc::new(flare_runtime::index::MemoryRaftStore::default());
-    sim.host(INDEX, move || {
-        let (params, mut settings, snapshots, env, log) = (
+    // The map copy and the Raft log survive the host's crashes, as a disk would.
+    let snapshots = Arc::new(MemorySnapshots::default());
+    let log = Arc::new(MemoryRaftStore::default());
+    // A single index server keeps the seeds it always had (its boot count); a group member's also depend on the run's
+    // seed and its place, so that the members never draw the same election timeouts.
+    let base = match s.index_servers {
+        0 | 1 => 0,
+        _ => s
+            .seed
+            .wrapping_mul(0x2545_f491_4f6c_dd1d)
+            .wrapping_add(place << 40),
+    };
+    let name = host.to_string();
+    sim.host(host, move || {
+        let (params, mut settings, snapshots, env, log, name) = (
             params.clone(),
             settings.clone(),
             snapshots.clone(),
             env.clone(),
             log.clone(),
+            name.clone(),
         );
         let boot = boots.fetch_add(1, Relaxed);
-        // Election timeouts from the boot count: the same run every time.
-        settings.seed = boot;
+        // Election timeouts from the seed and the boot count: the same run every time.
+        settings.seed = base.wrapping_add(boot);
         async move {
-            lock(&env).trace(format!("{} boot index #{boot}", now_ms()));
+            lock(&env).trace(format!("{} boot {name} #{boot}", now_ms()));
             let server = IndexServer::bind(SimNet, params, settings, snapshots, log).await?;
             server.run(std::future::pending()).await?;
             Ok(())
@@ -132,6 +178,14 @@ pub fn add_node(
 ) {
     let c = NodeConfig {
         master_lease: s.master_lease,
+        index_servers: s
+            .index_hosts()
+            .into_iter()
+            .map(|name| IndexAddr {
+                name,
+                port: INDEX_PORT,
+            })
+            .collect(),
         ..node_config(name)
     };
     let settings = node_settings(&c);

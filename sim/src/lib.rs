@@ -6,8 +6,9 @@
 //! One run is one [`Scenario`], built from one `u64` seed ([`Scenario::swarm`] draws everything from it: layout,
 //! workload mix, which kinds of faults and when). [`run::run`] builds a turmoil simulation with these hosts:
 //!
-//! - `index`: the production [`IndexServer`](flare_runtime::index::IndexServer), its snapshots in memory that
-//!   survives a crash;
+//! - `index`: the production [`IndexServer`](flare_runtime::index::IndexServer), its snapshots and Raft log in memory
+//!   that survives a crash; with [`Scenario::index_servers`] > 1 also `index1`, `index2`, ...: one Raft group, every
+//!   node configured with the whole list ([`hosts`]), watched and checked by [`group_check`];
 //! - `n0`, `n1`, ...: production [`NodeServer`](flare_runtime::node::NodeServer)s on the in-memory engine (created
 //!   outside the host, so a restarted node finds its data), each under a small supervisor that restarts a node whose
 //!   start-up failed;
@@ -52,6 +53,7 @@ pub mod check;
 pub mod client;
 pub mod coresim;
 pub mod faults;
+pub mod group_check;
 pub mod history;
 pub mod hosts;
 pub mod named;

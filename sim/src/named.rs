@@ -5,14 +5,23 @@
 //! Offsets in the plans are from the start of the workload. Failure detection takes the index about 3–6 s
 //! (monitor interval 1 s × threshold 3, plus the 1 s read timeout), so a fault shorter than ~3 s goes unnoticed
 //! by the index and one longer than ~6 s leads to a failover or a demotion.
+//!
+//! The `index_*` scenarios run an index group (3 or 5 servers, `index`, `index1`, ...); [`INDEX_LEADER`] in their
+//! plans is the server that leads when the fault starts (see `faults`).
 
 use std::time::Duration;
 
-use crate::scenario::{CrashModel, Fault, Scenario, Timed, INDEX};
+use crate::scenario::{
+    drawn_index_servers, CrashModel, Fault, Scenario, Timed, INDEX, INDEX_LEADER,
+};
 
-/// Every named scenario (`swarm` is the random one).
+/// Every named scenario (`swarm` is the random one, with 1, 3 or 5 index servers as the seed draws:
+/// [`Scenario::group_swarm`]; `swarm1` is the same with one index server, as the seeds that found bugs before the
+/// index group ran: [`Scenario::swarm`]; `swarm_group` always has a group: 3 servers where `swarm` has one).
 pub const NAMES: &[&str] = &[
     "swarm",
+    "swarm1",
+    "swarm_group",
     "sync_writes_survive_master_crash",
     "slaves_converge_after_partition",
     "proxy_reads_match_master",
@@ -27,12 +36,23 @@ pub const NAMES: &[&str] = &[
     "partition_added_under_crashes",
     "master_down_while_partition_activated",
     "async_loss_within_reported_backlog",
+    "index_leader_crash",
+    "index_minority_partition",
+    "index_majority_down_then_back",
 ];
 
 /// The scenario `name` for `seed`.
 pub fn scenario(name: &str, seed: u64) -> Option<Scenario> {
     let s = match name {
-        "swarm" => Scenario::swarm(seed),
+        "swarm" => Scenario::group_swarm(seed),
+        "swarm1" => Scenario {
+            name: "swarm1".into(),
+            ..Scenario::swarm(seed)
+        },
+        "swarm_group" => Scenario {
+            name: "swarm_group".into(),
+            ..Scenario::group_swarm_of(seed, drawn_index_servers(seed).max(3))
+        },
         "sync_writes_survive_master_crash" => sync_writes_survive_master_crash(seed),
         "slaves_converge_after_partition" => slaves_converge_after_partition(seed),
         "proxy_reads_match_master" => proxy_reads_match_master(seed),
@@ -49,6 +69,9 @@ pub fn scenario(name: &str, seed: u64) -> Option<Scenario> {
         "partition_added_under_crashes" => partition_added_under_crashes(seed),
         "master_down_while_partition_activated" => master_down_while_partition_activated(seed),
         "async_loss_within_reported_backlog" => async_loss_within_reported_backlog(seed),
+        "index_leader_crash" => index_leader_crash(seed),
+        "index_minority_partition" => index_minority_partition(seed),
+        "index_majority_down_then_back" => index_majority_down_then_back(seed),
         _ => return None,
     };
     Some(s)
@@ -398,5 +421,80 @@ pub fn async_loss_within_reported_backlog(seed: u64) -> Scenario {
             at(crash_at, Fault::Crash("n0".into())),
         ],
     );
+    s
+}
+
+/// The layout of the `index_*` scenarios: two partitions with a slave each and a proxy, under `k` index servers; the
+/// fault phase is 12 s.
+fn group_base(name: &str, seed: u64, k: u32) -> Scenario {
+    let mut s = base(name, seed, 2, 1, 1);
+    s.index_servers = k;
+    s.fault_phase = Duration::from_secs(12);
+    s
+}
+
+/// Partition 0's master crashes at 2 s (back at 9 s) and the leading index server crashes around its failover (for 2.5
+/// s): before the master crashes, while the group's monitors count its failed probes, or about when it is failed
+/// over, as the seed says (`seed % 4`); seeds from 4 on crash the next leader too, at 8 s for a second. Odd seeds run
+/// 5 index servers, even ones 3. With a majority up all along, the master must still be failed over before the
+/// fault phase ends (see `tests/scenarios.rs`).
+pub fn index_leader_crash(seed: u64) -> Scenario {
+    let mut s = group_base("index_leader_crash", seed, 3 + 2 * (seed % 2) as u32);
+    let leader_crash = [1_500, 3_000, 4_500, 5_500][(seed % 4) as usize];
+    let mut events: Vec<Timed> = crash("n0", 2_000, 9_000)
+        .into_iter()
+        .chain(crash(INDEX_LEADER, leader_crash, leader_crash + 2_500))
+        .collect();
+    if seed >= 4 {
+        events.extend(crash(INDEX_LEADER, 8_000, 9_000));
+    }
+    plan(&mut s, events);
+    s
+}
+
+/// The minority partition's cut start and end (from the start of the workload).
+pub const MINORITY_CUT: (u64, u64) = (1_000, 9_000);
+
+/// One of three index servers is cut from the other two from 1 s to 9 s (nodes and clients still reach it): the
+/// leader at the cut for even seeds, `index2` (whatever it is then) for odd ones. Partition 0's master crashes at 2 s
+/// (back at 10 s). The cut-off server must not change the map (it cannot commit; as a deposed leader it must not
+/// act); the other two keep serving and fail the master over; after the repair the cut-off server catches up.
+pub fn index_minority_partition(seed: u64) -> Scenario {
+    let mut s = group_base("index_minority_partition", seed, 3);
+    let cut_off = if seed.is_multiple_of(2) {
+        INDEX_LEADER
+    } else {
+        "index2"
+    };
+    let (from, to) = MINORITY_CUT;
+    let mut events: Vec<Timed> = crash("n0", 2_000, 10_000).into_iter().collect();
+    for other in s.index_hosts() {
+        events.extend(cut(cut_off, &other, from, to));
+    }
+    plan(&mut s, events);
+    s
+}
+
+/// When the majority of the index servers goes down, and comes back (from the start of the workload).
+pub const MAJORITY_DOWN: (u64, u64) = (1_500, 6_000);
+
+/// A majority of the index servers crashes, one after the other from 1.5 s (`index1` and `index2` of 3, or three
+/// of 5 for odd seeds, one of them `index`), and comes back at 6 s. Partition 0's master crashes at 3 s (back at 11
+/// s), while no majority is up: the remaining server must not fail it over (nor change the map at all); once the
+/// majority is back, the group elects a leader and fails the master over before the fault phase ends.
+pub fn index_majority_down_then_back(seed: u64) -> Scenario {
+    let k = 3 + 2 * (seed % 2) as u32;
+    let mut s = group_base("index_majority_down_then_back", seed, k);
+    let down: Vec<String> = match k {
+        3 => vec!["index1".into(), "index2".into()],
+        _ => vec!["index".into(), "index2".into(), "index4".into()],
+    };
+    let (from, back) = MAJORITY_DOWN;
+    let mut events: Vec<Timed> = crash("n0", 3_000, 11_000).into_iter().collect();
+    for (i, h) in down.iter().enumerate() {
+        let at_ms = from + i as u64 * (seed % 3) * 200;
+        events.extend(crash(h, at_ms, back));
+    }
+    plan(&mut s, events);
     s
 }

@@ -2,20 +2,20 @@
 //!
 //! [`run`] builds the turmoil simulation of a [`Scenario`] (fixed epoch, turmoil's RNG seeded from the scenario
 //! seed), registers the hosts, and steps it (1 ms per step) until every client host has finished, applying the fault
-//! plan between steps. Then it runs the checkers on what was recorded and returns a [`Report`].
+//! plan between steps. Then it runs the checkers on what was recorded (with an index group, also those of
+//! [`group_check`](crate::group_check)) and returns a [`Report`].
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use flare_runtime::index::MemorySnapshots;
-
 use crate::admin::run_admin;
 use crate::check::check_run;
 use crate::faults::FaultDriver;
+use crate::group_check::{watch_lock, GroupWatch};
 use crate::history::{lock, Env, Failure, MapView};
-use crate::hosts::{add_index, add_node, new_storage};
+use crate::hosts::{add_indexes, add_node, new_storage};
 use crate::scenario::{Scenario, ADMIN};
 use crate::workload::run_client;
 
@@ -50,6 +50,14 @@ pub struct Report {
     pub held_versions: usize,
     /// The trace (kept only when the run failed, or when `FLARE_SIM_TRACE` is set, to be written out).
     pub trace: Vec<String>,
+    /// The index servers.
+    pub index_servers: u32,
+    /// Simulated milliseconds at which the workload (and the fault plan) started.
+    pub workload_started_ms: u64,
+    /// With an index group: (simulated ms, server) every time the admin saw another server lead.
+    pub index_leaders: Vec<(u64, String)>,
+    /// With an index group: every change of an index server's (version, map) the admin saw.
+    pub index_samples: Vec<crate::group_check::Sample>,
 }
 
 impl Report {
@@ -125,23 +133,19 @@ pub fn run(s: &Scenario) -> Report {
         .max_message_latency(Duration::from_millis(s.latency_ms.1))
         .tcp_capacity(4096)
         .build();
-    add_index(
-        &mut sim,
-        s,
-        env.clone(),
-        Arc::new(MemorySnapshots::default()),
-    );
+    add_indexes(&mut sim, s, env.clone());
+    let watch = Arc::new(Mutex::new(GroupWatch::default()));
     let mut storages = BTreeMap::new();
     for name in s.nodes() {
         let storage = new_storage(s.crash_model);
         add_node(&mut sim, s, &name, env.clone(), storage.clone());
         storages.insert(name, storage);
     }
-    sim.client(ADMIN, run_admin(s.clone(), env.clone()));
+    sim.client(ADMIN, run_admin(s.clone(), env.clone(), watch.clone()));
     for (i, name) in s.client_hosts().into_iter().enumerate() {
         sim.client(name, run_client(i as u32, s.clone(), env.clone()));
     }
-    let mut faults = FaultDriver::new(s, storages);
+    let mut faults = FaultDriver::new(s, storages, watch.clone());
     loop {
         match sim.step() {
             Ok(true) => break,
@@ -165,6 +169,16 @@ pub fn run(s: &Scenario) -> Report {
         .collect();
     failures.extend(check_run(s, &e));
     failures.extend(crate::acks::one_acknowledging_master(&crate::acks::take()));
+    let w = watch_lock(&watch);
+    if s.index_servers > 1 {
+        let nodes: Vec<(String, u64, MapView)> = e
+            .held_maps
+            .iter()
+            .filter(|h| !s.is_index_host(&h.holder))
+            .map(|h| (h.holder.clone(), h.version, h.map.clone()))
+            .collect();
+        failures.extend(w.check(&nodes));
+    }
     let passed = failures.is_empty();
     Report {
         summary: s.summary(),
@@ -188,7 +202,7 @@ pub fn run(s: &Scenario) -> Report {
         held_versions: e
             .held_maps
             .iter()
-            .filter(|h| h.holder != crate::scenario::INDEX)
+            .filter(|h| !s.is_index_host(&h.holder))
             .map(|h| (h.holder.as_str(), h.version))
             .collect::<std::collections::BTreeSet<_>>()
             .len(),
@@ -197,6 +211,10 @@ pub fn run(s: &Scenario) -> Report {
         } else {
             e.trace.clone()
         },
+        index_servers: s.index_servers,
+        workload_started_ms: e.workload_started_ms.unwrap_or_default(),
+        index_leaders: w.leader_changes.clone(),
+        index_samples: w.samples.clone(),
     }
 }
 

@@ -2,19 +2,26 @@
 //! plan (swarm testing, as TigerBeetle's `options_swarm` does: the seed also picks *which kinds* of faults happen and
 //! how often, so different seeds stress different parts of the system).
 //!
-//! [`Scenario::swarm`] draws everything from the seed. Named scenarios start from it and pin what they are about
-//! (see `tests/scenarios.rs`): the layout, a fault plan written by hand, the storage model.
+//! [`Scenario::swarm`] draws everything from the seed, with one index server. [`Scenario::group_swarm`] (the
+//! turmoil swarm) also draws the number of index servers, 1, 3 or 5 (a Raft group, issue 12), and for a group adds
+//! faults of its own (see [`Scenario::group_swarm`]). Named scenarios start from [`Scenario::swarm`] and pin what
+//! they are about (see `tests/scenarios.rs`): the layout, a fault plan written by hand, the storage model, the
+//! number of index servers.
 
 use std::time::Duration;
 
 use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
-/// The index server's turmoil host name.
+/// The (first) index server's turmoil host name; the others of a group are `index1`, `index2`, ...
 pub const INDEX: &str = "index";
+/// A name the fault plan gives the index server that leads when the fault starts (see `faults`): a fault naming it
+/// hits the leader the admin saw last, and the matching end event undoes it on that same server.
+pub const INDEX_LEADER: &str = "index-leader";
 /// The admin client's host name (setup, monitoring, convergence and the final read-back; never faulted).
 pub const ADMIN: &str = "admin";
-/// The index server's port.
+/// Every index server's port.
 pub const INDEX_PORT: u16 = 12120;
 /// Every node's port.
 pub const NODE_PORT: u16 = 12121;
@@ -144,6 +151,9 @@ pub struct Scenario {
     pub allow_reported_backlog: bool,
     /// Upper bound of the whole run in simulated time (turmoil fails the run past it).
     pub sim_limit: Duration,
+    /// Index servers: 1 (a single `flarei`, no `index-servers` list) or an odd group size (hosts [`INDEX`],
+    /// `index1`, ..., one Raft group; every node gets the whole list).
+    pub index_servers: u32,
 }
 
 /// Fault kinds the swarm draws from, each with a per-seed weight.
@@ -173,8 +183,41 @@ const KINDS: [Kind; 9] = [
 ];
 
 impl Scenario {
-    /// Everything drawn from `seed`.
+    /// Everything drawn from `seed`, with one index server.
     pub fn swarm(seed: u64) -> Scenario {
+        Scenario::swarm_with(seed, 1)
+    }
+
+    /// The turmoil swarm: the number of index servers drawn from `seed` ([`drawn_index_servers`]: 1 for two seeds
+    /// in five, so the single index keeps its coverage, 3 for two, 5 for one), then [`Scenario::swarm`]'s draws
+    /// with the group in place of the one index server: a partition or hold between two cluster hosts may name any
+    /// index server, a node cut from the index or isolated is cut from all of them, and an index crash crashes the
+    /// leader ([`INDEX_LEADER`]). A group then gets faults of its own, drawn with another generator (so that
+    /// [`Scenario::swarm`]'s draws, and the scenarios of one-index seeds, stay exactly as they were): each kind gets
+    /// a per-seed weight (0, 1 or 3), then up to 5 episodes in the fault phase:
+    /// - an index server crashes and restarts (its Raft log and map survive, as on disk);
+    /// - the leader crashes and restarts;
+    /// - a majority crashes, one after the other, and comes back a while later (no leader meanwhile: the nodes'
+    ///   leases run out, no failover can happen until it is back);
+    /// - one index server (or the leader) is cut from every other index server (a minority: it must change nothing);
+    /// - an index server is cut from one node (the node must find another);
+    /// - the link between two index servers holds its messages or is slowed.
+    pub fn group_swarm(seed: u64) -> Scenario {
+        Scenario::group_swarm_of(seed, drawn_index_servers(seed))
+    }
+
+    /// [`Scenario::group_swarm`] with `k` index servers whatever the seed draws.
+    pub fn group_swarm_of(seed: u64, k: u32) -> Scenario {
+        let mut s = Scenario::swarm_with(seed, k);
+        if k > 1 {
+            let mut rng = StdRng::seed_from_u64(seed ^ 0x6a0c_1d7e_55e0_0003);
+            s.faults.extend(group_faults(&mut rng, &s));
+            s.faults.sort_by_key(|t| t.at);
+        }
+        s
+    }
+
+    fn swarm_with(seed: u64, index_servers: u32) -> Scenario {
         let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed_f1a2_e000_0001);
         let partitions = rng.random_range(1..=2);
         let slaves = if rng.random_bool(0.25) { 2 } else { 1 };
@@ -221,6 +264,7 @@ impl Scenario {
             master_lease: Duration::from_millis(3000),
             allow_reported_backlog: true,
             sim_limit: Duration::from_secs(240),
+            index_servers,
         };
         s.faults = swarm_faults(&mut rng, &s);
         // Drawn last, so that adding it left the earlier draws (and the scenarios of old seeds) as they were.
@@ -235,7 +279,7 @@ impl Scenario {
             let spare = s.spare().unwrap_or_default();
             for (host, chance) in [
                 (spare, 0.4),
-                (INDEX.to_string(), 0.2),
+                (s.index_crash_target(), 0.2),
                 (s.master_of(0), 0.2),
             ] {
                 if rng.random_bool(chance) {
@@ -307,6 +351,29 @@ impl Scenario {
         self.layout().into_iter().map(|(n, _)| n).collect()
     }
 
+    /// Index server host names: [`INDEX`], `index1`, ...
+    pub fn index_hosts(&self) -> Vec<String> {
+        (0..self.index_servers.max(1))
+            .map(|i| match i {
+                0 => INDEX.to_string(),
+                i => format!("{INDEX}{i}"),
+            })
+            .collect()
+    }
+
+    /// True for an index server's host name.
+    pub fn is_index_host(&self, host: &str) -> bool {
+        self.index_hosts().iter().any(|h| h == host)
+    }
+
+    /// What a drawn "the index crashes" hits: the one index server, or a group's leader ([`INDEX_LEADER`]).
+    fn index_crash_target(&self) -> String {
+        match self.index_servers {
+            0 | 1 => INDEX.to_string(),
+            _ => INDEX_LEADER.to_string(),
+        }
+    }
+
     /// Workload client host names.
     pub fn client_hosts(&self) -> Vec<String> {
         (0..self.clients).map(|i| format!("client{i}")).collect()
@@ -342,10 +409,11 @@ impl Scenario {
     /// A one-line description (printed at the start of a run, as turmoil's examples log their seed).
     pub fn summary(&self) -> String {
         format!(
-            "seed={} scenario={} partitions={} slaves={} proxies={} clients={} hash={} keys={}+{} sync={} \
-             latency={}..{}ms faults={} crash={:?} slaves_under_load={} rebuild_slaves={} grow_partition={}",
+            "seed={} scenario={} index_servers={} partitions={} slaves={} proxies={} clients={} hash={} keys={}+{} \
+             sync={} latency={}..{}ms faults={} crash={:?} slaves_under_load={} rebuild_slaves={} grow_partition={}",
             self.seed,
             self.name,
+            self.index_servers,
             self.partitions,
             self.slaves,
             self.proxies,
@@ -379,7 +447,8 @@ fn swarm_faults(rng: &mut StdRng, s: &Scenario) -> Vec<Timed> {
     let episodes = rng.random_range(0..=10);
     let nodes = s.nodes();
     let clients = s.client_hosts();
-    let mut cluster: Vec<String> = vec![INDEX.to_string()];
+    let indexes = s.index_hosts();
+    let mut cluster: Vec<String> = indexes.clone();
     cluster.extend(nodes.iter().cloned());
     let phase = s.fault_phase.as_millis() as u64;
     let mut out = Vec::new();
@@ -417,7 +486,7 @@ fn swarm_faults(rng: &mut StdRng, s: &Scenario) -> Vec<Timed> {
                 let a = cluster[rng.random_range(0..cluster.len())].clone();
                 let mut b = cluster[rng.random_range(0..cluster.len())].clone();
                 if a == b {
-                    b = if a == INDEX {
+                    b = if indexes.contains(&a) {
                         node.clone()
                     } else {
                         INDEX.to_string()
@@ -442,10 +511,14 @@ fn swarm_faults(rng: &mut StdRng, s: &Scenario) -> Vec<Timed> {
                     );
                 }
             }
-            Kind::CutFromIndex => episode(
-                Fault::Partition(node.clone(), INDEX.into()),
-                Fault::Repair(node.clone(), INDEX.into()),
-            ),
+            Kind::CutFromIndex => {
+                for index in &indexes {
+                    episode(
+                        Fault::Partition(node.clone(), index.clone()),
+                        Fault::Repair(node.clone(), index.clone()),
+                    )
+                }
+            }
             Kind::CutClient => {
                 let c = clients[rng.random_range(0..clients.len())].clone();
                 episode(
@@ -465,11 +538,156 @@ fn swarm_faults(rng: &mut StdRng, s: &Scenario) -> Vec<Timed> {
                     fault: Fault::Restart(node.clone()),
                 });
             }
-            Kind::CrashIndex => episode(Fault::Crash(INDEX.into()), Fault::Restart(INDEX.into())),
+            Kind::CrashIndex => {
+                let target = s.index_crash_target();
+                episode(Fault::Crash(target.clone()), Fault::Restart(target))
+            }
         }
     }
     // Stable order: by time, then by the order drawn.
     out.sort_by_key(|t| t.at);
+    out
+}
+
+/// The number of index servers of a turmoil swarm seed: 1 (two seeds in five), 3 (two in five) or 5.
+pub fn drawn_index_servers(seed: u64) -> u32 {
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x1de7_5e2f_0c00_0005);
+    match rng.random_range(0..5) {
+        0 | 1 => 1,
+        2 | 3 => 3,
+        _ => 5,
+    }
+}
+
+/// Fault kinds of an index group (see [`Scenario::group_swarm`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum GroupKind {
+    CrashServer,
+    CrashLeader,
+    CrashMajority,
+    IsolateServer,
+    IsolateLeader,
+    CutServerFromNode,
+    HoldOrSlow,
+}
+
+const GROUP_KINDS: [GroupKind; 7] = [
+    GroupKind::CrashServer,
+    GroupKind::CrashLeader,
+    GroupKind::CrashMajority,
+    GroupKind::IsolateServer,
+    GroupKind::IsolateLeader,
+    GroupKind::CutServerFromNode,
+    GroupKind::HoldOrSlow,
+];
+
+/// The extra faults of an index group (see [`Scenario::group_swarm`]), unsorted.
+fn group_faults(rng: &mut StdRng, s: &Scenario) -> Vec<Timed> {
+    let servers = s.index_hosts();
+    let nodes = s.nodes();
+    let weights: Vec<(GroupKind, u32)> = GROUP_KINDS
+        .iter()
+        .map(|k| (*k, [0, 1, 3][rng.random_range(0..3)]))
+        .collect();
+    let total: u32 = weights.iter().map(|(_, w)| w).sum();
+    if total == 0 || servers.len() < 2 {
+        return Vec::new();
+    }
+    let phase = s.fault_phase.as_millis() as u64;
+    let mut out = Vec::new();
+    let mut push = |at: u64, fault: Fault| {
+        out.push(Timed {
+            at: Duration::from_millis(at),
+            fault,
+        })
+    };
+    for _ in 0..rng.random_range(1..=5) {
+        let mut pick = rng.random_range(0..total);
+        let kind = weights
+            .iter()
+            .find(|(_, w)| {
+                if pick < *w {
+                    true
+                } else {
+                    pick -= w;
+                    false
+                }
+            })
+            .map(|(k, _)| *k)
+            .unwrap_or(GroupKind::CrashServer);
+        let start = rng.random_range(0..phase);
+        let end = start + rng.random_range(200..=6_000);
+        let server = servers[rng.random_range(0..servers.len())].clone();
+        // The end of an episode past the fault phase is left to the heal.
+        let mut episode = |begin: Fault, finish: Fault| {
+            push(start, begin);
+            if end < phase {
+                push(end, finish);
+            }
+        };
+        match kind {
+            GroupKind::CrashServer => episode(Fault::Crash(server.clone()), Fault::Restart(server)),
+            GroupKind::CrashLeader => episode(
+                Fault::Crash(INDEX_LEADER.into()),
+                Fault::Restart(INDEX_LEADER.into()),
+            ),
+            GroupKind::CrashMajority => {
+                let mut order = servers.clone();
+                order.shuffle(rng);
+                let majority = servers.len() / 2 + 1;
+                let back = start + rng.random_range(1_000..=5_000);
+                for (i, h) in order.into_iter().take(majority).enumerate() {
+                    let down = start + i as u64 * rng.random_range(0..=300);
+                    push(down, Fault::Crash(h.clone()));
+                    if back < phase {
+                        push(back.max(down + 10), Fault::Restart(h));
+                    }
+                }
+            }
+            GroupKind::IsolateServer | GroupKind::IsolateLeader => {
+                let cut = match kind {
+                    GroupKind::IsolateLeader => INDEX_LEADER.to_string(),
+                    _ => server.clone(),
+                };
+                for other in &servers {
+                    episode(
+                        Fault::Partition(cut.clone(), other.clone()),
+                        Fault::Repair(cut.clone(), other.clone()),
+                    );
+                }
+            }
+            GroupKind::CutServerFromNode => {
+                let node = nodes[rng.random_range(0..nodes.len())].clone();
+                episode(
+                    Fault::Partition(server.clone(), node.clone()),
+                    Fault::Repair(server, node),
+                )
+            }
+            GroupKind::HoldOrSlow => {
+                let other = servers
+                    .iter()
+                    .find(|h| **h != server)
+                    .cloned()
+                    .unwrap_or_default();
+                let other = match rng.random_range(0..servers.len()) {
+                    i if servers[i] != server => servers[i].clone(),
+                    _ => other,
+                };
+                if rng.random_bool(0.5) {
+                    episode(
+                        Fault::Hold(server.clone(), other.clone()),
+                        Fault::Release(server, other),
+                    )
+                } else {
+                    let max = Duration::from_millis(rng.random_range(100..=1_500));
+                    episode(
+                        Fault::Slow(server.clone(), other.clone(), max),
+                        Fault::Unslow(server, other),
+                    )
+                }
+            }
+        }
+    }
     out
 }
 
