@@ -160,3 +160,127 @@ fn async_loss_within_reported_backlog() {
         }
     }
 }
+
+/// The first moment (simulated ms since the workload started) an index server showed partition 0 failed over: an
+/// active master of it other than n0.
+fn failed_over_at(r: &flare_sim::Report) -> Option<u64> {
+    r.index_samples
+        .iter()
+        .find(|s| {
+            s.map.iter().any(|(k, n)| {
+                n.role == "master" && n.state == "active" && n.partition == 0 && k != "n0:12121"
+            })
+        })
+        .map(|s| s.at_ms.saturating_sub(r.workload_started_ms))
+}
+
+/// The versions index server `server` showed between `from` and `to` (ms since the workload started).
+fn versions_between(r: &flare_sim::Report, server: &str, from: u64, to: u64) -> Vec<u64> {
+    let start = r.workload_started_ms;
+    let before = r
+        .index_samples
+        .iter()
+        .rev()
+        .find(|s| s.server == server && s.at_ms <= start + from)
+        .map(|s| s.version);
+    let mut out: Vec<u64> = before.into_iter().collect();
+    out.extend(
+        r.index_samples
+            .iter()
+            .filter(|s| s.server == server && (start + from..=start + to).contains(&s.at_ms))
+            .map(|s| s.version),
+    );
+    out.dedup();
+    out
+}
+
+/// The index server the admin saw leading last at `at` (ms since the workload started).
+fn leader_at(r: &flare_sim::Report, at: u64) -> String {
+    r.index_leaders
+        .iter()
+        .rev()
+        .find(|(ms, _)| *ms <= r.workload_started_ms + at)
+        .map(|(_, l)| l.clone())
+        .unwrap_or_else(|| panic!("seed {}: no index leader seen by {at} ms", r.seed))
+}
+
+#[test]
+fn index_leader_crash() {
+    for r in run_named("index_leader_crash", &[0, 1, 3, 6]) {
+        assert_ne!(
+            master(&r.final_map, 0),
+            "n0",
+            "seed {}: no failover",
+            r.seed
+        );
+        // A majority stayed up: the failover completed while the faults ran (the master crashed at 2 s, the phase
+        // is 12 s), whichever index server was leading by then.
+        let at = failed_over_at(&r).unwrap_or(u64::MAX);
+        assert!(
+            at < 12_000,
+            "seed {}: partition 0 failed over at {at} ms",
+            r.seed
+        );
+        let leaders: std::collections::BTreeSet<&String> =
+            r.index_leaders.iter().map(|(_, l)| l).collect();
+        assert!(
+            leaders.len() >= 2,
+            "seed {}: the leadership never moved: {leaders:?}",
+            r.seed
+        );
+        println!(
+            "seed {}: {} index servers, leaders {:?}, partition 0 failed over at {at} ms",
+            r.seed, r.index_servers, r.index_leaders
+        );
+    }
+}
+
+#[test]
+fn index_minority_partition() {
+    let (from, to) = named::MINORITY_CUT;
+    for r in run_named("index_minority_partition", &[0, 1]) {
+        let cut_off = match r.seed % 2 {
+            0 => leader_at(&r, from),
+            _ => "index2".to_string(),
+        };
+        // The cut-off server changed nothing: one version from shortly after the cut to its end (an entry it had
+        // received before the cut may still be applied just after it).
+        let seen = versions_between(&r, &cut_off, from + 300, to);
+        assert_eq!(
+            seen.len(),
+            1,
+            "seed {}: {cut_off} cut off showed versions {seen:?}",
+            r.seed
+        );
+        // The majority failed the master over meanwhile.
+        let at = failed_over_at(&r).unwrap_or(u64::MAX);
+        assert!(
+            at < to,
+            "seed {}: partition 0 failed over at {at} ms, after the cut",
+            r.seed
+        );
+        assert_ne!(master(&r.final_map, 0), "n0", "seed {}", r.seed);
+    }
+}
+
+#[test]
+fn index_majority_down_then_back() {
+    let (from, back) = named::MAJORITY_DOWN;
+    for r in run_named("index_majority_down_then_back", &[0, 1, 2]) {
+        // While the majority was down nothing changed the map anywhere, and the crashed master was not failed over.
+        for server in ["index", "index1", "index2", "index3", "index4"] {
+            let seen = versions_between(&r, server, from + 1_300, back);
+            assert!(
+                seen.len() <= 1,
+                "seed {}: {server} showed versions {seen:?} without a majority",
+                r.seed
+            );
+        }
+        let at = failed_over_at(&r).unwrap_or(u64::MAX);
+        assert!(
+            (back..12_000).contains(&at),
+            "seed {}: partition 0 failed over at {at} ms (majority back at {back} ms)",
+            r.seed
+        );
+    }
+}

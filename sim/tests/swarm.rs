@@ -8,7 +8,7 @@
 mod common;
 
 use common::assert_all_pass;
-use flare_sim::{run, run_seeds, Scenario};
+use flare_sim::{named, run, run_seeds, Report, Scenario};
 
 /// The CI set: the first seeds, plus the ones that found bugs (see `regressions.rs` for the named scenarios).
 const CI_SEEDS: std::ops::Range<u64> = 0..40;
@@ -47,12 +47,25 @@ fn seeds() -> Vec<u64> {
         let start = env_u64("FLARE_SIM_START").unwrap_or(0);
         return (start..start + n).collect();
     }
-    CI_SEEDS.chain(FOUND_BUGS.iter().copied()).collect()
+    CI_SEEDS.collect()
+}
+
+/// The CI seeds and the replayed ones run [`Scenario::group_swarm`] (1, 3 or 5 index servers, as the seed draws);
+/// the seeds that found bugs run with the one index server they found them with (`swarm1`).
+fn run_all() -> Vec<Report> {
+    let explicit = env_u64("FLARE_SIM_SEED").is_some() || env_u64("FLARE_SIM_SEEDS").is_some();
+    let mut reports = run_seeds(&seeds(), Scenario::group_swarm);
+    if !explicit {
+        reports.extend(run_seeds(FOUND_BUGS, |seed| {
+            named::scenario("swarm1", seed).expect("a named scenario")
+        }));
+    }
+    reports
 }
 
 #[test]
 fn swarm() {
-    let reports = run_seeds(&seeds(), Scenario::swarm);
+    let reports = run_all();
     assert_all_pass("swarm", &reports);
     if reports.len() > 1 {
         // The set must exercise what the checkers are about: sync writes acknowledged, and failovers (partition 0
@@ -68,6 +81,44 @@ fn swarm() {
             reports.iter().any(|r| failover(&r)),
             "no seed had a failover"
         );
+        // Index groups ran, and their leadership moved in some (the group checkers saw a leader change).
+        let groups: Vec<&Report> = reports.iter().filter(|r| r.index_servers > 1).collect();
+        assert!(
+            groups.len() >= 5,
+            "only {} seeds ran an index group",
+            groups.len()
+        );
+        let moved = groups
+            .iter()
+            .filter(|r| {
+                let leaders: std::collections::BTreeSet<&String> =
+                    r.index_leaders.iter().map(|(_, l)| l).collect();
+                leaders.len() > 1
+            })
+            .count();
+        assert!(
+            moved >= 2,
+            "the index leadership moved in only {moved} seeds"
+        );
+    }
+}
+
+#[test]
+fn group_sizes_drawn() {
+    // Seeds draw 1, 3 and 5 index servers; a one-index seed is the scenario it always was.
+    let sizes: std::collections::BTreeSet<u32> = CI_SEEDS
+        .map(|s| Scenario::group_swarm(s).index_servers)
+        .collect();
+    assert_eq!(sizes, [1, 3, 5].into_iter().collect());
+    for seed in CI_SEEDS {
+        let (g, one) = (Scenario::group_swarm(seed), Scenario::swarm(seed));
+        if g.index_servers == 1 {
+            assert_eq!(
+                (g.summary(), g.faults),
+                (one.summary(), one.faults),
+                "seed {seed}"
+            );
+        }
     }
 }
 
@@ -75,10 +126,11 @@ fn swarm() {
 fn same_seed_same_trace() {
     let seeds = match env_u64("FLARE_SIM_SEED") {
         Some(s) => vec![s],
-        None => vec![3, 30, 375],
+        // One index server, three (seed 0) and five (seed 4).
+        None => vec![3, 0, 4, 375],
     };
     for seed in seeds {
-        let s = Scenario::swarm(seed);
+        let s = Scenario::group_swarm(seed);
         let (a, b) = (run(&s), run(&s));
         assert_eq!(
             a.trace_hash,
