@@ -52,7 +52,9 @@ use flare_core::node::plan::{self, Answer as PartAnswer, Finish, Origin, Part, P
 use flare_core::node::session::{IndexAddr, Redirect};
 use flare_core::node::targets::{WriteFailure, WriteId};
 use flare_core::node::wire::{dump_item, replica_for, PeerReplyBuilder};
-use flare_core::node::{no_lease_reply, Action, CallId, Dest, Node, NodeSettings, StoreOp};
+use flare_core::node::{
+    no_lease_reply, Action, CallId, Dest, Node, NodeSettings, Registration, StoreOp,
+};
 use flare_core::node_map::{Role, State};
 use flare_core::protocol::admin::{AdminCommand, IndexCommand, NodeAddr};
 use flare_core::protocol::lines;
@@ -91,6 +93,8 @@ use servers::IndexServer;
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(6);
 /// How often the admin sends a command that failed before it gives up (its caller tries again later).
 const ADMIN_TRIES: u32 = 5;
+/// How long the process supervisor waits before it starts a node whose start failed again (as `hosts`' does).
+const SUPERVISOR_WAIT: Duration = Duration::from_secs(1);
 
 /// What one core-level run found.
 #[derive(Debug)]
@@ -291,6 +295,10 @@ struct Msg {
 enum Ev {
     Deliver(Msg),
     NodeTimer(usize, u64),
+    /// Node, boot: its start failed; its supervisor stops it and starts it again.
+    Supervise(usize, u64),
+    /// Node, boot: the supervisor starts it again.
+    SupervisorRestart(usize, u64),
     /// Index server, timer generation.
     IndexTimer(usize, u64),
     /// An index server's first start.
@@ -305,8 +313,8 @@ enum Ev {
     ProbeTimeout(usize, u64),
     /// Index server, push.
     PushTimeout(usize, u64),
-    /// Index server, boot, forward.
-    ForwardTimeout(usize, u64, u64),
+    /// Index server, boot, forward, whether it was sent.
+    ForwardTimeout(usize, u64, u64, bool),
     AdminTimeout(u64),
     ClientTimeout(usize, u64),
     ClientGo(usize),
@@ -798,6 +806,26 @@ impl Sim {
                     self.drain_node(n);
                 }
             }
+            Ev::Supervise(n, boot) => {
+                let h = &self.nodes[n];
+                if h.up && h.boot == boot {
+                    if let Registration::Failed(why) = h.node.registration() {
+                        let (name, why) = (h.name.clone(), why.clone());
+                        self.trace(format!(
+                            "{name} did not start ({why}); started again in {SUPERVISOR_WAIT:?}"
+                        ));
+                        self.crash(&name);
+                        let boot = self.nodes[n].boot;
+                        self.at(SUPERVISOR_WAIT, Ev::SupervisorRestart(n, boot));
+                    }
+                }
+            }
+            Ev::SupervisorRestart(n, boot) => {
+                if !self.nodes[n].up && self.nodes[n].boot == boot {
+                    let name = self.nodes[n].name.clone();
+                    self.restart(&name);
+                }
+            }
             Ev::IndexTimer(i, gen) => self.index_timer(i, gen),
             Ev::IndexBoot(i) => {
                 if !self.ix[i].up && self.ix[i].group.is_none() {
@@ -838,10 +866,9 @@ impl Sim {
             }
             Ev::ProbeTimeout(i, id) => self.probe_failed(i, id),
             Ev::PushTimeout(i, id) => self.push_failed(i, id),
-            Ev::ForwardTimeout(i, boot, forward) => {
+            Ev::ForwardTimeout(i, boot, forward, sent) => {
                 if self.ix[i].boot == boot {
-                    let why = "index leader did not answer in time".to_string();
-                    self.forwarded(i, forward, Err(why));
+                    self.forward_failed(i, forward, sent);
                 }
             }
             Ev::AdminTimeout(op) => self.admin_reply(op, Err("no answer in time".into())),
@@ -991,6 +1018,13 @@ impl Sim {
             self.at(t.saturating_duration_since(now), Ev::NodeTimer(n, gen));
         }
         let h = &mut self.nodes[n];
+        if matches!(h.node.registration(), Registration::Failed(_)) {
+            // `flared` exits when its start fails; its supervisor takes it from here (at once, not in the middle of
+            // whatever called this).
+            let boot = h.boot;
+            self.at(Duration::ZERO, Ev::Supervise(n, boot));
+        }
+        let h = &mut self.nodes[n];
         let version = h.node.view().map().version;
         if h.held_version != Some(version) {
             h.held_version = Some(version);
@@ -1123,6 +1157,10 @@ impl Sim {
         };
         if matches!(op, StoreOp::FlushAll | StoreOp::PersistUnlogged) {
             h.node.handle_store_result(now, &op, ok);
+        }
+        if op == StoreOp::FlushAll {
+            let line = format!("{} empties its store", self.nodes[n].name);
+            self.trace(line);
         }
     }
 

@@ -7,8 +7,11 @@
 //! then renewals), an admin command, or a command another server forwarded. A line runs through
 //! `Group::handle_command`; its reply is written once the outputs queued before it are performed, now or later
 //! (`Output::Reply`). `Output::Forward` sends the command to the leader it names as a forwarded command; the leader
-//! marks the connection `index peer <follower>` first, and its reply comes back to the waiting connection, or
-//! `SERVER_ERROR` when the leader refused the connection or did not answer in [`FORWARD_TIMEOUT`] (`flarei`'s wait).
+//! marks the connection `index peer <follower>` first, and its reply comes back to the waiting connection. As
+//! `flarei`'s forward does, a leader that cannot be reached (it refuses the connection, or the link is cut: no
+//! connection within [`CONNECT_TIMEOUT`]) is answered as no leader (`redirect_line(None)`: not sent, safe to send
+//! again), and one that does not answer in [`FORWARD_TIMEOUT`] with a `SERVER_ERROR` saying the change may have been
+//! applied.
 //! A crashed server's connections are reset: the node, admin or follower at the other end learns it at once.
 //!
 //! **Raft.** `Output::Send` goes to the named server over the simulated network like any other message (lost
@@ -23,7 +26,9 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use flare_core::index::group::{Group, GroupRole, GroupSettings, Output, DEFAULT_ELECTION_TIMEOUT};
+use flare_core::index::group::{
+    redirect_line, Group, GroupRole, GroupSettings, Output, DEFAULT_ELECTION_TIMEOUT,
+};
 use flare_core::index::kv::KvOp;
 use flare_core::index::{Action as IxAction, CommandOutcome, ConnId, ProbeResult};
 use flare_core::node::CallId;
@@ -39,6 +44,8 @@ use crate::scenario::INDEX_PORT;
 
 /// How long a follower waits for the leader's answer to a forwarded command (`flarei`'s forward).
 pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a follower tries to connect to the leader before it takes it for unreachable (`flarei`'s forward).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// One index server process and its disk.
 pub(super) struct IndexServer {
@@ -211,18 +218,21 @@ impl Sim {
                     op,
                     line: String::new(),
                 })),
-                Job::Peer { forward } => Payload::Refused(Box::new(Payload::Forward {
+                // The command reached this server and may have been applied: the follower says so.
+                Job::Peer { forward } => Payload::ForwardReply {
                     forward,
-                    peer: String::new(),
-                    line: String::new(),
-                })),
+                    reply: Reply::Error(ErrorReply::Server(
+                        "index leader did not answer (connection reset); the change may have been applied: check the map"
+                            .into(),
+                    )),
+                },
             };
             self.send_from_dead(i, c.from, reset);
         }
     }
 
-    /// A connection to server `i` from host `from`, with an id no earlier process gave out; its lines start
-    /// running.
+    /// A connection to server `i` from host `from`, with an id no earlier process gave out (the caller runs its
+    /// lines: [`Sim::feed`]).
     fn open_conn(&mut self, i: usize, from: usize, job: Job, lines: Vec<String>) -> Option<ConnId> {
         let x = &mut self.ix[i];
         let g = x.group.as_mut()?;
@@ -549,7 +559,13 @@ impl Sim {
         let forward = x.next_id;
         x.forwards.insert(forward, conn);
         let (boot, peer) = (x.boot, x.addr.clone());
-        self.at(FORWARD_TIMEOUT, Ev::ForwardTimeout(i, boot, forward));
+        if self.cut.get(&super::pair(i, j)).is_some_and(|c| *c > 0) {
+            // No connection across a cut: `flarei` gives up connecting and sends nothing.
+            self.trace(format!("{} cannot reach {to}", self.ix[i].name));
+            self.at(CONNECT_TIMEOUT, Ev::ForwardTimeout(i, boot, forward, false));
+            return;
+        }
+        self.at(FORWARD_TIMEOUT, Ev::ForwardTimeout(i, boot, forward, true));
         let line = AdminCommand::Index(command).to_line();
         self.trace(format!("{} forwards {line} to {to}", self.ix[i].name));
         self.send(
@@ -561,6 +577,16 @@ impl Sim {
                 line,
             },
         );
+    }
+
+    /// A command server `i` forwarded got no answer: `sent` to the leader (it may have been applied), or not (the
+    /// leader could not be reached).
+    pub(super) fn forward_failed(&mut self, i: usize, forward: u64, sent: bool) {
+        let why = match sent {
+            true => "index leader did not answer in time; the change may have been applied: check the map".into(),
+            false => redirect_line(None),
+        };
+        self.forwarded(i, forward, Err(why));
     }
 
     /// The answer (or its failure) to a command server `i` forwarded.
@@ -671,13 +697,7 @@ impl Sim {
             Payload::Refused(p) => match *p {
                 Payload::Probe { id, .. } => self.probe_failed(i, id),
                 Payload::Push { id, .. } => self.push_failed(i, id),
-                Payload::Forward { forward, .. } => {
-                    let to = self.names[from].clone();
-                    let why = format!(
-                        "index leader {to}:{INDEX_PORT} did not answer: connection refused"
-                    );
-                    self.forwarded(i, forward, Err(why));
-                }
+                Payload::Forward { forward, .. } => self.forward_failed(i, forward, false),
                 _ => {}
             },
             _ => {}
