@@ -529,9 +529,11 @@ async fn open_peer<N: Net>(net: &N, ctx: &Ctx, to: &str) -> io::Result<N::Stream
     Ok(s)
 }
 
-/// Carries Raft messages to `to`, reconnecting (after 100 ms) when the connection fails. The peer never writes
-/// after the handshake, so anything read (its close above all) ends the connection at once: a message written to
-/// a restarted peer's dead connection would be lost, and the first messages after a restart are an election's.
+/// Carries Raft messages to `to`, reconnecting (after 100 ms) when the connection fails. The peer answers nothing
+/// but the link's own `ping`s (every [`LINK_PING`]): a close read from the peer ends the connection at once (a message
+/// written to a restarted peer's dead connection would be lost, and the first messages after a restart are an
+/// election's), and so does a `ping` left unanswered for [`LINK_PING`] × 2 (a connection that silently stopped
+/// carrying anything, as across a network partition).
 async fn link<N: Net>(net: N, ctx: Arc<Ctx>, to: String, mut rx: mpsc::Receiver<Vec<u8>>) {
     loop {
         let opened = tokio::time::timeout(Duration::from_secs(1), open_peer(&net, &ctx, &to)).await;
@@ -551,19 +553,41 @@ async fn link<N: Net>(net: N, ctx: Arc<Ctx>, to: String, mut rx: mpsc::Receiver<
         };
         let (mut reader, mut writer) = tokio::io::split(stream);
         let mut scratch = [0u8; 64];
+        let mut ping = tokio::time::interval(LINK_PING);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut unanswered: Option<Instant> = None;
         loop {
-            let msg = tokio::select! {
-                msg = rx.recv() => msg,
-                _ = reader.read(&mut scratch) => {
-                    tracing::debug!(peer = to, "raft link closed by the peer");
-                    break;
+            let frame = tokio::select! {
+                msg = rx.recv() => {
+                    let Some(msg) = msg else { return };
+                    let mut frame = BytesMut::with_capacity(msg.len() + 32);
+                    frame.extend_from_slice(format!("index raft {}\r\n", msg.len()).as_bytes());
+                    frame.extend_from_slice(&msg);
+                    frame.extend_from_slice(b"\r\n");
+                    frame
                 }
+                read = reader.read(&mut scratch) => match read {
+                    Ok(n) if n > 0 => {
+                        unanswered = None;
+                        continue;
+                    }
+                    _ => {
+                        tracing::debug!(peer = to, "raft link closed by the peer");
+                        break;
+                    }
+                },
+                _ = ping.tick() => match unanswered {
+                    Some(since) if since.elapsed() >= 2 * LINK_PING => {
+                        tracing::debug!(peer = to, "raft link carries nothing any more, reopening it");
+                        break;
+                    }
+                    Some(_) => continue,
+                    None => {
+                        unanswered = Some(Instant::now());
+                        BytesMut::from(&b"ping\r\n"[..])
+                    }
+                },
             };
-            let Some(msg) = msg else { return };
-            let mut frame = BytesMut::with_capacity(msg.len() + 32);
-            frame.extend_from_slice(format!("index raft {}\r\n", msg.len()).as_bytes());
-            frame.extend_from_slice(&msg);
-            frame.extend_from_slice(b"\r\n");
             let sent = tokio::time::timeout(Duration::from_secs(1), writer.write_all(&frame)).await;
             if !matches!(sent, Ok(Ok(()))) {
                 tracing::debug!(peer = to, "raft link broke");
@@ -572,6 +596,9 @@ async fn link<N: Net>(net: N, ctx: Arc<Ctx>, to: String, mut rx: mpsc::Receiver<
         }
     }
 }
+
+/// How often a raft link checks that its connection still carries messages.
+const LINK_PING: Duration = Duration::from_millis(500);
 
 /// A follower's `stats threads`: the leader's answer (its connections and node monitors), or this server's own
 /// connections when the leader does not answer.
