@@ -126,7 +126,7 @@ fn add_index(sim: &mut turmoil::Sim<'_>, s: &Scenario, host: &str, place: u64, e
     let settings = IndexSettings::from_config(&c, c.show_variables("", ""))
         .expect("the simulated index finds itself");
     let boots = Arc::new(AtomicU64::new(0));
-    // The map copy and the Raft log survive the host's crashes, as a disk would.
+    // The map copy and the Raft log survive the host's crashes, as a disk would (unless `index_amnesia`).
     let snapshots = Arc::new(MemorySnapshots::default());
     let log = Arc::new(MemoryRaftStore::default());
     // A single index server keeps the seeds it always had (its boot count); a group member's also depend on the run's
@@ -139,16 +139,15 @@ fn add_index(sim: &mut turmoil::Sim<'_>, s: &Scenario, host: &str, place: u64, e
             .wrapping_add(place << 40),
     };
     let name = host.to_string();
+    let amnesia = s.index_amnesia;
     sim.host(host, move || {
-        let (params, mut settings, snapshots, env, log, name) = (
-            params.clone(),
-            settings.clone(),
-            snapshots.clone(),
-            env.clone(),
-            log.clone(),
-            name.clone(),
-        );
         let boot = boots.fetch_add(1, Relaxed);
+        let (snapshots, log) = match amnesia {
+            false => (snapshots.clone(), log.clone()),
+            true => Default::default(),
+        };
+        let (params, mut settings, env, name) =
+            (params.clone(), settings.clone(), env.clone(), name.clone());
         // Election timeouts from the seed and the boot count: the same run every time.
         settings.seed = base.wrapping_add(boot);
         async move {

@@ -154,6 +154,9 @@ pub struct Scenario {
     /// Index servers: 1 (a single `flarei`, no `index-servers` list) or an odd group size (hosts [`INDEX`],
     /// `index1`, ..., one Raft group; every node gets the whole list).
     pub index_servers: u32,
+    /// A restarted index server comes back with an empty Raft log and no map (its disk lost). Only in the negative
+    /// test that shows the group checkers catch what follows (a server voting twice in a term, maps lost).
+    pub index_amnesia: bool,
 }
 
 /// Fault kinds the swarm draws from, each with a per-seed weight.
@@ -265,6 +268,7 @@ impl Scenario {
             allow_reported_backlog: true,
             sim_limit: Duration::from_secs(240),
             index_servers,
+            index_amnesia: false,
         };
         s.faults = swarm_faults(&mut rng, &s);
         // Drawn last, so that adding it left the earlier draws (and the scenarios of old seeds) as they were.

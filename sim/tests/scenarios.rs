@@ -5,7 +5,9 @@
 mod common;
 
 use common::{assert_all_pass, master, record, run_named};
+use flare_sim::scenario::{Fault, Timed};
 use flare_sim::{named, run_seeds};
+use std::time::Duration;
 
 #[test]
 fn sync_writes_survive_master_crash() {
@@ -283,4 +285,62 @@ fn index_majority_down_then_back() {
             r.seed
         );
     }
+}
+
+#[test]
+fn index_servers_that_lose_their_disk_are_caught() {
+    // The negative case: index servers that come back from a crash with an empty Raft log and no map (their disks
+    // lost): every server of index_majority_down_then_back crashes, the majority first and back first, the others
+    // back 3 s later. The committed maps are lost and the returning majority may vote again in terms it voted in; the
+    // group checkers must catch it (with their disks kept, these servers lose nothing: see the test above).
+    let (from, back) = named::MAJORITY_DOWN;
+    let reports = run_seeds(&[0, 1], |seed| {
+        let mut s =
+            named::scenario("index_majority_down_then_back", seed).expect("a named scenario");
+        s.index_amnesia = true;
+        let kept: Vec<String> = s
+            .index_hosts()
+            .into_iter()
+            .filter(|h| !s.faults.iter().any(|t| t.fault == Fault::Crash(h.clone())))
+            .collect();
+        for h in kept {
+            for (at, fault) in [
+                (from + 500, Fault::Crash(h.clone())),
+                (back + 3_000, Fault::Restart(h)),
+            ] {
+                s.faults.push(Timed {
+                    at: Duration::from_millis(at),
+                    fault,
+                });
+            }
+        }
+        s.faults.sort_by_key(|t| t.at);
+        s
+    });
+    let group_checkers = [
+        "index maps agree",
+        "node maps committed",
+        "one leader per term",
+        "index group settled",
+        "index map",
+    ];
+    let caught: Vec<u64> = reports
+        .iter()
+        .filter(|r| {
+            r.failures
+                .iter()
+                .any(|f| group_checkers.contains(&f.checker))
+        })
+        .map(|r| r.seed)
+        .collect();
+    for r in &reports {
+        let mut checkers: Vec<&str> = r.failures.iter().map(|f| f.checker).collect();
+        checkers.dedup();
+        println!("seed {} (expected): {checkers:?}", r.seed);
+    }
+    assert_eq!(
+        caught,
+        [0, 1],
+        "only seeds {caught:?} of 0 and 1 were caught"
+    );
 }
