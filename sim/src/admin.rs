@@ -26,7 +26,7 @@
 //! names; else the next server), a down server is passed over, and a `not the index leader` answer is sent again
 //! to the leader it names (or, with no leader yet, to the next server after a pause). Maps are read from the leader
 //! too (`stats`, `stats nodes`, `stats` on one server), and the map invariants below are checked per server. The
-//! group's own watch and checkers are [`group_check`](crate::group_check); once the final state is read the admin
+//! group's own watch and checkers are [`crate::group_check`]; once the final state is read the admin
 //! waits for every index server to agree on it ([`group_check::wait_settled`]).
 //!
 //! Convergence (calm phase, before [`Scenario::calm_limit`]): every node registered and `active`, every partition

@@ -32,7 +32,9 @@
 //! Checkers run while the run goes on (protocol errors, index-map invariants, convergence, panics) and at the end on
 //! the recorded history ([`check`]): values, sync writes surviving, fresh reads, slaves matching masters, keys in
 //! their partition only, reads through any node, one master per partition per map version (from every node's own
-//! map, polled), and in some named scenarios the async loss of a failover within the reported backlog.
+//! map, polled), and in some named scenarios the async loss of a failover within the reported backlog. With an index
+//! group, [`group_check`] adds: index servers never show two maps under one version, nodes hold only maps the
+//! servers showed, one leader per term, and the group settles on the final map once the run is over.
 //!
 //! # Seeds
 //!
