@@ -39,6 +39,7 @@ pub const NAMES: &[&str] = &[
     "index_leader_crash",
     "index_minority_partition",
     "index_majority_down_then_back",
+    "demoted_master_renews_at_a_new_leader",
 ];
 
 /// The scenario `name` for `seed`.
@@ -72,6 +73,7 @@ pub fn scenario(name: &str, seed: u64) -> Option<Scenario> {
         "index_leader_crash" => index_leader_crash(seed),
         "index_minority_partition" => index_minority_partition(seed),
         "index_majority_down_then_back" => index_majority_down_then_back(seed),
+        "demoted_master_renews_at_a_new_leader" => demoted_master_renews_at_a_new_leader(seed),
         _ => return None,
     };
     Some(s)
@@ -495,6 +497,23 @@ pub fn index_majority_down_then_back(seed: u64) -> Scenario {
         let at_ms = from + i as u64 * (seed % 3) * 200;
         events.extend(crash(h, at_ms, back));
     }
+    plan(&mut s, events);
+    s
+}
+
+/// Partition 0's master n0 is cut from every index server from 1 s to 10 s (its slave and the clients still reach
+/// it): its lease ends, the group fails it over to n1. Then the leader that demoted it crashes (8.5 s, back at 9.5
+/// s), so another server leads when n0 can reach the group again, n0 still holding the map in which it is master.
+/// That leader must not renew n0's lease before n0 holds the map that demoted it: n0 would acknowledge writes as a
+/// master after n1 did (`one acknowledging master`). Found by swarm seed 488.
+pub fn demoted_master_renews_at_a_new_leader(seed: u64) -> Scenario {
+    let mut s = group_base("demoted_master_renews_at_a_new_leader", seed, 3);
+    s.sync_ratio = 0.3;
+    let mut events: Vec<Timed> = Vec::new();
+    for index in s.index_hosts() {
+        events.extend(cut("n0", &index, 1_000, 10_000));
+    }
+    events.extend(crash(INDEX_LEADER, 8_500, 9_500));
     plan(&mut s, events);
     s
 }

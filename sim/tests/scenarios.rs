@@ -344,3 +344,17 @@ fn index_servers_that_lose_their_disk_are_caught() {
         "only seeds {caught:?} of 0 and 1 were caught"
     );
 }
+
+#[test]
+fn demoted_master_renews_at_a_new_leader() {
+    // Fails while a new index leader forgets which masters the previous one demoted (core::index::Index::lead builds
+    // a fresh lease table): it renews the lease of a master still holding the map in which it is master.
+    for r in run_named("demoted_master_renews_at_a_new_leader", &[0, 2]) {
+        assert_ne!(
+            master(&r.final_map, 0),
+            "n0",
+            "seed {}: n0 was not failed over",
+            r.seed
+        );
+    }
+}
