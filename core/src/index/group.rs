@@ -644,6 +644,9 @@ impl Group {
                 self.step(&bytes);
                 Some(CommandOutcome::answer(Reply::Nothing))
             }
+            // A ping shows nothing of the map: never held behind a proposal (a peer's raft link pings, and the
+            // connection reads nothing more until it is answered: the followers' acknowledgements would wait too).
+            IndexCommand::Ping => Some(CommandOutcome::answer(Reply::Ok)),
             IndexCommand::IndexAdd(addr) | IndexCommand::IndexRemove(addr)
                 if !self.index.is_authenticated(conn) =>
             {

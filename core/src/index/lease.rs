@@ -88,6 +88,18 @@ impl Leases {
         }
     }
 
+    /// An index that starts acting on `map` (version `version`: a restart, a new group leader) does not know which
+    /// map took whom out of serving: every node that does not serve in it is refused leases until it holds that
+    /// version (a master failed over while cut off would otherwise come back with the map in which it is master, and
+    /// be granted a lease for it).
+    pub fn demoted_by(&mut self, map: &NodeMap, version: u64) {
+        for (key, r) in &map.nodes {
+            if !serves(r) {
+                self.held.entry(key.clone()).or_default().demoted_at = Some(version);
+            }
+        }
+    }
+
     /// Leases are in force.
     pub fn enabled(&self) -> bool {
         !self.lease.is_zero()
@@ -228,6 +240,20 @@ mod tests {
         assert!(l.may_hold(t + L, "a:1"));
         l.session_closed(t + Duration::from_millis(10), "a:1", ConnId(5), true);
         assert!(!l.may_hold(t + Duration::from_millis(10), "a:1"));
+    }
+
+    #[test]
+    fn an_index_that_starts_acting_refuses_leases_to_nodes_out_of_serving_until_they_hold_its_map() {
+        let t = Instant::now();
+        let m = map(&["a master active 0", "b master down 0", "c slave active 0"]);
+        let mut l = Leases::new(L, t, true);
+        l.demoted_by(&m, 9);
+        // b was failed over (in a map this index never saw change): its renewal for an older map is refused.
+        assert!(l.renew(t, "b:1", ConnId(1), 8, None).is_err());
+        assert!(l.renew(t, "b:1", ConnId(1), 9, None).is_ok());
+        // Nodes that serve are not affected.
+        assert!(l.renew(t, "a:1", ConnId(2), 3, None).is_ok());
+        assert!(l.renew(t, "c:1", ConnId(3), 3, None).is_ok());
     }
 
     #[test]

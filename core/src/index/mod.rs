@@ -295,7 +295,8 @@ impl Index {
             }
             None => MapState::default(),
         };
-        let leases = lease::Leases::new(params.master_lease, now, restored.is_some());
+        let mut leases = lease::Leases::new(params.master_lease, now, restored.is_some());
+        leases.demoted_by(&cluster.map, cluster.map.version);
         let mut index = Index {
             leases,
             deferred_down: BTreeMap::new(),
@@ -632,6 +633,7 @@ impl Index {
         self.deferred_down.clear();
         self.leases = lease::Leases::new(self.params.master_lease, now, true);
         self.leases.extend_restart(now, extra);
+        self.leases.demoted_by(&self.cluster.map, self.cluster.map.version);
         let keys: Vec<String> = self.cluster.map.nodes.keys().cloned().collect();
         for key in keys {
             self.start_monitor(now, &key, now);
