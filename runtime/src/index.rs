@@ -24,7 +24,9 @@ use std::time::Duration;
 use bytes::BytesMut;
 use flare_core::config::{DaemonConfig, IndexConfig};
 use flare_core::index::group::{Group, GroupSettings, GroupStatus, Output};
-use flare_core::index::{threads_reply, Action, ConnId, IndexParams, ProbeResult, Snapshot, ThreadRow};
+use flare_core::index::{
+    threads_reply, Action, ConnId, IndexParams, ProbeResult, Snapshot, ThreadRow,
+};
 use flare_core::protocol::admin::{
     AdminCommand, AdminParsed, AdminParser, IndexCommand, ServerQuery,
 };
@@ -141,7 +143,10 @@ pub struct IndexSettings {
 impl IndexSettings {
     /// The settings of the index server configured by `c`, with its `show variables` lines; `Err` when this server
     /// cannot find itself in `index-servers`.
-    pub fn from_config(c: &IndexConfig, show_variables: Vec<String>) -> Result<IndexSettings, String> {
+    pub fn from_config(
+        c: &IndexConfig,
+        show_variables: Vec<String>,
+    ) -> Result<IndexSettings, String> {
         Ok(IndexSettings {
             group: GroupSettings::from_config(c)?,
             secret: c.cluster_secret.clone(),
@@ -507,7 +512,8 @@ impl Links {
 
 /// Opens a connection to index server `to` as an index peer (`auth` first when there is a secret).
 async fn open_peer<N: Net>(net: &N, ctx: &Ctx, to: &str) -> io::Result<N::Stream> {
-    let (host, port) = split_node(to).ok_or_else(|| io::Error::other("bad index server address"))?;
+    let (host, port) =
+        split_node(to).ok_or_else(|| io::Error::other("bad index server address"))?;
     let mut s = net.connect(host, port).await?;
     let mut lines = Vec::new();
     if !ctx.settings.secret.is_empty() {
@@ -516,7 +522,10 @@ async fn open_peer<N: Net>(net: &N, ctx: &Ctx, to: &str) -> io::Result<N::Stream
     lines.push(format!("index peer {}", ctx.settings.group.me));
     for line in lines {
         s.write_all(format!("{line}\r\n").as_bytes()).await?;
-        match read_reply(&mut s, Limits::default(), ReplyKind::Line).await?.first() {
+        match read_reply(&mut s, Limits::default(), ReplyKind::Line)
+            .await?
+            .first()
+        {
             Some(ReplyEvent::Line(l)) if &l[..] == b"OK" => {}
             other => {
                 return Err(io::Error::other(format!(
@@ -623,7 +632,10 @@ async fn relay_threads<N: Net>(
     let r = match answer {
         Ok(Ok(events)) => Reply::Raw(relayed(events)),
         _ => {
-            tracing::warn!(leader, "the index leader did not answer stats threads; showing this server's own");
+            tracing::warn!(
+                leader,
+                "the index leader did not answer stats threads; showing this server's own"
+            );
             threads_reply(group, &rows)
         }
     };
@@ -644,7 +656,8 @@ async fn forward<N: Net>(
         _ => ReplyKind::Line,
     };
     let line = AdminCommand::Index(command).to_line();
-    let server_error = |text: String| Reply::Error(flare_core::protocol::ErrorReply::Server(text.into()));
+    let server_error =
+        |text: String| Reply::Error(flare_core::protocol::ErrorReply::Server(text.into()));
     let opened = tokio::time::timeout(Duration::from_secs(1), open_peer(&net, &ctx, &to)).await;
     let r = match opened {
         // Not sent: as good as no leader (the caller may send it again; our nodes and tools do).
@@ -877,7 +890,10 @@ async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
                     AdminParsed::Error { error, close } => (Reply::Error(error), close),
                     AdminParsed::Command(AdminCommand::Index(command))
                         if (command.changes_map()
-                            || matches!(command, IndexCommand::IndexPeer(_) | IndexCommand::IndexRaft(_)))
+                            || matches!(
+                                command,
+                                IndexCommand::IndexPeer(_) | IndexCommand::IndexRaft(_)
+                            ))
                             && !ctx.internal_allowed(peer.ip()) =>
                     {
                         tracing::warn!(%peer, "map-changing command refused (internal-netmask)");

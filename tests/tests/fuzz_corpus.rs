@@ -157,7 +157,9 @@ fn group_corpus_starts_or_refuses_without_panics() {
     use flare_core::index::group::{decode_snapshot_data, Group, GroupSettings};
     let mut decoded = 0;
     for (name, input) in corpus("group") {
-        let Some((&mode, rest)) = input.split_first() else { continue };
+        let Some((&mode, rest)) = input.split_first() else {
+            continue;
+        };
         if mode % 2 == 0 {
             decoded += usize::from(decode_snapshot_data(rest).is_ok());
             continue;

@@ -26,7 +26,10 @@ impl Indexes {
             .map(|p| Flared::start_binary("flarei", *p, &[flag.as_str()]))
             .collect();
         let ix = Indexes { servers, list };
-        assert!(ix.wait_leader(None, Duration::from_secs(10)).is_some(), "no first leader");
+        assert!(
+            ix.wait_leader(None, Duration::from_secs(10)).is_some(),
+            "no first leader"
+        );
         ix
     }
 
@@ -47,7 +50,9 @@ impl Indexes {
         let start = Instant::now();
         while start.elapsed() < limit {
             for i in 0..self.servers.len() {
-                if Some(i) != not && self.servers[i].child.is_some() && self.stat(i, "index_role") == "leader"
+                if Some(i) != not
+                    && self.servers[i].child.is_some()
+                    && self.stat(i, "index_role") == "leader"
                 {
                     return Some(i);
                 }
@@ -80,12 +85,22 @@ fn node(ix: &Indexes) -> Flared {
 
 fn field(ix: &Indexes, n: &Flared, f: &str) -> String {
     let key = format!("127.0.0.1:{}:{f}", n.port);
-    ix.any(None).connect().stats_nodes().get(&key).cloned().unwrap_or_default()
+    ix.any(None)
+        .connect()
+        .stats_nodes()
+        .get(&key)
+        .cloned()
+        .unwrap_or_default()
 }
 
 fn wait_field(ix: &Indexes, n: &Flared, f: &str, want: &str) {
     let ok = wait_until(Duration::from_secs(30), || field(ix, n, f) == want);
-    assert!(ok, "node {} never had {f} {want} (has {})", n.port, field(ix, n, f));
+    assert!(
+        ok,
+        "node {} never had {f} {want} (has {})",
+        n.port,
+        field(ix, n, f)
+    );
 }
 
 /// Sends `line` to index server `via` (a follower forwards it to the leader); must answer `OK`.
@@ -106,7 +121,10 @@ fn killing_the_leader_index_server_loses_no_map_and_fails_no_client_operation() 
     wait_field(&ix, s0, "state", "active");
     admin(&ix.servers[0], &role(m1, "master 1 1"));
     wait_field(&ix, m1, "state", "ready");
-    admin(&ix.servers[0], &format!("node state 127.0.0.1 {} active", m1.port));
+    admin(
+        &ix.servers[0],
+        &format!("node state 127.0.0.1 {} active", m1.port),
+    );
     wait_field(&ix, m1, "state", "active");
     admin(&ix.servers[0], &role(s1, "slave 1 1"));
     wait_field(&ix, s1, "state", "active");
@@ -135,21 +153,37 @@ fn killing_the_leader_index_server_loses_no_map_and_fails_no_client_operation() 
         })
     };
 
-    let runs: usize = std::env::var("FLARE_INDEX_RUNS").ok().and_then(|r| r.parse().ok()).unwrap_or(5);
+    let runs: usize = std::env::var("FLARE_INDEX_RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(5);
     let mut took = Vec::new();
     for run in 0..runs {
         std::thread::sleep(Duration::from_millis(1500));
-        let leader = ix.wait_leader(None, Duration::from_secs(5)).expect("a leader");
-        let version: u64 = ix.stat(leader, "node_map_version").parse().expect("version");
+        let leader = ix
+            .wait_leader(None, Duration::from_secs(5))
+            .expect("a leader");
+        let version: u64 = ix
+            .stat(leader, "node_map_version")
+            .parse()
+            .expect("version");
         let term = ix.stat(leader, "index_term");
         ix.servers[leader].kill9();
         let t0 = Instant::now();
-        let next = ix.wait_leader(Some(leader), Duration::from_secs(5)).expect("a new leader");
+        let next = ix
+            .wait_leader(Some(leader), Duration::from_secs(5))
+            .expect("a new leader");
         let d = t0.elapsed();
-        println!("run {run}: new leader after {d:?}, term {term} -> {}", ix.stat(next, "index_term"));
+        println!(
+            "run {run}: new leader after {d:?}, term {term} -> {}",
+            ix.stat(next, "index_term")
+        );
         took.push(d);
         let now_version: u64 = ix.stat(next, "node_map_version").parse().expect("version");
-        assert!(now_version >= version, "run {run}: map version {version} lost ({now_version})");
+        assert!(
+            now_version >= version,
+            "run {run}: map version {version} lost ({now_version})"
+        );
         // The old leader comes back as a follower with the same map.
         ix.servers[leader].spawn();
         let back = wait_until(Duration::from_secs(5), || {
@@ -157,9 +191,16 @@ fn killing_the_leader_index_server_loses_no_map_and_fails_no_client_operation() 
                 && ix.stat(leader, "node_map_version") == ix.stat(next, "node_map_version")
                 && ix.stat(leader, "index_applied") == ix.stat(next, "index_applied")
         });
-        assert!(back, "run {run}: the old leader did not rejoin with the same map");
+        assert!(
+            back,
+            "run {run}: the old leader did not rejoin with the same map"
+        );
         let want = ix.servers[next].connect().stats_nodes();
-        assert_eq!(ix.servers[leader].connect().stats_nodes(), want, "run {run}");
+        assert_eq!(
+            ix.servers[leader].connect().stats_nodes(),
+            want,
+            "run {run}"
+        );
     }
     took.sort();
     let median = took[took.len() / 2];
@@ -175,7 +216,10 @@ fn killing_the_leader_index_server_loses_no_map_and_fails_no_client_operation() 
         acked.load(Relaxed),
         during_index_kills.len()
     );
-    assert!(during_index_kills.is_empty(), "failed client operations: {during_index_kills:?}");
+    assert!(
+        during_index_kills.is_empty(),
+        "failed client operations: {during_index_kills:?}"
+    );
     // A master killed now is failed over by the new leader within the usual second.
     m0.signal(libc::SIGKILL);
     let t0 = Instant::now();
@@ -184,7 +228,10 @@ fn killing_the_leader_index_server_loses_no_map_and_fails_no_client_operation() 
     });
     let failover = t0.elapsed();
     println!("master killed: its slave promoted after {failover:?}");
-    assert!(promoted && failover <= Duration::from_secs(1), "failover took {failover:?}");
+    assert!(
+        promoted && failover <= Duration::from_secs(1),
+        "failover took {failover:?}"
+    );
 
     std::thread::sleep(Duration::from_millis(500));
     stop.store(true, Relaxed);
@@ -197,7 +244,11 @@ fn killing_the_leader_index_server_loses_no_map_and_fails_no_client_operation() 
     // Every acknowledged write is there.
     let mut c = proxy.connect();
     for i in (0..acked).step_by(7) {
-        assert_eq!(c.get(&format!("key{i}")), Some(format!("value{i}").into_bytes()), "key{i}");
+        assert_eq!(
+            c.get(&format!("key{i}")),
+            Some(format!("value{i}").into_bytes()),
+            "key{i}"
+        );
     }
 }
 
@@ -209,7 +260,9 @@ fn a_minority_of_index_servers_cannot_change_the_map() {
     // Only server 0 is left; once it knows it has no quorum, it leads no more.
     ix.servers[1].kill9();
     ix.servers[2].kill9();
-    let alone = wait_until(Duration::from_secs(5), || ix.stat(0, "index_role") != "leader");
+    let alone = wait_until(Duration::from_secs(5), || {
+        ix.stat(0, "index_role") != "leader"
+    });
     assert!(alone, "the last index server still says it leads");
     let reply = ix.servers[0]
         .connect()
@@ -232,7 +285,10 @@ fn a_minority_of_index_servers_cannot_change_the_map() {
 fn an_index_server_is_added_while_the_cluster_serves_and_removed_again() {
     let mut ix = Indexes::start(3);
     let n = node(&ix);
-    admin(&ix.servers[1], &format!("node role 127.0.0.1 {} master 1 0", n.port));
+    admin(
+        &ix.servers[1],
+        &format!("node role 127.0.0.1 {} master 1 0", n.port),
+    );
     wait_field(&ix, &n, "state", "active");
     // The fourth server starts empty and waits (--index-join) with the list that includes it.
     let port = free_port();
@@ -240,27 +296,46 @@ fn an_index_server_is_added_while_the_cluster_serves_and_removed_again() {
     let flag = format!("--index-servers={list}");
     let new = Flared::start_binary("flarei", port, &[flag.as_str(), "--index-join"]);
     ix.servers.push(new);
-    assert_eq!(ix.stat(3, "node_map_version"), "0", "a joining server waits for the leader");
+    assert_eq!(
+        ix.stat(3, "node_map_version"),
+        "0",
+        "a joining server waits for the leader"
+    );
     // Sent to a follower: forwarded to the leader, answered once the configuration change is applied.
     admin(&ix.servers[0], &format!("index add 127.0.0.1:{port}"));
     let caught_up = wait_until(Duration::from_secs(5), || {
         ix.stat(3, "node_map_version") == ix.stat(0, "node_map_version")
             && ix.stat(3, "index_role") == "follower"
     });
-    assert!(caught_up, "the new index server did not catch up\n{}", ix.servers[3].log());
+    assert!(
+        caught_up,
+        "the new index server did not catch up\n{}",
+        ix.servers[3].log()
+    );
     let members = ix.stat(3, "index_members");
     assert_eq!(members.split(',').count(), 4, "{members}");
-    assert_eq!(ix.servers[3].connect().stats_nodes(), ix.servers[0].connect().stats_nodes());
+    assert_eq!(
+        ix.servers[3].connect().stats_nodes(),
+        ix.servers[0].connect().stats_nodes()
+    );
     // It serves like the others: it survives the leader's death with the group, and forwards writes.
-    let leader = ix.wait_leader(None, Duration::from_secs(5)).expect("leader");
+    let leader = ix
+        .wait_leader(None, Duration::from_secs(5))
+        .expect("leader");
     ix.servers[leader].kill9();
-    assert!(ix.wait_leader(Some(leader), Duration::from_secs(3)).is_some(), "no leader of 3 of 4");
+    assert!(
+        ix.wait_leader(Some(leader), Duration::from_secs(3))
+            .is_some(),
+        "no leader of 3 of 4"
+    );
     ix.servers[leader].spawn();
     // Removed again (through the new member), it is no longer a voter anywhere.
     let via = &ix.servers[3];
     let mut reply = String::new();
     for _ in 0..20 {
-        reply = via.connect().call(&format!("index remove 127.0.0.1:{port}"));
+        reply = via
+            .connect()
+            .call(&format!("index remove 127.0.0.1:{port}"));
         if reply == "OK" {
             break;
         }

@@ -58,7 +58,10 @@ pub const ELECTION_TICKS: usize = 10;
 /// two ticks (ticks are not in phase across processes, and a busy process ticks late), so that the first to
 /// campaign after a leader died finds the others out of it.
 pub const FOLLOWER_TIMEOUT_TICKS: std::ops::Range<usize> = ELECTION_TICKS + 2..ELECTION_TICKS + 8;
-const _: () = assert!(FOLLOWER_TIMEOUT_TICKS.end <= 2 * ELECTION_TICKS, "raft-rs draws below 2 x election_tick");
+const _: () = assert!(
+    FOLLOWER_TIMEOUT_TICKS.end <= 2 * ELECTION_TICKS,
+    "raft-rs draws below 2 x election_tick"
+);
 /// A (pre-)candidate's timeout before it tries again, drawn from this range: short, since a failed round (two
 /// survivors that split the vote) means no leader, and a second draw seldom splits again.
 pub const CANDIDATE_RETRY_TICKS: std::ops::Range<usize> = 2..7;
@@ -524,8 +527,7 @@ impl Group {
         }
         let mut applied = empty_map;
         if !log.snap.data.is_empty() {
-            let (addrs, map) =
-                decode_snapshot_data(&log.snap.data).map_err(GroupError::Store)?;
+            let (addrs, map) = decode_snapshot_data(&log.snap.data).map_err(GroupError::Store)?;
             for a in addrs {
                 book.insert(member_id(&a), a);
             }
@@ -658,9 +660,9 @@ impl Group {
             }
             IndexCommand::IndexAdd(addr) => self.change_members(conn, addr, true),
             IndexCommand::IndexRemove(addr) => self.change_members(conn, addr, false),
-            IndexCommand::NodeSession(_) | IndexCommand::NodeLease { .. } if !acting => {
-                refuse(ErrorReply::Server(redirect_line(self.leader().as_deref()).into()))
-            }
+            IndexCommand::NodeSession(_) | IndexCommand::NodeLease { .. } if !acting => refuse(
+                ErrorReply::Server(redirect_line(self.leader().as_deref()).into()),
+            ),
             cmd if cmd.changes_map() && !acting => {
                 if !self.index.is_authenticated(conn) {
                     return refuse(ErrorReply::Client("authentication required".into()));
@@ -687,10 +689,15 @@ impl Group {
         }
     }
 
-    fn forward_or_redirect(&mut self, conn: ConnId, command: IndexCommand) -> Option<CommandOutcome> {
+    fn forward_or_redirect(
+        &mut self,
+        conn: ConnId,
+        command: IndexCommand,
+    ) -> Option<CommandOutcome> {
         match self.leader() {
             Some(to) if !self.peers.contains_key(&conn) && to != self.settings.me => {
-                self.outputs.push_back(Output::Forward { conn, to, command });
+                self.outputs
+                    .push_back(Output::Forward { conn, to, command });
                 None
             }
             leader => Some(CommandOutcome::answer(Reply::Error(ErrorReply::Server(
@@ -737,7 +744,11 @@ impl Group {
         if let Err(e) = self.raw.propose_conf_change(Vec::new(), cc) {
             return refuse(format!("membership change refused: {e}"));
         }
-        self.conf_change = Some((self.raw.raft.raft_log.last_index(), self.raw.raft.term, conn));
+        self.conf_change = Some((
+            self.raw.raft.raft_log.last_index(),
+            self.raw.raft.term,
+            conn,
+        ));
         tracing::info!(member = addr, add, "membership change proposed");
         None
     }
@@ -754,13 +765,20 @@ impl Group {
         };
         // The generated getters panic on an enum value they do not know (raft-rs calls them too).
         let known = MessageType::from_i32(msg.msg_type).is_some()
-            && msg.entries.iter().all(|e| EntryType::from_i32(e.entry_type).is_some());
+            && msg
+                .entries
+                .iter()
+                .all(|e| EntryType::from_i32(e.entry_type).is_some());
         if !known {
             tracing::warn!("raft message with an unknown message or entry type dropped");
             return;
         }
         if msg.to != self.id || !self.book.contains_key(&msg.from) {
-            tracing::warn!(to = msg.to, from = msg.from, "raft message for another member dropped");
+            tracing::warn!(
+                to = msg.to,
+                from = msg.from,
+                "raft message for another member dropped"
+            );
             return;
         }
         let mut msg = msg;
@@ -1045,7 +1063,8 @@ impl Group {
             self.outputs.push_back(Output::Reply {
                 conn,
                 outcome: CommandOutcome::answer(Reply::Error(ErrorReply::Server(
-                    format!("{why}; the membership change may still be applied: check `stats`").into(),
+                    format!("{why}; the membership change may still be applied: check `stats`")
+                        .into(),
                 ))),
             });
         }
@@ -1061,7 +1080,9 @@ impl Group {
                 // raft-rs draws no timeout below ELECTION_TICKS: the retry is the time left to it.
                 StateRole::Candidate | StateRole::PreCandidate => {
                     let retry = self.rng.random_range(CANDIDATE_RETRY_TICKS);
-                    self.raw.raft.set_randomized_election_timeout(ELECTION_TICKS);
+                    self.raw
+                        .raft
+                        .set_randomized_election_timeout(ELECTION_TICKS);
                     self.raw.raft.election_elapsed = ELECTION_TICKS - retry;
                 }
                 _ => {
@@ -1095,7 +1116,11 @@ impl Group {
             }
             None if leader => {
                 let first = self.raw.raft.raft_log.last_index();
-                tracing::info!(term, first, "index leader elected; acting once its first entry applies");
+                tracing::info!(
+                    term,
+                    first,
+                    "index leader elected; acting once its first entry applies"
+                );
                 self.lead = Some(Lead {
                     term,
                     first,
@@ -1113,13 +1138,20 @@ impl Group {
             return;
         }
         l.acting = true;
-        tracing::info!(term = l.term, version = self.applied.version, "index leader acting");
+        tracing::info!(
+            term = l.term,
+            version = self.applied.version,
+            "index leader acting"
+        );
         self.index.follow(&self.applied);
         let extra = self.takeover_wait();
         self.index.lead(now, extra);
         if self.applied.nodes.is_empty() && self.applied.version == 0 {
             if let Some(legacy) = self.legacy.take() {
-                tracing::info!(version = legacy.version, "taking the map of the single index server");
+                tracing::info!(
+                    version = legacy.version,
+                    "taking the map of the single index server"
+                );
                 self.index.follow(&legacy);
                 self.index.lead(now, extra);
                 let bytes = legacy.encode();
@@ -1347,7 +1379,8 @@ impl Group {
 
     fn set_applied(&mut self, map: Snapshot) {
         self.applied = map;
-        self.outputs.push_back(Output::Applied(self.applied.clone()));
+        self.outputs
+            .push_back(Output::Applied(self.applied.clone()));
         if !self.acting() {
             self.index.follow(&self.applied);
         }
@@ -1463,7 +1496,9 @@ fn restore(
         match &k[..] {
             keys::HARD => log.hard = HardState::decode(&v[..]).map_err(|e| bad("hard state", e))?,
             keys::CONF => log.conf = ConfState::decode(&v[..]).map_err(|e| bad("conf state", e))?,
-            keys::SNAP => log.snap = RaftSnapshot::decode(&v[..]).map_err(|e| bad("snapshot", e))?,
+            keys::SNAP => {
+                log.snap = RaftSnapshot::decode(&v[..]).map_err(|e| bad("snapshot", e))?
+            }
             keys::BOOK => {
                 let text = String::from_utf8(v).map_err(|_| GroupError::Store("book".into()))?;
                 for a in text.split(',').filter(|a| !a.is_empty()) {
@@ -1473,7 +1508,10 @@ fn restore(
             k if k.starts_with(keys::ENTRY) => {
                 let e = Entry::decode(&v[..]).map_err(|e| bad("entry", e))?;
                 if EntryType::from_i32(e.entry_type).is_none() {
-                    return Err(GroupError::Store(format!("entry {} of unknown type", e.index)));
+                    return Err(GroupError::Store(format!(
+                        "entry {} of unknown type",
+                        e.index
+                    )));
                 }
                 log.entries.push(e)
             }
@@ -1492,12 +1530,21 @@ fn restore(
             )));
         }
         if e.term < term {
-            return Err(GroupError::Store(format!("entry {} has an older term than the one before", e.index)));
+            return Err(GroupError::Store(format!(
+                "entry {} has an older term than the one before",
+                e.index
+            )));
         }
         term = e.term;
     }
     // raft-rs stops the process on a configuration it cannot rebuild as it is (this group makes no joint changes).
-    for (what, cs) in [("configuration", &log.conf), ("snapshot's configuration", log.snap.get_metadata().get_conf_state())] {
+    for (what, cs) in [
+        ("configuration", &log.conf),
+        (
+            "snapshot's configuration",
+            log.snap.get_metadata().get_conf_state(),
+        ),
+    ] {
         let voters: std::collections::BTreeSet<u64> = cs.voters.iter().copied().collect();
         let learners: std::collections::BTreeSet<u64> = cs.learners.iter().copied().collect();
         let simple = voters.len() == cs.voters.len()
@@ -1509,7 +1556,9 @@ fn restore(
             && cs.learners_next.is_empty()
             && !cs.auto_leave;
         if !simple {
-            return Err(GroupError::Store(format!("stored {what} is not a plain set of members: {cs:?}")));
+            return Err(GroupError::Store(format!(
+                "stored {what} is not a plain set of members: {cs:?}"
+            )));
         }
     }
     // raft-rs stops the process on a hard state that disagrees with the log: refuse it with a message instead.

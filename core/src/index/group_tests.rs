@@ -113,8 +113,11 @@ impl Bus {
                                         m.disk.insert(key, value);
                                     }
                                     KvOp::DeleteRange { from, to } => {
-                                        let doomed: Vec<_> =
-                                            m.disk.range(from..to).map(|(k, _)| k.clone()).collect();
+                                        let doomed: Vec<_> = m
+                                            .disk
+                                            .range(from..to)
+                                            .map(|(k, _)| k.clone())
+                                            .collect();
                                         for k in doomed {
                                             m.disk.remove(&k);
                                         }
@@ -125,9 +128,13 @@ impl Bus {
                         Output::Send { to, bytes } => sends.push((i, to, bytes)),
                         Output::Applied(s) => m.applied.push(s),
                         Output::Reply { conn, outcome } => m.replies.push((conn, outcome.reply)),
-                        Output::Forward { conn, to, command } => m.forwards.push((conn, to, command)),
+                        Output::Forward { conn, to, command } => {
+                            m.forwards.push((conn, to, command))
+                        }
                         Output::Index(Action::Probe { node, .. }) => m.probes.push(node),
-                        Output::Index(Action::Push { node, version, .. }) => pushes.push((i, node, version)),
+                        Output::Index(Action::Push { node, version, .. }) => {
+                            pushes.push((i, node, version))
+                        }
                         Output::Index(_) => {}
                         Output::Fatal(why) => panic!("fatal at {}: {why}", m.addr),
                     }
@@ -143,7 +150,9 @@ impl Bus {
                 return;
             }
             for (from, to, bytes) in sends {
-                let Some(j) = self.members.iter().position(|m| m.addr == to) else { continue };
+                let Some(j) = self.members.iter().position(|m| m.addr == to) else {
+                    continue;
+                };
                 if self.cut.contains(&from) != self.cut.contains(&j) {
                     continue;
                 }
@@ -174,7 +183,12 @@ impl Bus {
 
     fn acting(&self) -> Vec<usize> {
         (0..self.members.len())
-            .filter(|i| self.members[*i].group.as_ref().is_some_and(|g| g.status().acting))
+            .filter(|i| {
+                self.members[*i]
+                    .group
+                    .as_ref()
+                    .is_some_and(|g| g.status().acting)
+            })
             .collect()
     }
 
@@ -188,7 +202,10 @@ impl Bus {
             }
             self.run(Duration::from_millis(2));
         }
-        panic!("no single acting leader within {limit:?}: {:?}", self.acting());
+        panic!(
+            "no single acting leader within {limit:?}: {:?}",
+            self.acting()
+        );
     }
 
     /// `cmd` on member `i`'s admin connection; the reply now or once it came.
@@ -223,7 +240,10 @@ fn a_group_of_one_acts_at_once_and_answers_after_applying() {
     let mut bus = Bus::new(1, 1);
     assert_eq!(bus.acting(), vec![0]);
     let st = bus.group(0).status();
-    assert_eq!((st.role, st.members.clone()), (GroupRole::Leader, vec![addr(0)]));
+    assert_eq!(
+        (st.role, st.members.clone()),
+        (GroupRole::Leader, vec![addr(0)])
+    );
     let reply = bus.command(0, node_add("n1")).expect("answered");
     assert!(matches!(reply, Reply::Lines(_)), "{reply:?}");
     assert_eq!(bus.group(0).applied().version, 1);
@@ -234,7 +254,10 @@ fn a_group_of_one_acts_at_once_and_answers_after_applying() {
 fn three_members_elect_one_leader_and_apply_the_same_maps() {
     let mut bus = Bus::new(3, 7);
     let (leader, took) = bus.until_leader(Duration::from_secs(3));
-    assert!(took <= Duration::from_millis(1100), "first election took {took:?}");
+    assert!(
+        took <= Duration::from_millis(1100),
+        "first election took {took:?}"
+    );
     for name in ["n1", "n2", "n3"] {
         let r = bus.command(leader, node_add(name)).expect("answered");
         assert!(matches!(r, Reply::Lines(_)), "{r:?}");
@@ -275,7 +298,10 @@ fn a_follower_forwards_writes_answers_reads_and_redirects_sessions() {
 
 #[test]
 fn a_killed_leader_is_replaced_within_a_second_and_no_committed_map_is_lost() {
-    let seeds = std::env::var("FLARE_GROUP_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
+    let seeds = std::env::var("FLARE_GROUP_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
     let mut worst = Duration::ZERO;
     for seed in 0..seeds {
         let mut bus = Bus::new(3, seed);
@@ -286,7 +312,10 @@ fn a_killed_leader_is_replaced_within_a_second_and_no_committed_map_is_lost() {
         let (next, took) = bus.until_leader(Duration::from_secs(3));
         assert_ne!(next, leader);
         worst = worst.max(took);
-        assert!(took <= Duration::from_millis(1000), "seed {seed}: new leader after {took:?}");
+        assert!(
+            took <= Duration::from_millis(1000),
+            "seed {seed}: new leader after {took:?}"
+        );
         assert_eq!(bus.group(next).applied().version, 2, "seed {seed}");
         let r = bus.command(next, node_add("n3")).expect("answered");
         assert!(matches!(r, Reply::Lines(_)), "seed {seed}: {r:?}");
@@ -309,14 +338,19 @@ fn a_leader_cut_off_alone_cannot_change_the_map_and_steps_down() {
     bus.cut.insert(leader);
     let now = bus.now;
     let conn = bus.members[leader].conn;
-    let held = bus.group(leader).handle_command(now, conn, node_add("lost"));
+    let held = bus
+        .group(leader)
+        .handle_command(now, conn, node_add("lost"));
     assert!(held.is_none(), "a write waits for its commit");
     bus.drain();
     bus.run(Duration::from_secs(2));
     // Refused once it noticed it lost its quorum; never applied.
     let replies = &bus.members[leader].replies;
     assert!(
-        matches!(replies.last(), Some((_, Reply::Error(ErrorReply::Server(_))))),
+        matches!(
+            replies.last(),
+            Some((_, Reply::Error(ErrorReply::Server(_))))
+        ),
         "{replies:?}"
     );
     assert_eq!(bus.group(leader).applied().version, 1);
@@ -379,7 +413,9 @@ fn a_member_is_removed_and_the_leader_hands_over_before_removing_itself() {
     bus.run(Duration::from_millis(200));
     assert_eq!(bus.group(leader).status().members.len(), 2);
     match bus.command(leader, IndexCommand::IndexRemove(addr(leader))) {
-        Some(Reply::Error(ErrorReply::Server(why))) => assert!(why.contains("handed over"), "{why}"),
+        Some(Reply::Error(ErrorReply::Server(why))) => {
+            assert!(why.contains("handed over"), "{why}")
+        }
         other => panic!("{other:?}"),
     }
     let (next, _) = bus.until_leader(Duration::from_secs(3));
@@ -417,7 +453,6 @@ proptest! {
     }
 }
 
-
 #[test]
 fn a_single_index_servers_map_of_an_earlier_release_is_taken_over() {
     // What an earlier release persisted: a map at version 7 with one node, no Raft log.
@@ -428,8 +463,15 @@ fn a_single_index_servers_map_of_an_earlier_release_is_taken_over() {
     let legacy = old.group(0).applied().clone();
     assert_eq!(legacy.version, 7);
     let now = Instant::now();
-    let mut g = Group::new(params(), GroupSettings::alone(&addr(0)), Vec::new(), Some(legacy.clone()), 1, now)
-        .expect("start");
+    let mut g = Group::new(
+        params(),
+        GroupSettings::alone(&addr(0)),
+        Vec::new(),
+        Some(legacy.clone()),
+        1,
+        now,
+    )
+    .expect("start");
     let mut applied = Vec::new();
     while let Some(out) = g.poll_output() {
         if let Output::Applied(s) = out {
@@ -468,12 +510,16 @@ impl Bus {
     fn fail_probe(&mut self, i: usize, node: &str) {
         let start = self.now;
         while !self.members[i].probes.iter().any(|p| p == node) {
-            assert!(self.now - start < Duration::from_secs(30), "no probe of {node} from member {i}");
+            assert!(
+                self.now - start < Duration::from_secs(30),
+                "no probe of {node} from member {i}"
+            );
             self.run(Duration::from_millis(20));
         }
         self.members[i].probes.retain(|p| p != node);
         let now = self.now;
-        self.group(i).handle_probe_result(now, node, super::super::ProbeResult::default());
+        self.group(i)
+            .handle_probe_result(now, node, super::super::ProbeResult::default());
         self.drain();
     }
 
@@ -497,10 +543,22 @@ fn a_new_leader_counts_a_nodes_failures_afresh() {
     let (next, _) = bus.until_leader(Duration::from_secs(3));
     // One more failure seen by the new leader is its first: still active; its third makes the node down.
     bus.fail_probe(next, key);
-    assert_eq!(bus.state(next, key), State::Active, "failures before it led counted");
+    assert_eq!(
+        bus.state(next, key),
+        State::Active,
+        "failures before it led counted"
+    );
     bus.fail_probe(next, key);
     bus.fail_probe(next, key);
     bus.run(Duration::from_millis(100));
     assert_eq!(bus.state(next, key), State::Down);
-    assert_eq!(bus.group(next).applied().nodes.iter().find(|n| n.key() == key).map(|n| n.state), Some(State::Down));
+    assert_eq!(
+        bus.group(next)
+            .applied()
+            .nodes
+            .iter()
+            .find(|n| n.key() == key)
+            .map(|n| n.state),
+        Some(State::Down)
+    );
 }

@@ -155,7 +155,10 @@ impl Leases {
                 closed: true,
                 ..
             }) => *t,
-            Some(Held { until: Some((t, _)), .. }) => (*t).max(self.restart_until),
+            Some(Held {
+                until: Some((t, _)),
+                ..
+            }) => (*t).max(self.restart_until),
             _ => self.restart_until,
         }
     }
@@ -243,7 +246,8 @@ mod tests {
     }
 
     #[test]
-    fn an_index_that_starts_acting_refuses_leases_to_nodes_out_of_serving_until_they_hold_its_map() {
+    fn an_index_that_starts_acting_refuses_leases_to_nodes_out_of_serving_until_they_hold_its_map()
+    {
         let t = Instant::now();
         let m = map(&["a master active 0", "b master down 0", "c slave active 0"]);
         let mut l = Leases::new(L, t, true);
@@ -263,10 +267,14 @@ mod tests {
         let extra = Duration::from_millis(800);
         let mut l = Leases::new(L, t, true);
         l.extend_restart(t, extra);
-        assert!(l.may_hold(t + grace, "a:1"), "a deposed leader may have renewed it");
+        assert!(
+            l.may_hold(t + grace, "a:1"),
+            "a deposed leader may have renewed it"
+        );
         assert!(!l.may_hold(t + grace + extra, "a:1"));
         // Renewed here, then the node closed that session (killed): its one lease is over, whoever granted it.
-        l.renew(t, "a:1", ConnId(5), 1, Some(3000)).expect("granted");
+        l.renew(t, "a:1", ConnId(5), 1, Some(3000))
+            .expect("granted");
         assert!(l.may_hold(t + grace, "a:1"));
         l.session_closed(t + Duration::from_millis(5), "a:1", ConnId(5), true);
         assert!(!l.may_hold(t + Duration::from_millis(5), "a:1"));

@@ -633,7 +633,8 @@ impl Index {
         self.deferred_down.clear();
         self.leases = lease::Leases::new(self.params.master_lease, now, true);
         self.leases.extend_restart(now, extra);
-        self.leases.demoted_by(&self.cluster.map, self.cluster.map.version);
+        self.leases
+            .demoted_by(&self.cluster.map, self.cluster.map.version);
         let keys: Vec<String> = self.cluster.map.nodes.keys().cloned().collect();
         for key in keys {
             self.start_monitor(now, &key, now);
