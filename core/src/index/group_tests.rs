@@ -24,6 +24,22 @@ struct Member {
     probes: Vec<String>,
 }
 
+impl Member {
+    /// A member that is not started yet, with an empty disk.
+    fn new(addr: &str) -> Member {
+        Member {
+            addr: addr.to_owned(),
+            group: None,
+            disk: BTreeMap::new(),
+            conn: ConnId(0),
+            replies: Vec::new(),
+            forwards: Vec::new(),
+            applied: Vec::new(),
+            probes: Vec::new(),
+        }
+    }
+}
+
 struct Bus {
     now: Instant,
     members: Vec<Member>,
@@ -51,16 +67,7 @@ impl Bus {
             seed,
         };
         for a in &all {
-            bus.members.push(Member {
-                addr: a.clone(),
-                group: None,
-                disk: BTreeMap::new(),
-                conn: ConnId(0),
-                replies: Vec::new(),
-                forwards: Vec::new(),
-                applied: Vec::new(),
-                probes: Vec::new(),
-            });
+            bus.members.push(Member::new(a));
         }
         for i in 0..n {
             let members = if n == 1 { Vec::new() } else { all.clone() };
@@ -374,16 +381,7 @@ fn a_joining_member_catches_up_from_a_snapshot_and_votes() {
     for i in 0..(COMPACT_EVERY + 3) {
         bus.command(leader, node_add(&format!("n{i}")));
     }
-    bus.members.push(Member {
-        addr: addr(3),
-        group: None,
-        disk: BTreeMap::new(),
-        conn: ConnId(0),
-        replies: Vec::new(),
-        forwards: Vec::new(),
-        applied: Vec::new(),
-        probes: Vec::new(),
-    });
+    bus.members.push(Member::new(&addr(3)));
     bus.start(3, (0..4).map(addr).collect(), true);
     assert_eq!(
         bus.command(leader, IndexCommand::IndexAdd(addr(3))),
